@@ -1,0 +1,122 @@
+"""Nodes and graphs: first-order, immutable, referring to each other by name."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Iterable, Iterator
+
+import attrs
+from pyrsistent import PMap, PVector, pmap, pvector
+
+from .args import Arg, Ref, map_refs, refs
+
+OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
+
+
+@attrs.frozen(slots=True, eq=True, hash=False, repr=False)
+class Node:
+    """One FX node: `op` and `target` as in torch.fx, args and kwargs with `Ref`s for nodes.
+
+    `kwargs` is a tuple of (key, value) pairs so its order (which shows in generated code) is kept.
+    `type` is the FX type annotation; `meta` the node's meta entries (values are treated as immutable).
+    """
+
+    name: str
+    op: str
+    target: Any
+    args: tuple = ()
+    kwargs: tuple = ()
+    type: Any = None
+    meta: PMap = attrs.field(factory=pmap)
+
+    def kwarg(self, key: str, default: Any = None) -> Any:
+        """The value of keyword argument `key`, or `default`."""
+        for k, v in self.kwargs:
+            if k == key:
+                return v
+        return default
+
+    def inputs(self) -> Iterator[str]:
+        """Names of the nodes this node reads, in argument order (with repeats)."""
+        yield from refs(self.args)
+        for _, v in self.kwargs:
+            yield from refs(v)
+
+    def with_inputs_replaced(self, mapping: dict[str, Arg]) -> "Node":
+        """This node with each reference to a key of `mapping` replaced by its value."""
+        if not mapping or not any(name in mapping for name in self.inputs()):
+            return self
+        fn = lambda r: mapping.get(r.name, r)  # noqa: E731
+        return attrs.evolve(
+            self,
+            args=map_refs(self.args, fn),
+            kwargs=tuple((k, map_refs(v, fn)) for k, v in self.kwargs),
+        )
+
+    def evolve(self, **changes: Any) -> "Node":
+        """A copy with the given fields changed."""
+        return attrs.evolve(self, **changes)
+
+    def __repr__(self) -> str:
+        return f"Node({self.name}: {self.op} {self.target!r})"
+
+
+@attrs.frozen(slots=False, eq=True, hash=False, repr=False)
+class Graph:
+    """Nodes in execution order. Derived views are computed on first use and cached."""
+
+    nodes: PVector = attrs.field(factory=pvector, converter=pvector)
+
+    @cached_property
+    def by_name(self) -> dict[str, Node]:
+        """Node by name."""
+        return {n.name: n for n in self.nodes}
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Index of each node in execution order."""
+        return {n.name: i for i, n in enumerate(self.nodes)}
+
+    @cached_property
+    def users(self) -> dict[str, tuple[str, ...]]:
+        """For each node, the names of the nodes that read it, in execution order, without repeats."""
+        out: dict[str, list[str]] = {n.name: [] for n in self.nodes}
+        for n in self.nodes:
+            seen = set()
+            for name in n.inputs():
+                if name not in seen and name in out:
+                    seen.add(name)
+                    out[name].append(n.name)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def __getitem__(self, name: str) -> Node:
+        return self.by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def placeholders(self) -> list[Node]:
+        """The placeholder nodes, in order."""
+        return [n for n in self.nodes if n.op == "placeholder"]
+
+    def output(self) -> Node:
+        """The output node (the verifier guarantees there is exactly one, last)."""
+        return self.nodes[-1]
+
+    def with_nodes(self, nodes: Iterable[Node]) -> "Graph":
+        """A graph of the given nodes."""
+        return Graph(pvector(nodes))
+
+    def __repr__(self) -> str:
+        return f"Graph({len(self.nodes)} nodes)"
+
+
+def ref(node_or_name: Node | str) -> Ref:
+    """A reference to a node."""
+    return Ref(node_or_name if isinstance(node_or_name, str) else node_or_name.name)

@@ -1,0 +1,112 @@
+"""lift: an FX GraphModule (normally prepare_fx's observed model) -> Program, without touching it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pyrsistent import pmap, pset, pvector
+from torch.fx import GraphModule
+
+from .args import freeze
+from .errors import LiftError, NotObservedModelError
+from .graph import Graph, Node
+from .namespace import Namespace
+from .program import ConvertOptions, Program, QuantFacts, RootInfo
+
+OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
+
+
+def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = None) -> Program:
+    """Build the Program for `gm`. `gm` is only read.
+
+    With `observed=True` (the default), `gm` must come from prepare_fx/prepare_qat_fx; otherwise a
+    NotObservedModelError says so. With `observed=False` any GraphModule is accepted (quant facts are
+    then taken only if present).
+    """
+    if not isinstance(gm, GraphModule):
+        raise NotObservedModelError(
+            f"expected a torch.fx.GraphModule produced by prepare_fx/prepare_qat_fx, got {type(gm).__name__}; "
+            "run torch.ao.quantization.quantize_fx.prepare_fx on the model (and calibrate it) first"
+        )
+    has_facts = OBSERVED_ATTRS_KEY in getattr(gm, "meta", {})
+    if observed and not has_facts:
+        raise NotObservedModelError(
+            f"this GraphModule ({type(gm).__name__}) was not produced by prepare_fx/prepare_qat_fx: its meta has "
+            f"no '{OBSERVED_ATTRS_KEY}'; run prepare_fx (and calibrate) before converting"
+        )
+    fx_graph = gm.graph
+    names = {id(n): n.name for n in fx_graph.nodes}
+    node_name = lambda x: names.get(id(x)) if isinstance(x, torch.fx.Node) else None  # noqa: E731
+
+    nodes = []
+    targets: dict[str, None] = {}
+    for n in fx_graph.nodes:
+        try:
+            args = freeze(tuple(n.args), node_name)
+            kwargs = tuple((k, freeze(v, node_name)) for k, v in n.kwargs.items())
+        except Exception as exc:  # pragma: no cover - defensive
+            raise LiftError(f"node '{n.name}': cannot represent its arguments ({exc})") from exc
+        nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, pmap(n.meta)))
+        if n.op in ("get_attr", "call_module"):
+            targets[n.target] = None
+
+    modules = {name: m for name, m in gm.named_modules(remove_duplicate=False) if name}
+    attributes = {}
+    for target in targets:
+        if target in modules:
+            continue
+        try:
+            value = _getattr_path(gm, target)
+        except AttributeError as exc:
+            raise LiftError(f"node target '{target}' does not exist on the module: {exc}") from exc
+        if isinstance(value, torch.nn.Module):
+            raise LiftError(f"'{target}' is a module missing from named_modules(); cannot lift it")
+        attributes[target] = value
+
+    ns = fx_graph._graph_namespace
+    namespace = Namespace(pset(ns._used_names), pmap(ns._base_count))
+    meta = dict(gm.meta)
+    facts = meta.pop(OBSERVED_ATTRS_KEY, None)
+    root = RootInfo(
+        class_name=type(gm).__name__,
+        training=gm.training,
+        codegen=fx_graph._codegen,
+        tracer_cls=fx_graph._tracer_cls,
+        tracer_extras=pmap(fx_graph._tracer_extras or {}),
+        meta=pmap(meta),
+    )
+    return Program(
+        graph=Graph(pvector(nodes)),
+        modules=pmap(modules),
+        attributes=pmap(attributes),
+        namespace=namespace,
+        root=root,
+        quant=lift_quant_facts(facts) if facts is not None else None,
+        options=options or ConvertOptions(),
+    )
+
+
+def lift_quant_facts(attrs_obj: Any) -> QuantFacts:
+    """Immutable copy of prepare's ObservedGraphModuleAttrs."""
+    eq = attrs_obj.equalization_node_name_to_qconfig
+    sm_in = attrs_obj.standalone_module_input_quantized_idxs
+    sm_out = attrs_obj.standalone_module_output_quantized_idxs
+    return QuantFacts(
+        node_name_to_qconfig=pmap(attrs_obj.node_name_to_qconfig),
+        node_name_to_scope=pmap(attrs_obj.node_name_to_scope),
+        prepare_custom_config=attrs_obj.prepare_custom_config,
+        equalization_node_name_to_qconfig=pmap(eq) if eq is not None else None,
+        qconfig_mapping=attrs_obj.qconfig_mapping,
+        is_qat=attrs_obj.is_qat,
+        observed_node_names=pset(attrs_obj.observed_node_names),
+        is_observed_standalone_module=attrs_obj.is_observed_standalone_module,
+        standalone_module_input_quantized_idxs=tuple(sm_in) if sm_in is not None else None,
+        standalone_module_output_quantized_idxs=tuple(sm_out) if sm_out is not None else None,
+    )
+
+
+def _getattr_path(obj: Any, target: str) -> Any:
+    for atom in target.split("."):
+        obj = getattr(obj, atom)
+    return obj

@@ -1,0 +1,65 @@
+"""Node-name allocation with exactly FX's rules, as an immutable value.
+
+FX never frees a name: an erased node's name stays taken, and each base name remembers the last numeric
+suffix it handed out. To give new nodes the names torch's convert would give them, a Program carries that
+state (`Namespace`) and passes allocate through a `NameAllocator`, then freeze it back.
+"""
+
+from __future__ import annotations
+
+import attrs
+from pyrsistent import PMap, PSet, pmap, pset
+from torch.fx.graph import _illegal_char_regex, _illegal_names, _name_regex
+
+
+@attrs.frozen(slots=True)
+class Namespace:
+    """Every name FX has handed out in this graph, and the last suffix used per base name."""
+
+    used: PSet = attrs.field(factory=pset)
+    base_count: PMap = attrs.field(factory=pmap)
+
+    def allocator(self) -> "NameAllocator":
+        """A mutable allocator starting from this state (for use inside one pass)."""
+        return NameAllocator(set(self.used), dict(self.base_count))
+
+
+class NameAllocator:
+    """Allocates names as torch.fx.graph._Namespace.create_name does; `freeze()` returns a Namespace."""
+
+    __slots__ = ("_used", "_base_count")
+
+    def __init__(self, used: set[str], base_count: dict[str, int]) -> None:
+        self._used = used
+        self._base_count = base_count
+
+    def fresh(self, candidate: str) -> str:
+        """Return a new unique name derived from `candidate`, as FX would choose it."""
+        match = _name_regex.match(candidate)
+        if match is None:
+            candidate = _illegal_char_regex.sub("_", candidate) or "_unnamed"
+            if candidate[0].isdigit():
+                candidate = f"_{candidate}"
+            match = _name_regex.match(candidate)
+        base, num = match.group(1, 2)
+        if num is None or candidate in self._used:
+            num = self._base_count.get(base, 0)
+            if _illegal_names.get(candidate, None) is not None:
+                num += 1
+                candidate = f"{base}_{num}"
+        else:
+            num = int(num)
+        while candidate in self._used:
+            num += 1
+            candidate = f"{base}_{num}"
+        self._used.add(candidate)
+        self._base_count[base] = num
+        return candidate
+
+    def taken(self, name: str) -> bool:
+        """Whether `name` was ever handed out."""
+        return name in self._used
+
+    def freeze(self) -> Namespace:
+        """The immutable state after the allocations made so far."""
+        return Namespace(pset(self._used), pmap(self._base_count))

@@ -1,0 +1,146 @@
+"""The Program: one immutable value holding everything convert reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import attrs
+from pyrsistent import PMap, PSet, pmap, pset
+
+from .graph import Graph, Node
+from .namespace import Namespace
+
+
+def _by_identity(table: PMap) -> frozenset:
+    # Tables hold modules and tensors, which have no useful `==`; two tables are equal when they hold
+    # the same objects under the same names.
+    return frozenset((k, id(v)) for k, v in table.items())
+
+
+@attrs.frozen(slots=True)
+class QuantFacts:
+    """What prepare_fx recorded for convert (ObservedGraphModuleAttrs), as immutable values.
+
+    Node names key every table. `prepare_custom_config`, `qconfig_mapping` and the qconfigs are torch
+    objects that qfx only reads.
+    """
+
+    node_name_to_qconfig: PMap
+    node_name_to_scope: PMap
+    prepare_custom_config: Any
+    equalization_node_name_to_qconfig: PMap | None
+    qconfig_mapping: Any
+    is_qat: bool
+    observed_node_names: PSet
+    is_observed_standalone_module: bool = False
+    standalone_module_input_quantized_idxs: tuple | None = None
+    standalone_module_output_quantized_idxs: tuple | None = None
+
+    def qconfig_of(self, name: str, default: Any = None) -> Any:
+        """The qconfig prepare assigned to node `name` (`default` when it assigned none)."""
+        return self.node_name_to_qconfig.get(name, default)
+
+    def has_none_qconfig(self, name: str) -> bool:
+        """True when the user asked for node `name` not to be quantized (its qconfig is None)."""
+        return name in self.node_name_to_qconfig and self.node_name_to_qconfig[name] is None
+
+
+@attrs.frozen(slots=True)
+class ConvertOptions:
+    """The arguments of convert that passes read (torch's `convert` signature)."""
+
+    is_reference: bool = True
+    is_decomposed: bool = False
+    is_standalone_module: bool = False
+    remove_qconfig: bool = True
+    keep_original_weights: bool = False
+    backend_config: Any = None
+    convert_custom_config: Any = None
+    qconfig_mapping: Any = None
+    # Attributes convert_fx re-attaches to the result (name -> value, read from the observed model).
+    preserved_attributes: PMap | None = None
+
+
+@attrs.frozen(slots=True, eq=False)
+class RootInfo:
+    """Facts about the root GraphModule that codegen needs to rebuild it."""
+
+    class_name: str = "GraphModule"
+    training: bool = False
+    codegen: Any = None
+    tracer_cls: Any = None
+    tracer_extras: PMap = attrs.field(factory=pmap)
+    meta: PMap = attrs.field(factory=pmap)
+
+
+@attrs.frozen(slots=False, hash=False, repr=False)
+class Program:
+    """A graph with its submodule table, constants, name state, quantization facts and options.
+
+    `modules` maps every qualified submodule name (as `named_modules(remove_duplicate=False)` lists them,
+    root excluded) to its module; `attributes` maps each non-module `get_attr` target to its value.
+    Values in both tables are never mutated by qfx; a pass that needs a different one stores a new object.
+    """
+
+    graph: Graph
+    modules: PMap = attrs.field(factory=pmap, eq=_by_identity)
+    attributes: PMap = attrs.field(factory=pmap, eq=_by_identity)
+    namespace: Namespace = attrs.field(factory=Namespace)
+    root: RootInfo = attrs.field(factory=RootInfo, eq=False)
+    quant: QuantFacts | None = None
+    options: ConvertOptions = attrs.field(factory=ConvertOptions)
+
+    def evolve(self, **changes: Any) -> "Program":
+        """A copy with the given fields changed."""
+        return attrs.evolve(self, **changes)
+
+    def with_nodes(self, nodes: Iterable[Node], namespace: Namespace | None = None) -> "Program":
+        """A copy whose graph holds `nodes` (and whose name state is `namespace`, if given)."""
+        return attrs.evolve(self, graph=Graph(nodes), namespace=namespace or self.namespace)
+
+    def module(self, target: str) -> Any:
+        """The submodule at qualified name `target`."""
+        return self.modules[target]
+
+    def with_modules(self, replacements: dict[str, Any]) -> "Program":
+        """A copy where each path in `replacements` holds the new module; the old module's descendants
+        leave the table and the new module's descendants enter it."""
+        if not replacements:
+            return self
+        table = self.modules.evolver()
+        for path, new in replacements.items():
+            old = self.modules.get(path)
+            if old is not None:
+                for sub, _ in old.named_modules(remove_duplicate=False):
+                    if sub:
+                        key = f"{path}.{sub}"
+                        if key in table:
+                            del table[key]
+            table[path] = new
+            for sub, child in new.named_modules(remove_duplicate=False):
+                if sub:
+                    table[f"{path}.{sub}"] = child
+        return attrs.evolve(self, modules=table.persistent())
+
+    def without_modules(self, paths: Iterable[str]) -> "Program":
+        """A copy without the given submodules (and their descendants)."""
+        paths = set(paths)
+        if not paths:
+            return self
+        keep = {k: v for k, v in self.modules.items()
+                if not any(k == p or k.startswith(p + ".") for p in paths)}
+        return attrs.evolve(self, modules=pmap(keep))
+
+    def resolve(self, target: str) -> Any:
+        """The object a get_attr or call_module `target` names."""
+        if target in self.modules:
+            return self.modules[target]
+        return self.attributes[target]
+
+    def __repr__(self) -> str:
+        return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
+
+
+def empty_set() -> PSet:
+    """An empty persistent set."""
+    return pset()

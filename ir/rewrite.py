@@ -1,0 +1,87 @@
+"""GraphBuilder: the one place passes build new node lists.
+
+A pass walks the old graph in order and, for each node, keeps it, drops it, or emits new nodes in its
+place. Like FX's `replace_all_uses_with`, `replace_uses` redirects every later reader of a node. The
+builder is mutable but private to one pass run; `finish` freezes the result into a new Program.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from pyrsistent import pmap
+
+from .args import Arg, Ref
+from .graph import Node
+from .program import Program
+
+
+def candidate_name(target: Any) -> str:
+    """The base name FX gives a node with this target (snake case of the callable's or string's name)."""
+    return torch.fx.Graph._target_to_str(None, target)  # type: ignore[arg-type]
+
+
+class GraphBuilder:
+    """Builds the node list of a new program from `program`, allocating names as FX would."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.nodes: list[Node] = []
+        self.names = program.namespace.allocator()
+        self._subst: dict[str, Arg] = {}
+
+    def fresh(self, candidate: str) -> str:
+        """A new node name derived from `candidate`."""
+        return self.names.fresh(candidate)
+
+    def substituted(self, node: Node) -> Node:
+        """`node` with the redirections made so far applied to its inputs."""
+        return node.with_inputs_replaced(self._subst)
+
+    def keep(self, node: Node) -> Node:
+        """Append `node` (after redirections); return the appended node."""
+        node = self.substituted(node)
+        self.nodes.append(node)
+        return node
+
+    def add(
+        self,
+        op: str,
+        target: Any,
+        args: tuple = (),
+        kwargs: Iterable[tuple[str, Arg]] = (),
+        *,
+        name: str | None = None,
+        meta: dict | None = None,
+        type_expr: Any = None,
+    ) -> Ref:
+        """Append a new node named from `name` (or its target, as FX does); return a reference to it."""
+        node_name = self.fresh(name if name is not None else candidate_name(target))
+        self.nodes.append(Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, pmap(meta or {})))
+        return Ref(node_name)
+
+    def replace_uses(self, old: str, new: Arg) -> None:
+        """Every node kept from now on reads `new` where it read node `old`."""
+        self._subst[old] = new
+        for k, v in list(self._subst.items()):
+            if v == Ref(old):
+                self._subst[k] = new
+
+    def redirect_emitted(self, old: str, new: Arg, *, skip: Iterable[str] = ()) -> None:
+        """Also rewrite nodes already appended (except those named in `skip`) to read `new` for `old`."""
+        skip = set(skip)
+        mapping = {old: new}
+        self.nodes = [n if n.name in skip else n.with_inputs_replaced(mapping) for n in self.nodes]
+
+    def position_of(self, name: str) -> int:
+        """Index of an appended node (linear search: for rare, local edits)."""
+        for i in range(len(self.nodes) - 1, -1, -1):
+            if self.nodes[i].name == name:
+                return i
+        raise KeyError(name)
+
+    def finish(self, **changes: Any) -> Program:
+        """The new program: the built nodes, the new name state, and any other field changes."""
+        return self.program.evolve(graph=self.program.graph.with_nodes(self.nodes),
+                                   namespace=self.names.freeze(), **changes)

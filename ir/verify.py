@@ -1,0 +1,63 @@
+"""verify: check that a Program is well formed, reporting every violation at once."""
+
+from __future__ import annotations
+
+from .errors import VerificationError
+from .graph import OPS
+from .program import Program
+
+
+def problems(program: Program) -> list[str]:
+    """Every invariant `program` breaks, as readable lines (empty when it is well formed)."""
+    out: list[str] = []
+    graph = program.graph
+    defined: set[str] = set()
+    outputs = 0
+    used = program.namespace.used
+    for i, node in enumerate(graph.nodes):
+        where = f"node '{node.name}' (#{i}, {node.op} {node.target!r})"
+        if node.op not in OPS:
+            out.append(f"{where}: unknown op")
+        if node.name in defined:
+            out.append(f"{where}: duplicate name")
+        if node.name not in used:
+            out.append(f"{where}: name not recorded in the namespace")
+        for name in node.inputs():
+            if name not in defined:
+                state = "later" if name in graph.by_name else "nowhere"
+                out.append(f"{where}: reads '%{name}', which is defined {state}")
+        if node.op in ("call_module", "get_attr"):
+            if not isinstance(node.target, str):
+                out.append(f"{where}: target must be a qualified name")
+            elif node.op == "call_module" and node.target not in program.modules:
+                out.append(f"{where}: no submodule '{node.target}' in the module table")
+            elif node.op == "get_attr" and node.target not in program.modules and node.target not in program.attributes:
+                out.append(f"{where}: no attribute '{node.target}' in the tables")
+        elif node.op in ("call_method", "placeholder") and not isinstance(node.target, str):
+            out.append(f"{where}: target must be a string")
+        elif node.op == "call_function" and not callable(node.target):
+            out.append(f"{where}: target is not callable")
+        if node.op == "output":
+            outputs += 1
+            if i != len(graph.nodes) - 1:
+                out.append(f"{where}: the output node must be last")
+        defined.add(node.name)
+    if outputs != 1:
+        out.append(f"graph has {outputs} output nodes; exactly one is required")
+    if program.quant is not None:
+        for table in ("node_name_to_qconfig", "node_name_to_scope"):
+            for name in getattr(program.quant, table):
+                if name not in used:
+                    out.append(f"quant facts: {table} names '{name}', which was never a node of this graph")
+        for name in program.quant.observed_node_names:
+            if name not in used:
+                out.append(f"quant facts: observed_node_names has '{name}', which was never a node of this graph")
+    return out
+
+
+def verify(program: Program, where: str = "") -> Program:
+    """Return `program` if it is well formed; otherwise raise VerificationError listing every problem."""
+    found = problems(program)
+    if found:
+        raise VerificationError(found, where)
+    return program

@@ -1,0 +1,101 @@
+"""codegen: Program -> a new torch.fx.GraphModule, built once, with one recompile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from ir.args import thaw
+from ir.lift import OBSERVED_ATTRS_KEY
+from ir.program import Program, QuantFacts
+
+PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
+
+
+class _TableView(torch.nn.Module):
+    """A stand-in root whose attribute paths resolve through a flat {qualified name: object} table.
+
+    GraphModule(root, graph) copies exactly the graph's targets from `root`, creating empty parent modules
+    on the way, in graph order; presenting the table this way makes it lay out the module tree and the
+    state_dict the way torch lays out the module it builds from a mutated model.
+    """
+
+    def __init__(self, table: dict[str, Any], prefixes: frozenset, prefix: str, training: bool) -> None:
+        super().__init__()
+        self.training = training
+        self.__dict__["_qfx_table"] = table
+        self.__dict__["_qfx_prefixes"] = prefixes
+        self.__dict__["_qfx_prefix"] = prefix
+
+    def __getattr__(self, item: str) -> Any:
+        d = self.__dict__
+        key = d["_qfx_prefix"] + item
+        if key in d["_qfx_table"]:
+            return d["_qfx_table"][key]
+        if key in d["_qfx_prefixes"]:
+            return _TableView(d["_qfx_table"], d["_qfx_prefixes"], key + ".", self.training)
+        raise AttributeError(f"no attribute '{key}' in the program's tables")
+
+
+def codegen(program: Program) -> GraphModule:
+    """Emit the GraphModule `program` describes. Modules and tensors are shared, never copied or mutated."""
+    graph = torch.fx.Graph(tracer_cls=program.root.tracer_cls, tracer_extras=dict(program.root.tracer_extras) or None)
+    if program.root.codegen is not None:
+        graph._codegen = program.root.codegen
+    fx_nodes: dict[str, torch.fx.Node] = {}
+    resolve = fx_nodes.__getitem__
+    table: dict[str, Any] = {}
+    for node in program.graph.nodes:
+        args = thaw(node.args, resolve)
+        kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
+        fx_node = graph.create_node(node.op, node.target, args, kwargs, name=node.name, type_expr=node.type)
+        if fx_node.name != node.name:  # pragma: no cover - the verifier rules this out
+            raise AssertionError(f"FX renamed node {node.name} to {fx_node.name}")
+        fx_node.meta = dict(node.meta)
+        fx_nodes[node.name] = fx_node
+        if node.op in ("get_attr", "call_module"):
+            table[node.target] = program.resolve(node.target)
+    _restore_namespace(graph, program)
+
+    prefixes = frozenset(
+        ".".join(parts[:i]) for t in table for parts in [t.split(".")] for i in range(1, len(parts))
+    )
+    source = _TableView(table, prefixes, "", program.root.training)
+    gm = GraphModule(source, graph, class_name=program.root.class_name)
+    meta = dict(program.root.meta)
+    if program.quant is not None:
+        meta[OBSERVED_ATTRS_KEY] = _thaw_quant_facts(program.quant)
+    gm.meta.update(meta)
+    for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
+        setattr(gm, name, value)
+    return gm
+
+
+def _restore_namespace(graph: torch.fx.Graph, program: Program) -> None:
+    # Names FX handed out to nodes that no longer exist stay taken, so that later edits by the user
+    # name new nodes exactly as they would have on torch's output.
+    ns = graph._graph_namespace
+    ns._used_names = set(program.namespace.used)
+    ns._base_count = dict(program.namespace.base_count)
+
+
+def _thaw_quant_facts(facts: QuantFacts) -> Any:
+    from torch.ao.quantization.fx.utils import ObservedGraphModuleAttrs
+
+    eq = facts.equalization_node_name_to_qconfig
+    sm_in = facts.standalone_module_input_quantized_idxs
+    sm_out = facts.standalone_module_output_quantized_idxs
+    return ObservedGraphModuleAttrs(
+        node_name_to_qconfig=dict(facts.node_name_to_qconfig),
+        node_name_to_scope=dict(facts.node_name_to_scope),
+        prepare_custom_config=facts.prepare_custom_config,
+        equalization_node_name_to_qconfig=dict(eq) if eq is not None else None,
+        qconfig_mapping=facts.qconfig_mapping,
+        is_qat=facts.is_qat,
+        observed_node_names=set(facts.observed_node_names),
+        is_observed_standalone_module=facts.is_observed_standalone_module,
+        standalone_module_input_quantized_idxs=list(sm_in) if sm_in is not None else None,
+        standalone_module_output_quantized_idxs=list(sm_out) if sm_out is not None else None,
+    )
