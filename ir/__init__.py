@@ -15,11 +15,11 @@ from .graph import Graph, Node, ref
 from .lift import lift
 from .namespace import NameAllocator, Namespace
 from .printer import print_program
-from .program import ConvertOptions, Program, QuantFacts, RootInfo
+from .program import CallingConvention, ConvertOptions, Program, QuantFacts, RootInfo
 from .verify import verify
 
 __all__ = [
-    "ConvertError", "ConvertOptions", "DictArg", "Graph", "LiftError", "ListArg", "NameAllocator", "Namespace",
+    "CallingConvention", "ConvertError", "ConvertOptions", "DictArg", "Graph", "LiftError", "ListArg", "NameAllocator", "Namespace",
     "Node", "NotObservedModelError", "PassError", "PipelineSpecError", "Program", "QfxError", "QuantFacts", "Ref",
     "RootInfo", "SliceArg", "TupleArg", "UnsupportedError", "VerificationError", "lift", "print_program", "ref",
     "verify",

@@ -18,6 +18,21 @@ def _by_identity(table: PMap) -> frozenset:
 
 
 @attrs.frozen(slots=True)
+class CallingConvention:
+    """How a swapped module is called once converted (recorded by swap-modules, applied by insert-qdq).
+
+    `quantized_args` lists argument positions (paths into nested args, e.g. ``(1, 0)`` for ``h`` in
+    ``lstm(x, (h, c))``) that the converted module takes quantized: a `dequantize` feeding such a position
+    is bypassed. `output` says how its result is made float again: ``"dequantize"`` inserts a dequantize
+    right after the call (standalone modules); ``"observer"`` turns the observer that reads the call into
+    a dequantize (statically quantized custom modules); ``"float"`` changes nothing.
+    """
+
+    quantized_args: tuple = ()
+    output: str = "float"
+
+
+@attrs.frozen(slots=True)
 class QuantFacts:
     """What prepare_fx recorded for convert (ObservedGraphModuleAttrs), as immutable values.
 
@@ -35,6 +50,9 @@ class QuantFacts:
     is_observed_standalone_module: bool = False
     standalone_module_input_quantized_idxs: tuple | None = None
     standalone_module_output_quantized_idxs: tuple | None = None
+    # node name -> CallingConvention, for call_module nodes whose converted module takes or returns
+    # quantized tensors (written by swap-modules, read by insert-qdq).
+    calling_conventions: PMap = attrs.field(factory=pmap)
 
     def qconfig_of(self, name: str, default: Any = None) -> Any:
         """The qconfig prepare assigned to node `name` (`default` when it assigned none)."""

@@ -13,9 +13,12 @@ from .manager import (
     get_pass,
     register,
 )
-from . import dce  # noqa: F401  (registers "dce")
+
+# Importing each pass module registers its pass under its text name.
+from . import cleanup, convert_qconfig, dce, equalize, insert_qdq, observe_weights, swap_modules  # noqa: F401,E402
+from .pipelines import REFERENCE_PIPELINE, reference_pipeline  # noqa: E402
 
 __all__ = [
-    "BaseInstrument", "DumpIR", "GLOBAL_INSTRUMENTS", "Pass", "Pipeline", "PrintIR", "REGISTRY", "Timing",
-    "Verify", "get_pass", "register",
+    "BaseInstrument", "DumpIR", "GLOBAL_INSTRUMENTS", "Pass", "Pipeline", "PrintIR", "REFERENCE_PIPELINE",
+    "REGISTRY", "Timing", "Verify", "get_pass", "reference_pipeline", "register",
 ]

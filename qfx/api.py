@@ -1,0 +1,207 @@
+"""The drop-in API: torch's convert entry points, computed by lift -> passes -> codegen."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Sequence
+
+from pyrsistent import pmap
+from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config
+from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+from torch.ao.quantization.qconfig_mapping import QConfigMapping
+from torch.fx import GraphModule
+
+from ir.errors import PassError, QfxError, UnsupportedError
+from ir.lift import lift
+from ir.program import ConvertOptions, Program
+from lowering.codegen import codegen
+from passes.manager import Instrument
+from passes.pipelines import reference_pipeline
+
+
+def convert_options(
+    *,
+    is_reference: bool,
+    convert_custom_config: ConvertCustomConfig | dict[str, Any] | None,
+    is_standalone_module: bool = False,
+    remove_qconfig: bool = True,
+    qconfig_mapping: QConfigMapping | dict[str, Any] | None = None,
+    backend_config: BackendConfig | dict[str, Any] | None = None,
+    is_decomposed: bool = False,
+    keep_original_weights: bool = False,
+    preserved_attributes: dict[str, Any] | None = None,
+    stacklevel: int = 3,
+) -> ConvertOptions:
+    """Normalise convert's arguments as torch does (dict configs become objects, with torch's warnings)."""
+    if convert_custom_config is None:
+        convert_custom_config = ConvertCustomConfig()
+    if isinstance(convert_custom_config, dict):
+        warnings.warn(
+            "Passing a convert_custom_config_dict to convert is deprecated and will not be supported "
+            "in a future version. Please pass in a ConvertCustomConfig instead.",
+            FutureWarning,
+            stacklevel=stacklevel,
+        )
+        convert_custom_config = ConvertCustomConfig.from_dict(convert_custom_config)
+    if isinstance(qconfig_mapping, dict):
+        warnings.warn(
+            "Passing a QConfig dictionary to convert is deprecated and will not be supported "
+            "in a future version. Please pass in a QConfigMapping instead.",
+            FutureWarning,
+            stacklevel=stacklevel,
+        )
+        qconfig_mapping = QConfigMapping.from_dict(qconfig_mapping) if qconfig_mapping else None
+    if qconfig_mapping is not None and not isinstance(qconfig_mapping, QConfigMapping):
+        raise QfxError(
+            f"qconfig_mapping must be None or a torch.ao.quantization.QConfigMapping, got {type(qconfig_mapping).__name__}"
+        )
+    # The passes never mutate it, but the caller might after we return: keep our own copy, as torch does.
+    qconfig_mapping = copy.deepcopy(qconfig_mapping)
+    if isinstance(backend_config, dict):
+        warnings.warn(
+            "Passing a backend_config_dict to prepare is deprecated and will not be supported "
+            "in a future version. Please pass in a BackendConfig instead.",
+            FutureWarning,
+            stacklevel=stacklevel,
+        )
+        backend_config = BackendConfig.from_dict(backend_config)
+    if backend_config is None:
+        backend_config = get_native_backend_config()
+    return ConvertOptions(
+        is_reference=is_reference,
+        is_decomposed=is_decomposed,
+        is_standalone_module=is_standalone_module,
+        remove_qconfig=remove_qconfig,
+        keep_original_weights=keep_original_weights,
+        backend_config=backend_config,
+        convert_custom_config=convert_custom_config,
+        qconfig_mapping=qconfig_mapping,
+        preserved_attributes=pmap(preserved_attributes) if preserved_attributes is not None else None,
+    )
+
+
+def convert_program(program: Program, instruments: Sequence[Instrument] = ()) -> Program:
+    """Run the convert pipeline on a lifted program. User-facing errors surface with their own type."""
+    if not program.options.is_reference:
+        raise UnsupportedError(
+            "lowering to native quantized kernels (is_reference=False, convert_fx) is not supported by qfx yet; "
+            "use qfx.convert_to_reference_fx (or is_reference=True)"
+        )
+    try:
+        return reference_pipeline().run(program, instruments)
+    except PassError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, QfxError):
+            raise cause.with_traceback(cause.__traceback__) from exc
+        raise
+
+
+def convert(
+    model: GraphModule,
+    is_reference: bool = False,
+    convert_custom_config: ConvertCustomConfig | dict[str, Any] | None = None,
+    is_standalone_module: bool = False,
+    _remove_qconfig_flag: bool = True,
+    qconfig_mapping: QConfigMapping | dict[str, Any] | None = None,
+    backend_config: BackendConfig | dict[str, Any] | None = None,
+    is_decomposed: bool = False,
+    keep_original_weights: bool = False,
+    *,
+    instruments: Sequence[Instrument] = (),
+) -> GraphModule:
+    """torch.ao.quantization.fx.convert.convert, computed purely: `model` is never modified.
+
+    Returns a new GraphModule equal to torch's result (same code, state_dict and outputs)."""
+    options = convert_options(
+        is_reference=is_reference,
+        convert_custom_config=convert_custom_config,
+        is_standalone_module=is_standalone_module,
+        remove_qconfig=_remove_qconfig_flag,
+        qconfig_mapping=qconfig_mapping,
+        backend_config=backend_config,
+        is_decomposed=is_decomposed,
+        keep_original_weights=keep_original_weights,
+    )
+    return codegen(convert_program(lift(model, options=options), instruments))
+
+
+def _convert_fx(
+    graph_module: GraphModule,
+    is_reference: bool,
+    convert_custom_config: ConvertCustomConfig | dict[str, Any] | None,
+    remove_qconfig: bool,
+    qconfig_mapping: QConfigMapping | dict[str, Any] | None,
+    backend_config: BackendConfig | dict[str, Any] | None,
+    is_decomposed: bool = False,
+    keep_original_weights: bool = False,
+    instruments: Sequence[Instrument] = (),
+) -> GraphModule:
+    if not isinstance(graph_module, GraphModule):
+        raise QfxError(
+            f"input model must be a torch.fx.GraphModule produced by prepare_fx, got {type(graph_module).__name__}; "
+            "please follow the FX graph mode quantization tutorial"
+        )
+    options = convert_options(
+        is_reference=is_reference,
+        convert_custom_config=convert_custom_config,
+        remove_qconfig=remove_qconfig,
+        qconfig_mapping=qconfig_mapping,
+        backend_config=backend_config,
+        is_decomposed=is_decomposed,
+        keep_original_weights=keep_original_weights,
+        stacklevel=4,
+    )
+    names = options.convert_custom_config.preserved_attributes
+    preserved = {name: getattr(graph_module, name) for name in names if hasattr(graph_module, name)}
+    options = options.__class__(**{**_fields(options), "preserved_attributes": pmap(preserved)})
+    return codegen(convert_program(lift(graph_module, options=options), instruments))
+
+
+def _fields(options: ConvertOptions) -> dict[str, Any]:
+    import attrs
+
+    return attrs.asdict(options, recurse=False)
+
+
+def convert_fx(
+    graph_module: GraphModule,
+    convert_custom_config: ConvertCustomConfig | dict[str, Any] | None = None,
+    _remove_qconfig: bool = True,
+    qconfig_mapping: QConfigMapping | dict[str, Any] | None = None,
+    backend_config: BackendConfig | dict[str, Any] | None = None,
+    keep_original_weights: bool = False,
+    *,
+    instruments: Sequence[Instrument] = (),
+) -> GraphModule:
+    """torch.ao.quantization.quantize_fx.convert_fx (lowered to native kernels); `graph_module` is untouched."""
+    return _convert_fx(graph_module, False, convert_custom_config, _remove_qconfig, qconfig_mapping,
+                       backend_config, keep_original_weights=keep_original_weights, instruments=instruments)
+
+
+def convert_to_reference_fx(
+    graph_module: GraphModule,
+    convert_custom_config: ConvertCustomConfig | dict[str, Any] | None = None,
+    _remove_qconfig: bool = True,
+    qconfig_mapping: QConfigMapping | dict[str, Any] | None = None,
+    backend_config: BackendConfig | dict[str, Any] | None = None,
+    *,
+    instruments: Sequence[Instrument] = (),
+) -> GraphModule:
+    """torch.ao.quantization.quantize_fx.convert_to_reference_fx; `graph_module` is untouched."""
+    return _convert_fx(graph_module, True, convert_custom_config, _remove_qconfig, qconfig_mapping,
+                       backend_config, instruments=instruments)
+
+
+def convert_to_reference_decomposed_fx(
+    graph_module: GraphModule,
+    convert_custom_config: ConvertCustomConfig | dict[str, Any] | None = None,
+    qconfig_mapping: QConfigMapping | dict[str, Any] | None = None,
+    backend_config: BackendConfig | dict[str, Any] | None = None,
+    *,
+    instruments: Sequence[Instrument] = (),
+) -> GraphModule:
+    """torch.ao.quantization.quantize_fx._convert_to_reference_decomposed_fx (quantized_decomposed ops;
+    qconfig attributes are kept, as torch keeps them); `graph_module` is untouched."""
+    return _convert_fx(graph_module, True, convert_custom_config, False, qconfig_mapping, backend_config,
+                       is_decomposed=True, instruments=instruments)
