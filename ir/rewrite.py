@@ -30,6 +30,7 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self.names = program.namespace.allocator()
         self._subst: dict[str, Arg] = {}
+        self._emitted: dict[str, Node] = {}
 
     def fresh(self, candidate: str) -> str:
         """A new node name derived from `candidate`."""
@@ -43,7 +44,12 @@ class GraphBuilder:
         """Append `node` (after redirections); return the appended node."""
         node = self.substituted(node)
         self.nodes.append(node)
+        self._emitted[node.name] = node
         return node
+
+    def emitted(self, name: str) -> Node | None:
+        """The appended node called `name`, if any."""
+        return self._emitted.get(name)
 
     def add(
         self,
@@ -57,9 +63,25 @@ class GraphBuilder:
         type_expr: Any = None,
     ) -> Ref:
         """Append a new node named from `name` (or its target, as FX does); return a reference to it."""
+        node = self._new_node(op, target, args, kwargs, name, meta, type_expr)
+        self.nodes.append(node)
+        self._emitted[node.name] = node
+        return Ref(node.name)
+
+    def insert_after(
+        self, anchor: str, op: str, target: Any, args: tuple = (), kwargs: Iterable[tuple[str, Arg]] = (),
+        *, name: str | None = None,
+    ) -> Ref:
+        """Insert a new node right after the appended node `anchor` (FX's `inserting_after`)."""
+        node = self._new_node(op, target, args, kwargs, name, None, None)
+        self.nodes.insert(self.position_of(anchor) + 1, node)
+        self._emitted[node.name] = node
+        return Ref(node.name)
+
+    def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
+                  meta: dict | None, type_expr: Any) -> Node:
         node_name = self.fresh(name if name is not None else candidate_name(target))
-        self.nodes.append(Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, pmap(meta or {})))
-        return Ref(node_name)
+        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, pmap(meta or {}))
 
     def replace_uses(self, old: str, new: Arg) -> None:
         """Every node kept from now on reads `new` where it read node `old`."""
@@ -72,7 +94,12 @@ class GraphBuilder:
         """Also rewrite nodes already appended (except those named in `skip`) to read `new` for `old`."""
         skip = set(skip)
         mapping = {old: new}
-        self.nodes = [n if n.name in skip else n.with_inputs_replaced(mapping) for n in self.nodes]
+        for i, n in enumerate(self.nodes):
+            if n.name not in skip:
+                changed = n.with_inputs_replaced(mapping)
+                if changed is not n:
+                    self.nodes[i] = changed
+                    self._emitted[n.name] = changed
 
     def position_of(self, name: str) -> int:
         """Index of an appended node (linear search: for rare, local edits)."""

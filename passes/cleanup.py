@@ -1,14 +1,109 @@
-"""cleanup: (being written)."""
+"""cleanup: what torch's convert does after dead-code elimination.
+
+Drops the observed-graph facts, removes `qconfig` attributes, attached activation observers and observer
+hooks from every module the result keeps (unless the caller asked to keep qconfigs), forgets submodules and
+attributes the graph no longer uses, and attaches the preserved attributes convert_fx re-attaches.
+"""
 
 from __future__ import annotations
 
-from ir.errors import UnsupportedError
-from ir.program import Program
+import copy
+from typing import Any
+
+import torch
+from pyrsistent import pmap
+from torch.ao.quantization.observer import _is_activation_post_process
+from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook
+
+from ir.program import Program, RootInfo
 
 from .manager import register
+from .root_attributes import PRESERVED_ATTRS_KEY
+
+
+def has_quantization_leftovers(module: torch.nn.Module) -> bool:
+    """Whether `module` or a descendant carries a qconfig, an attached observer or an observer hook."""
+    for m in module.modules():
+        if "qconfig" in m.__dict__ or _attached_observer(m) is not None:
+            return True
+        if any(h is _observer_forward_hook for h in m._forward_hooks.values()):
+            return True
+        if any(h is _observer_forward_pre_hook for h in m._forward_pre_hooks.values()):
+            return True
+    return False
+
+
+def _attached_observer(module: torch.nn.Module) -> Any:
+    observer = getattr(module, "activation_post_process", None)
+    return observer if observer is not None and _is_activation_post_process(observer) else None
+
+
+def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torch.nn.Module]) -> torch.nn.Module:
+    """A copy of `module` (sharing its tensors) with torch's `_remove_qconfig` applied to it and its
+    descendants; `module` itself is untouched. Modules without leftovers are returned as they are."""
+    if id(module) in memo:
+        return memo[id(module)]
+    if not has_quantization_leftovers(module):
+        memo[id(module)] = module
+        return module
+    clean = copy.copy(module)
+    # copy.copy shares the containers in __dict__; give the copy its own before changing them.
+    clean._modules = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
+                      for name, child in module._modules.items()}
+    clean._forward_hooks = type(module._forward_hooks)(
+        (k, h) for k, h in module._forward_hooks.items() if h is not _observer_forward_hook)
+    clean._forward_pre_hooks = type(module._forward_pre_hooks)(
+        (k, h) for k, h in module._forward_pre_hooks.items() if h is not _observer_forward_pre_hook)
+    clean.__dict__.pop("qconfig", None)
+    if _attached_observer(clean) is not None:
+        delattr(clean, "activation_post_process")
+    memo[id(module)] = clean
+    return clean
 
 
 @register("cleanup")
 def cleanup(program: Program) -> Program:
-    """Not written yet."""
-    raise UnsupportedError("pass 'cleanup' is not implemented yet")
+    """Finish a converted program as torch does after its convert loop.
+
+    Guarantees: `quant` is None; the module and attribute tables hold only what the graph's targets reach;
+    with `options.remove_qconfig`, no kept module carries a qconfig or observer leftovers; the root meta
+    holds only the preserved attributes (when convert_fx-style preservation was asked for)."""
+    targets = [n.target for n in program.graph.nodes if n.op in ("call_module", "get_attr")]
+    target_set = set(targets)
+    module_targets = {t for t in target_set if t in program.modules}
+    modules = {path: module for path, module in program.modules.items()
+               if path in target_set or _under_any(path, module_targets)}
+    if program.options.remove_qconfig:
+        memo: dict[int, torch.nn.Module] = {}
+        modules = {path: without_quantization_leftovers(m, memo) for path, m in modules.items()}
+        # A child listed under its own path must be the same object its cleaned parent holds.
+        modules = _relink_children(modules)
+    attributes = {k: v for k, v in program.attributes.items() if k in target_set}
+    meta: dict[str, Any] = {}
+    if program.options.preserved_attributes is not None:
+        meta[PRESERVED_ATTRS_KEY] = dict(program.options.preserved_attributes)
+    root = RootInfo(
+        class_name="GraphModule",
+        training=program.root.training,
+        codegen=program.root.codegen,
+        tracer_cls=program.root.tracer_cls,
+        tracer_extras=program.root.tracer_extras,
+        meta=pmap(meta),
+    )
+    return program.evolve(modules=pmap(modules), attributes=pmap(attributes), root=root, quant=None)
+
+
+def _under_any(path: str, roots: set[str]) -> bool:
+    """Whether `path` is a strict descendant of one of `roots`."""
+    parts = path.split(".")
+    return any(".".join(parts[:i]) in roots for i in range(1, len(parts)))
+
+
+def _relink_children(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    out = dict(modules)
+    for path in sorted(modules, key=lambda p: p.count(".")):
+        parent = out[path]
+        for sub, child in parent.named_modules(remove_duplicate=False):
+            if sub and f"{path}.{sub}" in out:
+                out[f"{path}.{sub}"] = child
+    return out

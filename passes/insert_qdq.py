@@ -1,14 +1,338 @@
-"""insert-qdq: (being written)."""
+"""insert-qdq: turn every activation observer into quantize/dequantize ops, as torch's convert does.
+
+Walks the graph once, in order (torch's convert loop), and for each node:
+- a placeholder listed in `input_quantized_idxs` gets a `dequantize` right after it;
+- an observer becomes quantize -> dequantize (static per-tensor/per-channel, dynamic, fp16; the
+  `quantized_decomposed` ops when `options.is_decomposed`), or disappears when its neighbours all have a None
+  qconfig or its dtype cannot be converted; an observer reading a statically quantized custom module, and a
+  DeQuantStub, become a lone `dequantize` after the value they read;
+- a call_module with a CallingConvention (recorded by swap-modules for standalone and custom modules) reads the
+  quantized values behind its `dequantize` inputs, and gets a `dequantize` after it when it returns quantized;
+- the output node drops the final `dequantize` of every position in `output_quantized_idxs`.
+Scale and zero-point constants become root attributes named as torch names them
+(`<module path><_input?>_scale_<n>`), so the generated code is the same.
+"""
 
 from __future__ import annotations
 
-from ir.errors import UnsupportedError
-from ir.program import Program
+import operator
+import warnings
+from typing import Any
+
+import torch
+from torch.ao.quantization.observer import _is_activation_post_process
+from torch.ao.quantization.stubs import DeQuantStub
+from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
+
+from ir.args import Arg, DictArg, ListArg, Ref, TupleArg
+from ir.errors import ConvertError, UnsupportedError
+from ir.graph import Node
+from ir.program import CallingConvention, Program, QuantFacts
+from ir.rewrite import GraphBuilder
 
 from .manager import register
+from .root_attributes import AttributeAllocator, unique_device
+
+# Importing registers torch.ops.quantized_decomposed.*.
+from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noqa: F401,E402
+
+qd = torch.ops.quantized_decomposed
+
+# dtypes whose static observers become quantize/dequantize ops.
+STATIC_DTYPES_DECOMPOSED = (
+    torch.quint8, torch.qint8, torch.qint32, torch.uint8, torch.int8, torch.uint16, torch.int16, torch.int32,
+    torch.float8_e5m2, torch.float8_e4m3fn,
+)
+STATIC_DTYPES_TORCH_OPS = (torch.quint8, torch.qint8, torch.qint32, torch.float8_e5m2, torch.float8_e4m3fn)
+
+CHOOSE_QPARAMS_BY_QSCHEME = {
+    torch.per_tensor_affine: qd.choose_qparams.tensor,
+    torch.per_tensor_symmetric: qd.choose_qparams_symmetric.tensor,
+}
+
+
+def observer_is_dynamic(observer: Any) -> bool:
+    """Whether the observer asks for dynamic quantization."""
+    return bool(getattr(observer, "is_dynamic", False))
+
+
+def observer_is_convertible(observer: Any) -> bool:
+    """torch's test for observers that convert knows how to turn into ops."""
+    dtype = observer.dtype
+    return (dtype in STATIC_DTYPES_DECOMPOSED and not observer_is_dynamic(observer)) or observer_is_dynamic(
+        observer
+    ) or dtype == torch.float16
 
 
 @register("insert-qdq")
 def insert_qdq(program: Program) -> Program:
-    """Not written yet."""
-    raise UnsupportedError("pass 'insert-qdq' is not implemented yet")
+    """Replace observers by quantize/dequantize ops and apply quantized I/O conventions.
+
+    Needs: swap-modules has run (it records the calling conventions of standalone and custom modules).
+    Guarantees: no call_module to an activation observer whose conversion torch supports remains; new
+    scale/zero-point tensors live in `program.attributes`; node and attribute names are torch's.
+    """
+    if program.quant is None:
+        return program
+    return _QdqRewrite(program).run()
+
+
+class _QdqRewrite:
+    """One run of insert-qdq (mutable state private to the run)."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.quant: QuantFacts = program.quant  # type: ignore[assignment]
+        self.builder = GraphBuilder(program)
+        self.attrs = AttributeAllocator(program)
+        self.decomposed = program.options.is_decomposed
+        config = self.quant.prepare_custom_config
+        self.input_quantized_idxs = list(config.input_quantized_indexes)
+        self.output_quantized_idxs = list(config.output_quantized_indexes)
+        self._device: Any = "unset"
+
+    @property
+    def device(self) -> Any:
+        if self._device == "unset":
+            self._device = unique_device(self.program)
+        return self._device
+
+    def run(self) -> Program:
+        placeholder_index = 0
+        conventions = self.quant.calling_conventions
+        static_custom = {name for name, c in conventions.items() if c.output == "observer"}
+        for original in self.program.graph.nodes:
+            node = self.builder.substituted(original)
+            if node.op == "placeholder":
+                self.builder.keep(node)
+                if placeholder_index in self.input_quantized_idxs:
+                    self._dequantize_after(node.name)
+                placeholder_index += 1
+            elif node.op == "output":
+                self.builder.keep(self._keep_outputs_quantized(node))
+            elif node.op == "call_module":
+                module = self.program.modules[node.target]
+                if _is_activation_post_process(module):
+                    observed = node.args[0]
+                    if isinstance(observed, Ref) and observed.name in static_custom:
+                        self._replace_with_dequantize_of(node)
+                    else:
+                        self._convert_observer(node, module)
+                elif isinstance(module, DeQuantStub):
+                    self._replace_with_dequantize_of(node)
+                elif node.name in conventions:
+                    self._apply_convention(node, conventions[node.name])
+                else:
+                    self.builder.keep(node)
+            else:
+                self.builder.keep(node)
+        return self.builder.finish(attributes=self.attrs.table())
+
+    # -- I/O conventions -------------------------------------------------------------------------------
+
+    def _dequantize_after(self, name: str) -> Ref:
+        """Insert `name.dequantize()` right after node `name`; every other reader of it reads that instead."""
+        deq = self.builder.insert_after(name, "call_method", "dequantize", (Ref(name),))
+        self.builder.redirect_emitted(name, deq, skip=(deq.name,))
+        self.builder.replace_uses(name, deq)
+        return deq
+
+    def _replace_with_dequantize_of(self, node: Node) -> None:
+        """The node (an observer or DeQuantStub) goes; the value it read gets a dequantize after it."""
+        source = node.args[0]
+        if not isinstance(source, Ref):
+            raise ConvertError(f"node '{node.name}': expected a node as its input, got {source!r}")
+        self.builder.replace_uses(node.name, source)
+        self._dequantize_after(source.name)
+
+    def _is_dequantize(self, arg: Arg) -> Node | None:
+        if isinstance(arg, Ref):
+            producer = self.builder.emitted(arg.name)
+            if producer is not None and producer.op == "call_method" and producer.target == "dequantize":
+                return producer
+        return None
+
+    def _apply_convention(self, node: Node, convention: CallingConvention) -> None:
+        bypass: dict[str, Arg] = {}
+        for path in convention.quantized_args:
+            arg = _at_path(node.args, path, node)
+            dequantize = self._is_dequantize(arg)
+            if dequantize is not None:
+                bypass[dequantize.name] = dequantize.args[0]
+        kept = self.builder.keep(node.with_inputs_replaced(bypass))
+        if convention.output == "dequantize":
+            self._dequantize_after(kept.name)
+
+    def _keep_outputs_quantized(self, node: Node) -> Node:
+        if not self.output_quantized_idxs:
+            return node
+        bypass: dict[str, Arg] = {}
+        result = node.args[0]
+        if isinstance(result, (tuple, ListArg, TupleArg)):
+            items = result if isinstance(result, tuple) else result.items
+            for idx in self.output_quantized_idxs:
+                if idx >= len(items) or idx < -len(items):
+                    raise ConvertError(
+                        f"output_quantized_idxs has index {idx}, but the model returns only {len(items)} values; "
+                        "fix PrepareCustomConfig.set_output_quantized_indexes"
+                    )
+                self._collect_bypass(items[idx], bypass)
+        elif isinstance(result, (Ref, DictArg)):
+            if 0 in self.output_quantized_idxs:
+                self._collect_bypass(result, bypass)
+        else:
+            warnings.warn(f"Unsupported node type for output_quantized_idxs: {type(result)}", stacklevel=2)
+        return node.with_inputs_replaced(bypass)
+
+    def _collect_bypass(self, arg: Arg, bypass: dict[str, Arg]) -> None:
+        """Point the output at the quantized value behind each dequantize in `arg` (recursively)."""
+        dequantize = self._is_dequantize(arg)
+        if dequantize is not None:
+            bypass[dequantize.name] = dequantize.args[0]
+        elif isinstance(arg, (tuple, ListArg, TupleArg)):
+            for item in arg if isinstance(arg, tuple) else arg.items:
+                self._collect_bypass(item, bypass)
+        elif isinstance(arg, DictArg):
+            for _, item in arg.items:
+                self._collect_bypass(item, bypass)
+        else:
+            kind = torch.fx.Node if isinstance(arg, Ref) else type(arg)
+            warnings.warn(f"Unsupported node type in recursive remove dequantize: {kind}", stacklevel=2)
+
+    # -- observers ---------------------------------------------------------------------------------------
+
+    def _convert_observer(self, node: Node, observer: Any) -> None:
+        if self.decomposed and hasattr(observer, "convert"):
+            raise UnsupportedError(
+                f"observer '{node.target}' ({type(observer).__name__}) converts itself with its own "
+                "`convert` method (a pt2e-style observer); qfx does not support such observers"
+            )
+        x = node.args[0]
+        neighbours = [a.name for a in node.args if isinstance(a, Ref)]
+        all_none = all(self.quant.has_none_qconfig(n) for n in neighbours) and all(
+            self.quant.has_none_qconfig(n) for n in self.program.graph.users[node.name]
+        ) and len(neighbours) == len(node.args)
+        if all_none or not observer_is_convertible(observer):
+            self.builder.replace_uses(node.name, x)
+            return
+        dtype = observer.dtype
+        dynamic = observer_is_dynamic(observer)
+        if self.decomposed:
+            out = self._emit_decomposed(node, observer, x, dtype, dynamic)
+        else:
+            out = self._emit_torch_ops(node, observer, x, dtype, dynamic)
+        if out is None:  # torch leaves such observers in place
+            self.builder.keep(node)
+        else:
+            self.builder.replace_uses(node.name, out)
+
+    def _qparam_attribute(self, node: Node, key: str, value: Any) -> Ref:
+        module_path, prefix = self._module_path_and_prefix(node)
+        name = self.attrs.new(module_path + prefix + key, value, self.device)
+        return self.builder.add("get_attr", name)
+
+    def _emit_torch_ops(self, node: Node, observer: Any, x: Arg, dtype: Any, dynamic: bool) -> Ref | None:
+        b = self.builder
+        if dtype in STATIC_DTYPES_TORCH_OPS and not dynamic:
+            scale, zero_point = observer.calculate_qparams()
+            if is_per_channel(observer.qscheme):
+                axis = int(observer.ch_axis)
+                s = self._qparam_attribute(node, "_scale_", scale)
+                z = self._qparam_attribute(node, "_zero_point_", zero_point)
+                q = b.add("call_function", torch.quantize_per_channel, (x, s, z, axis, dtype))
+            else:
+                s = self._qparam_attribute(node, "_scale_", float(scale))
+                z = self._qparam_attribute(node, "_zero_point_", int(zero_point))
+                q = b.add("call_function", torch.quantize_per_tensor, (x, s, z, dtype))
+        elif dynamic:
+            reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
+            q = b.add("call_function", torch.quantize_per_tensor_dynamic, (x, dtype, reduce_range))
+        elif dtype == torch.float16:
+            q = b.add("call_method", "to", (x, dtype))
+        else:
+            return None
+        return b.add("call_method", "dequantize", (q,))
+
+    def _emit_decomposed(self, node: Node, observer: Any, x: Arg, dtype: Any, dynamic: bool) -> Ref | None:
+        b = self.builder
+        out_dtype = self._dequantize_kwargs(x)
+        if dtype in STATIC_DTYPES_DECOMPOSED and not dynamic:
+            scale, zero_point = observer.calculate_qparams()
+            qmin, qmax, dtype_ = observer.quant_min, observer.quant_max, to_underlying_dtype(dtype)
+            if is_per_channel(observer.qscheme):
+                axis = int(observer.ch_axis)
+                s = self._qparam_attribute(node, "_scale_", scale)
+                z = self._qparam_attribute(node, "_zero_point_", zero_point)
+                params = (s, z, axis, qmin, qmax, dtype_)
+                q = b.add("call_function", qd.quantize_per_channel.default, (x, *params))
+                return b.add("call_function", qd.dequantize_per_channel.default, (q, *params), out_dtype)
+            params = (float(scale), int(zero_point), qmin, qmax, dtype_)
+            q = b.add("call_function", qd.quantize_per_tensor.default, (x, *params))
+            return b.add("call_function", qd.dequantize_per_tensor.default, (q, *params), out_dtype)
+        if dynamic:
+            dtype_ = to_underlying_dtype(dtype)
+            if dtype_ not in (torch.uint8, torch.int8):
+                raise ConvertError(
+                    "only uint8 and int8 are supported in reference flow for dynamic quantization right now"
+                    f" (observer '{node.target}' has dtype {dtype})"
+                )
+            qmin, qmax = observer.quant_min, observer.quant_max
+            qscheme = getattr(observer, "qscheme", torch.per_tensor_affine)
+            eps = getattr(observer, "eps", torch.finfo(torch.float32).eps)
+            if qscheme not in CHOOSE_QPARAMS_BY_QSCHEME:
+                raise UnsupportedError(
+                    f"observer '{node.target}': dynamic quantization with qscheme {qscheme} has no decomposed "
+                    "choose_qparams op; use per_tensor_affine or per_tensor_symmetric"
+                )
+            chosen = b.add("call_function", CHOOSE_QPARAMS_BY_QSCHEME[qscheme], (x, qmin, qmax, eps, dtype_))
+            s = b.add("call_function", operator.getitem, (chosen, 0))
+            z = b.add("call_function", operator.getitem, (chosen, 1))
+            params = (s, z, qmin, qmax, dtype_)
+            q = b.add("call_function", qd.quantize_per_tensor.tensor, (x, *params))
+            return b.add("call_function", qd.dequantize_per_tensor.tensor, (q, *params), out_dtype)
+        if dtype == torch.float16:
+            half = b.add("call_function", qd.convert_element_type.no_fuse, (x, torch.float16))
+            return b.add("call_function", qd.convert_element_type.no_fuse, (half, torch.float))
+        return None
+
+    def _dequantize_kwargs(self, x: Arg) -> tuple:
+        """torch passes out_dtype to decomposed dequantize ops when the input's recorded dtype is not float32."""
+        producer = self.builder.emitted(x.name) if isinstance(x, Ref) else None
+        val = producer.meta.get("val") if producer is not None else None
+        if val is not None and val.dtype != torch.float32:
+            return (("out_dtype", val.dtype),)
+        return ()
+
+    def _module_path_and_prefix(self, observer_node: Node) -> tuple[str, str]:
+        """Where torch files an observer's qparams: the scope of the observed op (prefix ""), or, when the
+        observer only exists for its consumer's input, the scope of its first (preferably F.linear) user
+        (prefix "_input")."""
+        observed = observer_node.args[0]
+        if not isinstance(observed, Ref):
+            raise ConvertError(f"observer node '{observer_node.name}' does not read a node")
+        qconfigs = self.quant.node_name_to_qconfig
+        input_only = observed.name in qconfigs and qconfigs[observed.name] is None
+        if input_only:
+            users = self.program.graph.users[observer_node.name]
+            anchor = users[0] if users else None
+            for user in users:
+                u = self.program.graph[user]
+                if u.op == "call_function" and u.target is torch.nn.functional.linear:
+                    anchor = user
+                    break
+            prefix = "_input"
+        else:
+            anchor, prefix = observed.name, ""
+        scope = self.quant.node_name_to_scope
+        module_path = scope[anchor][0] if anchor is not None and anchor in scope else ""
+        return module_path, prefix
+
+
+def _at_path(args: tuple, path: tuple, node: Node) -> Arg:
+    value: Any = args
+    for i in path:
+        items = value if isinstance(value, tuple) else getattr(value, "items", None)
+        if items is None or i >= len(items):
+            raise ConvertError(f"node '{node.name}': expected a quantized argument at position {path}")
+        value = items[i]
+    return value

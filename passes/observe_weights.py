@@ -1,14 +1,105 @@
-"""observe-weights: (being written)."""
+"""observe-weights: run the weight observers of dynamic and weight-only functional ops, on copies.
+
+Static ops see their weights during calibration, but for dynamic and weight-only quantization of functional
+ops (F.linear with a weight read by get_attr) the weight observer has never run when convert starts; torch
+runs, for every call_function node, the little subgraph that produces its weight argument (get_attr ->
+observer). We run that subgraph too, but on deep copies of the modules it calls, and put the observed copies
+in the module table in place of the originals (under every name the original had).
+"""
 
 from __future__ import annotations
 
-from ir.errors import UnsupportedError
+import copy
+from typing import Any
+
+from ir.args import Arg, Ref, thaw
+from ir.graph import Graph, Node
 from ir.program import Program
 
 from .manager import register
 
 
+def weight_argument_positions(node: Node) -> list[int]:
+    """Positions of node.args that hold its weight (torch's node_arg_is_weight, over positional args)."""
+    info = node.meta.get("target_dtype_info") or {}
+    index = info.get("weight_index") if hasattr(info, "get") else None
+    weight_kwarg = node.kwarg("weight")
+    positions = []
+    for i, arg in enumerate(node.args):
+        if not isinstance(arg, Ref):
+            continue
+        if (index is not None and index < len(node.args) and node.args[index] == arg) or weight_kwarg == arg:
+            positions.append(i)
+    return positions
+
+
+def producer_chain(graph: Graph, start: str) -> list[str] | None:
+    """The nodes that compute `start` back to get_attr constants, in the order torch collects them
+    (None when the chain reaches a placeholder: the weight then depends on the model's inputs)."""
+    chain = [start]
+    frontier = [start]
+    while frontier:
+        node = graph[frontier.pop()]
+        operands = list(node.args) + [v for _, v in node.kwargs]
+        for arg in operands:
+            if not isinstance(arg, Ref):
+                continue
+            producer = graph[arg.name]
+            if producer.op == "placeholder":
+                return None
+            chain.append(producer.name)
+            if not (producer.op == "call_function" and producer.target is getattr):
+                frontier.append(producer.name)
+    return chain
+
+
 @register("observe-weights")
 def observe_weights(program: Program) -> Program:
-    """Not written yet."""
-    raise UnsupportedError("pass 'observe-weights' is not implemented yet")
+    """Run the weight-producing subgraph of every call_function's weight argument, on copies.
+
+    Guarantees: the graph is unchanged; every module that subgraph calls is replaced by an observed copy;
+    the input program's modules are untouched."""
+    graph = program.graph
+    chains = []
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        for i in weight_argument_positions(node):
+            chain = producer_chain(graph, node.args[i].name)
+            if chain is not None:
+                chains.append(chain)
+    if not chains:
+        return program
+    copies: dict[int, Any] = {}  # id(original module) -> its observed copy
+    for chain in chains:
+        _run_chain(program, [graph[name] for name in reversed(chain)], copies)
+    replacements = {path: copies[id(m)] for path, m in program.modules.items() if id(m) in copies}
+    return program.with_modules(replacements)
+
+
+def _run_chain(program: Program, nodes: list[Node], copies: dict[int, Any]) -> None:
+    """Evaluate `nodes` in order (a node listed twice runs twice, as in torch), calling module copies."""
+    env: dict[str, Any] = {}
+
+    def value(arg: Arg) -> Any:
+        return thaw(arg, env.__getitem__)
+
+    for node in nodes:
+        args = value(node.args)
+        kwargs = {k: value(v) for k, v in node.kwargs}
+        if node.op == "get_attr":
+            result = program.resolve(node.target)
+        elif node.op == "call_module":
+            original = program.modules[node.target]
+            if id(original) not in copies:
+                copies[id(original)] = copy.deepcopy(original)
+            result = copies[id(original)](*args, **kwargs)
+        elif node.op == "call_function":
+            result = node.target(*args, **kwargs)
+        elif node.op == "call_method":
+            result = getattr(args[0], node.target)(*args[1:], **kwargs)
+        else:  # pragma: no cover - producer chains hold no placeholders or outputs
+            raise AssertionError(node.op)
+        env[node.name] = result
+
+

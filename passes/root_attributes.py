@@ -1,0 +1,67 @@
+"""New root attributes (scale and zero-point constants), named the way torch's convert names them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pyrsistent import PMap
+from torch.fx import GraphModule
+
+from ir.errors import ConvertError
+from ir.program import Program
+
+PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
+_INSTANCE_ATTRIBUTES = frozenset({"training", "meta", "graph", "code"})
+
+
+class AttributeAllocator:
+    """Allocates root attribute names `<prefix><n>` with the first n not already an attribute of the root
+    module torch would be editing, and collects their values."""
+
+    def __init__(self, program: Program) -> None:
+        self._attributes = program.attributes
+        self._new: dict[str, torch.Tensor] = {}
+        taken = {name.split(".", 1)[0] for name in program.modules}
+        taken.update(name.split(".", 1)[0] for name in program.attributes)
+        taken.update((program.root.meta.get(PRESERVED_ATTRS_KEY) or {}).keys())
+        self._taken = taken
+
+    def _is_taken(self, name: str) -> bool:
+        return name in self._taken or name in _INSTANCE_ATTRIBUTES or hasattr(GraphModule, name)
+
+    def new(self, prefix: str, value: Any, device: Any) -> str:
+        """Register `value` (a tensor is detached and cloned; a number becomes a tensor on `device`) under a
+        fresh name `prefix<n>` (dots in the prefix become underscores); return the name."""
+        prefix = prefix.replace(".", "_")
+        i = 0
+        while self._is_taken(f"{prefix}{i}"):
+            i += 1
+        name = f"{prefix}{i}"
+        tensor = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(value, device=device)
+        self._taken.add(name)
+        self._new[name] = tensor
+        return name
+
+    def table(self) -> PMap:
+        """The program's attribute table with the new attributes added."""
+        if not self._new:
+            return self._attributes
+        return self._attributes.update(self._new)
+
+
+def unique_device(program: Program) -> torch.device | None:
+    """The one device all parameters and buffers of the model live on (None if it has none)."""
+    devices: set[torch.device] = set()
+    for module in program.modules.values():
+        devices.update(p.device for p in module.parameters(recurse=False))
+        devices.update(b.device for b in module.buffers(recurse=False))
+    devices.update(v.device for v in program.attributes.values() if isinstance(v, torch.Tensor))
+    if devices == {torch.device("cpu"), torch.device("meta")}:
+        devices = {torch.device("cpu")}
+    if len(devices) > 1:
+        raise ConvertError(
+            f"the model's parameters and buffers live on several devices ({sorted(map(str, devices))}); "
+            "move the model to a single device before converting"
+        )
+    return next(iter(devices)) if devices else None
