@@ -46,7 +46,7 @@ class Node:
         """This node with each reference to a key of `mapping` replaced by its value."""
         if not mapping or not any(name in mapping for name in self.inputs()):
             return self
-        fn = lambda r: mapping.get(r.name, r)  # noqa: E731
+        fn = lambda r: mapping.get(r.name, r)  # noqa: E731  (mapping.get may resolve chains)
         return attrs.evolve(
             self,
             args=map_refs(self.args, fn),

@@ -17,9 +17,33 @@ from .graph import Node
 from .program import Program
 
 
+_CANDIDATES: dict[Any, str] = {}
+_NO_META = pmap()
+
+
 def candidate_name(target: Any) -> str:
     """The base name FX gives a node with this target (snake case of the callable's or string's name)."""
-    return torch.fx.Graph._target_to_str(None, target)  # type: ignore[arg-type]
+    if isinstance(target, str):
+        return torch.fx.Graph._target_to_str(None, target)  # type: ignore[arg-type]
+    try:
+        return _CANDIDATES[target]
+    except KeyError:
+        name = _CANDIDATES[target] = torch.fx.Graph._target_to_str(None, target)  # type: ignore[arg-type]
+        return name
+    except TypeError:  # unhashable target
+        return torch.fx.Graph._target_to_str(None, target)  # type: ignore[arg-type]
+
+
+class _Redirections(dict):
+    """old name -> replacement; a replacement that was itself redirected later resolves to the newest."""
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        if not dict.__contains__(self, name):
+            return default
+        value = dict.__getitem__(self, name)
+        while isinstance(value, Ref) and dict.__contains__(self, value.name):
+            value = dict.__getitem__(self, value.name)
+        return value
 
 
 class GraphBuilder:
@@ -29,7 +53,7 @@ class GraphBuilder:
         self.program = program
         self.nodes: list[Node] = []
         self.names = program.namespace.allocator()
-        self._subst: dict[str, Arg] = {}
+        self._subst = _Redirections()
         self._emitted: dict[str, Node] = {}
 
     def fresh(self, candidate: str) -> str:
@@ -81,14 +105,11 @@ class GraphBuilder:
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: dict | None, type_expr: Any) -> Node:
         node_name = self.fresh(name if name is not None else candidate_name(target))
-        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, pmap(meta or {}))
+        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, pmap(meta) if meta else _NO_META)
 
     def replace_uses(self, old: str, new: Arg) -> None:
         """Every node kept from now on reads `new` where it read node `old`."""
         self._subst[old] = new
-        for k, v in list(self._subst.items()):
-            if v == Ref(old):
-                self._subst[k] = new
 
     def redirect_emitted(self, old: str, new: Arg, *, skip: Iterable[str] = ()) -> None:
         """Also rewrite nodes already appended (except those named in `skip`) to read `new` for `old`."""

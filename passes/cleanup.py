@@ -7,7 +7,6 @@ attributes the graph no longer uses, and attaches the preserved attributes conve
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -46,8 +45,9 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
     if not has_quantization_leftovers(module):
         memo[id(module)] = module
         return module
-    clean = copy.copy(module)
-    # copy.copy shares the containers in __dict__; give the copy its own before changing them.
+    clean = object.__new__(type(module))
+    clean.__dict__.update(module.__dict__)
+    # The copy shares the containers in __dict__; give it its own before changing them.
     clean._modules = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
                       for name, child in module._modules.items()}
     clean._forward_hooks = type(module._forward_hooks)(

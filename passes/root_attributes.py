@@ -26,6 +26,8 @@ class AttributeAllocator:
         taken.update(name.split(".", 1)[0] for name in program.attributes)
         taken.update((program.root.meta.get(PRESERVED_ATTRS_KEY) or {}).keys())
         self._taken = taken
+        # prefix -> an index below which every name is known to be taken (names are never freed).
+        self._first_free: dict[str, int] = {}
 
     def _is_taken(self, name: str) -> bool:
         return name in self._taken or name in _INSTANCE_ATTRIBUTES or hasattr(GraphModule, name)
@@ -34,9 +36,10 @@ class AttributeAllocator:
         """Register `value` (a tensor is detached and cloned; a number becomes a tensor on `device`) under a
         fresh name `prefix<n>` (dots in the prefix become underscores); return the name."""
         prefix = prefix.replace(".", "_")
-        i = 0
+        i = self._first_free.get(prefix, 0)
         while self._is_taken(f"{prefix}{i}"):
             i += 1
+        self._first_free[prefix] = i + 1
         name = f"{prefix}{i}"
         tensor = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(value, device=device)
         self._taken.add(name)
