@@ -2,7 +2,9 @@
 
 from .args import DictArg, ListArg, Ref, SliceArg, TupleArg
 from .errors import (
+    ConvertAssertionError,
     ConvertError,
+    ConvertValueError,
     LiftError,
     NotObservedModelError,
     PassError,
@@ -19,7 +21,7 @@ from .program import CallingConvention, ConvertOptions, Program, QuantFacts, Roo
 from .verify import verify
 
 __all__ = [
-    "CallingConvention", "ConvertError", "ConvertOptions", "DictArg", "Graph", "LiftError", "ListArg", "NameAllocator", "Namespace",
+    "CallingConvention", "ConvertAssertionError", "ConvertError", "ConvertValueError", "ConvertOptions", "DictArg", "Graph", "LiftError", "ListArg", "NameAllocator", "Namespace",
     "Node", "NotObservedModelError", "PassError", "PipelineSpecError", "Program", "QfxError", "QuantFacts", "Ref",
     "RootInfo", "SliceArg", "TupleArg", "UnsupportedError", "VerificationError", "lift", "print_program", "ref",
     "verify",

@@ -182,4 +182,6 @@ def qualified_name(fn: Any) -> str:
         module = "operator" if module == "_operator" else ""
     if module.startswith("torch._C._nn"):
         module = "torch._C._nn"
+    if module == "torch" and name.startswith("_VariableFunctionsClass."):  # torch.relu, torch.cat, ...
+        name = name[len("_VariableFunctionsClass."):]
     return f"{module}.{name}" if module else name

@@ -45,3 +45,12 @@ class ConvertError(QfxError):
 
 class UnsupportedError(ConvertError, NotImplementedError):
     """The request is valid for torch but not (yet) supported by qfx."""
+
+
+class ConvertAssertionError(ConvertError, AssertionError):
+    """A convert failure that torch reports as an AssertionError (same message, so callers catching
+    torch's exception keep working)."""
+
+
+class ConvertValueError(ConvertError, ValueError):
+    """A convert failure that torch reports as a ValueError (same message)."""

@@ -64,9 +64,10 @@ def codegen(program: Program) -> GraphModule:
     )
     source = _TableView(table, prefixes, "", program.root.training)
     gm = GraphModule(source, graph, class_name=program.root.class_name)
-    meta = dict(program.root.meta)
-    if program.quant is not None:
+    meta: dict[str, Any] = {}
+    if program.quant is not None:  # first, where prepare_fx puts it
         meta[OBSERVED_ATTRS_KEY] = _thaw_quant_facts(program.quant)
+    meta.update(program.root.meta)
     gm.meta.update(meta)
     for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
         setattr(gm, name, value)

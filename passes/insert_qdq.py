@@ -25,7 +25,7 @@ from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
 from ir.args import Arg, DictArg, ListArg, Ref, TupleArg
-from ir.errors import ConvertError, UnsupportedError
+from ir.errors import ConvertAssertionError, ConvertError, UnsupportedError
 from ir.graph import Node
 from ir.program import CallingConvention, Program, QuantFacts
 from ir.rewrite import GraphBuilder
@@ -270,11 +270,13 @@ class _QdqRewrite:
             q = b.add("call_function", qd.quantize_per_tensor.default, (x, *params))
             return b.add("call_function", qd.dequantize_per_tensor.default, (q, *params), out_dtype)
         if dynamic:
-            dtype_ = to_underlying_dtype(dtype)
+            try:
+                dtype_ = to_underlying_dtype(dtype)
+            except AssertionError as exc:
+                raise ConvertAssertionError(str(exc)) from None
             if dtype_ not in (torch.uint8, torch.int8):
-                raise ConvertError(
+                raise ConvertAssertionError(
                     "only uint8 and int8 are supported in reference flow for dynamic quantization right now"
-                    f" (observer '{node.target}' has dtype {dtype})"
                 )
             qmin, qmax = observer.quant_min, observer.quant_max
             qscheme = getattr(observer, "qscheme", torch.per_tensor_affine)

@@ -12,7 +12,7 @@ from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from torch.fx import GraphModule
 
-from ir.errors import PassError, QfxError, UnsupportedError
+from ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError, UnsupportedError
 from ir.lift import lift
 from ir.program import ConvertOptions, Program
 from lowering.codegen import codegen
@@ -53,9 +53,7 @@ def convert_options(
         )
         qconfig_mapping = QConfigMapping.from_dict(qconfig_mapping) if qconfig_mapping else None
     if qconfig_mapping is not None and not isinstance(qconfig_mapping, QConfigMapping):
-        raise QfxError(
-            f"qconfig_mapping must be None or a torch.ao.quantization.QConfigMapping, got {type(qconfig_mapping).__name__}"
-        )
+        raise ConvertAssertionError("qconfig_mapping must be None or a QConfigMapping")
     # The passes never mutate it, but the caller might after we return: keep our own copy, as torch does.
     qconfig_mapping = copy.deepcopy(qconfig_mapping)
     if isinstance(backend_config, dict):
@@ -138,9 +136,8 @@ def _convert_fx(
     instruments: Sequence[Instrument] = (),
 ) -> GraphModule:
     if not isinstance(graph_module, GraphModule):
-        raise QfxError(
-            f"input model must be a torch.fx.GraphModule produced by prepare_fx, got {type(graph_module).__name__}; "
-            "please follow the FX graph mode quantization tutorial"
+        raise ConvertValueError(
+            f"input model must be a GraphModule, Got type:{type(graph_module)} Please make sure to follow the tutorials."
         )
     options = convert_options(
         is_reference=is_reference,
