@@ -102,6 +102,23 @@ class GraphBuilder:
         self._emitted[node.name] = node
         return Ref(node.name)
 
+    def insert_before(
+        self, anchor: str, op: str, target: Any, args: tuple = (), kwargs: Iterable[tuple[str, Arg]] = (),
+        *, name: str | None = None,
+    ) -> Ref:
+        """Insert a new node right before the appended node `anchor` (FX's `inserting_before`)."""
+        node = self._new_node(op, target, args, kwargs, name, None, None)
+        self.nodes.insert(self.position_of(anchor), node)
+        self._emitted[node.name] = node
+        return Ref(node.name)
+
+    def replace_input(self, name: str, old: str, new: Arg) -> None:
+        """Make the appended node `name` read `new` wherever it read node `old` (FX's replace_input_with)."""
+        i = self.position_of(name)
+        changed = self.nodes[i].with_inputs_replaced({old: new})
+        self.nodes[i] = changed
+        self._emitted[name] = changed
+
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: dict | None, type_expr: Any) -> Node:
         node_name = self.fresh(name if name is not None else candidate_name(target))

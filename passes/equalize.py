@@ -142,11 +142,9 @@ class _Equalizer:
         # torch probes for a free name on a dict, never on the model, so the suffix is always 0.
         attr = prev.name.replace(".", "_") + "_equalization_scale0"
         self.attributes[attr] = self.modules[eq_node.target].equalization_scale
-        before_obs = self.builder.nodes[self.builder.position_of(obs.name) - 1].name
-        scale = self.builder.insert_after(before_obs, "get_attr", attr)
-        product = self.builder.insert_after(scale.name, "call_function", torch.mul, (Ref(prev.name), scale))
-        others = [n.name for n in self.builder.nodes if n.name != obs.name]
-        self.builder.redirect_emitted(prev.name, product, skip=others)
+        scale = self.builder.insert_before(obs.name, "get_attr", attr)
+        product = self.builder.insert_before(obs.name, "call_function", torch.mul, (Ref(prev.name), scale))
+        self.builder.replace_input(obs.name, prev.name, product)
 
     # -- layer side -------------------------------------------------------------------------------
 
