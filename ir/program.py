@@ -24,8 +24,9 @@ class CallingConvention:
     `quantized_args` lists argument positions (paths into nested args, e.g. ``(1, 0)`` for ``h`` in
     ``lstm(x, (h, c))``) that the converted module takes quantized: a `dequantize` feeding such a position
     is bypassed. `output` says how its result is made float again: ``"dequantize"`` inserts a dequantize
-    right after the call (standalone modules); ``"observer"`` turns the observer that reads the call into
-    a dequantize (statically quantized custom modules); ``"float"`` changes nothing.
+    right after the call (standalone modules); ``"observer"`` turns any observer that reads the call into a
+    dequantize (every statically quantized custom module, LSTM and MultiheadAttention included);
+    ``"float"`` changes nothing.
     """
 
     quantized_args: tuple = ()

@@ -8,7 +8,9 @@ import torch
 from pyrsistent import PMap
 from torch.fx import GraphModule
 
-from ir.errors import ConvertError
+import warnings
+
+from ir.errors import ConvertAssertionError
 from ir.program import Program
 
 PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
@@ -61,10 +63,14 @@ def unique_device(program: Program) -> torch.device | None:
         devices.update(b.device for b in module.buffers(recurse=False))
     devices.update(v.device for v in program.attributes.values() if isinstance(v, torch.Tensor))
     if devices == {torch.device("cpu"), torch.device("meta")}:
+        warnings.warn(
+            "Both 'meta' and 'cpu' are present in the list of devices. Module can have one device. We Select 'cpu'.",
+            stacklevel=2,
+        )
         devices = {torch.device("cpu")}
     if len(devices) > 1:
-        raise ConvertError(
-            f"the model's parameters and buffers live on several devices ({sorted(map(str, devices))}); "
-            "move the model to a single device before converting"
+        # torch's text and type (AssertionError); move the model to one device before converting.
+        raise ConvertAssertionError(
+            f"prepare only works with cpu or single-device CUDA modules, but got devices {devices}"
         )
     return next(iter(devices)) if devices else None

@@ -1,0 +1,178 @@
+"""Weighted modules for swap-modules: QAT modules back to float, float modules to reference modules.
+
+Mirrors torch.ao.quantization.fx.convert.convert_weighted_module. Where torch runs observers and fake
+quants on the live model and assigns into it, this module works on private copies and returns the
+module that should sit at the call's target.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import attrs
+import torch
+from torch.ao.nn.intrinsic import _FusedModule
+from torch.ao.quantization.backend_config.utils import (
+    get_fused_module_classes,
+    get_pattern_to_dtype_configs,
+    get_qat_module_classes,
+    get_root_module_to_quantized_reference_module,
+)
+from torch.ao.quantization.fx.qconfig_mapping_utils import _is_qconfig_supported_by_dtype_configs
+from torch.ao.quantization.utils import get_qparam_dict, weight_is_quantized
+from torch.nn.utils.parametrize import type_before_parametrizations
+
+from ir.errors import ConvertError
+from ir.program import ConvertOptions, QuantFacts
+
+
+class MissingReferenceModuleError(ConvertError, AssertionError):
+    """The backend config lists a weighted module class but no reference module class for it."""
+
+
+class MissingQConfigAttributeError(ConvertError, AttributeError):
+    """A module that convert swaps has no `qconfig` attribute (prepare_fx always sets one)."""
+
+
+@attrs.frozen
+class WeightedClasses:
+    """The module classes a backend config makes swappable, looked up once per pass run."""
+
+    root_to_reference: dict = attrs.field(repr=False)
+    qat: tuple = attrs.field(repr=False)
+    fused: tuple = attrs.field(repr=False)
+    pattern_to_dtype_configs: dict = attrs.field(repr=False)
+
+    @classmethod
+    def of(cls, backend_config: Any) -> "WeightedClasses":
+        """Read the root, QAT and fused module classes and the dtype configs from `backend_config`."""
+        return cls(
+            root_to_reference=get_root_module_to_quantized_reference_module(backend_config),
+            qat=tuple(get_qat_module_classes(backend_config)),
+            fused=tuple(get_fused_module_classes(backend_config)),
+            pattern_to_dtype_configs=get_pattern_to_dtype_configs(backend_config),
+        )
+
+    def is_weighted(self, module: torch.nn.Module) -> bool:
+        """True when convert's main loop hands `module` to convert_weighted_module: its class (before
+        parametrizations) is a root, QAT or fused class, and a fused module wraps a root module."""
+        kind = type_before_parametrizations(module)
+        if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
+            return False
+        if kind in self.fused and type_before_parametrizations(module[0]) not in self.root_to_reference:
+            return False
+        return True
+
+
+def module_qconfig(module: torch.nn.Module, target: str) -> Any:
+    """The qconfig prepare attached to `module` (torch reads the attribute, not the node's qconfig)."""
+    try:
+        return module.qconfig
+    except AttributeError:
+        raise MissingQConfigAttributeError(
+            f"module '{target}' ({type(module).__name__}) has no 'qconfig' attribute; convert expects the "
+            "modules of a model produced by prepare_fx/prepare_qat_fx"
+        ) from None
+
+
+def convert_weighted(
+    module: torch.nn.Module,
+    target: str,
+    node_name: str,
+    facts: QuantFacts,
+    options: ConvertOptions,
+    classes: WeightedClasses,
+    device: torch.device | None,
+) -> torch.nn.Module | None:
+    """The module to put at `target` for the call `node_name` of weighted module `module`, or None to keep it.
+
+    `module` must be owned by the caller when it is a QAT module: its `weight_fake_quant` is run on the
+    weight (as torch runs it on the live module), which updates the fake quant's state. Any other input
+    is only read. QAT modules always come back as float (or reference) modules; other modules come back
+    as reference modules (fused modules as a new container around one) or not at all.
+    """
+    qconfig = module_qconfig(module, target)
+    fake_quant = None
+    swapped: torch.nn.Module | None = None
+    if isinstance(module, classes.qat):
+        fake_quant = module.weight_fake_quant
+        module = module.to_float()
+        swapped = module
+
+    if qconfig is None or facts.has_none_qconfig(node_name) or node_name not in facts.observed_node_names:
+        return swapped
+    dtype_configs = classes.pattern_to_dtype_configs.get(type(module), [])
+    if not _is_qconfig_supported_by_dtype_configs(qconfig, dtype_configs):
+        return swapped
+    if not weight_is_quantized(qconfig):
+        return swapped
+
+    fused = module if isinstance(module, _FusedModule) else None
+    float_module = fused[0] if fused is not None else module
+    qparams = weight_qparams(float_module, qconfig, fake_quant, options, device)
+    reference_class = classes.root_to_reference.get(type_before_parametrizations(float_module))
+    if reference_class is None:
+        raise MissingReferenceModuleError(
+            f"module '{target}' (node '{node_name}'): No reference quantized module class configured for "
+            f"{type_before_parametrizations(float_module)}; add one to the backend config's pattern for it"
+        )
+    reference = reference_class.from_float(float_module, qparams)
+    if fused is None:
+        return reference
+    # A QAT module's to_float() built a container nobody else holds; any other fused module is the
+    # program's, so it gets a new container sharing the untouched members.
+    container = fused if swapped is not None else _container_copy(fused)
+    container[0] = reference
+    return container
+
+
+def weight_qparams(
+    float_module: torch.nn.Module,
+    qconfig: Any,
+    fake_quant: torch.nn.Module | None,
+    options: ConvertOptions,
+    device: torch.device | None,
+) -> dict[str, Any]:
+    """The `weight_qparams` argument of the reference module's from_float, built as torch builds it.
+
+    RNN cells get one fresh weight observer per weight (`weight_ih`, `weight_hh`); LSTM/GRU one per flat
+    weight name (run only for qint8). Other modules use the QAT fake quant `fake_quant` when given (run
+    once more on the weight, except for decomposed reference QAT), else a fresh observer from
+    `qconfig.weight()` on `device`, run on the weight.
+    """
+    qparams: dict[str, Any] = {"is_decomposed": options.is_decomposed}
+    if isinstance(float_module, torch.nn.RNNCellBase):
+        for name in ("weight_ih", "weight_hh"):
+            observer = qconfig.weight()
+            observer(getattr(float_module, name))
+            qparams[name] = get_qparam_dict(observer)
+    elif isinstance(float_module, (torch.nn.LSTM, torch.nn.GRU)):
+        for name in float_module._flat_weights_names:
+            if name.startswith("weight") and hasattr(float_module, name):
+                observer = qconfig.weight()
+                if observer.dtype == torch.qint8:
+                    observer(getattr(float_module, name))
+                qparams[name] = get_qparam_dict(observer)
+    else:
+        if fake_quant is None:
+            observer = qconfig.weight()
+            # torch falls back to the module's own device when the model has none; then so has the module.
+            if device is not None:
+                observer.to(device)
+            observer(float_module.weight)
+        else:
+            observer = fake_quant
+            # PT2's decomposed QAT flow trusts the fake quant as trained; the others call it once more.
+            if not (options.is_decomposed and options.is_reference):
+                observer(float_module.weight)
+        qparams.update(get_qparam_dict(observer))
+    return qparams
+
+
+def _container_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A new module object with the same attributes and its own table of children (children shared)."""
+    clone = copy.copy(module)
+    clone.__dict__["_modules"] = dict(module._modules)
+    return clone
+
