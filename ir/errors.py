@@ -7,8 +7,9 @@ class QfxError(Exception):
     """Base class of every error qfx raises on purpose."""
 
 
-class NotObservedModelError(QfxError, TypeError):
-    """The model given to lift/convert was not produced by prepare_fx/prepare_qat_fx."""
+class NotObservedModelError(QfxError, AssertionError):
+    """The model given to lift/convert was not produced by prepare_fx/prepare_qat_fx (torch's convert
+    asserts the same)."""
 
 
 class LiftError(QfxError):

@@ -26,14 +26,14 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
     """
     if not isinstance(gm, GraphModule):
         raise NotObservedModelError(
-            f"expected a torch.fx.GraphModule produced by prepare_fx/prepare_qat_fx, got {type(gm).__name__}; "
+            f"incoming model must be produced by prepare_fx: expected a torch.fx.GraphModule, got {type(gm).__name__}; "
             "run torch.ao.quantization.quantize_fx.prepare_fx on the model (and calibrate it) first"
         )
     has_facts = OBSERVED_ATTRS_KEY in getattr(gm, "meta", {})
     if observed and not has_facts:
         raise NotObservedModelError(
-            f"this GraphModule ({type(gm).__name__}) was not produced by prepare_fx/prepare_qat_fx: its meta has "
-            f"no '{OBSERVED_ATTRS_KEY}'; run prepare_fx (and calibrate) before converting"
+            f"incoming model must be produced by prepare_fx: this GraphModule ({type(gm).__name__}) has no "
+            f"'{OBSERVED_ATTRS_KEY}' in its meta; run prepare_fx (and calibrate) before converting"
         )
     fx_graph = gm.graph
     names = {id(n): n.name for n in fx_graph.nodes}

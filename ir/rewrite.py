@@ -66,7 +66,10 @@ class GraphBuilder:
 
     def keep(self, node: Node) -> Node:
         """Append `node` (after redirections); return the appended node."""
-        node = self.substituted(node)
+        return self.emit(self.substituted(node))
+
+    def emit(self, node: Node) -> Node:
+        """Append `node` exactly as given (its inputs already final); return it."""
         self.nodes.append(node)
         self._emitted[node.name] = node
         return node

@@ -104,12 +104,12 @@ class _QdqRewrite:
         for original in self.program.graph.nodes:
             node = self.builder.substituted(original)
             if node.op == "placeholder":
-                self.builder.keep(node)
+                self.builder.emit(node)
                 if placeholder_index in self.input_quantized_idxs:
                     self._dequantize_after(node.name)
                 placeholder_index += 1
             elif node.op == "output":
-                self.builder.keep(self._keep_outputs_quantized(node))
+                self.builder.emit(self._keep_outputs_quantized(node))
             elif node.op == "call_module":
                 module = self.program.modules[node.target]
                 if _is_activation_post_process(module):
@@ -123,9 +123,9 @@ class _QdqRewrite:
                 elif node.name in conventions:
                     self._apply_convention(node, conventions[node.name])
                 else:
-                    self.builder.keep(node)
+                    self.builder.emit(node)
             else:
-                self.builder.keep(node)
+                self.builder.emit(node)
         return self.builder.finish(attributes=self.attrs.table())
 
     # -- I/O conventions -------------------------------------------------------------------------------
@@ -159,7 +159,7 @@ class _QdqRewrite:
             dequantize = self._is_dequantize(arg)
             if dequantize is not None:
                 bypass[dequantize.name] = dequantize.args[0]
-        kept = self.builder.keep(node.with_inputs_replaced(bypass))
+        kept = self.builder.emit(node.with_inputs_replaced(bypass))
         if convention.output == "dequantize":
             self._dequantize_after(kept.name)
 
@@ -222,7 +222,7 @@ class _QdqRewrite:
         else:
             out = self._emit_torch_ops(node, observer, x, dtype, dynamic)
         if out is None:  # torch leaves such observers in place
-            self.builder.keep(node)
+            self.builder.emit(node)
         else:
             self.builder.replace_uses(node.name, out)
 
