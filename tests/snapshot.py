@@ -590,7 +590,7 @@ def snapshot_program(program: Any) -> ProgramSnapshot:
 
 
 def _config_state(program: Any) -> Any:
-    parts: list[Any] = []
+    parts: list[Any] = [("root.meta", _deep_config(dict(program.root.meta)))]
     for holder in (program.quant, program.options):
         if holder is None:
             parts.append(None)
@@ -642,7 +642,7 @@ def diff_programs(before: ProgramSnapshot, program: Any) -> list[str]:
     for name, value in program.attributes.items():
         if name in before.attribute_values:
             out += diff_values(before.attribute_values[name], freeze_value(value), f"attribute '{name}'")
-    out += diff_values(before.configs, _config_state(program), "quant facts/options")
+    out += diff_values(before.configs, _config_state(program), "root meta/quant facts/options")
     return out
 
 
