@@ -31,6 +31,7 @@ from ir.program import CallingConvention, Program, QuantFacts
 from ir.rewrite import GraphBuilder
 
 from .manager import register
+from .qparams import batched_per_tensor_qparams
 from .root_attributes import AttributeAllocator, unique_device
 
 # Importing registers torch.ops.quantized_decomposed.*.
@@ -90,12 +91,26 @@ class _QdqRewrite:
         self.input_quantized_idxs = list(config.input_quantized_indexes)
         self.output_quantized_idxs = list(config.output_quantized_indexes)
         self._device: Any = "unset"
+        self._per_tensor: dict[int, tuple[float, int]] | None = None
 
     @property
     def device(self) -> Any:
         if self._device == "unset":
             self._device = unique_device(self.program)
         return self._device
+
+    def per_tensor_qparams(self, observer: Any) -> tuple[float, int]:
+        """(scale, zero_point) of a per-tensor observer as Python numbers, as torch derives them from
+        `calculate_qparams()`; computed for all alike observers of the graph at once on first use."""
+        if self._per_tensor is None:
+            observers = [self.program.modules[n.target] for n in self.program.graph.nodes
+                         if n.op == "call_module" and _is_activation_post_process(self.program.modules[n.target])]
+            self._per_tensor = batched_per_tensor_qparams(observers)
+        found = self._per_tensor.get(id(observer))
+        if found is not None:
+            return found
+        scale, zero_point = observer.calculate_qparams()
+        return float(scale), int(zero_point)
 
     def run(self) -> Program:
         placeholder_index = 0
@@ -234,15 +249,16 @@ class _QdqRewrite:
     def _emit_torch_ops(self, node: Node, observer: Any, x: Arg, dtype: Any, dynamic: bool) -> Ref | None:
         b = self.builder
         if dtype in STATIC_DTYPES_TORCH_OPS and not dynamic:
-            scale, zero_point = observer.calculate_qparams()
             if is_per_channel(observer.qscheme):
+                scale, zero_point = observer.calculate_qparams()
                 axis = int(observer.ch_axis)
                 s = self._qparam_attribute(node, "_scale_", scale)
                 z = self._qparam_attribute(node, "_zero_point_", zero_point)
                 q = b.add("call_function", torch.quantize_per_channel, (x, s, z, axis, dtype))
             else:
-                s = self._qparam_attribute(node, "_scale_", float(scale))
-                z = self._qparam_attribute(node, "_zero_point_", int(zero_point))
+                scale, zero_point = self.per_tensor_qparams(observer)
+                s = self._qparam_attribute(node, "_scale_", scale)
+                z = self._qparam_attribute(node, "_zero_point_", zero_point)
                 q = b.add("call_function", torch.quantize_per_tensor, (x, s, z, dtype))
         elif dynamic:
             reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
@@ -257,16 +273,16 @@ class _QdqRewrite:
         b = self.builder
         out_dtype = self._dequantize_kwargs(x)
         if dtype in STATIC_DTYPES_DECOMPOSED and not dynamic:
-            scale, zero_point = observer.calculate_qparams()
             qmin, qmax, dtype_ = observer.quant_min, observer.quant_max, to_underlying_dtype(dtype)
             if is_per_channel(observer.qscheme):
+                scale, zero_point = observer.calculate_qparams()
                 axis = int(observer.ch_axis)
                 s = self._qparam_attribute(node, "_scale_", scale)
                 z = self._qparam_attribute(node, "_zero_point_", zero_point)
                 params = (s, z, axis, qmin, qmax, dtype_)
                 q = b.add("call_function", qd.quantize_per_channel.default, (x, *params))
                 return b.add("call_function", qd.dequantize_per_channel.default, (q, *params), out_dtype)
-            params = (float(scale), int(zero_point), qmin, qmax, dtype_)
+            params = (*self.per_tensor_qparams(observer), qmin, qmax, dtype_)
             q = b.add("call_function", qd.quantize_per_tensor.default, (x, *params))
             return b.add("call_function", qd.dequantize_per_tensor.default, (q, *params), out_dtype)
         if dynamic:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyrsistent import PMap
+from pyrsistent import PMap, pmap
 from torch.fx import GraphModule
 
 import warnings
@@ -52,11 +52,26 @@ class AttributeAllocator:
         """The program's attribute table with the new attributes added."""
         if not self._new:
             return self._attributes
-        return self._attributes.update(self._new)
+        # pmap.update grows its bucket table step by step; one construction from a dict is much cheaper.
+        return pmap({**self._attributes, **self._new})
 
 
 def unique_device(program: Program) -> torch.device | None:
     """The one device all parameters and buffers of the model live on (None if it has none)."""
+    key = (id(program.modules), id(program.attributes))
+    cached = _DEVICE_CACHE.get(key)
+    if cached is not None and cached[0] is program.modules and cached[1] is program.attributes:
+        return cached[2]
+    device = _find_unique_device(program)
+    _DEVICE_CACHE.clear()  # one entry is enough: passes of one pipeline run ask about the same tables
+    _DEVICE_CACHE[key] = (program.modules, program.attributes, device)
+    return device
+
+
+_DEVICE_CACHE: dict[tuple[int, int], tuple] = {}
+
+
+def _find_unique_device(program: Program) -> torch.device | None:
     devices: set[torch.device] = set()
     for module in program.modules.values():
         devices.update(p.device for p in module.parameters(recurse=False))

@@ -43,6 +43,9 @@ class WeightedClasses:
     qat: tuple = attrs.field(repr=False)
     fused: tuple = attrs.field(repr=False)
     pattern_to_dtype_configs: dict = attrs.field(repr=False)
+    # (qconfig key, module class) -> whether the reference swap applies. Each check builds fresh observers
+    # from the qconfig; prepare gives every module its own qconfig object, but they are built alike.
+    _swappable: dict = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def of(cls, backend_config: Any) -> "WeightedClasses":
@@ -54,6 +57,17 @@ class WeightedClasses:
             pattern_to_dtype_configs=get_pattern_to_dtype_configs(backend_config),
         )
 
+    def reference_swap_applies(self, qconfig: Any, kind: type) -> bool:
+        """Whether a module of class `kind` with `qconfig` gets a reference module: the backend supports
+        the qconfig's dtypes for that class and the qconfig quantizes weights."""
+        key = _qconfig_key(qconfig)
+        if key is None:
+            return _swap_applies(self, qconfig, kind)
+        cached = self._swappable.get((key, kind))
+        if cached is None:
+            cached = self._swappable[(key, kind)] = _swap_applies(self, qconfig, kind)
+        return cached
+
     def is_weighted(self, module: torch.nn.Module) -> bool:
         """True when convert's main loop hands `module` to convert_weighted_module: its class (before
         parametrizations) is a root, QAT or fused class, and a fused module wraps a root module."""
@@ -63,6 +77,35 @@ class WeightedClasses:
         if kind in self.fused and type_before_parametrizations(module[0]) not in self.root_to_reference:
             return False
         return True
+
+
+def _constructor_key(constructor: Any) -> tuple | None:
+    """What determines the dtypes and ranges of the observers `constructor` builds: the class and its
+    arguments. prepare wraps constructors with a per-module `factory_kwargs` callable that only picks the
+    module's device, so callable arguments count by name only. None when the arguments are not hashable."""
+    partial = getattr(constructor, "p", None)
+    if partial is None or not hasattr(partial, "func"):
+        return None
+    try:
+        key = (partial.func, partial.args, tuple(sorted(partial.keywords.items())),
+               tuple(sorted(getattr(constructor, "callable_args", {}) or {})))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _qconfig_key(qconfig: Any) -> tuple | None:
+    activation = _constructor_key(getattr(qconfig, "activation", None))
+    weight = _constructor_key(getattr(qconfig, "weight", None))
+    if activation is None or weight is None:
+        return None
+    return (type(qconfig), activation, weight)
+
+
+def _swap_applies(classes: "WeightedClasses", qconfig: Any, kind: type) -> bool:
+    dtype_configs = classes.pattern_to_dtype_configs.get(kind, [])
+    return _is_qconfig_supported_by_dtype_configs(qconfig, dtype_configs) and weight_is_quantized(qconfig)
 
 
 def module_qconfig(module: torch.nn.Module, target: str) -> Any:
@@ -102,10 +145,7 @@ def convert_weighted(
 
     if qconfig is None or facts.has_none_qconfig(node_name) or node_name not in facts.observed_node_names:
         return swapped
-    dtype_configs = classes.pattern_to_dtype_configs.get(type(module), [])
-    if not _is_qconfig_supported_by_dtype_configs(qconfig, dtype_configs):
-        return swapped
-    if not weight_is_quantized(qconfig):
+    if not classes.reference_swap_applies(qconfig, type(module)):
         return swapped
 
     fused = module if isinstance(module, _FusedModule) else None

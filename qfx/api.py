@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from pyrsistent import pmap
 from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config
@@ -79,6 +81,21 @@ def convert_options(
     )
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the duration (restoring its previous state after).
+
+    Converting allocates many small, long-lived objects (nodes, tensors, modules) and no garbage cycles;
+    without this, collections triggered by the allocation count cost about a third of the run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def convert_program(program: Program, instruments: Sequence[Instrument] = ()) -> Program:
     """Run the convert pipeline on a lifted program. User-facing errors surface with their own type."""
     if not program.options.is_reference:
@@ -121,7 +138,8 @@ def convert(
         is_decomposed=is_decomposed,
         keep_original_weights=keep_original_weights,
     )
-    return codegen(convert_program(lift(model, options=options), instruments))
+    with gc_paused():
+        return codegen(convert_program(lift(model, options=options), instruments))
 
 
 def _convert_fx(
@@ -152,7 +170,8 @@ def _convert_fx(
     names = options.convert_custom_config.preserved_attributes
     preserved = {name: getattr(graph_module, name) for name in names if hasattr(graph_module, name)}
     options = options.__class__(**{**_fields(options), "preserved_attributes": pmap(preserved)})
-    return codegen(convert_program(lift(graph_module, options=options), instruments))
+    with gc_paused():
+        return codegen(convert_program(lift(graph_module, options=options), instruments))
 
 
 def _fields(options: ConvertOptions) -> dict[str, Any]:
