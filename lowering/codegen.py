@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 from torch.fx import GraphModule
+from torch.fx.immutable_collections import immutable_dict
 
 from ir.args import thaw
 from ir.lift import OBSERVED_ATTRS_KEY
@@ -50,7 +51,7 @@ def codegen(program: Program) -> GraphModule:
     for node in program.graph.nodes:
         args = thaw(node.args, resolve)
         kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
-        fx_node = graph.create_node(node.op, node.target, args, kwargs, name=node.name, type_expr=node.type)
+        fx_node = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type)
         if fx_node.name != node.name:  # pragma: no cover - the verifier rules this out
             raise AssertionError(f"FX renamed node {node.name} to {fx_node.name}")
         fx_node.meta = dict(node.meta)
@@ -72,6 +73,20 @@ def codegen(program: Program) -> GraphModule:
     for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
         setattr(gm, name, value)
     return gm
+
+
+def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwargs: dict, name: str,
+                 type_expr: Any) -> torch.fx.Node:
+    """Append a node to a graph that has no owning module yet: what Graph.create_node does, minus its scan
+    of every argument for raw SymInts (a warning that cannot apply to a graph lifted from FX, and most of
+    create_node's cost on large graphs)."""
+    actual = graph._graph_namespace.create_name(name, None)
+    node = torch.fx.Node(graph, actual, op, target, args, kwargs or immutable_dict(), type_expr)
+    graph._graph_namespace.associate_name_with_obj(actual, node)
+    graph._insert(node)
+    graph._find_nodes_lookup_table.insert(node)
+    graph._len += 1
+    return node
 
 
 def _restore_namespace(graph: torch.fx.Graph, program: Program) -> None:

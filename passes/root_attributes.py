@@ -74,8 +74,10 @@ _DEVICE_CACHE: dict[tuple[int, int], tuple] = {}
 def _find_unique_device(program: Program) -> torch.device | None:
     devices: set[torch.device] = set()
     for module in program.modules.values():
-        devices.update(p.device for p in module.parameters(recurse=False))
-        devices.update(b.device for b in module.buffers(recurse=False))
+        # A module's own parameters and buffers (what parameters(recurse=False) yields, without the
+        # generator machinery: this runs over every module of large models).
+        devices.update(p.device for p in module._parameters.values() if p is not None)
+        devices.update(b.device for b in module._buffers.values() if b is not None)
     devices.update(v.device for v in program.attributes.values() if isinstance(v, torch.Tensor))
     if devices == {torch.device("cpu"), torch.device("meta")}:
         warnings.warn(
