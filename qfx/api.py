@@ -32,10 +32,13 @@ def convert_options(
     backend_config: BackendConfig | dict[str, Any] | None = None,
     is_decomposed: bool = False,
     keep_original_weights: bool = False,
-    preserved_attributes: dict[str, Any] | None = None,
+    preserve_from: GraphModule | None = None,
     stacklevel: int = 3,
 ) -> ConvertOptions:
-    """Normalise convert's arguments as torch does (dict configs become objects, with torch's warnings)."""
+    """Normalise convert's arguments as torch does (dict configs become objects, with torch's warnings).
+
+    With `preserve_from` (convert_fx and friends), the attributes the convert custom config names are read
+    from that model so the result carries them, as torch's convert_fx re-attaches them."""
     if convert_custom_config is None:
         convert_custom_config = ConvertCustomConfig()
     if isinstance(convert_custom_config, dict):
@@ -68,6 +71,10 @@ def convert_options(
         backend_config = BackendConfig.from_dict(backend_config)
     if backend_config is None:
         backend_config = get_native_backend_config()
+    preserved_attributes = None
+    if preserve_from is not None:
+        names = convert_custom_config.preserved_attributes
+        preserved_attributes = pmap({n: getattr(preserve_from, n) for n in names if hasattr(preserve_from, n)})
     return ConvertOptions(
         is_reference=is_reference,
         is_decomposed=is_decomposed,
@@ -77,7 +84,7 @@ def convert_options(
         backend_config=backend_config,
         convert_custom_config=convert_custom_config,
         qconfig_mapping=qconfig_mapping,
-        preserved_attributes=pmap(preserved_attributes) if preserved_attributes is not None else None,
+        preserved_attributes=preserved_attributes,
     )
 
 
@@ -138,6 +145,10 @@ def convert(
         is_decomposed=is_decomposed,
         keep_original_weights=keep_original_weights,
     )
+    return _run(model, options, instruments)
+
+
+def _run(model: GraphModule, options: ConvertOptions, instruments: Sequence[Instrument]) -> GraphModule:
     with gc_paused():
         return codegen(convert_program(lift(model, options=options), instruments))
 
@@ -165,19 +176,10 @@ def _convert_fx(
         backend_config=backend_config,
         is_decomposed=is_decomposed,
         keep_original_weights=keep_original_weights,
+        preserve_from=graph_module,
         stacklevel=4,
     )
-    names = options.convert_custom_config.preserved_attributes
-    preserved = {name: getattr(graph_module, name) for name in names if hasattr(graph_module, name)}
-    options = options.__class__(**{**_fields(options), "preserved_attributes": pmap(preserved)})
-    with gc_paused():
-        return codegen(convert_program(lift(graph_module, options=options), instruments))
-
-
-def _fields(options: ConvertOptions) -> dict[str, Any]:
-    import attrs
-
-    return attrs.asdict(options, recurse=False)
+    return _run(graph_module, options, instruments)
 
 
 def convert_fx(
