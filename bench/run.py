@@ -41,7 +41,7 @@ from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, observed_mo
 # Blocks per family; observed node counts (MinMax) are about 100, 1,000 and 2,500-5,000.
 DEFAULT_SIZES = {"mlp": (50, 500, 2500), "cnn": (14, 140, 357), "transformer": (3, 33, 83)}
 QUICK_SIZES = {"mlp": (50,), "cnn": (14,), "transformer": (3,)}
-# x86 uses HistogramObserver, whose calculate_qparams makes convert cost 5-100 ms per node (most on the
+# x86 uses HistogramObserver, whose calculate_qparams makes convert cost 2-100 ms per node (most on the
 # deep MLP), so x86 rows run only up to these sizes (50-100 nodes), or these in --quick (20-35 nodes).
 X86_MAX_BLOCKS = {"mlp": 25, "cnn": 14, "transformer": 3}
 QUICK_X86_BLOCKS = {"mlp": 10, "cnn": 4, "transformer": 1}
@@ -194,14 +194,17 @@ def run_row(observed: Observed, repeat: int) -> dict[str, Any]:
 
 
 def ms(seconds: float | None) -> str:
+    """Seconds as milliseconds for a table cell."""
     return "-" if seconds is None else f"{seconds * 1e3:,.1f}"
 
 
 def us_per_node(seconds: float | None, nodes: int) -> str:
+    """Seconds per node as microseconds for a table cell."""
     return "-" if seconds is None else f"{seconds * 1e6 / nodes:,.1f}"
 
 
 def _convert_cells(c: dict[str, Any]) -> list[str]:
+    # qfx ms, torch ms, ratio, same
     if c["status"] == "pending":
         return [PENDING, ms(c["torch"]), PENDING, "n/a"]
     if c["status"] == "error":
@@ -213,6 +216,7 @@ def _convert_cells(c: dict[str, Any]) -> list[str]:
 
 
 def foundation_table(rows: list[dict[str, Any]], repeat: int) -> Table:
+    """lift and codegen against torch's GraphModule(), per row."""
     table = Table(title=escape(f"Foundation: qfx lift / codegen vs torch GraphModule(gm, gm.graph)  "
                                f"[ms, median of {repeat}, alternating]"), title_justify="left")
     for name in ("family", "blocks", "mapping", "nodes"):
@@ -229,6 +233,7 @@ def foundation_table(rows: list[dict[str, Any]], repeat: int) -> Table:
 
 
 def convert_table(rows: list[dict[str, Any]], repeat: int) -> Table:
+    """Reference and decomposed convert, qfx against torch, per row."""
     table = Table(title=escape(f"Convert: qfx vs torch  [ms, median of {repeat}, alternating; torch on a deepcopy "
                                f"made before timing; ratio = torch/qfx; 'same' = code, state_dict and outputs; "
                                f"yes* = outputs not run above {OUTPUT_CHECK_MAX_NODES:,} nodes]"),
@@ -276,6 +281,7 @@ def pass_table(rows: list[dict[str, Any]]) -> Table | None:
 
 
 def row_summary(r: dict[str, Any]) -> str:
+    """One line per finished row, printed while the bench runs."""
     parts = [f"{r['family']} blocks={r['blocks']} {r['mapping']}: {r['nodes']:,} nodes"]
     for mode, c in r["convert"].items():
         if c["status"] == "ok":
@@ -291,13 +297,14 @@ def row_summary(r: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line, with --repeat defaulted from --quick."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (under a minute)")
     parser.add_argument("--families", type=_names(FAMILIES), default=list(FAMILIES),
                         help=f"comma-separated, from {', '.join(FAMILIES)} (default: all)")
     parser.add_argument("--sizes", type=_ints, default=None,
                         help="comma-separated block counts for every family (default: per family, ~100 to "
-                             "~5,000 nodes); x86 rows only for sizes up to about 100 nodes")
+                             f"~5,000 nodes); x86 rows only up to {X86_MAX_BLOCKS} blocks")
     parser.add_argument("--mappings", type=_names(MAPPINGS), default=list(MAPPINGS),
                         help="comma-separated, from minmax, x86 (default: both)")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per measurement (default 3; 1 with --quick)")
@@ -334,6 +341,7 @@ def _ints(text: str) -> list[int]:
 
 
 def environment() -> dict[str, Any]:
+    """What the numbers were measured on."""
     return {
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -345,14 +353,22 @@ def environment() -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the bench; print the tables; write the JSON. Exit status 1 if a qfx result differed from
+    torch's, changed its input or failed (pending passes are not failures), else 0."""
     args = parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning)
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    """The bench for parsed arguments (see `main`)."""
     console = Console() if sys.stdout.isatty() else Console(width=180)
     rows_to_run = plan(args)
     cache = None if args.no_cache else args.cache_dir
     results: list[dict[str, Any]] = []
     started = time.perf_counter()
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("warming up", total=len(rows_to_run))
@@ -386,7 +402,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json.write_text(json.dumps(payload, indent=1))
     console.print(f"{len(results)} rows in {total:.0f} s; every measurement written to {args.json}",
                   markup=False, highlight=False)
-    return 0
+    failed = [c for r in results for c in r["convert"].values()
+              if c["status"] == "error" or (c["status"] == "ok" and not (c["equal"] and c["input_unchanged"]))]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

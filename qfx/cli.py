@@ -234,11 +234,11 @@ def same_fingerprint(a: tuple, b: tuple) -> bool:
 # Output helpers.
 
 
-def pass_table(timing: Timing, title: str, total_seconds: float | None = None,
+def pass_table(timing: Timing, total_seconds: float | None = None,
                lift_seconds: float | None = None, codegen_seconds: float | None = None,
                nodes_in: int | None = None, nodes_out: int | None = None) -> Table:
     """The Timing instrument's records as a rich table (pass, ms, nodes before -> after)."""
-    table = Table(title=title, title_justify="left")
+    table = Table()
     table.add_column("pass")
     table.add_column("ms", justify="right")
     table.add_column("nodes", justify="right")
@@ -303,8 +303,8 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
             continue
         seconds = time.perf_counter() - start
         _plain(console)
-        console.print(pass_table(timing, f"{mode} convert (qfx.{ours_fn.__name__})", seconds,
-                                 nodes_in=len(observed.graph.nodes), nodes_out=len(ours.graph.nodes)))
+        _plain(console, f"{mode} convert: qfx.{ours_fn.__name__}")
+        console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(ours.graph.nodes)))
         _plain(console, f"generated code ({mode}):")
         _plain(console, code_preview(ours.code))
         theirs = theirs_fn(copy.deepcopy(observed))
@@ -337,8 +337,8 @@ def _demo_foundation(observed: GraphModule, console: Console) -> None:
     rebuilt = codegen(result)
     done = time.perf_counter()
     _plain(console)
-    console.print(pass_table(timing, "lift -> dce -> codegen (the foundation; convert passes pending)",
-                             lift_seconds=lifted - start, codegen_seconds=done - passes_done,
+    _plain(console, "lift -> dce -> codegen (what runs while the convert passes are pending)")
+    console.print(pass_table(timing, lift_seconds=lifted - start, codegen_seconds=done - passes_done,
                              nodes_in=len(program.graph), nodes_out=len(result.graph)))
     found = differences(rebuilt, observed, demo_example_inputs())
     verdict = "yes (same code, same state_dict, identical outputs)" if not found else f"NO ({'; '.join(found)})"
@@ -390,7 +390,7 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
     start = time.perf_counter()
     if args.pipeline is None:
         result = ours_fn(observed, instruments=instruments)
-        title = f"{mode} convert (qfx.{ours_fn.__name__})"
+        title = f"{mode} convert: qfx.{ours_fn.__name__}"
     else:
         pipeline = Pipeline.parse(args.pipeline)
         options = convert_options(is_reference=True, is_decomposed=args.decomposed, convert_custom_config=None,
@@ -398,8 +398,8 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
         result = codegen(pipeline.run(lift(observed, options=options), instruments))
         title = f"pipeline {args.pipeline!r} ({mode} options)"
     seconds = time.perf_counter() - start
-    console.print(pass_table(timing, title, seconds, nodes_in=len(observed.graph.nodes),
-                             nodes_out=len(result.graph.nodes)))
+    _plain(console, title)
+    console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
     if args.dump_ir is not None:
         _plain(console, f"IR after each pass written to {args.dump_ir}/")
     status = 0
@@ -456,6 +456,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(message: str) -> str:
+    """A multi-line error message (e.g. the verifier's list of problems) folded onto one line."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return " ".join(lines[:1] + ["; ".join(lines[1:])] if len(lines) > 1 else lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `qfx` command with `argv` (default: sys.argv[1:]). Returns the exit status: 0 success,
     1 a check failed, 2 bad usage or a qfx error (printed as one line on stderr)."""
@@ -466,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.run(args, console)
         except QfxError as exc:
-            print(f"qfx: error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
+            print(f"qfx: error: {one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
             return EXIT_USAGE
 
 

@@ -187,3 +187,9 @@ def test_differences_names_what_differs() -> None:
     found = cli.differences(a, b, example_inputs())
     assert any("query.bias" in line for line in found)
     assert "outputs differ" in found
+
+
+def test_multi_line_errors_are_folded_onto_one_line() -> None:
+    assert cli.one_line("IR verification failed:\n  node 'a': bad\n  node 'b': bad") == (
+        "IR verification failed: node 'a': bad; node 'b': bad")
+    assert cli.one_line("plain") == "plain"
