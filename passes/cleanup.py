@@ -33,7 +33,8 @@ def has_quantization_leftovers(module: torch.nn.Module) -> bool:
 
 
 def _attached_observer(module: torch.nn.Module) -> Any:
-    observer = getattr(module, "activation_post_process", None)
+    # Looked up in the instance's own tables: Module.__getattr__ would raise and catch for every module.
+    observer = module._modules.get("activation_post_process", module.__dict__.get("activation_post_process"))
     return observer if observer is not None and _is_activation_post_process(observer) else None
 
 
@@ -48,13 +49,14 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
     clean = object.__new__(type(module))
     clean.__dict__.update(module.__dict__)
     # The copy shares the containers in __dict__; give it its own before changing them.
-    clean._modules = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
-                      for name, child in module._modules.items()}
-    clean._forward_hooks = type(module._forward_hooks)(
+    state = clean.__dict__
+    state["_modules"] = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
+                         for name, child in module._modules.items()}
+    state["_forward_hooks"] = type(module._forward_hooks)(
         (k, h) for k, h in module._forward_hooks.items() if h is not _observer_forward_hook)
-    clean._forward_pre_hooks = type(module._forward_pre_hooks)(
+    state["_forward_pre_hooks"] = type(module._forward_pre_hooks)(
         (k, h) for k, h in module._forward_pre_hooks.items() if h is not _observer_forward_pre_hook)
-    clean.__dict__.pop("qconfig", None)
+    state.pop("qconfig", None)
     if _attached_observer(clean) is not None:
         delattr(clean, "activation_post_process")
     memo[id(module)] = clean
