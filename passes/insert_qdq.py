@@ -31,7 +31,7 @@ from ir.program import CallingConvention, Program, QuantFacts
 from ir.rewrite import GraphBuilder
 
 from .manager import register
-from .qparams import batched_per_tensor_qparams
+from .qparams import batched_per_tensor_qparams, histogram_qparams
 from .root_attributes import AttributeAllocator, unique_device
 
 # Importing registers torch.ops.quantized_decomposed.*.
@@ -109,7 +109,7 @@ class _QdqRewrite:
         found = self._per_tensor.get(id(observer))
         if found is not None:
             return found
-        scale, zero_point = observer.calculate_qparams()
+        scale, zero_point = histogram_qparams(observer) or observer.calculate_qparams()
         return float(scale), int(zero_point)
 
     def run(self) -> Program:

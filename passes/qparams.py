@@ -10,11 +10,13 @@ tensor per group of alike observers gives bit-identical numbers. Observers this 
 from __future__ import annotations
 
 import math
+
+import numpy
 from collections import defaultdict
 from typing import Any, Iterable
 
 import torch
-from torch.ao.quantization.observer import MinMaxObserver, UniformQuantizationObserverBase
+from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, UniformQuantizationObserverBase
 
 _AFFINE = torch.per_tensor_affine
 _SYMMETRIC = torch.per_tensor_symmetric
@@ -77,3 +79,73 @@ def batched_per_tensor_qparams(observers: Iterable[Any]) -> dict[int, tuple[floa
         for i, s, z in zip(ids, scale.tolist(), zero_point):
             out[i] = (s, int(z))
     return out
+
+
+def histogram_qparams(observer: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """HistogramObserver.calculate_qparams() of a calibrated observer, bit for bit, with its bin search
+    stepping on Python numbers; None when the observer is not a plain, calibrated HistogramObserver.
+
+    torch's search moves its quantile bounds in steps of 1e-5 and on every step compares elements of the
+    float32 cumulative histogram with the bounds, one tensor op per comparison: on narrow distributions
+    that is ~100 ms per observer. A float32 tensor compared with a Python number is compared in float32,
+    so rounding each bound to float32 and comparing Python floats makes the same decisions. Candidate
+    ranges are scored by the observer's own `_compute_quantization_error`, and the final qparams come from
+    its own `_calculate_qparams`.
+    """
+    kind = type(observer)
+    if (kind.calculate_qparams is not HistogramObserver.calculate_qparams
+            or kind._non_linear_param_search is not HistogramObserver._non_linear_param_search
+            or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error):
+        return None
+    histogram = observer.histogram
+    if histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins:
+        return None
+    if bool(observer.min_val == float("inf")) and bool(observer.max_val == float("-inf")):
+        return None  # uncalibrated: torch warns and returns defaults
+    new_min, new_max = _histogram_bin_search(observer)
+    return observer._calculate_qparams(new_min, new_max)
+
+
+def _float32(value: float) -> float:
+    return float(numpy.float32(value))
+
+
+def _histogram_bin_search(observer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """HistogramObserver._non_linear_param_search with the bound comparisons on Python floats."""
+    bins = observer.bins
+    bin_width = (observer.max_val - observer.min_val) / bins
+    total = torch.sum(observer.histogram).item()
+    cumulative = torch.cumsum(observer.histogram, dim=0).tolist()
+    stepsize = 1e-5
+    alpha, beta = 0.0, 1.0
+    start_bin, end_bin = 0, bins - 1
+    norm_min: Any = float("inf")
+    while alpha < beta:
+        next_alpha = alpha + stepsize
+        next_beta = beta - stepsize
+        left, right = start_bin, end_bin
+        if left < end_bin:
+            low_bound = _float32(next_alpha * total)
+            while left < end_bin and cumulative[left] < low_bound:
+                left += 1
+        if right > start_bin:
+            high_bound = _float32(next_beta * total)
+            while right > start_bin and cumulative[right] > high_bound:
+                right -= 1
+        next_start, next_end = start_bin, end_bin
+        if (left - start_bin) > (end_bin - right):
+            next_start = left
+            alpha = next_alpha
+        else:
+            next_end = right
+            beta = next_beta
+        if next_start == start_bin and next_end == end_bin:
+            continue
+        norm = observer._compute_quantization_error(next_start, next_end)
+        if norm > norm_min:
+            break
+        norm_min = norm
+        start_bin, end_bin = next_start, next_end
+    new_min = observer.min_val + bin_width * start_bin
+    new_max = observer.min_val + bin_width * (end_bin + 1)
+    return new_min, new_max
