@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyrsistent import pmap, pset, pvector
+from pyrsistent import pmap, pvector
 from torch.fx import GraphModule
 
 from .args import freeze
 from .errors import LiftError, NotObservedModelError
 from .graph import Graph, Node
 from .namespace import Namespace
-from .program import ConvertOptions, Program, QuantFacts, RootInfo
+from .program import ConvertOptions, Program, QuantFacts, RootInfo, frozen_set
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -65,7 +65,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         attributes[target] = value
 
     ns = fx_graph._graph_namespace
-    namespace = Namespace(pset(ns._used_names), pmap(ns._base_count))
+    namespace = Namespace(frozen_set(ns._used_names), pmap(ns._base_count))
     meta = dict(gm.meta)
     facts = meta.pop(OBSERVED_ATTRS_KEY, None)
     root = RootInfo(
@@ -99,7 +99,7 @@ def lift_quant_facts(attrs_obj: Any) -> QuantFacts:
         equalization_node_name_to_qconfig=pmap(eq) if eq is not None else None,
         qconfig_mapping=attrs_obj.qconfig_mapping,
         is_qat=attrs_obj.is_qat,
-        observed_node_names=pset(attrs_obj.observed_node_names),
+        observed_node_names=frozen_set(attrs_obj.observed_node_names),
         is_observed_standalone_module=attrs_obj.is_observed_standalone_module,
         standalone_module_input_quantized_idxs=tuple(sm_in) if sm_in is not None else None,
         standalone_module_output_quantized_idxs=tuple(sm_out) if sm_out is not None else None,

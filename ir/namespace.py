@@ -62,4 +62,4 @@ class NameAllocator:
 
     def freeze(self) -> Namespace:
         """The immutable state after the allocations made so far."""
-        return Namespace(pset(self._used), pmap(self._base_count))
+        return Namespace(pset(self._used, pre_size=max(8, 2 * len(self._used))), pmap(self._base_count))

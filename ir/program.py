@@ -160,6 +160,8 @@ class Program:
         return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
 
 
-def empty_set() -> PSet:
-    """An empty persistent set."""
-    return pset()
+def frozen_set(items: Iterable = ()) -> PSet:
+    """A persistent set of `items`, sized for them (pset's default table has 8 buckets however many items
+    it holds, which makes membership tests linear in the set's size)."""
+    items = list(items)
+    return pset(items, pre_size=max(8, 2 * len(items)))
