@@ -23,11 +23,11 @@ class _TableView(torch.nn.Module):
     state_dict the way torch lays out the module it builds from a mutated model.
     """
 
-    def __init__(self, table: dict[str, Any], prefixes: frozenset, prefix: str, training: bool) -> None:
+    def __init__(self, table: dict[str, Any], views: dict[str, "_TableView"], prefix: str, training: bool) -> None:
         super().__init__()
         self.training = training
         self.__dict__["_qfx_table"] = table
-        self.__dict__["_qfx_prefixes"] = prefixes
+        self.__dict__["_qfx_views"] = views  # one view per intermediate path, shared by all views
         self.__dict__["_qfx_prefix"] = prefix
 
     def __getattr__(self, item: str) -> Any:
@@ -35,8 +35,12 @@ class _TableView(torch.nn.Module):
         key = d["_qfx_prefix"] + item
         if key in d["_qfx_table"]:
             return d["_qfx_table"][key]
-        if key in d["_qfx_prefixes"]:
-            return _TableView(d["_qfx_table"], d["_qfx_prefixes"], key + ".", self.training)
+        views = d["_qfx_views"]
+        if key in views:
+            view = views[key]
+            if view is None:
+                view = views[key] = _TableView(d["_qfx_table"], views, key + ".", self.training)
+            return view
         raise AttributeError(f"no attribute '{key}' in the program's tables")
 
 
@@ -60,10 +64,10 @@ def codegen(program: Program) -> GraphModule:
             table[node.target] = program.resolve(node.target)
     _restore_namespace(graph, program)
 
-    prefixes = frozenset(
+    views: dict[str, Any] = dict.fromkeys(
         ".".join(parts[:i]) for t in table for parts in [t.split(".")] for i in range(1, len(parts))
     )
-    source = _TableView(table, prefixes, "", program.root.training)
+    source = _TableView(table, views, "", program.root.training)
     gm = GraphModule(source, graph, class_name=program.root.class_name)
     meta: dict[str, Any] = {}
     if program.quant is not None:  # first, where prepare_fx puts it
