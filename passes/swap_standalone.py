@@ -2,8 +2,8 @@
 
 Mirrors torch.ao.quantization.fx.convert.convert_standalone_module: torch calls its public
 convert_to_reference_fx (or convert_fx) on the observed submodule with the parent's backend config and
-otherwise default arguments; qfx calls its own drop-in of the same function, which lifts the submodule,
-runs the convert pipeline on that Program and generates a new GraphModule. The parent graph's rewiring
+otherwise default arguments; qfx lifts the submodule with those options, runs the same convert pipeline on
+that Program and generates a new GraphModule. The parent graph's rewiring
 (quantized inputs skip their dequantize, a quantized output gets one) is recorded as a CallingConvention.
 """
 
@@ -13,11 +13,13 @@ from typing import Any
 
 import attrs
 import torch
+from pyrsistent import pmap
+from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
 
-from ir.errors import ConvertError
+from ir.errors import ConvertError, PassError, QfxError, UnsupportedError
 from ir.graph import Node
-from ir.lift import OBSERVED_ATTRS_KEY
+from ir.lift import OBSERVED_ATTRS_KEY, lift
 from ir.program import CallingConvention, ConvertOptions
 
 
@@ -60,9 +62,26 @@ def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: Conv
 
 
 def _convert_submodule(observed: torch.fx.GraphModule, options: ConvertOptions) -> torch.fx.GraphModule:
-    # Imported here: qfx.api imports the passes package, which imports this module.
-    from qfx import api
+    """What torch's convert_to_reference_fx(observed, backend_config=...) returns: default convert custom
+    config (so no attributes to preserve, but the empty preserved-attributes record), qconfigs removed."""
+    # Imported here: the pipeline module imports the passes package, which imports this module.
+    from lowering.codegen import codegen
 
-    if options.is_reference:
-        return api.convert_to_reference_fx(observed, backend_config=options.backend_config)
-    return api.convert_fx(observed, backend_config=options.backend_config)
+    from .pipelines import reference_pipeline
+
+    sub_options = ConvertOptions(
+        is_reference=options.is_reference,
+        backend_config=options.backend_config,
+        convert_custom_config=ConvertCustomConfig(),
+        preserved_attributes=pmap(),
+    )
+    if not sub_options.is_reference:
+        raise UnsupportedError(
+            "standalone modules can only be converted to reference modules for now (is_reference=True)"
+        )
+    try:
+        return codegen(reference_pipeline().run(lift(observed, options=sub_options)))
+    except PassError as exc:
+        if isinstance(exc.__cause__, QfxError):  # surface the user-facing error itself, as the API does
+            raise exc.__cause__ from exc
+        raise

@@ -31,6 +31,7 @@ from torch.ao.quantization.quantize_fx import (
 )
 
 import qfx.api as api
+from passes import swap_standalone
 from ir.errors import ConvertError
 from ir.lift import OBSERVED_ATTRS_KEY, lift
 from ir.program import CallingConvention, Program
@@ -348,14 +349,14 @@ def test_standalone_module_is_converted_by_the_pipeline(monkeypatch, in_idxs, ou
     calls = []
     marker = torch.fx.symbolic_trace(Inner())
 
-    def fake_convert(gm, **kw):
-        calls.append((gm, kw))
+    def fake_convert(gm, options):
+        calls.append((gm, options))
         return marker
 
-    monkeypatch.setattr(api, "convert_to_reference_fx", fake_convert)
+    monkeypatch.setattr(swap_standalone, "_convert_submodule", fake_convert)
     program, result = swap(observed)
-    (gm, kw), = calls
-    assert gm is observed.inner and kw == {"backend_config": program.options.backend_config}
+    (gm, options), = calls
+    assert gm is observed.inner and options is program.options
     assert result.modules["inner"] is marker and result.modules["inner.conv"] is marker.conv
     node = _call_of(program, "inner")
     assert result.quant.calling_conventions[node.name] == CallingConvention(
