@@ -160,7 +160,8 @@ class _QdqRewrite:
         self.builder.replace_uses(node.name, source)
         self._dequantize_after(source.name)
 
-    def _is_dequantize(self, arg: Arg) -> Node | None:
+    def _dequantize_producing(self, arg: Arg) -> Node | None:
+        """The `dequantize` method call that produces `arg`, if that is what produces it."""
         if isinstance(arg, Ref):
             producer = self.builder.emitted(arg.name)
             if producer is not None and producer.op == "call_method" and producer.target == "dequantize":
@@ -171,7 +172,7 @@ class _QdqRewrite:
         bypass: dict[str, Arg] = {}
         for path in convention.quantized_args:
             arg = _at_path(node.args, path, node)
-            dequantize = self._is_dequantize(arg)
+            dequantize = self._dequantize_producing(arg)
             if dequantize is not None:
                 bypass[dequantize.name] = dequantize.args[0]
         kept = self.builder.emit(node.with_inputs_replaced(bypass))
@@ -201,7 +202,7 @@ class _QdqRewrite:
 
     def _collect_bypass(self, arg: Arg, bypass: dict[str, Arg]) -> None:
         """Point the output at the quantized value behind each dequantize in `arg` (recursively)."""
-        dequantize = self._is_dequantize(arg)
+        dequantize = self._dequantize_producing(arg)
         if dequantize is not None:
             bypass[dequantize.name] = dequantize.args[0]
         elif isinstance(arg, (tuple, ListArg, TupleArg)):
@@ -223,11 +224,11 @@ class _QdqRewrite:
                 "`convert` method (a pt2e-style observer); qfx does not support such observers"
             )
         x = node.args[0]
-        neighbours = [a.name for a in node.args if isinstance(a, Ref)]
-        all_none = all(self.quant.has_none_qconfig(n) for n in neighbours) and all(
-            self.quant.has_none_qconfig(n) for n in self.program.graph.users[node.name]
-        ) and len(neighbours) == len(node.args)
-        if all_none or not observer_is_convertible(observer):
+        # torch skips an observer when every producer and consumer asked for no quantization (a non-node
+        # argument never counts as such).
+        neighbours = [*node.args, *(Ref(u) for u in self.program.graph.users[node.name])]
+        unwanted = all(isinstance(n, Ref) and self.quant.has_none_qconfig(n.name) for n in neighbours)
+        if unwanted or not observer_is_convertible(observer):
             self.builder.replace_uses(node.name, x)
             return
         dtype = observer.dtype
