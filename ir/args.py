@@ -98,22 +98,30 @@ def thaw(value: Arg, resolve: Callable[[str], Any]) -> Any:
 
 def refs(value: Arg) -> Iterator[str]:
     """Yield the node names referenced anywhere in an argument tree, in order."""
+    return iter(ref_names(value))
+
+
+def ref_names(value: Arg, out: list[str] | None = None) -> list[str]:
+    """The node names referenced anywhere in an argument tree, in order, appended to `out` (or a new list)."""
+    if out is None:
+        out = []
     kind = type(value)
     if kind is Ref:
-        yield value.name
+        out.append(value.name)
     elif kind is tuple:
         for v in value:
-            yield from refs(v)
+            ref_names(v, out)
     elif kind is ListArg or kind is TupleArg:
         for v in value.items:
-            yield from refs(v)
+            ref_names(v, out)
     elif kind is DictArg:
         for _, v in value.items:
-            yield from refs(v)
+            ref_names(v, out)
     elif kind is SliceArg:
-        yield from refs(value.start)
-        yield from refs(value.stop)
-        yield from refs(value.step)
+        ref_names(value.start, out)
+        ref_names(value.stop, out)
+        ref_names(value.step, out)
+    return out
 
 
 def map_refs(value: Arg, fn: Callable[[Ref], Arg]) -> Arg:

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator
 import attrs
 from pyrsistent import PMap, PVector, pmap, pvector
 
-from .args import Arg, Ref, map_refs, refs
+from .args import Arg, Ref, map_refs, ref_names
 
 OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
 
@@ -38,13 +38,18 @@ class Node:
 
     def inputs(self) -> Iterator[str]:
         """Names of the nodes this node reads, in argument order (with repeats)."""
-        yield from refs(self.args)
+        return iter(self.input_names())
+
+    def input_names(self) -> list[str]:
+        """Names of the nodes this node reads, in argument order (with repeats), as a new list."""
+        out = ref_names(self.args)
         for _, v in self.kwargs:
-            yield from refs(v)
+            ref_names(v, out)
+        return out
 
     def with_inputs_replaced(self, mapping: dict[str, Arg]) -> "Node":
         """This node with each reference to a key of `mapping` replaced by its value."""
-        if not mapping or not any(name in mapping for name in self.inputs()):
+        if not mapping or not any(name in mapping for name in self.input_names()):
             return self
         fn = lambda r: mapping.get(r.name, r)  # noqa: E731  (mapping.get may resolve chains)
         return attrs.evolve(
@@ -83,7 +88,7 @@ class Graph:
         out: dict[str, list[str]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:
             seen = set()
-            for name in n.inputs():
+            for name in n.input_names():
                 if name not in seen and name in out:
                     seen.add(name)
                     out[name].append(n.name)

@@ -24,6 +24,8 @@ _NO_META = pmap()
 def candidate_name(target: Any) -> str:
     """The base name FX gives a node with this target (snake case of the callable's or string's name)."""
     if isinstance(target, str):
+        if target.islower() and not target.startswith("__"):
+            return target  # FX's snake-casing only changes upper-case letters and magic names
         return torch.fx.Graph._target_to_str(None, target)  # type: ignore[arg-type]
     try:
         return _CANDIDATES[target]

@@ -55,11 +55,8 @@ def codegen(program: Program) -> GraphModule:
     for node in program.graph.nodes:
         args = thaw(node.args, resolve)
         kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
-        fx_node = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type)
-        if fx_node.name != node.name:  # pragma: no cover - the verifier rules this out
-            raise AssertionError(f"FX renamed node {node.name} to {fx_node.name}")
-        fx_node.meta = dict(node.meta)
-        fx_nodes[node.name] = fx_node
+        fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type,
+                                           dict(node.meta))
         if node.op in ("get_attr", "call_module"):
             table[node.target] = program.resolve(node.target)
     _restore_namespace(graph, program)
@@ -80,13 +77,16 @@ def codegen(program: Program) -> GraphModule:
 
 
 def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwargs: dict, name: str,
-                 type_expr: Any) -> torch.fx.Node:
+                 type_expr: Any, meta: dict) -> torch.fx.Node:
     """Append a node to a graph that has no owning module yet: what Graph.create_node does, minus its scan
     of every argument for raw SymInts (a warning that cannot apply to a graph lifted from FX, and most of
-    create_node's cost on large graphs)."""
-    actual = graph._graph_namespace.create_name(name, None)
-    node = torch.fx.Node(graph, actual, op, target, args, kwargs or immutable_dict(), type_expr)
-    graph._graph_namespace.associate_name_with_obj(actual, node)
+    create_node's cost on large graphs), and minus name allocation: the verifier guarantees IR names are
+    unique identifiers, and `_restore_namespace` installs the program's name state afterwards."""
+    node = torch.fx.Node(graph, name, op, target, args, kwargs or immutable_dict(), type_expr)
+    # Node.__setattr__ re-files the node in the graph's lookup table on every assignment; meta is not
+    # part of that table's key, so set it directly.
+    object.__setattr__(node, "meta", meta)
+    graph._graph_namespace.associate_name_with_obj(name, node)
     graph._insert(node)
     graph._find_nodes_lookup_table.insert(node)
     graph._len += 1

@@ -242,10 +242,14 @@ class _QdqRewrite:
         else:
             self.builder.replace_uses(node.name, out)
 
-    def _qparam_attribute(self, node: Node, key: str, value: Any) -> Ref:
+    def _qparam_attributes(self, node: Node, scale: Any, zero_point: Any) -> tuple[Ref, Ref]:
+        """New root attributes holding an observer's scale and zero point, and get_attr nodes reading them."""
         module_path, prefix = self._module_path_and_prefix(node)
-        name = self.attrs.new(module_path + prefix + key, value, self.device)
-        return self.builder.add("get_attr", name)
+        refs = []
+        for key, value in (("_scale_", scale), ("_zero_point_", zero_point)):
+            name = self.attrs.new(module_path + prefix + key, value, self.device)
+            refs.append(self.builder.add("get_attr", name))
+        return refs[0], refs[1]
 
     def _emit_torch_ops(self, node: Node, observer: Any, x: Arg, dtype: Any, dynamic: bool) -> Ref | None:
         b = self.builder
@@ -253,13 +257,11 @@ class _QdqRewrite:
             if is_per_channel(observer.qscheme):
                 scale, zero_point = observer.calculate_qparams()
                 axis = int(observer.ch_axis)
-                s = self._qparam_attribute(node, "_scale_", scale)
-                z = self._qparam_attribute(node, "_zero_point_", zero_point)
+                s, z = self._qparam_attributes(node, scale, zero_point)
                 q = b.add("call_function", torch.quantize_per_channel, (x, s, z, axis, dtype))
             else:
                 scale, zero_point = self.per_tensor_qparams(observer)
-                s = self._qparam_attribute(node, "_scale_", scale)
-                z = self._qparam_attribute(node, "_zero_point_", zero_point)
+                s, z = self._qparam_attributes(node, scale, zero_point)
                 q = b.add("call_function", torch.quantize_per_tensor, (x, s, z, dtype))
         elif dynamic:
             reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
@@ -278,8 +280,7 @@ class _QdqRewrite:
             if is_per_channel(observer.qscheme):
                 scale, zero_point = observer.calculate_qparams()
                 axis = int(observer.ch_axis)
-                s = self._qparam_attribute(node, "_scale_", scale)
-                z = self._qparam_attribute(node, "_zero_point_", zero_point)
+                s, z = self._qparam_attributes(node, scale, zero_point)
                 params = (s, z, axis, qmin, qmax, dtype_)
                 q = b.add("call_function", qd.quantize_per_channel.default, (x, *params))
                 return b.add("call_function", qd.dequantize_per_channel.default, (q, *params), out_dtype)

@@ -43,9 +43,8 @@ class AttributeAllocator:
             i += 1
         self._first_free[prefix] = i + 1
         name = f"{prefix}{i}"
-        tensor = value.detach().clone() if isinstance(value, torch.Tensor) else torch.tensor(value, device=device)
+        self._new[name] = _as_tensor(value, device)
         self._taken.add(name)
-        self._new[name] = tensor
         return name
 
     def table(self) -> PMap:
@@ -54,6 +53,21 @@ class AttributeAllocator:
             return self._attributes
         # pmap.update grows its bucket table step by step; one construction from a dict is much cheaper.
         return pmap({**self._attributes, **self._new})
+
+
+def _as_tensor(value: Any, device: Any) -> torch.Tensor:
+    """What `torch.tensor(value, device=device)` gives (a detached clone for a tensor). Python floats and
+    ints, the common case, take the cheaper scalar constructor with the dtype torch.tensor would infer."""
+    kind = type(value)
+    if kind is float or kind is int:
+        try:
+            dtype = torch.get_default_dtype() if kind is float else torch.int64
+            return torch.scalar_tensor(value, dtype=dtype, device=device)
+        except RuntimeError:  # out of the dtype's range: torch.tensor has its own rules (inf, or its error)
+            pass
+    elif isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return torch.tensor(value, device=device)
 
 
 def unique_device(program: Program) -> torch.device | None:
