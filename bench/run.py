@@ -280,6 +280,39 @@ def pass_table(rows: list[dict[str, Any]]) -> Table | None:
     return table
 
 
+TARGET_RATIO = 3.0
+TARGET_MIN_NODES = 1000
+
+
+def target_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The issue's speed targets, checked against this run: qfx faster than torch on every row; at least
+    TARGET_RATIO x on MinMax rows of TARGET_MIN_NODES+ nodes; qfx's time per node as graphs grow."""
+    measured = [(r, mode, r["convert"][mode]) for r in rows for mode in MODES if r["convert"][mode]["status"] == "ok"]
+    if not measured:
+        return []
+    lines = []
+    slowest = min(measured, key=lambda m: m[2]["ratio"])
+    verdict = "yes" if slowest[2]["ratio"] > 1 else "NO"
+    lines.append(f"faster than torch on every row: {verdict} (lowest ratio {slowest[2]['ratio']:.2f}x: "
+                 f"{slowest[0]['family']} {slowest[0]['nodes']:,} nodes {slowest[0]['mapping']} {slowest[1]})")
+    big = [m for m in measured if m[0]["mapping"] == "minmax" and m[0]["nodes"] >= TARGET_MIN_NODES]
+    if big:
+        short = [m for m in big if m[2]["ratio"] < TARGET_RATIO]
+        verdict = "yes" if not short else f"NO on {len(short)} of {len(big)}"
+        worst = min(big, key=lambda m: m[2]["ratio"])
+        lines.append(f">= {TARGET_RATIO:g}x on MinMax rows of {TARGET_MIN_NODES:,}+ nodes: {verdict} (lowest "
+                     f"{worst[2]['ratio']:.2f}x: {worst[0]['family']} {worst[0]['nodes']:,} nodes {worst[1]})")
+    for family in dict.fromkeys(r["family"] for r in rows):
+        for mapping in dict.fromkeys(r["mapping"] for r in rows):
+            for mode in MODES:
+                series = [(m[0]["nodes"], m[2]["qfx"] * 1e6 / m[0]["nodes"]) for m in measured
+                          if m[0]["family"] == family and m[0]["mapping"] == mapping and m[1] == mode]
+                if len(series) > 1:
+                    cells = ", ".join(f"{n:,}: {us:,.0f}" for n, us in sorted(series))
+                    lines.append(f"qfx µs/node as {family} {mapping} {mode} grows: {cells}")
+    return lines
+
+
 def row_summary(r: dict[str, Any]) -> str:
     """One line per finished row, printed while the bench runs."""
     parts = [f"{r['family']} blocks={r['blocks']} {r['mapping']}: {r['nodes']:,} nodes"]
@@ -386,6 +419,8 @@ def run(args: argparse.Namespace) -> int:
     console.print()
     console.print(foundation_table(results, args.repeat))
     console.print(convert_table(results, args.repeat))
+    for line in target_lines(results):
+        console.print(line, markup=False, highlight=False)
     passes = pass_table(results)
     if passes is not None:
         console.print(passes)

@@ -78,6 +78,9 @@ def insert_qdq(program: Program) -> Program:
     return _QdqRewrite(program).run()
 
 
+_NO_QCONFIG_RECORDED = object()
+
+
 class _QdqRewrite:
     """One run of insert-qdq (mutable state private to the run)."""
 
@@ -92,6 +95,10 @@ class _QdqRewrite:
         self.output_quantized_idxs = list(config.output_quantized_indexes)
         self._device: Any = "unset"
         self._per_tensor: dict[int, tuple[float, int]] | None = None
+        # Plain-dict copies of the tables read per observer (persistent maps are slow to look up in).
+        self.modules = dict(program.modules)
+        self.qconfigs = dict(self.quant.node_name_to_qconfig)
+        self.scopes = dict(self.quant.node_name_to_scope)
 
     @property
     def device(self) -> Any:
@@ -103,8 +110,8 @@ class _QdqRewrite:
         """(scale, zero_point) of a per-tensor observer as Python numbers, as torch derives them from
         `calculate_qparams()`; computed for all alike observers of the graph at once on first use."""
         if self._per_tensor is None:
-            observers = [self.program.modules[n.target] for n in self.program.graph.nodes
-                         if n.op == "call_module" and _is_activation_post_process(self.program.modules[n.target])]
+            observers = [self.modules[n.target] for n in self.program.graph.nodes
+                         if n.op == "call_module" and _is_activation_post_process(self.modules[n.target])]
             self._per_tensor = batched_per_tensor_qparams(observers)
         found = self._per_tensor.get(id(observer))
         if found is not None:
@@ -126,7 +133,7 @@ class _QdqRewrite:
             elif node.op == "output":
                 self.builder.emit(self._keep_outputs_quantized(node))
             elif node.op == "call_module":
-                module = self.program.modules[node.target]
+                module = self.modules[node.target]
                 if _is_activation_post_process(module):
                     observed = node.args[0]
                     if isinstance(observed, Ref) and observed.name in static_custom:
@@ -227,7 +234,7 @@ class _QdqRewrite:
         # torch skips an observer when every producer and consumer asked for no quantization (a non-node
         # argument never counts as such).
         neighbours = [*node.args, *(Ref(u) for u in self.program.graph.users[node.name])]
-        unwanted = all(isinstance(n, Ref) and self.quant.has_none_qconfig(n.name) for n in neighbours)
+        unwanted = all(isinstance(n, Ref) and self._has_none_qconfig(n.name) for n in neighbours)
         if unwanted or not observer_is_convertible(observer):
             self.builder.replace_uses(node.name, x)
             return
@@ -241,6 +248,9 @@ class _QdqRewrite:
             self.builder.emit(node)
         else:
             self.builder.replace_uses(node.name, out)
+
+    def _has_none_qconfig(self, name: str) -> bool:
+        return self.qconfigs.get(name, _NO_QCONFIG_RECORDED) is None
 
     def _qparam_attributes(self, node: Node, scale: Any, zero_point: Any) -> tuple[Ref, Ref]:
         """New root attributes holding an observer's scale and zero point, and get_attr nodes reading them."""
@@ -330,8 +340,7 @@ class _QdqRewrite:
         observed = observer_node.args[0]
         if not isinstance(observed, Ref):
             raise ConvertError(f"observer node '{observer_node.name}' does not read a node")
-        qconfigs = self.quant.node_name_to_qconfig
-        input_only = observed.name in qconfigs and qconfigs[observed.name] is None
+        input_only = self._has_none_qconfig(observed.name)
         if input_only:
             users = self.program.graph.users[observer_node.name]
             anchor = users[0] if users else None
@@ -343,7 +352,7 @@ class _QdqRewrite:
             prefix = "_input"
         else:
             anchor, prefix = observed.name, ""
-        scope = self.quant.node_name_to_scope
+        scope = self.scopes
         module_path = scope[anchor][0] if anchor is not None and anchor in scope else ""
         return module_path, prefix
 
