@@ -65,7 +65,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         attributes[target] = value
 
     ns = fx_graph._graph_namespace
-    namespace = Namespace(frozen_set(ns._used_names), pmap(ns._base_count))
+    namespace = Namespace(frozenset(ns._used_names), pmap(ns._base_count))
     meta = dict(gm.meta)
     facts = meta.pop(OBSERVED_ATTRS_KEY, None)
     root = RootInfo(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch.fx.graph import _illegal_names, _name_regex
+
 from .errors import VerificationError
 from .graph import OPS
 from .program import Program
@@ -22,6 +24,9 @@ def problems(program: Program) -> list[str]:
             out.append(f"{where}: duplicate name")
         if node.name not in used:
             out.append(f"{where}: name not recorded in the namespace")
+        if not _is_fx_name(node.name):
+            out.append(f"{where}: not a name FX would give a node (an identifier that shadows no keyword, "
+                       "builtin or FX global)")
         for name in node.inputs():
             if name not in defined:
                 state = "later" if name in graph.by_name else "nowhere"
@@ -62,3 +67,8 @@ def verify(program: Program, where: str = "") -> Program:
     if found:
         raise VerificationError(found, where)
     return program
+
+
+def _is_fx_name(name: str) -> bool:
+    """Whether FX's namespace would hand out `name` unchanged (codegen relies on it, not renaming nodes)."""
+    return isinstance(name, str) and _name_regex.match(name) is not None and name not in _illegal_names

@@ -136,6 +136,16 @@ def test_verify_name_outside_namespace(program):
         verify(_broken(program, nodes))
 
 
+@pytest.mark.parametrize("bad", ["list", "torch", "class", "2fast", "a-b"])
+def test_verify_names_fx_would_rename(program, bad):
+    old = program.graph.nodes[1].name
+    nodes = [n.with_inputs_replaced({old: Ref(bad)}) for n in program.graph.nodes]
+    nodes[1] = nodes[1].evolve(name=bad)
+    broken = _broken(program, nodes).evolve(namespace=Namespace(program.namespace.used | {bad}, program.namespace.base_count))
+    with pytest.raises(VerificationError, match=f"node '{bad}'.*not a name FX would give a node"):
+        verify(broken)
+
+
 def test_verify_bad_ops_and_targets(program):
     nodes = list(program.graph.nodes)
     nodes[2] = nodes[2].evolve(op="call_everything")
