@@ -1,4 +1,4 @@
-"""Per-tensor quantization parameters of many MinMax-family observers at once.
+"""Quantization parameters of many MinMax-family observers (or min/max ranges) at once.
 
 torch computes each observer's (scale, zero_point) with a dozen small tensor operations; on large models
 that Python overhead dominates insert-qdq. The arithmetic is elementwise, so doing it on one stacked
@@ -60,25 +60,49 @@ def batched_per_tensor_qparams(observers: Iterable[Any]) -> dict[int, tuple[floa
         ids = list(members)
         mins = torch.stack([members[i].min_val for i in ids])
         maxs = torch.stack([members[i].max_val for i in ids])
-        eps = members[ids[0]].eps
-        min_neg = torch.min(mins, torch.zeros_like(mins))
-        max_pos = torch.max(maxs, torch.zeros_like(maxs))
-        if qscheme == _SYMMETRIC:
-            max_pos = torch.max(-min_neg, max_pos)
-            scale = torch.max(max_pos / (float(qmax - qmin) / 2), eps)
-            if dtype in (torch.quint8, torch.uint8):
-                zero_point = [(qmin + qmax) // 2 if customized else 128] * len(ids)
-            elif dtype == torch.uint16:
-                zero_point = [2**15] * len(ids)
-            else:
-                zero_point = [0] * len(ids)
-        else:
-            scale = torch.max((max_pos - min_neg) / float(qmax - qmin), eps)
-            zp = qmin - torch.round(min_neg / scale).to(torch.int)
-            zero_point = torch.clamp(zp, qmin, qmax).tolist()
-        for i, s, z in zip(ids, scale.tolist(), zero_point):
+        scale, zero_point = minmax_qparams(mins, maxs, members[ids[0]].eps, qscheme, qmin, qmax, dtype, customized)
+        for i, s, z in zip(ids, scale.tolist(), zero_point.tolist()):
             out[i] = (s, int(z))
     return out
+
+
+def minmax_qparams(
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    eps: torch.Tensor,
+    qscheme: torch.qscheme,
+    quant_min: int,
+    quant_max: int,
+    dtype: torch.dtype,
+    customized_range: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (scale, zero_point) UniformQuantizationObserverBase._calculate_qparams computes from valid ranges
+    (finite, lo <= hi), elementwise over stacked ranges of any shape.
+
+    `qscheme` may be per tensor or per channel, symmetric or affine, or per-channel float qparams. Each
+    element is bit-identical to the observer's; the results have the broadcast shape of `lo` and `eps`
+    (the observer's shapes too, with a leading batch dimension). Zero points are int32 for affine
+    schemes, int64 for symmetric ones and float32 for float qparams, as the observer's are.
+    """
+    if qscheme == torch.per_channel_affine_float_qparams:
+        scale = (hi - lo) / float(quant_max - quant_min)
+        scale = torch.where(scale > eps, scale, torch.ones_like(scale))
+        return scale, -1 * lo / scale
+    min_neg = torch.min(lo, torch.zeros_like(lo))
+    max_pos = torch.max(hi, torch.zeros_like(hi))
+    if qscheme in (_SYMMETRIC, torch.per_channel_symmetric):
+        max_pos = torch.max(-min_neg, max_pos)
+        scale = torch.max(max_pos / (float(quant_max - quant_min) / 2), eps)
+        if dtype in (torch.quint8, torch.uint8):
+            center = (quant_min + quant_max) // 2 if customized_range else 128
+        elif dtype == torch.uint16:
+            center = 2**15
+        else:
+            center = 0
+        return scale, torch.full(scale.shape, center, dtype=torch.int64)
+    scale = torch.max((max_pos - min_neg) / float(quant_max - quant_min), eps)
+    zero_point = quant_min - torch.round(min_neg / scale).to(torch.int)
+    return scale, torch.clamp(zero_point, quant_min, quant_max)
 
 
 def histogram_qparams(observer: Any) -> tuple[torch.Tensor, torch.Tensor] | None:

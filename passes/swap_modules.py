@@ -33,7 +33,7 @@ from .manager import register
 from .root_attributes import unique_device
 from .swap_custom import convert_custom, custom_module_classes
 from .swap_standalone import convert_standalone, is_observed_standalone
-from .swap_weighted import WeightedClasses, convert_weighted
+from .swap_weighted import FastPaths, WeightedClasses, convert_weighted
 
 
 class _Workspace:
@@ -88,6 +88,7 @@ def swap_modules(program: Program) -> Program:
     custom_classes = custom_module_classes(mapping)
     device = unique_device(program)
     work = _Workspace(program, options)
+    fast = FastPaths.plan(_weighted_modules(program, classes), classes, device)
 
     for node in program.graph.nodes:
         if node.op != "call_module":
@@ -98,7 +99,7 @@ def swap_modules(program: Program) -> Program:
         if is_observed_standalone(module):
             _swap_standalone(node, module, work)
         elif classes.is_weighted(module):
-            _swap_weighted(node, module, work, classes, device)
+            _swap_weighted(node, module, work, classes, device, fast)
         elif type_before_parametrizations(module) in custom_classes:
             _swap_custom(node, work, mapping)
 
@@ -111,6 +112,13 @@ def swap_modules(program: Program) -> Program:
     return result
 
 
+def _weighted_modules(program: Program, classes: WeightedClasses) -> list[torch.nn.Module]:
+    """The input modules the loop below may hand to convert_weighted (observers skipped first, as it does)."""
+    called = (program.modules[node.target] for node in program.graph.nodes if node.op == "call_module")
+    return [module for module in called
+            if not _is_activation_post_process(module) and classes.is_weighted(module)]
+
+
 def _swap_standalone(node: Node, module: torch.fx.GraphModule, work: _Workspace) -> None:
     swap = convert_standalone(node, module, work.options)
     work.current[node.target] = swap.module
@@ -119,13 +127,18 @@ def _swap_standalone(node: Node, module: torch.fx.GraphModule, work: _Workspace)
 
 
 def _swap_weighted(
-    node: Node, module: torch.nn.Module, work: _Workspace, classes: WeightedClasses, device: torch.device | None
+    node: Node,
+    module: torch.nn.Module,
+    work: _Workspace,
+    classes: WeightedClasses,
+    device: torch.device | None,
+    fast: FastPaths,
 ) -> None:
     if isinstance(module, classes.qat):
         # Converting runs the QAT module's weight fake quant, which torch does on the live module.
         module = work.owned_copy(node.target)
     program = work.program
-    new = convert_weighted(module, node.target, node.name, program.quant, work.options, classes, device)
+    new = convert_weighted(module, node.target, node.name, program.quant, work.options, classes, device, fast)
     if new is None:
         return
     work.replaced[node.target] = new

@@ -3,12 +3,17 @@
 Mirrors torch.ao.quantization.fx.convert.convert_weighted_module. Where torch runs observers and fake
 quants on the live model and assigns into it, this module works on private copies and returns the
 module that should sit at the call's target.
+
+Per module, torch builds a weight observer and a reference module whose constructor initialises a weight
+it then throws away. `FastPaths` gives the same results without either where it can: weight qparams
+computed for all modules at once (weight_qparams.py) and reference modules laid out like the first of
+their configuration (reference_modules.py). Each falls back to torch's way on its own.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Iterable
 
 import attrs
 import torch
@@ -25,6 +30,9 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 
 from ir.errors import ConvertError
 from ir.program import ConvertOptions, QuantFacts
+
+from .reference_modules import ReferenceBuilder
+from .weight_qparams import ConstructorKeys, WeightQParamTable
 
 
 class MissingReferenceModuleError(ConvertError, AssertionError):
@@ -46,6 +54,11 @@ class WeightedClasses:
     # (qconfig key, module class) -> whether the reference swap applies. Each check builds fresh observers
     # from the qconfig; prepare gives every module its own qconfig object, but they are built alike.
     _swappable: dict = attrs.field(factory=dict, repr=False, eq=False)
+    constructor_keys: ConstructorKeys = attrs.field(factory=ConstructorKeys, repr=False, eq=False)
+    # A pass asks about the same modules and qconfig objects more than once: id(module) -> (module,
+    # is_weighted(module)) and (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
+    _weighted: dict = attrs.field(factory=dict, repr=False, eq=False)
+    _applies: dict = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def of(cls, backend_config: Any) -> "WeightedClasses":
@@ -60,7 +73,13 @@ class WeightedClasses:
     def reference_swap_applies(self, qconfig: Any, kind: type) -> bool:
         """Whether a module of class `kind` with `qconfig` gets a reference module: the backend supports
         the qconfig's dtypes for that class and the qconfig quantizes weights."""
-        key = _qconfig_key(qconfig)
+        known = self._applies.get((id(qconfig), kind))
+        if known is None or known[0] is not qconfig:
+            known = self._applies[(id(qconfig), kind)] = (qconfig, self._reference_swap_applies(qconfig, kind))
+        return known[1]
+
+    def _reference_swap_applies(self, qconfig: Any, kind: type) -> bool:
+        key = self._qconfig_key(qconfig)
         if key is None:
             return _swap_applies(self, qconfig, kind)
         cached = self._swappable.get((key, kind))
@@ -71,36 +90,39 @@ class WeightedClasses:
     def is_weighted(self, module: torch.nn.Module) -> bool:
         """True when convert's main loop hands `module` to convert_weighted_module: its class (before
         parametrizations) is a root, QAT or fused class, and a fused module wraps a root module."""
+        known = self._weighted.get(id(module))
+        if known is None or known[0] is not module:
+            known = self._weighted[id(module)] = (module, self._is_weighted(module))
+        return known[1]
+
+    def _is_weighted(self, module: torch.nn.Module) -> bool:
         kind = type_before_parametrizations(module)
         if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
             return False
-        if kind in self.fused and type_before_parametrizations(module[0]) not in self.root_to_reference:
+        if kind in self.fused and type_before_parametrizations(first_member(module)) not in self.root_to_reference:
             return False
         return True
 
+    def reference_class(self, module: torch.nn.Module) -> type | None:
+        """The reference module class for `module`'s class before parametrizations, if the backend has one."""
+        # Parametrizing a module changes its class to a generated subclass, so a class found in the table
+        # is the module's own; torch's type_before_parametrizations is slower (it probes an attribute).
+        found = self.root_to_reference.get(type(module))
+        return found if found is not None else self.root_to_reference.get(type_before_parametrizations(module))
 
-def _constructor_key(constructor: Any) -> tuple | None:
-    """What determines the dtypes and ranges of the observers `constructor` builds: the class and its
-    arguments. prepare wraps constructors with a per-module `factory_kwargs` callable that only picks the
-    module's device, so callable arguments count by name only. None when the arguments are not hashable."""
-    partial = getattr(constructor, "p", None)
-    if partial is None or not hasattr(partial, "func"):
-        return None
-    try:
-        key = (partial.func, partial.args, tuple(sorted(partial.keywords.items())),
-               tuple(sorted(getattr(constructor, "callable_args", {}) or {})))
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    def _qconfig_key(self, qconfig: Any) -> tuple | None:
+        activation = self.constructor_keys(getattr(qconfig, "activation", None))
+        weight = self.constructor_keys(getattr(qconfig, "weight", None))
+        if activation is None or weight is None:
+            return None
+        return (type(qconfig), activation, weight)
 
 
-def _qconfig_key(qconfig: Any) -> tuple | None:
-    activation = _constructor_key(getattr(qconfig, "activation", None))
-    weight = _constructor_key(getattr(qconfig, "weight", None))
-    if activation is None or weight is None:
-        return None
-    return (type(qconfig), activation, weight)
+def first_member(fused: torch.nn.Module) -> torch.nn.Module:
+    """`fused[0]` of a fused (Sequential) module, without Sequential's index arithmetic."""
+    for member in fused._modules.values():
+        return member
+    raise IndexError(f"index 0 is out of range for the empty {type(fused).__name__}")
 
 
 def _swap_applies(classes: "WeightedClasses", qconfig: Any, kind: type) -> bool:
@@ -119,6 +141,33 @@ def module_qconfig(module: torch.nn.Module, target: str) -> Any:
         ) from None
 
 
+class FastPaths:
+    """Per pass run: the weight qparams computed ahead for the modules the pass will convert, and the
+    reference module builder (see weight_qparams.py and reference_modules.py)."""
+
+    def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
+        self.qparams = WeightQParamTable(device, constructor_keys)
+        self.references = ReferenceBuilder()
+
+    @classmethod
+    def plan(
+        cls, modules: Iterable[torch.nn.Module], classes: WeightedClasses, device: torch.device | None
+    ) -> "FastPaths":
+        """Fast paths with the weight qparams computed at once for every weighted module in `modules`
+        that convert_weighted may give a reference module from a fresh weight observer (QAT modules run
+        their fake quants instead). Whether it does is left to convert_weighted: asking here would build
+        observers (and warn or fail) for modules torch never asks about; unused entries cost little.
+        """
+        fast = cls(device, classes.constructor_keys)
+        wanted = []
+        for module in modules:
+            qconfig = getattr(module, "qconfig", None)
+            if qconfig is not None and not isinstance(module, classes.qat):
+                wanted.append((first_member(module) if isinstance(module, _FusedModule) else module, qconfig))
+        fast.qparams.compute(wanted)
+        return fast
+
+
 def convert_weighted(
     module: torch.nn.Module,
     target: str,
@@ -127,13 +176,15 @@ def convert_weighted(
     options: ConvertOptions,
     classes: WeightedClasses,
     device: torch.device | None,
+    fast: FastPaths | None = None,
 ) -> torch.nn.Module | None:
     """The module to put at `target` for the call `node_name` of weighted module `module`, or None to keep it.
 
     `module` must be owned by the caller when it is a QAT module: its `weight_fake_quant` is run on the
     weight (as torch runs it on the live module), which updates the fake quant's state. Any other input
     is only read. QAT modules always come back as float (or reference) modules; other modules come back
-    as reference modules (fused modules as a new container around one) or not at all.
+    as reference modules (fused modules as a new container around one) or not at all. `fast` (from
+    FastPaths.plan) gives the same results faster.
     """
     qconfig = module_qconfig(module, target)
     fake_quant = None
@@ -149,15 +200,19 @@ def convert_weighted(
         return swapped
 
     fused = module if isinstance(module, _FusedModule) else None
-    float_module = fused[0] if fused is not None else module
-    qparams = weight_qparams(float_module, qconfig, fake_quant, options, device)
-    reference_class = classes.root_to_reference.get(type_before_parametrizations(float_module))
+    float_module = first_member(fused) if fused is not None else module
+    precomputed = fast.qparams if fast is not None else None
+    qparams = weight_qparams(float_module, qconfig, fake_quant, options, device, precomputed)
+    reference_class = classes.reference_class(float_module)
     if reference_class is None:
         raise MissingReferenceModuleError(
             f"module '{target}' (node '{node_name}'): No reference quantized module class configured for "
             f"{type_before_parametrizations(float_module)}; add one to the backend config's pattern for it"
         )
-    reference = reference_class.from_float(float_module, qparams)
+    if fast is not None:
+        reference = fast.references.build(reference_class, float_module, qparams)
+    else:
+        reference = reference_class.from_float(float_module, qparams)
     if fused is None:
         return reference
     # A QAT module's to_float() built a container nobody else holds; any other fused module is the
@@ -173,15 +228,20 @@ def weight_qparams(
     fake_quant: torch.nn.Module | None,
     options: ConvertOptions,
     device: torch.device | None,
+    precomputed: WeightQParamTable | None = None,
 ) -> dict[str, Any]:
     """The `weight_qparams` argument of the reference module's from_float, built as torch builds it.
 
     RNN cells get one fresh weight observer per weight (`weight_ih`, `weight_hh`); LSTM/GRU one per flat
     weight name (run only for qint8). Other modules use the QAT fake quant `fake_quant` when given (run
     once more on the weight, except for decomposed reference QAT), else a fresh observer from
-    `qconfig.weight()` on `device`, run on the weight.
+    `qconfig.weight()` on `device`, run on the weight, whose result `precomputed` may already hold.
     """
     qparams: dict[str, Any] = {"is_decomposed": options.is_decomposed}
+    found = precomputed.get(float_module, qconfig) if precomputed is not None and fake_quant is None else None
+    if found is not None:
+        qparams.update(found)
+        return qparams
     if isinstance(float_module, torch.nn.RNNCellBase):
         for name in ("weight_ih", "weight_hh"):
             observer = qconfig.weight()

@@ -1,0 +1,269 @@
+"""Reference quantized modules built as `from_float` builds them, without its throwaway parameter init.
+
+`from_float` of torch's reference Linear, Conv, ConvTranspose, Embedding and EmbeddingBag runs the class
+constructor, which allocates (and for most classes randomly initialises) a weight that is replaced right
+away, then takes the float module's weight and bias and registers the weight qparams. Two float modules
+with equal constructor attributes (kernel size, padding, ...) get reference modules that differ only in
+those tensors. So the first module of each such configuration goes through `from_float` and its result
+serves as the template of the object layout; the others get a new object of the same layout: fresh
+nn.Module tables, the float module's constructor attributes, new Parameters on the float tensors and the
+weight qparams written as `_init_weight_qparams` writes them.
+
+Modules of other classes (RNNs, subclasses, parametrized modules), attribute values other than plain
+numbers, strings and tuples or lists of them, and processes with global module registration hooks take
+`from_float`. Nothing reachable from the float module or a template is ever written to.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+import torch.ao.nn.quantized.reference as ref
+import torch.nn.modules.module as module_globals
+
+_FLOAT_CLASS: dict[type, type] = {
+    ref.Linear: torch.nn.Linear,
+    ref.Conv1d: torch.nn.Conv1d,
+    ref.Conv2d: torch.nn.Conv2d,
+    ref.Conv3d: torch.nn.Conv3d,
+    ref.ConvTranspose1d: torch.nn.ConvTranspose1d,
+    ref.ConvTranspose2d: torch.nn.ConvTranspose2d,
+    ref.ConvTranspose3d: torch.nn.ConvTranspose3d,
+    ref.Embedding: torch.nn.Embedding,
+    ref.EmbeddingBag: torch.nn.EmbeddingBag,
+}
+# What nn.Module.__init__ puts in every module's __dict__, in its order.
+_INTERNALS = tuple(torch.nn.Module().__dict__)
+# What ReferenceQuantizedModule._init_weight_qparams adds, in its order.
+_QPARAM_ATTRIBUTES = ("weight_qscheme", "weight_dtype", "is_decomposed", "weight_axis_int",
+                      "weight_quant_min", "weight_quant_max")
+_QPARAM_BUFFERS = ("weight_scale", "weight_zero_point", "weight_axis")
+_QPARAM_DTYPES = (torch.quint8, torch.qint8, torch.quint4x2, torch.qint32)
+_PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_affine_float_qparams)
+_SCALARS = frozenset({int, float, bool, str, type(None)})
+
+
+class _Unsupported(Exception):
+    """An attribute value the layout key does not cover."""
+
+
+def _frozen(value: Any, top: bool = True) -> tuple:
+    """A hashable stand-in for a constructor attribute that tells types apart (1 vs True, tuple vs list).
+    Lists are accepted at the top level only, so a shallow copy of one is a full copy."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return (kind, value)
+    if kind is tuple or (top and kind is list):
+        kinds = tuple(map(type, value))
+        if _SCALARS.issuperset(kinds):  # the common case, without recursion
+            return (kind, tuple(value), kinds)
+        return (kind, tuple([_frozen(item, False) for item in value]))
+    raise _Unsupported
+
+
+@attrs.frozen
+class _Schema:
+    """The names a reference class's instances have besides nn.Module's tables and the weight qparams."""
+
+    attributes: tuple[str, ...]  # constructor attributes, taken from the float module
+    parameters: tuple[str, ...]  # in registration order
+
+    @classmethod
+    def of(cls, template: torch.nn.Module) -> "_Schema":
+        """The schema of a module built by from_float."""
+        skip = set(_INTERNALS) | set(_QPARAM_ATTRIBUTES)
+        return cls(tuple(name for name in template.__dict__ if name not in skip), tuple(template._parameters))
+
+
+@attrs.frozen
+class _Layout:
+    """How to build a reference module like `template` for float modules of the template's key."""
+
+    reference_class: type
+    schema: _Schema
+    # (name, container type to instantiate or None, value to share when immutable)
+    internals: tuple[tuple[str, type | None, Any], ...]
+    # per parameter: whether the template's requires grad (Embedding's from_float passes the device
+    # where nn.Embedding expects `_freeze`, so its weight does not)
+    requires_grad: tuple[bool, ...]
+
+    @classmethod
+    def of(cls, template: torch.nn.Module, float_module: torch.nn.Module, schema: _Schema) -> "_Layout | None":
+        """The layout of `template` = from_float(`float_module`, ...), or None when the template is not
+        laid out as this module builds objects: nn.Module's tables, then the constructor attributes
+        (equal to the float module's), then the weight qparams; no hooks, children or other buffers."""
+        state = template.__dict__
+        if list(state) != [*_INTERNALS, *schema.attributes, *_QPARAM_ATTRIBUTES]:
+            return None
+        if tuple(template._buffers) != _QPARAM_BUFFERS or tuple(template._parameters) != schema.parameters:
+            return None
+        if any((template._parameters[name] is None) != (getattr(float_module, name) is None)
+               for name in schema.parameters):
+            return None
+        if any(type(p) is not torch.nn.Parameter for p in template._parameters.values() if p is not None):
+            return None
+        requires_grad = tuple(p is not None and p.requires_grad for p in template._parameters.values())
+        internals = []
+        for name in _INTERNALS:
+            value = state[name]
+            if isinstance(value, (dict, set)):
+                if value and name not in ("_parameters", "_buffers"):
+                    return None
+                internals.append((name, type(value), None))
+            elif type(value) in _SCALARS:
+                internals.append((name, None, value))
+            else:
+                return None
+        source = float_module.__dict__
+        try:
+            if any(_frozen(state[name]) != _frozen(source[name]) for name in schema.attributes):
+                return None
+        except (KeyError, _Unsupported):
+            return None
+        return cls(type(template), schema, tuple(internals), requires_grad)
+
+    def new(
+        self, float_module: torch.nn.Module, tensors: tuple, qparams: Any, axes: "_AxisTensors"
+    ) -> torch.nn.Module:
+        """A module equal to reference_class.from_float(`float_module`, `qparams`), for a float module of
+        this layout's key whose parameters (`schema.parameters`) are `tensors`."""
+        module = self.reference_class.__new__(self.reference_class)
+        state = module.__dict__
+        for name, container, value in self.internals:
+            state[name] = container() if container is not None else value
+        source = float_module.__dict__
+        for name in self.schema.attributes:
+            value = source[name]
+            state[name] = list(value) if type(value) is list else value
+        parameters = state["_parameters"]
+        for name, tensor, grad in zip(self.schema.parameters, tensors, self.requires_grad):
+            # from_float's Parameter(tensor.detach()): Parameter detaches its argument itself.
+            parameters[name] = None if tensor is None else torch.nn.Parameter(tensor, grad)
+        device = float_module.weight.device
+        if _plain_qparams(qparams):
+            axis = qparams["axis"] if qparams["qscheme"] in _PER_CHANNEL else 0
+            _write_weight_qparams(module, qparams, axes.get(axis, device))
+        else:
+            module._init_weight_qparams(qparams, device)
+        return module
+
+
+class _AxisTensors:
+    """The `weight_axis` buffer values, built once per (axis, device) as _init_weight_qparams builds them;
+    every module gets a clone."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+    def get(self, axis: int, device: torch.device) -> torch.Tensor:
+        """A new int32 0-dim tensor holding `axis` on `device`."""
+        made = self._made.get((axis, device))
+        if made is None:
+            made = self._made[(axis, device)] = torch.tensor(axis, dtype=torch.int, device=device)
+        return made.clone()
+
+
+def _plain_qparams(qparams: Any) -> bool:
+    """Whether `qparams` are the kind _write_weight_qparams writes: a quantized weight dtype, tensor scale
+    and zero point, and an int axis for per-channel schemes."""
+    if type(qparams) is not dict:
+        return False
+    qscheme = qparams.get("qscheme")
+    if qscheme != torch.per_tensor_affine and qscheme not in _PER_CHANNEL:
+        return False
+    if qparams.get("dtype") not in _QPARAM_DTYPES:
+        return False
+    if not isinstance(qparams.get("scale"), torch.Tensor) or not isinstance(qparams.get("zero_point"), torch.Tensor):
+        return False
+    return qscheme not in _PER_CHANNEL or type(qparams.get("axis")) is int
+
+
+def _write_weight_qparams(module: torch.nn.Module, qparams: dict[str, Any], axis: torch.Tensor) -> None:
+    """Set what _init_weight_qparams sets for plain qparams, in its order, straight into the module's
+    tables. `axis` is the new `weight_axis` buffer."""
+    state = module.__dict__
+    buffers = state["_buffers"]
+    state["weight_qscheme"] = qparams["qscheme"]
+    state["weight_dtype"] = qparams["dtype"]
+    buffers["weight_scale"] = _copy(qparams["scale"])
+    buffers["weight_zero_point"] = _copy(qparams["zero_point"])
+    buffers["weight_axis"] = axis
+    state["is_decomposed"] = qparams.get("is_decomposed", False)
+    state["weight_axis_int"] = axis.item()
+    state["weight_quant_min"] = qparams.get("quant_min")
+    state["weight_quant_max"] = qparams.get("quant_max")
+
+
+def _copy(tensor: torch.Tensor) -> torch.Tensor:
+    """tensor.detach().clone(), skipping the detach where it changes nothing."""
+    return tensor.detach().clone() if tensor.requires_grad else tensor.clone()
+
+
+class ReferenceBuilder:
+    """Builds reference modules for one pass run; `build` returns what `from_float` returns."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[type, _Schema] = {}
+        self._layouts: dict[tuple, _Layout | None] = {}
+        self._axes = _AxisTensors()
+
+    def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
+        """A module equal to `reference_class.from_float(float_module, qparams)` in class, attributes,
+        tables and tensors (Parameters on the float module's tensors, buffers of their own). Reads
+        `float_module` and `qparams` only."""
+        plan = self.plan(reference_class, float_module)
+        if plan is not None:
+            layout, tensors = plan
+            return layout.new(float_module, tensors, qparams, self._axes)
+        module = reference_class.from_float(float_module, qparams)
+        self._learn(reference_class, float_module, module)
+        return module
+
+    def plan(self, reference_class: type, float_module: torch.nn.Module) -> tuple[_Layout, tuple] | None:
+        """Where the fast and the from_float path part: the layout to build `float_module`'s reference
+        module with and the float parameters it takes, or None when `build` calls from_float."""
+        if _FLOAT_CLASS.get(reference_class) is not type(float_module):
+            return None  # also excludes parametrized modules, whose class is a generated subclass
+        if (module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
+                or module_globals._global_module_registration_hooks):
+            return None  # from_float's registrations call them
+        keyed = self._key(reference_class, float_module)
+        if keyed is None:
+            return None
+        layout = self._layouts.get(keyed[0])
+        return None if layout is None else (layout, keyed[1])
+
+    def _key(self, reference_class: type, float_module: torch.nn.Module) -> tuple[tuple, tuple] | None:
+        """Everything from_float's result depends on besides the tensors and qparams, and the float
+        parameters; None when unknown."""
+        schema = self._schemas.get(reference_class)
+        if schema is None:
+            return None
+        source = float_module.__dict__
+        try:
+            attributes = tuple([_frozen(source[name]) for name in schema.attributes])
+            tensors = tuple([getattr(float_module, name) for name in schema.parameters])
+            tensor_keys = tuple([_tensor_key(tensor) for tensor in tensors])
+        except (KeyError, AttributeError, _Unsupported):
+            return None
+        return (reference_class, attributes, tensor_keys), tensors
+
+    def _learn(self, reference_class: type, float_module: torch.nn.Module, template: torch.nn.Module) -> None:
+        """Record the layout of `template`, from_float's result for `float_module`, for its key."""
+        if _FLOAT_CLASS.get(reference_class) is not type(float_module) or type(template) is not reference_class:
+            return
+        schema = self._schemas.setdefault(reference_class, _Schema.of(template))
+        keyed = self._key(reference_class, float_module)
+        if keyed is not None and keyed[0] not in self._layouts:
+            self._layouts[keyed[0]] = _Layout.of(template, float_module, schema)
+
+
+def _tensor_key(tensor: Any) -> tuple | None:
+    """What a float parameter contributes to the key: its presence, class, shape, dtype and device."""
+    if tensor is None:
+        return None
+    if not isinstance(tensor, torch.Tensor):
+        raise _Unsupported
+    return (type(tensor), tensor.shape, tensor.dtype, tensor.device)
