@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import attrs
-from pyrsistent import PMap, PVector, pmap, pvector
+from pyrsistent import PVector, pvector
 
 from .args import Arg, Ref, map_refs, ref_names
 
 OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
+
+class FrozenDict(dict):
+    """A dict that refuses every change: node metas. Reading and copying it run at dict speed, unlike a
+    persistent map, and it pickles (as IR values must)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} is immutable; build a new one")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+NO_META: Mapping[str, Any] = FrozenDict()
+
+
+def frozen_meta(meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """`meta`'s entries, in its order, as a FrozenDict (`meta` itself when it is one)."""
+    if type(meta) is FrozenDict:
+        return meta
+    return FrozenDict(meta) if meta else NO_META
 
 
 @attrs.frozen(slots=True, eq=True, hash=False, repr=False)
@@ -27,7 +54,7 @@ class Node:
     args: tuple = ()
     kwargs: tuple = ()
     type: Any = None
-    meta: PMap = attrs.field(factory=pmap)
+    meta: Mapping[str, Any] = attrs.field(default=NO_META, converter=frozen_meta)
 
     def kwarg(self, key: str, default: Any = None) -> Any:
         """The value of keyword argument `key`, or `default`."""

@@ -10,7 +10,7 @@ from torch.fx import GraphModule
 
 from .args import freeze
 from .errors import LiftError, NotObservedModelError
-from .graph import Graph, Node
+from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
 from .program import ConvertOptions, Program, QuantFacts, RootInfo, frozen_set
 
@@ -47,7 +47,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
             kwargs = tuple((k, freeze(v, node_name)) for k, v in n.kwargs.items())
         except Exception as exc:  # pragma: no cover - defensive
             raise LiftError(f"node '{n.name}': cannot represent its arguments ({exc})") from exc
-        nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, pmap(n.meta)))
+        nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, frozen_meta(n.meta)))
         if n.op in ("get_attr", "call_module"):
             targets[n.target] = None
 

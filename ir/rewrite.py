@@ -10,15 +10,13 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import torch
-from pyrsistent import pmap
 
 from .args import Arg, Ref
-from .graph import Node
+from .graph import Node, frozen_meta
 from .program import Program
 
 
 _CANDIDATES: dict[Any, str] = {}
-_NO_META = pmap()
 
 
 def candidate_name(target: Any) -> str:
@@ -127,7 +125,7 @@ class GraphBuilder:
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: dict | None, type_expr: Any) -> Node:
         node_name = self.fresh(name if name is not None else candidate_name(target))
-        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, pmap(meta) if meta else _NO_META)
+        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, frozen_meta(meta))
 
     def replace_uses(self, old: str, new: Arg) -> None:
         """Every node kept from now on reads `new` where it read node `old`."""

@@ -57,7 +57,7 @@ def codegen(program: Program) -> GraphModule:
     for node in program.graph.nodes:
         args = thaw(node.args, resolve)
         kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
-        meta = dict(node.meta.items()) if node.meta else {}  # (dict(pmap) goes key by key, in Python)
+        meta = dict(node.meta)
         fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
         if node.op in ("get_attr", "call_module"):
             table[node.target] = program.resolve(node.target)

@@ -59,6 +59,8 @@ def equalize(program: Program) -> Program:
     the equalized layers, exactly as torch's convert does when prepare recorded an equalization config."""
     if program.quant is None or program.quant.equalization_node_name_to_qconfig is None:
         return program
+    if not any(isinstance(m, _InputEqualizationObserver) for m in program.modules.values()):
+        return program  # (the common case, found without building the module table)
     modules = ModuleTable(program)
     if not any(is_input_equalization_node(n, modules) for n in program.graph.nodes):
         return program

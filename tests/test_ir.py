@@ -518,3 +518,21 @@ def test_program_equality_is_by_identity_of_table_values(program):
     assert same == program
     other = program.with_modules({"lin": nn.Linear(4, 4)})
     assert other != program
+
+
+def test_node_meta_is_frozen_ordered_and_picklable():
+    import pickle
+
+    from ir.graph import FrozenDict
+
+    source = {"b": 1, "a": [2]}
+    node = Node("x", "placeholder", "x", meta=source)
+    source["c"] = 3  # the node keeps its own copy
+    assert type(node.meta) is FrozenDict and list(node.meta) == ["b", "a"]
+    for change in (lambda m: m.__setitem__("z", 0), lambda m: m.update(z=0), lambda m: m.pop("a"),
+                   lambda m: m.clear(), lambda m: m.setdefault("z", 0), lambda m: m.__delitem__("a")):
+        with pytest.raises(TypeError, match="immutable"):
+            change(node.meta)
+    again = pickle.loads(pickle.dumps(node))
+    assert again == node and type(again.meta) is FrozenDict
+    assert Node("y", "placeholder", "y", meta=node.meta).meta is node.meta
