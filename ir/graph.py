@@ -9,26 +9,9 @@ import attrs
 from pyrsistent import PVector, pvector
 
 from .args import Arg, Ref, map_refs, ref_names
+from .frozendict import FrozenDict
 
 OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module", "output")
-
-class FrozenDict(dict):
-    """A dict that refuses every change: node metas. Reading and copying it run at dict speed, unlike a
-    persistent map, and it pickles (as IR values must)."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"{type(self).__name__} is immutable; build a new one")
-
-    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore
-
-    def __reduce__(self) -> tuple:
-        return (type(self), (dict(self),))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({dict.__repr__(self)})"
-
 
 NO_META: Mapping[str, Any] = FrozenDict()
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyrsistent import pmap, pvector
+from pyrsistent import pvector
 from torch.fx import GraphModule
 
 from .args import freeze
 from .errors import LiftError, NotObservedModelError
+from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
-from .program import ConvertOptions, Program, QuantFacts, RootInfo, frozen_set
+from .program import ConvertOptions, Program, QuantFacts, RootInfo
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -65,7 +66,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         attributes[target] = value
 
     ns = fx_graph._graph_namespace
-    namespace = Namespace(frozenset(ns._used_names), pmap(ns._base_count))
+    namespace = Namespace(frozenset(ns._used_names), FrozenDict(ns._base_count))
     meta = dict(gm.meta)
     facts = meta.pop(OBSERVED_ATTRS_KEY, None)
     root = RootInfo(
@@ -73,13 +74,13 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         training=gm.training,
         codegen=fx_graph._codegen,
         tracer_cls=fx_graph._tracer_cls,
-        tracer_extras=pmap(fx_graph._tracer_extras or {}),
-        meta=pmap(meta),
+        tracer_extras=FrozenDict(fx_graph._tracer_extras or {}),
+        meta=FrozenDict(meta),
     )
     return Program(
         graph=Graph(pvector(nodes)),
-        modules=pmap(modules),
-        attributes=pmap(attributes),
+        modules=FrozenDict(modules),
+        attributes=FrozenDict(attributes),
         namespace=namespace,
         root=root,
         quant=lift_quant_facts(facts) if facts is not None else None,
@@ -93,13 +94,13 @@ def lift_quant_facts(attrs_obj: Any) -> QuantFacts:
     sm_in = attrs_obj.standalone_module_input_quantized_idxs
     sm_out = attrs_obj.standalone_module_output_quantized_idxs
     return QuantFacts(
-        node_name_to_qconfig=pmap(attrs_obj.node_name_to_qconfig),
-        node_name_to_scope=pmap(attrs_obj.node_name_to_scope),
+        node_name_to_qconfig=FrozenDict(attrs_obj.node_name_to_qconfig),
+        node_name_to_scope=FrozenDict(attrs_obj.node_name_to_scope),
         prepare_custom_config=attrs_obj.prepare_custom_config,
-        equalization_node_name_to_qconfig=pmap(eq) if eq is not None else None,
+        equalization_node_name_to_qconfig=FrozenDict(eq) if eq is not None else None,
         qconfig_mapping=attrs_obj.qconfig_mapping,
         is_qat=attrs_obj.is_qat,
-        observed_node_names=frozen_set(attrs_obj.observed_node_names),
+        observed_node_names=frozenset(attrs_obj.observed_node_names),
         is_observed_standalone_module=attrs_obj.is_observed_standalone_module,
         standalone_module_input_quantized_idxs=tuple(sm_in) if sm_in is not None else None,
         standalone_module_output_quantized_idxs=tuple(sm_out) if sm_out is not None else None,

@@ -8,8 +8,9 @@ state (`Namespace`) and passes allocate through a `NameAllocator`, then freeze i
 from __future__ import annotations
 
 import attrs
-from pyrsistent import PMap, pmap
 from torch.fx.graph import _illegal_char_regex, _illegal_names, _name_regex
+
+from .frozendict import FrozenDict
 
 
 @attrs.frozen(slots=True)
@@ -19,7 +20,7 @@ class Namespace:
     # A frozenset rather than a PSet: it is only ever copied whole (into and out of an allocator), which
     # a frozenset does at C speed.
     used: frozenset = attrs.field(factory=frozenset, converter=frozenset)
-    base_count: PMap = attrs.field(factory=pmap)
+    base_count: FrozenDict = attrs.field(factory=FrozenDict, converter=FrozenDict)
 
     def allocator(self) -> "NameAllocator":
         """A mutable allocator starting from this state (for use inside one pass)."""
@@ -64,4 +65,4 @@ class NameAllocator:
 
     def freeze(self) -> Namespace:
         """The immutable state after the allocations made so far."""
-        return Namespace(frozenset(self._used), pmap(self._base_count))
+        return Namespace(frozenset(self._used), FrozenDict(self._base_count))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import attrs
-from pyrsistent import PMap, PSet, pmap, pset
 
+from .frozendict import FrozenDict, frozen_dict, frozen_dict_or_none
 from .graph import Graph, Node
 from .namespace import Namespace
 
 
-def _by_identity(table: PMap) -> frozenset:
+def _by_identity(table: FrozenDict) -> frozenset:
     # Tables hold modules and tensors, which have no useful `==`; two tables are equal when they hold
     # the same objects under the same names.
     return frozenset((k, id(v)) for k, v in table.items())
@@ -41,19 +41,19 @@ class QuantFacts:
     objects that qfx only reads.
     """
 
-    node_name_to_qconfig: PMap
-    node_name_to_scope: PMap
+    node_name_to_qconfig: FrozenDict = attrs.field(converter=frozen_dict)
+    node_name_to_scope: FrozenDict = attrs.field(converter=frozen_dict)
     prepare_custom_config: Any
-    equalization_node_name_to_qconfig: PMap | None
+    equalization_node_name_to_qconfig: FrozenDict | None = attrs.field(converter=frozen_dict_or_none)
     qconfig_mapping: Any
     is_qat: bool
-    observed_node_names: PSet
+    observed_node_names: frozenset = attrs.field(converter=frozenset)
     is_observed_standalone_module: bool = False
     standalone_module_input_quantized_idxs: tuple | None = None
     standalone_module_output_quantized_idxs: tuple | None = None
     # node name -> CallingConvention, for call_module nodes whose converted module takes or returns
     # quantized tensors (written by swap-modules, read by insert-qdq).
-    calling_conventions: PMap = attrs.field(factory=pmap)
+    calling_conventions: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
 
     def qconfig_of(self, name: str, default: Any = None) -> Any:
         """The qconfig prepare assigned to node `name` (`default` when it assigned none)."""
@@ -77,7 +77,7 @@ class ConvertOptions:
     convert_custom_config: Any = None
     qconfig_mapping: Any = None
     # Attributes convert_fx re-attaches to the result (name -> value, read from the observed model).
-    preserved_attributes: PMap | None = None
+    preserved_attributes: FrozenDict | None = attrs.field(default=None, converter=frozen_dict_or_none)
 
 
 @attrs.frozen(slots=True, eq=False)
@@ -88,8 +88,8 @@ class RootInfo:
     training: bool = False
     codegen: Any = None
     tracer_cls: Any = None
-    tracer_extras: PMap = attrs.field(factory=pmap)
-    meta: PMap = attrs.field(factory=pmap)
+    tracer_extras: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
+    meta: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
 
 
 @attrs.frozen(slots=False, hash=False, repr=False)
@@ -102,8 +102,8 @@ class Program:
     """
 
     graph: Graph
-    modules: PMap = attrs.field(factory=pmap, eq=_by_identity)
-    attributes: PMap = attrs.field(factory=pmap, eq=_by_identity)
+    modules: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict, eq=_by_identity)
+    attributes: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict, eq=_by_identity)
     namespace: Namespace = attrs.field(factory=Namespace)
     root: RootInfo = attrs.field(factory=RootInfo, eq=False)
     quant: QuantFacts | None = None
@@ -126,7 +126,7 @@ class Program:
         leave the table and the new module's descendants enter it."""
         if not replacements:
             return self
-        table = self.modules.evolver()
+        table = dict(self.modules)
         for path, new in replacements.items():
             old = self.modules.get(path)
             if old is not None:
@@ -139,7 +139,7 @@ class Program:
             for sub, child in new.named_modules(remove_duplicate=False):
                 if sub:
                     table[f"{path}.{sub}"] = child
-        return attrs.evolve(self, modules=table.persistent())
+        return attrs.evolve(self, modules=FrozenDict(table))
 
     def without_modules(self, paths: Iterable[str]) -> "Program":
         """A copy without the given submodules (and their descendants)."""
@@ -148,7 +148,7 @@ class Program:
             return self
         keep = {k: v for k, v in self.modules.items()
                 if not any(k == p or k.startswith(p + ".") for p in paths)}
-        return attrs.evolve(self, modules=pmap(keep))
+        return attrs.evolve(self, modules=FrozenDict(keep))
 
     def resolve(self, target: str) -> Any:
         """The object a get_attr or call_module `target` names."""
@@ -158,10 +158,3 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
-
-
-def frozen_set(items: Iterable = ()) -> PSet:
-    """A persistent set of `items`, sized for them (pset's default table has 8 buckets however many items
-    it holds, which makes membership tests linear in the set's size)."""
-    items = list(items)
-    return pset(items, pre_size=max(8, 2 * len(items)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyrsistent import pmap
 from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook
 
@@ -90,9 +89,9 @@ def cleanup(program: Program) -> Program:
         codegen=program.root.codegen,
         tracer_cls=program.root.tracer_cls,
         tracer_extras=program.root.tracer_extras,
-        meta=pmap(meta),
+        meta=meta,
     )
-    return program.evolve(modules=pmap(modules), attributes=pmap(attributes), root=root, quant=None)
+    return program.evolve(modules=modules, attributes=attributes, root=root, quant=None)
 
 
 def _under_any(path: str, roots: set[str]) -> bool:

@@ -12,7 +12,6 @@ import copy
 from typing import Iterable, Mapping
 
 import attrs
-from pyrsistent import pmap
 from torch.ao.quantization.fx.qconfig_mapping_utils import _update_qconfig_for_qat
 from torch.ao.quantization.qconfig import QConfigAny, qconfig_equals
 from torch.ao.quantization.qconfig_mapping import (
@@ -113,4 +112,4 @@ def apply_qconfig_mapping(program: Program) -> Program:
     check_only_narrows(facts.qconfig_mapping, mapping)
     table = assign_qconfigs(program, mapping)
     check_node_qconfigs_narrow(facts.node_name_to_qconfig, table, (n.name for n in program.graph.nodes))
-    return program.evolve(quant=attrs.evolve(facts, node_name_to_qconfig=pmap(table)))
+    return program.evolve(quant=attrs.evolve(facts, node_name_to_qconfig=table))

@@ -103,7 +103,7 @@ class _Equalizer:
         changed = {k: v for k, v in self.attributes.items() if old.get(k) is not v}
         return self.builder.finish(
             modules=self.program.with_modules(self.modules.replacements()).modules,
-            attributes=old.update(changed),
+            attributes={**old, **changed},
         )
 
     # -- input side ------------------------------------------------------------------------------

@@ -95,10 +95,9 @@ class _QdqRewrite:
         self.output_quantized_idxs = list(config.output_quantized_indexes)
         self._device: Any = "unset"
         self._per_tensor: dict[int, tuple[float, int]] | None = None
-        # Plain-dict copies of the tables read per observer (persistent maps are slow to look up in).
-        self.modules = dict(program.modules)
-        self.qconfigs = dict(self.quant.node_name_to_qconfig)
-        self.scopes = dict(self.quant.node_name_to_scope)
+        self.modules = program.modules
+        self.qconfigs = self.quant.node_name_to_qconfig
+        self.scopes = self.quant.node_name_to_scope
 
     @property
     def device(self) -> Any:

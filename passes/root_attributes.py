@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pyrsistent import PMap, pmap
 from torch.fx import GraphModule
 
 import warnings
 
 from ir.errors import ConvertAssertionError
+from ir.frozendict import FrozenDict
 from ir.program import Program
 
 PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
@@ -47,12 +47,11 @@ class AttributeAllocator:
         self._taken.add(name)
         return name
 
-    def table(self) -> PMap:
+    def table(self) -> FrozenDict:
         """The program's attribute table with the new attributes added."""
         if not self._new:
             return self._attributes
-        # pmap.update grows its bucket table step by step; one construction from a dict is much cheaper.
-        return pmap({**self._attributes, **self._new})
+        return FrozenDict({**self._attributes, **self._new})
 
 
 def _as_tensor(value: Any, device: Any) -> torch.Tensor:

@@ -107,7 +107,7 @@ def swap_modules(program: Program) -> Program:
         return program
     result = program.with_modules(work.replaced)
     if work.conventions:
-        conventions = facts.calling_conventions.update(work.conventions)
+        conventions = {**facts.calling_conventions, **work.conventions}
         result = result.evolve(quant=attrs.evolve(facts, calling_conventions=conventions))
     return result
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import attrs
 import torch
-from pyrsistent import pmap
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
 
@@ -73,7 +72,7 @@ def _convert_submodule(observed: torch.fx.GraphModule, options: ConvertOptions) 
         is_reference=options.is_reference,
         backend_config=options.backend_config,
         convert_custom_config=ConvertCustomConfig(),
-        preserved_attributes=pmap(),
+        preserved_attributes={},
     )
     if not sub_options.is_reference:
         raise UnsupportedError(

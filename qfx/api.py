@@ -8,7 +8,6 @@ import gc
 import warnings
 from typing import Any, Iterator, Sequence
 
-from pyrsistent import pmap
 from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
@@ -74,7 +73,7 @@ def convert_options(
     preserved_attributes = None
     if preserve_from is not None:
         names = convert_custom_config.preserved_attributes
-        preserved_attributes = pmap({n: getattr(preserve_from, n) for n in names if hasattr(preserve_from, n)})
+        preserved_attributes = {n: getattr(preserve_from, n) for n in names if hasattr(preserve_from, n)}
     return ConvertOptions(
         is_reference=is_reference,
         is_decomposed=is_decomposed,

@@ -242,7 +242,7 @@ def test_purity_instrument_catches_observer_state_and_attribute_edits():
 
 def test_purity_instrument_catches_table_and_graph_edits(program):
     def swap_table_entry(p):
-        object.__setattr__(p, "modules", p.modules.set("lin", nn.Linear(3, 3)))
+        object.__setattr__(p, "modules", {**p.modules, "lin": nn.Linear(3, 3)})
 
     with pytest.raises(PassError, match="module table changed"):
         Pipeline([_mutating("sneaky", swap_table_entry)]).run(program.evolve())

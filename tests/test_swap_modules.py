@@ -291,7 +291,7 @@ def test_qat_module_with_none_qconfig_at_convert_still_becomes_float():
     program = lift(observed, options=options)
     linear = _call_of(program, "linear").name
     # what apply-qconfig-mapping makes of a convert-time mapping that sets 'linear' to None
-    facts = attrs.evolve(program.quant, node_name_to_qconfig=program.quant.node_name_to_qconfig.set(linear, None))
+    facts = attrs.evolve(program.quant, node_name_to_qconfig={**program.quant.node_name_to_qconfig, linear: None})
     result = SWAP(program.evolve(quant=facts))
     convert_mapping = get_default_qat_qconfig_mapping("x86").set_module_name("linear", None)
     expected = torch_reference(observed, qconfig_mapping=convert_mapping)
