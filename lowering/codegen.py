@@ -1,4 +1,4 @@
-"""codegen: Program -> a new torch.fx.GraphModule, built once, with one recompile."""
+"""codegen: Program -> a new torch.fx.GraphModule, built once, with one recompile of its graph."""
 
 from __future__ import annotations
 
@@ -12,38 +12,9 @@ from ir.args import thaw
 from ir.lift import OBSERVED_ATTRS_KEY
 from ir.program import Program, QuantFacts
 
-from .pysource import python_code, serving
+from .graph_module import graph_module
 
 PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
-
-
-class _TableView(torch.nn.Module):
-    """A stand-in root whose attribute paths resolve through a flat {qualified name: object} table.
-
-    GraphModule(root, graph) copies exactly the graph's targets from `root`, creating empty parent modules
-    on the way, in graph order; presenting the table this way makes it lay out the module tree and the
-    state_dict the way torch lays out the module it builds from a mutated model.
-    """
-
-    def __init__(self, table: dict[str, Any], views: dict[str, "_TableView"], prefix: str, training: bool) -> None:
-        super().__init__()
-        self.training = training
-        self.__dict__["_qfx_table"] = table
-        self.__dict__["_qfx_views"] = views  # one view per intermediate path, shared by all views
-        self.__dict__["_qfx_prefix"] = prefix
-
-    def __getattr__(self, item: str) -> Any:
-        d = self.__dict__
-        key = d["_qfx_prefix"] + item
-        if key in d["_qfx_table"]:
-            return d["_qfx_table"][key]
-        views = d["_qfx_views"]
-        if key in views:
-            view = views[key]
-            if view is None:
-                view = views[key] = _TableView(d["_qfx_table"], views, key + ".", self.training)
-            return view
-        raise AttributeError(f"no attribute '{key}' in the program's tables")
 
 
 def codegen(program: Program) -> GraphModule:
@@ -65,13 +36,7 @@ def codegen(program: Program) -> GraphModule:
             table[node.target] = found if found is not None else attributes[node.target]
     _restore_namespace(graph, program)
 
-    views: dict[str, Any] = dict.fromkeys(
-        ".".join(parts[:i]) for t in table for parts in [t.split(".")] for i in range(1, len(parts))
-    )
-    source = _TableView(table, views, "", program.root.training)
-    # GraphModule's recompile asks the graph for its Python code; ours is the same text, made faster.
-    with serving(graph, python_code(program)):
-        gm = GraphModule(source, graph, class_name=program.root.class_name)
+    gm = graph_module(program, graph, table)
     meta: dict[str, Any] = {}
     if program.quant is not None:  # first, where prepare_fx puts it
         meta[OBSERVED_ATTRS_KEY] = _thaw_quant_facts(program.quant)
