@@ -187,19 +187,9 @@ class _Emitter:
     def arg(self, value: Any) -> str:
         """FX's `_get_repr` of an argument, recording the nodes it reads."""
         kind = type(value)
-        if kind is Ref:
-            self.reads[value.name] = None
-            return value.name
-        if kind in _REPR_LEAVES:
-            return repr(value)
-        if kind is tuple:
-            if len(value) == 1:
-                return f"({self.arg(value[0])},)"
-            return "(" + ", ".join([self.arg(v) for v in value]) + ")"
-        if kind is ListArg:
-            return "[" + ", ".join([self.arg(v) for v in value.items]) + "]"
-        if kind is SliceArg:
-            return f"slice({self.arg(value.start)}, {self.arg(value.stop)}, {self.arg(value.step)})"
+        text = self._common(value, kind, self.arg)
+        if text is not None:
+            return text
         if kind is DictArg:
             return self.plain(value)
         if kind is TupleArg:
@@ -220,17 +210,9 @@ class _Emitter:
     def plain(self, value: Any) -> str:
         """Python's own `repr` of an FX argument (what FX writes for dicts and namedtuple contents)."""
         kind = type(value)
-        if kind is Ref:
-            self.reads[value.name] = None
-            return value.name
-        if kind in _REPR_LEAVES:
-            return repr(value)
-        if kind is tuple:
-            if len(value) == 1:
-                return f"({self.plain(value[0])},)"
-            return "(" + ", ".join([self.plain(v) for v in value]) + ")"
-        if kind is ListArg:
-            return "[" + ", ".join([self.plain(v) for v in value.items]) + "]"
+        text = self._common(value, kind, self.plain)
+        if text is not None:
+            return text
         if kind is DictArg:
             parts = []
             for key, item in value.items:
@@ -238,9 +220,25 @@ class _Emitter:
                     raise _Unsupported(f"dict key of type {type(key).__name__}")
                 parts.append(f"{key!r}: {self.plain(item)}")
             return "{" + ", ".join(parts) + "}"
-        if kind is SliceArg:
-            return f"slice({self.plain(value.start)}, {self.plain(value.stop)}, {self.plain(value.step)})"
         raise _Unsupported(f"argument of type {kind.__name__} inside a dict or namedtuple")
+
+    def _common(self, value: Any, kind: type, recurse: Callable[[Any], str]) -> str | None:
+        """The text both `arg` and `plain` give node references, plain leaves, tuples, lists and slices
+        (their items rendered by `recurse`); None for other values."""
+        if kind is Ref:
+            self.reads[value.name] = None
+            return value.name
+        if kind in _REPR_LEAVES:
+            return repr(value)
+        if kind is tuple:
+            if len(value) == 1:
+                return f"({recurse(value[0])},)"
+            return "(" + ", ".join([recurse(v) for v in value]) + ")"
+        if kind is ListArg:
+            return "[" + ", ".join([recurse(v) for v in value.items]) + "]"
+        if kind is SliceArg:
+            return f"slice({recurse(value.start)}, {recurse(value.stop)}, {recurse(value.step)})"
+        return None
 
     def call_args(self, args: tuple, kwargs: tuple) -> str:
         """FX's `_format_args`: positional arguments, then `key = value` pairs."""
