@@ -108,12 +108,13 @@ def ref_names(value: Arg, out: list[str] | None = None) -> list[str]:
     kind = type(value)
     if kind is Ref:
         out.append(value.name)
-    elif kind is tuple:
-        for v in value:
-            ref_names(v, out)
-    elif kind is ListArg or kind is TupleArg:
-        for v in value.items:
-            ref_names(v, out)
+    elif kind is tuple or kind is ListArg or kind is TupleArg:
+        for v in value if kind is tuple else value.items:
+            # (references and leaves handled here: most items are one of the two)
+            if type(v) is Ref:
+                out.append(v.name)
+            elif type(v) in _CONTAINERS:
+                ref_names(v, out)
     elif kind is DictArg:
         for _, v in value.items:
             ref_names(v, out)
@@ -130,16 +131,26 @@ def map_refs(value: Arg, fn: Callable[[Ref], Arg]) -> Arg:
     if kind is Ref:
         return fn(value)
     if kind is tuple:
-        return tuple(map_refs(v, fn) for v in value)
+        return _map_items(value, fn)
     if kind is ListArg:
-        return ListArg(tuple(map_refs(v, fn) for v in value.items))
+        return ListArg(_map_items(value.items, fn))
     if kind is TupleArg:
-        return TupleArg(value.kind, tuple(map_refs(v, fn) for v in value.items))
+        return TupleArg(value.kind, _map_items(value.items, fn))
     if kind is DictArg:
-        return DictArg(tuple((k, map_refs(v, fn)) for k, v in value.items))
+        return DictArg(tuple([(k, map_refs(v, fn)) for k, v in value.items]))
     if kind is SliceArg:
         return SliceArg(map_refs(value.start, fn), map_refs(value.stop, fn), map_refs(value.step, fn))
     return value
+
+
+def _map_items(items: tuple, fn: Callable[[Ref], Arg]) -> tuple:
+    # (leaves are kept as they are without a call: most items are references or leaves)
+    return tuple([map_refs(v, fn) if type(v) in _MAY_HOLD_REFS else v for v in items])
+
+
+# The argument types that may hold references, and those plus Ref itself (every other value is a leaf).
+_CONTAINERS = frozenset({tuple, ListArg, TupleArg, DictArg, SliceArg})
+_MAY_HOLD_REFS = _CONTAINERS | {Ref}
 
 
 def render(value: Arg) -> str:

@@ -7,6 +7,8 @@ state (`Namespace`) and passes allocate through a `NameAllocator`, then freeze i
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import attrs
 from torch.fx.graph import _illegal_char_regex, _illegal_names, _name_regex
 
@@ -38,13 +40,7 @@ class NameAllocator:
 
     def fresh(self, candidate: str) -> str:
         """Return a new unique name derived from `candidate`, as FX would choose it."""
-        match = _name_regex.match(candidate)
-        if match is None:
-            candidate = _illegal_char_regex.sub("_", candidate) or "_unnamed"
-            if candidate[0].isdigit():
-                candidate = f"_{candidate}"
-            match = _name_regex.match(candidate)
-        base, num = match.group(1, 2)
+        candidate, base, num = split_candidate(candidate)
         if num is None or candidate in self._used:
             num = self._base_count.get(base, 0)
             if _illegal_names.get(candidate, None) is not None:
@@ -66,3 +62,30 @@ class NameAllocator:
     def freeze(self) -> Namespace:
         """The immutable state after the allocations made so far."""
         return Namespace(frozenset(self._used), FrozenDict(self._base_count))
+
+
+def split_candidate(candidate: str) -> tuple[str, str, str | None]:
+    """How FX reads a name candidate: (the candidate made a legal identifier, its base, its numeric suffix
+    or None), what `_name_regex` matches in it after FX's clean-up."""
+    if candidate.isascii() and candidate.isidentifier():
+        # For a legal ASCII identifier the regex's lazy base stops before a final `_<digits>`, if the
+        # identifier has one after a non-empty base: the same split, without running the regex.
+        head, _, tail = candidate.rpartition("_")
+        if head and tail.isdigit():
+            return candidate, head, tail
+        return candidate, candidate, None
+    return _split_by_regex(candidate)
+
+
+@lru_cache(maxsize=4096)
+def _split_by_regex(candidate: str) -> tuple[str, str, str | None]:
+    # Remembered: FX's op-overload candidates (`quantized_decomposed.quantize_per_tensor.default`) all
+    # take this path, with the same few strings.
+    match = _name_regex.match(candidate)
+    if match is None:
+        candidate = _illegal_char_regex.sub("_", candidate) or "_unnamed"
+        if candidate[0].isdigit():
+            candidate = f"_{candidate}"
+        match = _name_regex.match(candidate)
+    base, num = match.group(1, 2)
+    return candidate, base, num

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import torch
 
 from .args import Arg, Ref
-from .graph import Node, frozen_meta
+from .graph import Node
 from .program import Program
 
 
@@ -124,8 +124,8 @@ class GraphBuilder:
 
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: dict | None, type_expr: Any) -> Node:
-        node_name = self.fresh(name if name is not None else candidate_name(target))
-        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, frozen_meta(meta))
+        node_name = self.names.fresh(name if name is not None else candidate_name(target))
+        return Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, meta)  # (Node freezes meta)
 
     def replace_uses(self, old: str, new: Arg) -> None:
         """Every node kept from now on reads `new` where it read node `old`."""

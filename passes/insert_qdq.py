@@ -15,6 +15,7 @@ Scale and zero-point constants become root attributes named as torch names them
 
 from __future__ import annotations
 
+import functools
 import operator
 import warnings
 from typing import Any
@@ -45,6 +46,10 @@ STATIC_DTYPES_DECOMPOSED = (
     torch.float8_e5m2, torch.float8_e4m3fn,
 )
 STATIC_DTYPES_TORCH_OPS = (torch.quint8, torch.qint8, torch.qint32, torch.float8_e5m2, torch.float8_e4m3fn)
+
+# torch's helpers build their tables on every call; the answers only depend on the argument.
+_underlying_dtype = functools.cache(to_underlying_dtype)
+_is_per_channel = functools.cache(is_per_channel)
 
 CHOOSE_QPARAMS_BY_QSCHEME = {
     torch.per_tensor_affine: qd.choose_qparams.tensor,
@@ -98,6 +103,8 @@ class _QdqRewrite:
         self.modules = program.modules
         self.qconfigs = self.quant.node_name_to_qconfig
         self.scopes = self.quant.node_name_to_scope
+        self._observer_classes: dict[type, bool] = {}
+        self._plain_lookup_classes: dict[type, bool] = {}
 
     @property
     def device(self) -> Any:
@@ -105,12 +112,41 @@ class _QdqRewrite:
             self._device = unique_device(self.program)
         return self._device
 
+    def is_observer(self, module: Any) -> bool:
+        """torch's `_is_activation_post_process`, remembered per class for this run (except for script
+        modules: all share one class, and the answer depends on the compiled class name)."""
+        kind = type(module)
+        known = self._observer_classes.get(kind)
+        if known is None:
+            known = _is_activation_post_process(module)
+            if not isinstance(module, torch.jit.ScriptModule):
+                self._observer_classes[kind] = known
+        return known
+
+    def converts_itself(self, observer: Any) -> bool:
+        """`hasattr(observer, "convert")`, torch's test for observers with their own conversion; without the
+        exception nn.Module.__getattr__ raises for a missing name when the lookup is nn.Module's: nothing on
+        the class, then the instance dict, parameters, buffers and submodules."""
+        kind = type(observer)
+        plain = self._plain_lookup_classes.get(kind)
+        if plain is None:
+            plain = self._plain_lookup_classes[kind] = (
+                issubclass(kind, torch.nn.Module) and not hasattr(kind, "convert")
+                and kind.__getattribute__ is object.__getattribute__
+                and kind.__getattr__ is torch.nn.Module.__getattr__
+            )
+        if not plain:
+            return hasattr(observer, "convert")
+        state = vars(observer)
+        return "convert" in state or any(
+            "convert" in state.get(table, ()) for table in ("_parameters", "_buffers", "_modules"))
+
     def per_tensor_qparams(self, observer: Any) -> tuple[float, int]:
         """(scale, zero_point) of a per-tensor observer as Python numbers, as torch derives them from
         `calculate_qparams()`; computed for all alike observers of the graph at once on first use."""
         if self._per_tensor is None:
             observers = [self.modules[n.target] for n in self.program.graph.nodes
-                         if n.op == "call_module" and _is_activation_post_process(self.modules[n.target])]
+                         if n.op == "call_module" and self.is_observer(self.modules[n.target])]
             self._per_tensor = batched_per_tensor_qparams(observers)
         found = self._per_tensor.get(id(observer))
         if found is not None:
@@ -133,7 +169,7 @@ class _QdqRewrite:
                 self.builder.emit(self._keep_outputs_quantized(node))
             elif node.op == "call_module":
                 module = self.modules[node.target]
-                if _is_activation_post_process(module):
+                if self.is_observer(module):
                     observed = node.args[0]
                     if isinstance(observed, Ref) and observed.name in static_custom:
                         self._replace_with_dequantize_of(node)
@@ -224,7 +260,7 @@ class _QdqRewrite:
     # -- observers ---------------------------------------------------------------------------------------
 
     def _convert_observer(self, node: Node, observer: Any) -> None:
-        if self.decomposed and hasattr(observer, "convert"):
+        if self.decomposed and self.converts_itself(observer):
             raise UnsupportedError(
                 f"observer '{node.target}' ({type(observer).__name__}) converts itself with its own "
                 "`convert` method (a pt2e-style observer); qfx does not support such observers"
@@ -232,8 +268,8 @@ class _QdqRewrite:
         x = node.args[0]
         # torch skips an observer when every producer and consumer asked for no quantization (a non-node
         # argument never counts as such).
-        neighbours = [*node.args, *(Ref(u) for u in self.program.graph.users[node.name])]
-        unwanted = all(isinstance(n, Ref) and self._has_none_qconfig(n.name) for n in neighbours)
+        unwanted = (all(isinstance(a, Ref) and self._has_none_qconfig(a.name) for a in node.args)
+                    and all(self._has_none_qconfig(u) for u in self.program.graph.users[node.name]))
         if unwanted or not observer_is_convertible(observer):
             self.builder.replace_uses(node.name, x)
             return
@@ -254,16 +290,17 @@ class _QdqRewrite:
     def _qparam_attributes(self, node: Node, scale: Any, zero_point: Any) -> tuple[Ref, Ref]:
         """New root attributes holding an observer's scale and zero point, and get_attr nodes reading them."""
         module_path, prefix = self._module_path_and_prefix(node)
+        device = self.device
         refs = []
         for key, value in (("_scale_", scale), ("_zero_point_", zero_point)):
-            name = self.attrs.new(module_path + prefix + key, value, self.device)
+            name = self.attrs.new(module_path + prefix + key, value, device)
             refs.append(self.builder.add("get_attr", name))
         return refs[0], refs[1]
 
     def _emit_torch_ops(self, node: Node, observer: Any, x: Arg, dtype: Any, dynamic: bool) -> Ref | None:
         b = self.builder
         if dtype in STATIC_DTYPES_TORCH_OPS and not dynamic:
-            if is_per_channel(observer.qscheme):
+            if _is_per_channel(observer.qscheme):
                 scale, zero_point = observer.calculate_qparams()
                 axis = int(observer.ch_axis)
                 s, z = self._qparam_attributes(node, scale, zero_point)
@@ -285,8 +322,8 @@ class _QdqRewrite:
         b = self.builder
         out_dtype = self._dequantize_kwargs(x)
         if dtype in STATIC_DTYPES_DECOMPOSED and not dynamic:
-            qmin, qmax, dtype_ = observer.quant_min, observer.quant_max, to_underlying_dtype(dtype)
-            if is_per_channel(observer.qscheme):
+            qmin, qmax, dtype_ = observer.quant_min, observer.quant_max, _underlying_dtype(dtype)
+            if _is_per_channel(observer.qscheme):
                 scale, zero_point = observer.calculate_qparams()
                 axis = int(observer.ch_axis)
                 s, z = self._qparam_attributes(node, scale, zero_point)
@@ -298,7 +335,7 @@ class _QdqRewrite:
             return b.add("call_function", qd.dequantize_per_tensor.default, (q, *params), out_dtype)
         if dynamic:
             try:
-                dtype_ = to_underlying_dtype(dtype)
+                dtype_ = _underlying_dtype(dtype)
             except AssertionError as exc:
                 raise ConvertAssertionError(str(exc)) from None
             if dtype_ not in (torch.uint8, torch.int8):

@@ -10,11 +10,10 @@ tensor per group of alike observers gives bit-identical numbers. Observers this 
 from __future__ import annotations
 
 import math
-
-import numpy
 from collections import defaultdict
 from typing import Any, Iterable
 
+import numpy
 import torch
 from torch.ao.quantization.observer import HistogramObserver, MinMaxObserver, UniformQuantizationObserverBase
 
@@ -22,46 +21,65 @@ _AFFINE = torch.per_tensor_affine
 _SYMMETRIC = torch.per_tensor_symmetric
 
 
-def _fast_path_key(observer: Any) -> tuple | None:
-    """The group an observer's qparams can be computed with, or None when it must compute them itself."""
+def _computes_plain_minmax_qparams(kind: type) -> bool:
+    """Whether observers of this class compute qparams with MinMaxObserver's code from their `min_val`,
+    `max_val` and `eps` buffers (a module class, and no class attribute of those names hides the buffers)."""
+    return (issubclass(kind, torch.nn.Module)
+            and kind.calculate_qparams is MinMaxObserver.calculate_qparams
+            and kind._calculate_qparams is UniformQuantizationObserverBase._calculate_qparams
+            and not any(hasattr(kind, name) for name in ("min_val", "max_val", "eps")))
+
+
+def _fast_path_member(observer: Any, plain_classes: dict[type, bool]) -> tuple[tuple, float, float] | None:
+    """(the group an observer's qparams can be computed with, its min_val and max_val as Python floats),
+    or None when it must compute them itself. `plain_classes` remembers the class test."""
     kind = type(observer)
-    if kind.calculate_qparams is not MinMaxObserver.calculate_qparams:
+    plain = plain_classes.get(kind)
+    if plain is None:
+        plain = plain_classes[kind] = _computes_plain_minmax_qparams(kind)
+    if not plain:
         return None
-    if kind._calculate_qparams is not UniformQuantizationObserverBase._calculate_qparams:
+    qscheme = observer.qscheme
+    if qscheme not in (_AFFINE, _SYMMETRIC):
         return None
-    if observer.qscheme not in (_AFFINE, _SYMMETRIC):
-        return None
-    lo, hi, eps = observer.min_val, observer.max_val, observer.eps
+    # The buffers as nn.Module.__getattr__ finds them, without its lookups (a missing one: the slow path).
+    buffers = observer._buffers
+    lo, hi, eps = buffers.get("min_val"), buffers.get("max_val"), buffers.get("eps")
     if not (isinstance(lo, torch.Tensor) and isinstance(hi, torch.Tensor) and isinstance(eps, torch.Tensor)):
         return None
     if lo.dim() != 0 or hi.dim() != 0 or lo.dtype != torch.float32 or hi.dtype != torch.float32:
         return None
-    if eps.numel() != 1 or eps.dtype != torch.float32 or lo.device != hi.device:
+    device = lo.device
+    if eps.numel() != 1 or eps.dtype != torch.float32 or hi.device != device:
         return None
-    low, high = float(lo), float(hi)
+    low, high = float(lo), float(hi)  # exact: every float32 is a Python float
     # Uncalibrated, inverted or NaN ranges: torch warns, raises or does its own thing; let it.
-    if math.isnan(low) or math.isnan(high) or math.isinf(low) or math.isinf(high) or low > high:
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         return None
-    return (observer.qscheme, observer.quant_min, observer.quant_max, observer.dtype,
-            bool(observer.has_customized_qrange), float(eps), lo.device)
+    key = (qscheme, observer.quant_min, observer.quant_max, observer.dtype, bool(observer.has_customized_qrange),
+           float(eps), device)
+    return key, low, high
 
 
 def batched_per_tensor_qparams(observers: Iterable[Any]) -> dict[int, tuple[float, int]]:
     """For each observer on the fast path: id(observer) -> (float(scale), int(zero_point)), exactly what
     `float(s), int(z)` of its own `calculate_qparams()` would give."""
-    groups: dict[tuple, dict[int, Any]] = defaultdict(dict)
+    groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
+    plain_classes: dict[type, bool] = {}  # per call: a class may be patched between two calls
     for observer in observers:
-        key = _fast_path_key(observer)
-        if key is not None:
-            groups[key][id(observer)] = observer
+        member = _fast_path_member(observer, plain_classes)
+        if member is not None:
+            key, low, high = member
+            groups[key][id(observer)] = (low, high)
     out: dict[int, tuple[float, int]] = {}
     for key, members in groups.items():
-        qscheme, qmin, qmax, dtype, customized, _, _ = key
-        ids = list(members)
-        mins = torch.stack([members[i].min_val for i in ids])
-        maxs = torch.stack([members[i].max_val for i in ids])
-        scale, zero_point = minmax_qparams(mins, maxs, members[ids[0]].eps, qscheme, qmin, qmax, dtype, customized)
-        for i, s, z in zip(ids, scale.tolist(), zero_point.tolist()):
+        qscheme, qmin, qmax, dtype, customized, eps, device = key
+        # Back to float32 tensors on the observers' device, the same numbers exactly.
+        ranges = torch.tensor(list(members.values()), dtype=torch.float32, device=device)
+        eps_tensor = torch.tensor(eps, dtype=torch.float32, device=device)
+        scale, zero_point = minmax_qparams(ranges[:, 0], ranges[:, 1], eps_tensor, qscheme, qmin, qmax, dtype,
+                                           customized)
+        for i, s, z in zip(members, scale.tolist(), zero_point.tolist()):
             out[i] = (s, int(z))
     return out
 

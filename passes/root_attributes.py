@@ -27,22 +27,22 @@ class AttributeAllocator:
         taken = {name.split(".", 1)[0] for name in program.modules}
         taken.update(name.split(".", 1)[0] for name in program.attributes)
         taken.update((program.root.meta.get(PRESERVED_ATTRS_KEY) or {}).keys())
+        # Names torch's setattr on the root would not register as new attributes: GraphModule's own.
+        taken.update(_INSTANCE_ATTRIBUTES, _graph_module_attributes())
         self._taken = taken
         # prefix -> an index below which every name is known to be taken (names are never freed).
         self._first_free: dict[str, int] = {}
-
-    def _is_taken(self, name: str) -> bool:
-        return name in self._taken or name in _INSTANCE_ATTRIBUTES or hasattr(GraphModule, name)
 
     def new(self, prefix: str, value: Any, device: Any) -> str:
         """Register `value` (a tensor is detached and cloned; a number becomes a tensor on `device`) under a
         fresh name `prefix<n>` (dots in the prefix become underscores); return the name."""
         prefix = prefix.replace(".", "_")
         i = self._first_free.get(prefix, 0)
-        while self._is_taken(f"{prefix}{i}"):
-            i += 1
-        self._first_free[prefix] = i + 1
         name = f"{prefix}{i}"
+        while name in self._taken:
+            i += 1
+            name = f"{prefix}{i}"
+        self._first_free[prefix] = i + 1
         self._new[name] = _as_tensor(value, device)
         self._taken.add(name)
         return name
@@ -52,6 +52,13 @@ class AttributeAllocator:
         if not self._new:
             return self._attributes
         return FrozenDict({**self._attributes, **self._new})
+
+
+def _graph_module_attributes() -> frozenset[str]:
+    """The names `hasattr(GraphModule, name)` accepts, as of now: those of the class and its bases and those
+    of its metaclass (dir() lists the metaclass's `__abstractmethods__`, which only some classes have)."""
+    candidates = set(dir(GraphModule)) | set(dir(type(GraphModule)))
+    return frozenset(name for name in candidates if hasattr(GraphModule, name))
 
 
 def _as_tensor(value: Any, device: Any) -> torch.Tensor:
@@ -85,12 +92,15 @@ _DEVICE_CACHE: dict[tuple[int, int], tuple] = {}
 
 
 def _find_unique_device(program: Program) -> torch.device | None:
-    devices: set[torch.device] = set()
-    for module in program.modules.values():
-        # A module's own parameters and buffers (what parameters(recurse=False) yields, without the
-        # generator machinery: this runs over every module of large models).
-        devices.update(p.device for p in module._parameters.values() if p is not None)
-        devices.update(b.device for b in module._buffers.values() if b is not None)
+    # Each module's own parameters and buffers (what parameters(recurse=False) yields, without the
+    # generator machinery: this runs over every module of large models, so in one comprehension).
+    devices: set[torch.device] = {
+        tensor.device
+        for module in program.modules.values()
+        for table in (module._parameters, module._buffers)
+        for tensor in table.values()
+        if tensor is not None
+    }
     devices.update(v.device for v in program.attributes.values() if isinstance(v, torch.Tensor))
     if devices == {torch.device("cpu"), torch.device("meta")}:
         warnings.warn(

@@ -536,3 +536,32 @@ def test_node_meta_is_frozen_ordered_and_picklable():
     again = pickle.loads(pickle.dumps(node))
     assert again == node and type(again.meta) is FrozenDict
     assert Node("y", "placeholder", "y", meta=node.meta).meta is node.meta
+
+
+# Candidates aimed at split_candidate's identifier fast path: numeric suffixes after one or several
+# underscores, empty bases, leading zeros, non-ASCII digits and letters (which must take FX's regex).
+_suffix_candidates = st.one_of(
+    st.from_regex(r"[a-zA-Z_]{0,3}(_{1,2}[0-9]{0,3}){0,3}", fullmatch=True),
+    st.text(alphabet="aZ_09١²é.", max_size=7),
+    st.sampled_from(["_0", "__0", "a_0_0", "a__01", "a_1_", "x_١", "x_²", "é_1", "for_1", "print_0"]),
+)
+
+
+@settings(max_examples=examples(300))
+@given(st.lists(_suffix_candidates, max_size=20), st.lists(_suffix_candidates, min_size=1, max_size=8))
+def test_name_allocation_fast_path_matches_torch_fx(prefix, candidates):
+    from torch.fx.graph import _name_regex
+
+    from ir.namespace import split_candidate
+
+    fx_ns = _Namespace()
+    for name in prefix:
+        fx_ns.create_name(name, None)
+    ours = Namespace(frozenset(fx_ns._used_names), dict(fx_ns._base_count)).allocator()
+    for name in candidates:
+        legal, base, num = split_candidate(name)
+        if name.isascii() and name.isidentifier():  # the fast path: the regex's own reading
+            assert (legal, base, num) == (name, *_name_regex.match(name).group(1, 2))
+        assert ours.fresh(name) == fx_ns.create_name(name, None)
+    frozen = ours.freeze()
+    assert set(frozen.used) == fx_ns._used_names and dict(frozen.base_count) == fx_ns._base_count
