@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import functools
 import pickle
 import sys
