@@ -25,15 +25,13 @@ def codegen(program: Program) -> GraphModule:
     fx_nodes: dict[str, torch.fx.Node] = {}
     resolve = fx_nodes.__getitem__
     table: dict[str, Any] = {}
-    modules, attributes = program.modules, program.attributes
     for node in program.graph.nodes:
         args = thaw(node.args, resolve)
         kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
         meta = dict(node.meta)
         fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
         if node.op in ("get_attr", "call_module"):
-            found = modules.get(node.target)
-            table[node.target] = found if found is not None else attributes[node.target]
+            table[node.target] = program.resolve(node.target)
     _restore_namespace(graph, program)
 
     gm = graph_module(program, graph, table)

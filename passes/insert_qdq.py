@@ -83,9 +83,6 @@ def insert_qdq(program: Program) -> Program:
     return _QdqRewrite(program).run()
 
 
-_NO_QCONFIG_RECORDED = object()
-
-
 class _QdqRewrite:
     """One run of insert-qdq (mutable state private to the run)."""
 
@@ -101,8 +98,6 @@ class _QdqRewrite:
         self._device: Any = "unset"
         self._per_tensor: dict[int, tuple[float, int]] | None = None
         self.modules = program.modules
-        self.qconfigs = self.quant.node_name_to_qconfig
-        self.scopes = self.quant.node_name_to_scope
         self._observer_classes: dict[type, bool] = {}
         self._plain_lookup_classes: dict[type, bool] = {}
 
@@ -268,8 +263,8 @@ class _QdqRewrite:
         x = node.args[0]
         # torch skips an observer when every producer and consumer asked for no quantization (a non-node
         # argument never counts as such).
-        unwanted = (all(isinstance(a, Ref) and self._has_none_qconfig(a.name) for a in node.args)
-                    and all(self._has_none_qconfig(u) for u in self.program.graph.users[node.name]))
+        unwanted = (all(isinstance(a, Ref) and self.quant.has_none_qconfig(a.name) for a in node.args)
+                    and all(self.quant.has_none_qconfig(u) for u in self.program.graph.users[node.name]))
         if unwanted or not observer_is_convertible(observer):
             self.builder.replace_uses(node.name, x)
             return
@@ -283,9 +278,6 @@ class _QdqRewrite:
             self.builder.emit(node)
         else:
             self.builder.replace_uses(node.name, out)
-
-    def _has_none_qconfig(self, name: str) -> bool:
-        return self.qconfigs.get(name, _NO_QCONFIG_RECORDED) is None
 
     def _qparam_attributes(self, node: Node, scale: Any, zero_point: Any) -> tuple[Ref, Ref]:
         """New root attributes holding an observer's scale and zero point, and get_attr nodes reading them."""
@@ -376,7 +368,7 @@ class _QdqRewrite:
         observed = observer_node.args[0]
         if not isinstance(observed, Ref):
             raise ConvertError(f"observer node '{observer_node.name}' does not read a node")
-        input_only = self._has_none_qconfig(observed.name)
+        input_only = self.quant.has_none_qconfig(observed.name)
         if input_only:
             users = self.program.graph.users[observer_node.name]
             anchor = users[0] if users else None
@@ -388,7 +380,7 @@ class _QdqRewrite:
             prefix = "_input"
         else:
             anchor, prefix = observed.name, ""
-        scope = self.scopes
+        scope = self.quant.node_name_to_scope
         module_path = scope[anchor][0] if anchor is not None and anchor in scope else ""
         return module_path, prefix
 
