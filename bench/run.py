@@ -30,10 +30,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from torch.fx import GraphModule
 
-from ir.errors import UnsupportedError
-from ir.lift import lift
-from lowering.codegen import codegen
-from passes.manager import Timing
+from qfx.ir.errors import UnsupportedError
+from qfx.ir.lift import lift
+from qfx.lowering.codegen import codegen
+from qfx.passes.manager import Timing
 from qfx.cli import MODES, differences, fingerprint, same_fingerprint
 
 from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, observed_model

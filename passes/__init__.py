@@ -15,7 +15,7 @@ from .manager import (
 )
 
 # Importing each pass module registers its pass under its text name.
-from . import cleanup, convert_qconfig, dce, equalize, insert_qdq, observe_weights, swap_modules  # noqa: F401,E402
+from . import apply_qconfig_mapping, cleanup, dce, equalize, insert_qdq, observe_weights, swap_modules  # noqa: F401,E402
 from .pipelines import REFERENCE_PIPELINE, reference_pipeline  # noqa: E402
 
 __all__ = [

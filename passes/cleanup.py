@@ -13,10 +13,10 @@ import torch
 from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook
 
-from ir.program import Program, RootInfo
+from qfx.ir.program import Program, RootInfo
 
 from .manager import register
-from .root_attributes import PRESERVED_ATTRS_KEY
+from .support.root_attributes import PRESERVED_ATTRS_KEY
 
 
 def has_quantization_leftovers(module: torch.nn.Module) -> bool:

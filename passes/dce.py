@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from torch._library.utils import is_impure
 
-from ir.args import thaw
-from ir.graph import Node
-from ir.program import Program
+from qfx.ir.args import thaw
+from qfx.ir.graph import Node
+from qfx.ir.program import Program
 
 from .manager import register
 

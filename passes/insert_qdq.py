@@ -25,15 +25,15 @@ from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
-from ir.args import Arg, DictArg, ListArg, Ref, TupleArg
-from ir.errors import ConvertAssertionError, ConvertError, UnsupportedError
-from ir.graph import Node
-from ir.program import CallingConvention, Program, QuantFacts
-from ir.rewrite import GraphBuilder
+from qfx.ir.args import Arg, DictArg, ListArg, Ref, TupleArg
+from qfx.ir.errors import ConvertAssertionError, ConvertError, UnsupportedError
+from qfx.ir.graph import Node
+from qfx.ir.program import CallingConvention, Program, QuantFacts
+from qfx.ir.rewrite import GraphBuilder
 
 from .manager import register
-from .qparams import batched_per_tensor_qparams, histogram_qparams
-from .root_attributes import AttributeAllocator, unique_device
+from .support.qparams import batched_per_tensor_qparams, histogram_qparams
+from .support.root_attributes import AttributeAllocator, unique_device
 
 # Importing registers torch.ops.quantized_decomposed.*.
 from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noqa: F401,E402

@@ -13,10 +13,10 @@ from typing import Callable, Iterable, Protocol, Sequence, TextIO
 
 import attrs
 
-from ir.errors import PassError, PipelineSpecError, QfxError
-from ir.printer import print_program
-from ir.program import Program
-from ir.verify import verify
+from qfx.ir.errors import PassError, PipelineSpecError, QfxError
+from qfx.ir.printer import print_program
+from qfx.ir.program import Program
+from qfx.ir.verify import verify
 
 
 @attrs.frozen
@@ -58,7 +58,7 @@ def get_pass(name: str) -> Pass:
 
 
 def _load_builtin_passes() -> None:
-    import passes  # noqa: F401  (importing the package registers every built-in pass)
+    import qfx.passes  # noqa: F401  (importing the package registers every built-in pass)
 
 
 class Instrument(Protocol):

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ir.args import Arg, Ref, thaw
-from ir.graph import Graph, Node
-from ir.program import Program
+from qfx.ir.args import Arg, Ref, thaw
+from qfx.ir.graph import Graph, Node
+from qfx.ir.program import Program
 
 from .manager import register
 

@@ -1,8 +1,8 @@
 """qfx: PyTorch FX quantization convert as a functional compiler (lift -> pure passes -> codegen)."""
 
-from ir import ConvertError, NotObservedModelError, PassError, Program, QfxError, UnsupportedError, lift, verify
-from lowering import codegen
-from passes import Pipeline, Timing, Verify, get_pass, reference_pipeline, register
+from qfx.ir import ConvertError, NotObservedModelError, PassError, Program, QfxError, UnsupportedError, lift, verify
+from qfx.lowering import codegen
+from qfx.passes import Pipeline, Timing, Verify, get_pass, reference_pipeline, register
 
 from .api import (
     convert,

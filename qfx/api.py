@@ -13,12 +13,12 @@ from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from torch.fx import GraphModule
 
-from ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError, UnsupportedError
-from ir.lift import lift
-from ir.program import ConvertOptions, Program
-from lowering.codegen import codegen
-from passes.manager import Instrument
-from passes.pipelines import reference_pipeline
+from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError, UnsupportedError
+from qfx.ir.lift import lift
+from qfx.ir.program import ConvertOptions, Program
+from qfx.lowering.codegen import codegen
+from qfx.passes.manager import Instrument
+from qfx.passes.pipelines import reference_pipeline
 
 
 def convert_options(

@@ -25,11 +25,11 @@ from torch.ao.quantization.quantize_fx import convert_to_reference_fx as torch_c
 from torch.fx import GraphModule
 
 import qfx
-from ir.errors import NotObservedModelError, QfxError, UnsupportedError
-from ir.lift import OBSERVED_ATTRS_KEY, lift
-from lowering.codegen import codegen
-from passes.manager import REGISTRY, DumpIR, Instrument, Pipeline, PrintIR, Timing, get_pass
-from passes.pipelines import REFERENCE_PIPELINE
+from qfx.ir.errors import NotObservedModelError, QfxError, UnsupportedError
+from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
+from qfx.lowering.codegen import codegen
+from qfx.passes.manager import REGISTRY, DumpIR, Instrument, Pipeline, PrintIR, Timing, get_pass
+from qfx.passes.pipelines import REFERENCE_PIPELINE
 
 from .api import convert_options
 from .demo_model import example_inputs as demo_example_inputs

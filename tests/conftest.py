@@ -1,6 +1,6 @@
 """Session-wide test setup for qfx.
 
-- Every pipeline run in any test verifies the IR after each pass (`passes.manager.Verify`) and checks
+- Every pipeline run in any test verifies the IR after each pass (`qfx.passes.manager.Verify`) and checks
   that each pass left its input unchanged (`InputUnchanged`): same printed form, same objects in its
   tables, bit-identical tensors and observer state in every module and attribute it reaches.
 - Hypothesis profiles: "ci" (the default: few examples, derandomized, no deadline) and "thorough" (many
@@ -20,8 +20,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from passes.manager import GLOBAL_INSTRUMENTS, BaseInstrument, Pass, Verify
-from snapshot import ProgramSnapshot, assert_program_unchanged, snapshot_program
+from qfx.passes.manager import GLOBAL_INSTRUMENTS, BaseInstrument, Pass, Verify
+from tests.support.snapshot import ProgramSnapshot, assert_program_unchanged, snapshot_program
 
 torch.set_num_threads(1)
 

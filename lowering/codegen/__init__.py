@@ -1,0 +1,90 @@
+"""codegen: Program -> a new torch.fx.GraphModule, built once, with one recompile of its graph."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+from torch.fx.immutable_collections import immutable_dict
+
+from qfx.ir.args import thaw
+from qfx.ir.lift import OBSERVED_ATTRS_KEY
+from qfx.ir.program import Program, QuantFacts
+
+from .graph_module import graph_module
+
+PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
+
+
+def codegen(program: Program) -> GraphModule:
+    """Emit the GraphModule `program` describes. Modules and tensors are shared, never copied or mutated."""
+    graph = torch.fx.Graph(tracer_cls=program.root.tracer_cls, tracer_extras=dict(program.root.tracer_extras) or None)
+    if program.root.codegen is not None:
+        graph._codegen = program.root.codegen
+    fx_nodes: dict[str, torch.fx.Node] = {}
+    resolve = fx_nodes.__getitem__
+    table: dict[str, Any] = {}
+    for node in program.graph.nodes:
+        args = thaw(node.args, resolve)
+        kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
+        meta = dict(node.meta)
+        fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
+        if node.op in ("get_attr", "call_module"):
+            table[node.target] = program.resolve(node.target)
+    _restore_namespace(graph, program)
+
+    gm = graph_module(program, graph, table)
+    meta: dict[str, Any] = {}
+    if program.quant is not None:  # first, where prepare_fx puts it
+        meta[OBSERVED_ATTRS_KEY] = _thaw_quant_facts(program.quant)
+    meta.update(program.root.meta)
+    gm.meta.update(meta)
+    for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
+        setattr(gm, name, value)
+    return gm
+
+
+def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwargs: dict, name: str,
+                 type_expr: Any, meta: dict) -> torch.fx.Node:
+    """Append a node to a graph that has no owning module yet: what Graph.create_node does, minus its scan
+    of every argument for raw SymInts (a warning that cannot apply to a graph lifted from FX, and most of
+    create_node's cost on large graphs), and minus name allocation: the verifier guarantees IR names are
+    unique identifiers, and `_restore_namespace` installs the program's name state afterwards."""
+    node = torch.fx.Node(graph, name, op, target, args, kwargs or immutable_dict(), type_expr)
+    # Node.__setattr__ re-files the node in the graph's lookup table on every assignment; meta is not
+    # part of that table's key, so set it directly.
+    object.__setattr__(node, "meta", meta)
+    graph._graph_namespace.associate_name_with_obj(name, node)
+    graph._insert(node)
+    graph._find_nodes_lookup_table.insert(node)
+    graph._len += 1
+    return node
+
+
+def _restore_namespace(graph: torch.fx.Graph, program: Program) -> None:
+    # Names FX handed out to nodes that no longer exist stay taken, so that later edits by the user
+    # name new nodes exactly as they would have on torch's output.
+    ns = graph._graph_namespace
+    ns._used_names = set(program.namespace.used)
+    ns._base_count = dict(program.namespace.base_count)
+
+
+def _thaw_quant_facts(facts: QuantFacts) -> Any:
+    from torch.ao.quantization.fx.utils import ObservedGraphModuleAttrs
+
+    eq = facts.equalization_node_name_to_qconfig
+    sm_in = facts.standalone_module_input_quantized_idxs
+    sm_out = facts.standalone_module_output_quantized_idxs
+    return ObservedGraphModuleAttrs(
+        node_name_to_qconfig=dict(facts.node_name_to_qconfig),
+        node_name_to_scope=dict(facts.node_name_to_scope),
+        prepare_custom_config=facts.prepare_custom_config,
+        equalization_node_name_to_qconfig=dict(eq) if eq is not None else None,
+        qconfig_mapping=facts.qconfig_mapping,
+        is_qat=facts.is_qat,
+        observed_node_names=set(facts.observed_node_names),
+        is_observed_standalone_module=facts.is_observed_standalone_module,
+        standalone_module_input_quantized_idxs=list(sm_in) if sm_in is not None else None,
+        standalone_module_output_quantized_idxs=list(sm_out) if sm_out is not None else None,
+    )

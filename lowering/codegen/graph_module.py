@@ -1,0 +1,131 @@
+"""The GraphModule around a built FX graph: the module tree and attributes torch's GraphModule(root, graph)
+would lay out, and the forward compiled from our own Python source.
+
+`GraphModule(root, graph)` copies each get_attr/call_module target from `root` into a new module tree, in
+graph order, creating empty parent modules on the way (torch.fx.graph_module._copy_attr); that order is
+the order of the module tree and of the state_dict. `graph_module` gives the same tree: it installs the
+targets into the new GraphModule's tables directly where that is plainly what `_copy_attr` would do, and
+hands any other target to `_copy_attr` itself (through a view of the table that looks like a root module).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.modules.module as module_globals
+from torch.fx import GraphModule
+from torch.fx.graph import CodeGen
+from torch.fx.graph_module import _copy_attr
+
+from qfx.ir.program import Program
+
+from .pysource import python_code, serving
+
+
+class _TableView(torch.nn.Module):
+    """A stand-in root whose attribute paths resolve through a flat {qualified name: object} table.
+
+    GraphModule(root, graph) copies exactly the graph's targets from `root`, creating empty parent modules
+    on the way, in graph order; presenting the table this way makes it lay out the module tree and the
+    state_dict the way torch lays out the module it builds from a mutated model.
+    """
+
+    def __init__(self, table: dict[str, Any], views: dict[str, "_TableView"], prefix: str, training: bool) -> None:
+        super().__init__()
+        self.training = training
+        self.__dict__["_qfx_table"] = table
+        self.__dict__["_qfx_views"] = views  # one view per intermediate path, shared by all views
+        self.__dict__["_qfx_prefix"] = prefix
+
+    def __getattr__(self, item: str) -> Any:
+        d = self.__dict__
+        key = d["_qfx_prefix"] + item
+        if key in d["_qfx_table"]:
+            return d["_qfx_table"][key]
+        views = d["_qfx_views"]
+        if key in views:
+            view = views[key]
+            if view is None:
+                view = views[key] = _TableView(d["_qfx_table"], views, key + ".", self.training)
+            return view
+        raise AttributeError(f"no attribute '{key}' in the program's tables")
+
+
+def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any]) -> GraphModule:
+    """A new GraphModule of `graph` (built from `program`, which must own no other module), whose tree
+    holds `table` ({get_attr/call_module target: object}, in graph order) exactly as
+    GraphModule(root, graph) would lay it out. The objects are shared, not copied."""
+    views: dict[str, Any] = dict.fromkeys(
+        ".".join(parts[:i]) for t in table for parts in [t.split(".")] for i in range(1, len(parts))
+    )
+    source = _TableView(table, views, "", program.root.training)
+    code = python_code(program)  # GraphModule's recompile asks the graph for its code: ours is the same
+    if not _direct_install_possible(program):
+        with serving(graph, code):
+            return GraphModule(source, graph, class_name=program.root.class_name)
+    # An empty graph with the same tracer facts: GraphModule() records those and compiles a `pass` body.
+    empty = torch.fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
+    root = torch.nn.Module()
+    root.training = program.root.training
+    gm = GraphModule(root, empty, class_name=program.root.class_name)
+    for target in table:
+        if not _install(gm, target, table):
+            _copy_attr(source, gm, target)
+    with serving(graph, code):
+        gm.graph = graph
+    return gm
+
+
+def _direct_install_possible(program: Program) -> bool:
+    """Installing into the tables skips Module.__setattr__'s registration hooks, and the empty graph's
+    code must compile with the default CodeGen: only without global hooks and with a plain CodeGen."""
+    codegen = program.root.codegen
+    if codegen is not None and type(codegen) is not CodeGen:
+        return False
+    return not (module_globals._global_module_registration_hooks
+                or module_globals._global_buffer_registration_hooks
+                or module_globals._global_parameter_registration_hooks)
+
+
+def _free(module: torch.nn.Module, name: str) -> bool:
+    """Whether `name` is unused on `module` in every place attribute lookup and Module.__setattr__ look."""
+    return (name not in module.__dict__ and name not in module._parameters and name not in module._buffers
+            and name not in module._modules and not hasattr(type(module), name))
+
+
+def _install(gm: GraphModule, target: str, table: dict[str, Any]) -> bool:
+    """Do what `_copy_attr(root, gm, target)` does when that is plainly putting entries into module tables;
+    False (having changed nothing) when `target` needs `_copy_attr` itself."""
+    *prefix, field = target.split(".")
+    to_module: torch.nn.Module = gm
+    path = ""
+    created: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+    for item in prefix:
+        path = f"{path}.{item}" if path else item
+        existing = to_module._modules.get(item)
+        if existing is not None:
+            if existing is table.get(path):
+                return True  # the whole parent was installed already, and with it this target
+            to_module = existing
+            continue
+        if not _free(to_module, item):
+            return False
+        parent = torch.nn.Module()
+        created.append((to_module, item, parent))
+        to_module = parent
+    value = table[target]
+    if isinstance(value, torch.Tensor):
+        if not _free(to_module, field) or (isinstance(value, torch.nn.Parameter) and value.grad_fn is not None):
+            return False
+        slot = to_module._parameters if isinstance(value, torch.nn.Parameter) else to_module._buffers
+    elif isinstance(value, torch.nn.Module):
+        if not _free(to_module, field):
+            return False
+        slot = to_module._modules
+    else:
+        return False
+    for parent, item, child in created:
+        parent._modules[item] = child
+    slot[field] = value
+    return True

@@ -1,0 +1,1 @@
+"""Helpers that several passes share: fast qparam arithmetic (qparams) and root-attribute handling (root_attributes)."""

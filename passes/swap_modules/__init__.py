@@ -1,0 +1,155 @@
+"""swap-modules: replace the modules that torch's convert swaps, and record how their calls change.
+
+Mirrors the call_module branch of the main loop of torch.ao.quantization.fx.convert.convert, in graph
+order: observed standalone modules are converted on their own; weighted modules (root, QAT and fused
+classes of the backend config) become float and reference quantized modules; custom modules become
+their quantized classes. Observers and DeQuantStubs are insert-qdq's business and are skipped here.
+
+The graph is not edited. New modules enter the Program with `with_modules`; the calling conventions of
+standalone and statically quantized custom modules go to `quant.calling_conventions` for insert-qdq.
+
+Torch mutates the model as its loop goes, and later calls of the same module see those mutations (a QAT
+module's fake quant has run, a fused module holds a reference module, a standalone module is already
+converted). `_Workspace` replays that on private copies so shared modules convert as they do in torch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import attrs
+import torch
+from torch.ao.nn.intrinsic import _FusedModule
+from torch.ao.quantization.backend_config import get_native_backend_config
+from torch.ao.quantization.observer import _is_activation_post_process
+from torch.ao.quantization.stubs import DeQuantStub
+from torch.nn.utils.parametrize import type_before_parametrizations
+
+from qfx.ir.errors import ConvertError
+from qfx.ir.graph import Node
+from qfx.ir.program import CallingConvention, ConvertOptions, Program
+
+from ..manager import register
+from ..support.root_attributes import unique_device
+from .custom import convert_custom, custom_module_classes
+from .standalone import convert_standalone, is_observed_standalone
+from .weighted import FastPaths, WeightedClasses, convert_weighted
+
+
+class _Workspace:
+    """Pass-local state: torch's view of the module table while its loop runs, and what changed.
+
+    `current` holds the modules torch's `modules` dict would show for a target once it changed;
+    `owned` holds private copies of input modules that torch mutates in place, so that repeated calls
+    keep mutating the same copy; `replaced` is what goes into the new Program.
+    """
+
+    def __init__(self, program: Program, options: ConvertOptions) -> None:
+        self.program = program
+        self.options = options
+        self.current: dict[str, torch.nn.Module] = {}
+        self.owned: dict[str, torch.nn.Module] = {}
+        self.replaced: dict[str, torch.nn.Module] = {}
+        self.conventions: dict[str, CallingConvention] = {}
+
+    def module(self, target: str) -> torch.nn.Module:
+        """The module torch's loop would find at `target` now."""
+        return self.current.get(target, self.program.modules[target])
+
+    def owned_copy(self, target: str) -> torch.nn.Module:
+        """A deep copy of the input module at `target`, made on first use and then reused."""
+        if target not in self.owned:
+            self.owned[target] = copy.deepcopy(self.program.modules[target])
+        return self.owned[target]
+
+
+@register("swap-modules")
+def swap_modules(program: Program) -> Program:
+    """Swap standalone, weighted (reference/QAT/fused) and custom modules as torch's convert does.
+
+    Needs: quant facts (a lifted observed model) and a backend config in the options; runs after the
+    weight observers and equalization, before insert-qdq (observers must still be in the graph).
+    Guarantees: the graph is unchanged; each swapped call_module target holds a new module object; the
+    input Program and every module, observer and tensor it reaches are left as they were; calling
+    conventions are recorded for standalone and statically quantized custom module calls.
+    """
+    facts = program.quant
+    if facts is None:
+        raise ConvertError(
+            "swap-modules needs the quantization facts of an observed model; lift the output of "
+            "prepare_fx/prepare_qat_fx with observed=True"
+        )
+    options = program.options
+    if options.backend_config is None:  # a hand-made ConvertOptions; qfx.api always sets one
+        options = attrs.evolve(options, backend_config=get_native_backend_config())
+    classes = WeightedClasses.of(options.backend_config)
+    custom_config = options.convert_custom_config
+    mapping = custom_config.observed_to_quantized_mapping if custom_config is not None else {}
+    custom_classes = custom_module_classes(mapping)
+    device = unique_device(program)
+    work = _Workspace(program, options)
+    fast = FastPaths.plan(_weighted_modules(program, classes), classes, device)
+
+    for node in program.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = work.module(node.target)
+        if _is_activation_post_process(module) or isinstance(module, DeQuantStub):
+            continue
+        if is_observed_standalone(module):
+            _swap_standalone(node, module, work)
+        elif classes.is_weighted(module):
+            _swap_weighted(node, module, work, classes, device, fast)
+        elif type_before_parametrizations(module) in custom_classes:
+            _swap_custom(node, work, mapping)
+
+    if not work.replaced and not work.conventions:
+        return program
+    result = program.with_modules(work.replaced)
+    if work.conventions:
+        conventions = {**facts.calling_conventions, **work.conventions}
+        result = result.evolve(quant=attrs.evolve(facts, calling_conventions=conventions))
+    return result
+
+
+def _weighted_modules(program: Program, classes: WeightedClasses) -> list[torch.nn.Module]:
+    """The input modules the loop below may hand to convert_weighted (observers skipped first, as it does)."""
+    called = (program.modules[node.target] for node in program.graph.nodes if node.op == "call_module")
+    return [module for module in called
+            if not _is_activation_post_process(module) and classes.is_weighted(module)]
+
+
+def _swap_standalone(node: Node, module: torch.fx.GraphModule, work: _Workspace) -> None:
+    swap = convert_standalone(node, module, work.options)
+    work.current[node.target] = swap.module
+    work.replaced[node.target] = swap.module
+    work.conventions[node.name] = swap.convention
+
+
+def _swap_weighted(
+    node: Node,
+    module: torch.nn.Module,
+    work: _Workspace,
+    classes: WeightedClasses,
+    device: torch.device | None,
+    fast: FastPaths,
+) -> None:
+    if isinstance(module, classes.qat):
+        # Converting runs the QAT module's weight fake quant, which torch does on the live module.
+        module = work.owned_copy(node.target)
+    program = work.program
+    new = convert_weighted(module, node.target, node.name, program.quant, work.options, classes, device, fast)
+    if new is None:
+        return
+    work.replaced[node.target] = new
+    if isinstance(new, _FusedModule) and not isinstance(module, classes.qat):
+        # torch assigns the reference member into the fused module it holds, so later calls of the
+        # same target find it converted; other swaps leave torch's table pointing at the old module.
+        work.current[node.target] = new
+
+
+def _swap_custom(node: Node, work: _Workspace, mapping: dict) -> None:
+    swap = convert_custom(node, work.owned_copy(node.target), work.program, mapping)
+    work.replaced[node.target] = swap.module
+    if swap.convention is not None:
+        work.conventions[node.name] = swap.convention

@@ -1,0 +1,86 @@
+"""Standalone modules for swap-modules: an observed standalone GraphModule is converted on its own.
+
+Mirrors torch.ao.quantization.fx.convert.convert_standalone_module: torch calls its public
+convert_to_reference_fx (or convert_fx) on the observed submodule with the parent's backend config and
+otherwise default arguments; qfx lifts the submodule with those options, runs the same convert pipeline on
+that Program and generates a new GraphModule. The parent graph's rewiring
+(quantized inputs skip their dequantize, a quantized output gets one) is recorded as a CallingConvention.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
+
+from qfx.ir.errors import ConvertError, PassError, QfxError, UnsupportedError
+from qfx.ir.graph import Node
+from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
+from qfx.ir.program import CallingConvention, ConvertOptions
+
+
+class StandaloneOutputError(ConvertError, AssertionError):
+    """An observed standalone module keeps an output other than output 0 quantized."""
+
+
+@attrs.frozen
+class StandaloneSwap:
+    """The converted standalone module and how insert-qdq must wire its call."""
+
+    module: torch.nn.Module
+    convention: CallingConvention
+
+
+def is_observed_standalone(module: Any) -> bool:
+    """True for a GraphModule that prepare_fx produced for a standalone module."""
+    return _is_observed_standalone_module(module)
+
+
+def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: ConvertOptions) -> StandaloneSwap:
+    """Convert the observed standalone module `observed` that `node` calls; `observed` is only read.
+
+    The quantized argument positions are the submodule's input_quantized_idxs that `node` passes; its
+    result is dequantized after the call when the submodule keeps output 0 quantized.
+    """
+    facts = observed.meta[OBSERVED_ATTRS_KEY]
+    quantized_inputs = set(facts.standalone_module_input_quantized_idxs)
+    quantized_outputs = list(facts.standalone_module_output_quantized_idxs)
+    if quantized_outputs and quantized_outputs[0] != 0:
+        raise StandaloneOutputError(
+            f"standalone module '{node.target}' (node '{node.name}'): "
+            "Currently only quantized output idxs = [0] is supported"
+        )
+    convention = CallingConvention(
+        quantized_args=tuple((i,) for i in range(len(node.args)) if i in quantized_inputs),
+        output="dequantize" if quantized_outputs else "float",
+    )
+    return StandaloneSwap(_convert_submodule(observed, options), convention)
+
+
+def _convert_submodule(observed: torch.fx.GraphModule, options: ConvertOptions) -> torch.fx.GraphModule:
+    """What torch's convert_to_reference_fx(observed, backend_config=...) returns: default convert custom
+    config (so no attributes to preserve, but the empty preserved-attributes record), qconfigs removed."""
+    # Imported here: the pipeline module imports the passes package, which imports this module.
+    from qfx.lowering.codegen import codegen
+
+    from ..pipelines import reference_pipeline
+
+    sub_options = ConvertOptions(
+        is_reference=options.is_reference,
+        backend_config=options.backend_config,
+        convert_custom_config=ConvertCustomConfig(),
+        preserved_attributes={},
+    )
+    if not sub_options.is_reference:
+        raise UnsupportedError(
+            "standalone modules can only be converted to reference modules for now (is_reference=True)"
+        )
+    try:
+        return codegen(reference_pipeline().run(lift(observed, options=sub_options)))
+    except PassError as exc:
+        if isinstance(exc.__cause__, QfxError):  # surface the user-facing error itself, as the API does
+            raise exc.__cause__ from exc
+        raise

@@ -1,0 +1,248 @@
+"""Weight qparams of reference modules, computed for many modules at once without building observers.
+
+For every weighted module convert builds a fresh observer from `qconfig.weight()`, runs it on the weight
+and reads `get_qparam_dict` from it: ~150 us of small Python and tensor operations per module. For the
+plain min/max observers the result depends only on the weight's min and max (which are exact) and on the
+observer's configuration, which is the same for every observer one constructor builds. So this module
+builds one observer per constructor to read that configuration, takes each weight's min and max itself,
+and computes the qparams of all weights with alike configurations in a few elementwise operations on
+stacked tensors (`qparams.minmax_qparams`, bit-identical to one observer at a time).
+
+Anything else (other observer classes, constructors that warn or fail, RNNs, weights that are not plain
+finite float32 CPU tensors) gets no entry here and is left to the observers, so torch's warnings and
+errors stay torch's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from typing import Any, Iterable
+
+import attrs
+import torch
+from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
+
+from ..support.qparams import minmax_qparams
+
+_PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
+_PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
+# get_qparam_dict reports symmetric schemes as their affine counterparts (quantized tensors have no others).
+_REPORTED_QSCHEME = {
+    torch.per_tensor_affine: torch.per_tensor_affine,
+    torch.per_tensor_symmetric: torch.per_tensor_affine,
+    torch.per_channel_affine: torch.per_channel_affine,
+    torch.per_channel_symmetric: torch.per_channel_affine,
+    torch.per_channel_affine_float_qparams: torch.per_channel_affine_float_qparams,
+}
+
+
+def constructor_key(constructor: Any) -> tuple | None:
+    """What determines the observers `constructor` builds: the class and its arguments. prepare wraps
+    constructors with a per-module `factory_kwargs` callable that only picks the module's device, so
+    callable arguments count by name only. None when the arguments are not hashable."""
+    partial = getattr(constructor, "p", None)
+    if partial is None or not hasattr(partial, "func"):
+        return None
+    try:
+        key = (partial.func, partial.args, tuple(sorted(partial.keywords.items())),
+               tuple(sorted(getattr(constructor, "callable_args", {}) or {})))
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+class ConstructorKeys:
+    """`constructor_key` per constructor object, each computed once: a pass asks about the constructors of
+    the same qconfig objects more than once."""
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[Any, tuple | None]] = {}
+
+    def __call__(self, constructor: Any) -> tuple | None:
+        known = self._known.get(id(constructor))
+        if known is None or known[0] is not constructor:
+            known = self._known[id(constructor)] = (constructor, constructor_key(constructor))
+        return known[1]
+
+
+@attrs.frozen
+class WeightObserverConfig:
+    """The part of a weight observer's configuration its qparams depend on."""
+
+    qscheme: torch.qscheme
+    dtype: torch.dtype
+    quant_min: int
+    quant_max: int
+    customized_range: bool
+    eps: float
+    ch_axis: int | None  # None for per-tensor observers
+    eps_tensor: torch.Tensor = attrs.field(eq=False, repr=False)
+
+    @classmethod
+    def of(cls, observer: Any) -> "WeightObserverConfig | None":
+        """The configuration of a fresh `observer` whose qparams this module computes exactly: a
+        MinMaxObserver or PerChannelMinMaxObserver (not a subclass) with float32 buffers on the CPU.
+        None for anything else."""
+        kind = type(observer)
+        if kind is MinMaxObserver:
+            if observer.qscheme not in _PER_TENSOR:
+                return None
+            ch_axis = None
+        elif kind is PerChannelMinMaxObserver:
+            if observer.qscheme not in _PER_CHANNEL or type(observer.ch_axis) is not int:
+                return None
+            ch_axis = observer.ch_axis
+        else:
+            return None
+        eps, lo = observer.eps, observer.min_val
+        if eps.dtype != torch.float32 or eps.shape != (1,) or eps.device.type != "cpu":
+            return None
+        if lo.dtype != torch.float32 or lo.device.type != "cpu":
+            return None
+        return cls(observer.qscheme, observer.dtype, observer.quant_min, observer.quant_max,
+                   bool(observer.has_customized_qrange), float(eps), ch_axis, eps)
+
+    def qparam_dict(self, scale: torch.Tensor, zero_point: torch.Tensor) -> dict[str, Any]:
+        """What get_qparam_dict returns for an observer of this configuration with these qparams."""
+        found: dict[str, Any] = {"qscheme": _REPORTED_QSCHEME[self.qscheme], "dtype": self.dtype}
+        if self.ch_axis is not None:
+            found["axis"] = self.ch_axis
+        found["scale"] = scale
+        found["zero_point"] = zero_point
+        found["quant_min"] = self.quant_min
+        found["quant_max"] = self.quant_max
+        return found
+
+
+class WeightQParamTable:
+    """Weight qparams computed ahead for the float modules a pass will convert, looked up by module.
+
+    `compute` takes (float module, qconfig) pairs; `get` returns, for the same module and qconfig objects,
+    exactly the dict `get_qparam_dict` would return for a fresh `qconfig.weight()` observer (moved to the
+    pass's device) after it observed the module's weight, or None when that is left to the observer.
+    The scale and zero point tensors may be views of a tensor shared by many modules: users copy them
+    (as reference modules do) and never write to them.
+    """
+
+    def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
+        self._device = device
+        self._constructor_keys = constructor_keys
+        self._configs: dict[tuple, WeightObserverConfig | None] = {}
+        self._found: dict[int, tuple[torch.nn.Module, Any, dict[str, Any]]] = {}
+
+    def compute(self, pairs: Iterable[tuple[torch.nn.Module, Any]]) -> None:
+        """Compute the qparams of every (float module, qconfig) pair this table can do."""
+        owners: list[tuple[torch.nn.Module, Any]] = []
+        requests: list[tuple[torch.Tensor, WeightObserverConfig]] = []
+        seen: set[int] = set()
+        for module, qconfig in pairs:
+            request = self._request(module, qconfig) if id(module) not in seen else None
+            if request is not None:
+                seen.add(id(module))
+                owners.append((module, qconfig))
+                requests.append(request)
+        for (module, qconfig), qparams in zip(owners, batched_weight_qparams(requests)):
+            if qparams is not None:
+                self._found[id(module)] = (module, qconfig, qparams)
+
+    def get(self, module: torch.nn.Module, qconfig: Any) -> dict[str, Any] | None:
+        """The precomputed get_qparam_dict for `module`'s weight under `qconfig`, or None."""
+        entry = self._found.get(id(module))
+        if entry is None or entry[0] is not module or entry[1] is not qconfig:
+            return None
+        return entry[2]
+
+    def _request(self, module: torch.nn.Module, qconfig: Any) -> tuple[torch.Tensor, WeightObserverConfig] | None:
+        """Where the fast and the observer path part: the weight and the observer configuration when this
+        table computes the module's weight qparams, else None (then `batched_weight_qparams` may still
+        leave an unusual weight to the observer)."""
+        if isinstance(module, (torch.nn.RNNCellBase, torch.nn.RNNBase)):
+            return None  # one observer per weight, handled by the observer path
+        if self._device is not None and self._device.type != "cpu":
+            return None
+        weight = getattr(module, "weight", None)
+        if type(weight) not in (torch.Tensor, torch.nn.Parameter):
+            return None
+        constructor = getattr(qconfig, "weight", None)
+        key = self._constructor_keys(constructor)
+        if key is None or not set(key[3]) <= {"factory_kwargs"}:
+            return None  # callable arguments other than prepare's device pick may differ per module
+        if key not in self._configs:
+            self._configs[key] = _config_of_fresh_observer(constructor)
+        config = self._configs[key]
+        return None if config is None else (weight, config)
+
+
+def _config_of_fresh_observer(constructor: Any) -> WeightObserverConfig | None:
+    # An observer whose construction warns (reduce_range) or fails stays on the observer path, which
+    # builds one per module and so warns or fails as torch does.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            observer = constructor()
+        except Exception:
+            return None
+    if caught:
+        return None
+    return WeightObserverConfig.of(observer)
+
+
+def _weight_range(weight: torch.Tensor, config: WeightObserverConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The (min_val, max_val) an observer of `config` holds after observing `weight` once, when the weight
+    is a non-empty strided float32 CPU tensor the observer reduces as usual; else None. Call it with
+    gradients off."""
+    if weight.dtype != torch.float32 or weight.layout != torch.strided or weight.device.type != "cpu":
+        return None
+    if weight.numel() == 0:
+        return None
+    if config.ch_axis is None:
+        return torch.aminmax(weight)
+    if weight.dim() < 2 or not -weight.dim() <= config.ch_axis < weight.dim():
+        return None
+    # the observer's permutation swaps dimensions 0 and ch_axis
+    return torch.aminmax(weight.transpose(0, config.ch_axis).flatten(start_dim=1), dim=1)
+
+
+def batched_weight_qparams(
+    requests: list[tuple[torch.Tensor, WeightObserverConfig]],
+) -> list[dict[str, Any] | None]:
+    """For each (weight, config): get_qparam_dict of a fresh observer of `config` after it observed the
+    weight once, or None when the observer must do it (see `_weight_range`; non-finite ranges too).
+
+    Requests with equal configurations and range shapes are computed together; their scale and zero
+    point tensors are views of the group's tensors.
+    """
+    with torch.no_grad():  # the observer detaches the weight
+        return _batched_weight_qparams(requests)
+
+
+def _batched_weight_qparams(
+    requests: list[tuple[torch.Tensor, WeightObserverConfig]],
+) -> list[dict[str, Any] | None]:
+    out: list[dict[str, Any] | None] = [None] * len(requests)
+    groups: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    for index, (weight, config) in enumerate(requests):
+        found = _weight_range(weight, config)
+        if found is not None:
+            groups[(config, found[0].shape)].append((index, found[0], found[1]))
+    for (config, _), members in groups.items():
+        lo = torch.stack([m[1] for m in members])
+        hi = torch.stack([m[2] for m in members])
+        finite = torch.isfinite(lo).logical_and_(torch.isfinite(hi))
+        if not bool(finite.all()):
+            # Ranges with inf or NaN make the observer warn, fail or do its own thing; leave them to it.
+            keep = finite.reshape(len(members), -1).all(dim=1).tolist()
+            members = [m for m, ok in zip(members, keep) if ok]
+            if not members:
+                continue
+            lo = torch.stack([m[1] for m in members])
+            hi = torch.stack([m[2] for m in members])
+        scale, zero_point = minmax_qparams(lo, hi, config.eps_tensor, config.qscheme, config.quant_min,
+                                           config.quant_max, config.dtype, config.customized_range)
+        # A per-tensor observer's qparams have shape [1], a per-channel one's [channels].
+        split = (lambda t: t.split(1)) if config.ch_axis is None else (lambda t: t.unbind(0))
+        for (index, _, _), s, z in zip(members, split(scale), split(zero_point)):
+            out[index] = config.qparam_dict(s, z)
+    return out

@@ -1,0 +1,109 @@
+"""qfx.lowering.codegen.graph_module: the module tree it installs equals the one GraphModule(root, graph) copies."""
+
+from __future__ import annotations
+
+import importlib
+
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.fx import GraphModule
+
+from qfx.ir import lift
+
+# the module, not the function of the same name that qfx.lowering.codegen re-exports
+gmod = importlib.import_module("qfx.lowering.codegen.graph_module")
+
+ATOMS = ["a", "b", "c", "0", "training", "forward", "weight"]
+
+
+def _layout(module: nn.Module) -> list:
+    """Everything about a module tree that _copy_attr decides: per module (in tree order) its path, class,
+    and the names and identities of its children, parameters, buffers and plain attributes."""
+    out = []
+    for path, m in module.named_modules(remove_duplicate=False):
+        out.append((path, type(m).__name__ if type(m).__name__ != "GraphModuleImpl" else "GM",
+                    [(k, id(v) if type(v) is not nn.Module else "new parent") for k, v in m._modules.items()],
+                    [(k, id(v)) for k, v in m._parameters.items()],
+                    [(k, id(v)) for k, v in m._buffers.items()],
+                    m.training))
+    return out
+
+
+@st.composite
+def tables(draw):
+    """{target: object} as a program's tables give them: paths of a random module tree (modules,
+    parameters, buffers, some named like nn.Module's own attributes) picked in a random order, so that
+    parents come before or after their children and targets repeat each other's prefixes."""
+    def tree(depth: int) -> nn.Module:
+        module = nn.Module()
+        for name in draw(st.lists(st.sampled_from(ATOMS), max_size=3, unique=True)):
+            if hasattr(nn.Module, name) or name in module.__dict__:
+                continue  # nn.Module refuses such children; prepare's models never have them
+            kind = draw(st.sampled_from(["module", "param", "buffer"] if depth < 2 else ["param", "buffer"]))
+            if kind == "module":
+                module.add_module(name, tree(depth + 1))
+            elif kind == "param":
+                module.register_parameter(name, nn.Parameter(torch.randn(2)))
+            else:
+                module.register_buffer(name, torch.randn(3))
+        return module
+
+    root = tree(0)
+    entries = [(p, m) for p, m in root.named_modules(remove_duplicate=False) if p]
+    entries += list(root.named_parameters(remove_duplicate=False)) + list(root.named_buffers(remove_duplicate=False))
+    if not entries:
+        return {}
+    picked = draw(st.lists(st.sampled_from(entries), min_size=1, max_size=8))
+    return dict(picked)
+
+
+def _source(table: dict, training: bool) -> gmod._TableView:
+    views = dict.fromkeys(".".join(p.split(".")[:i]) for p in table for i in range(1, p.count(".") + 1))
+    return gmod._TableView(table, views, "", training)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tables(), st.booleans())
+def test_install_matches_copy_attr(table, training):
+    expected = GraphModule(nn.Module(), torch.fx.Graph())
+    try:
+        source = _source(table, training)
+        for target in table:
+            gmod._copy_attr(source, expected, target)
+    except Exception as exc:  # noqa: BLE001 - torch refuses some layouts; then so must we, the same way
+        expected = exc
+    actual = GraphModule(nn.Module(), torch.fx.Graph())
+    try:
+        source = _source(table, training)
+        for target in table:
+            if not gmod._install(actual, target, table):
+                gmod._copy_attr(source, actual, target)
+    except Exception as exc:  # noqa: BLE001
+        assert isinstance(expected, Exception) and type(exc) is type(expected) and str(exc) == str(expected)
+        return
+    assert not isinstance(expected, Exception), f"torch raised {expected!r}, qfx did not"
+    assert _layout(actual) == _layout(expected)
+
+
+def test_graph_module_of_a_lifted_model_matches_torch():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Sequential(nn.Linear(3, 3), nn.ReLU()) for _ in range(3)])
+            self.register_buffer("scale", torch.tensor(2.0))
+
+        def forward(self, x):
+            for b in self.blocks:
+                x = b(x) * self.scale
+            return self.blocks[0][0].weight.sum() + x
+
+    traced = torch.fx.symbolic_trace(M())
+    from qfx.lowering.codegen import codegen
+
+    ours = codegen(lift(traced, observed=False))
+    theirs = GraphModule(traced, traced.graph, class_name=type(traced).__name__)
+    assert _layout(ours) == _layout(theirs)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert ours.code == theirs.code

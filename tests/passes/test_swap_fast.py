@@ -1,0 +1,484 @@
+"""The fast paths of swap-modules give exactly what torch's own building blocks give.
+
+- reference_modules.ReferenceBuilder builds modules equal to `from_float`'s in every respect: class, full
+  __dict__ (tensors bit for bit, Parameters vs buffers, requires_grad), state_dict order, storage shared
+  with the float module exactly where from_float shares it; float modules and templates stay untouched.
+- weight_qparams computes exactly `get_qparam_dict` of a fresh observer that observed the weight.
+- swap-modules takes both paths on repeated layers and still matches torch, warnings included.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch.ao.nn.quantized.reference as ref
+import torch.nn as nn
+from hypothesis import given, reject, settings
+from hypothesis import strategies as st
+from torch.ao.quantization import QConfig, QConfigMapping, default_qconfig
+from torch.ao.quantization.observer import (
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    PerChannelMinMaxObserver,
+    PlaceholderObserver,
+)
+from torch.ao.quantization.quantize_fx import convert_to_reference_fx, prepare_fx
+from torch.ao.quantization.utils import get_qparam_dict
+
+import qfx.api as api
+from qfx.passes.swap_modules import weighted as swap_weighted
+from qfx.passes.swap_modules.reference_modules import ReferenceBuilder
+from qfx.passes.swap_modules.weight_qparams import ConstructorKeys, WeightObserverConfig, WeightQParamTable, batched_weight_qparams
+from tests.support.snapshot import assert_same_model, assert_same_outputs, assert_unchanged, diff_values, snapshot
+from tests.support.strategies import examples
+
+# ------------------------------------------------------------------------------------------ comparisons
+
+
+def _storage(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {**{f"param {k}": v for k, v in module._parameters.items() if v is not None},
+            **{f"buffer {k}": v for k, v in module._buffers.items() if v is not None}}
+
+
+def module_differences(got: nn.Module, want: nn.Module, float_module: nn.Module, qparams: Any) -> list[str]:
+    """Every way `got` differs from `want` (= from_float(float_module, qparams)) that anyone could see."""
+    problems = []
+    if type(got) is not type(want):
+        return [f"class {type(got).__name__} vs {type(want).__name__}"]
+    problems += diff_values(got.__dict__, want.__dict__, "__dict__")
+    if list(got.state_dict()) != list(want.state_dict()):
+        problems.append(f"state_dict keys {list(got.state_dict())} vs {list(want.state_dict())}")
+    float_storages = {_storage(t) for t in float_module.parameters()}
+    qparam_storages = {_storage(v) for v in (qparams or {}).values() if isinstance(v, torch.Tensor)}
+    want_tensors = _tensors(want)
+    for name, g in _tensors(got).items():
+        w = want_tensors[name]
+        pairs = [("stride", g.stride(), w.stride()), ("storage offset", g.storage_offset(), w.storage_offset()),
+                 ("is_leaf", g.is_leaf, w.is_leaf), ("version", g._version, w._version)]
+        for what, a, b in pairs:
+            if a != b:
+                problems.append(f"{name}: {what} {a} vs {b}")
+        if (_storage(g) in float_storages or _storage(w) in float_storages) and _storage(g) != _storage(w):
+            problems.append(f"{name}: not on the float tensor from_float's module uses")
+        if _storage(g) in qparam_storages:
+            problems.append(f"{name}: shares storage with the qparams (from_float copies them)")
+    # no container is shared with the float module or from_float's module
+    theirs = {id(v) for m in (want, float_module) for v in m.__dict__.values() if isinstance(v, (dict, set, list))}
+    problems += [f"__dict__[{k!r}] is shared" for k, v in got.__dict__.items()
+                 if isinstance(v, (dict, set, list)) and id(v) in theirs]
+    return problems
+
+
+def assert_same_module(got: nn.Module, want: nn.Module, float_module: nn.Module, qparams: Any) -> None:
+    problems = module_differences(got, want, float_module, qparams)
+    assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------------- float modules
+
+
+def _conv_options(draw: st.DrawFn, dims: int, transposed: bool) -> dict[str, Any]:
+    def sizes(lo: int, hi: int) -> st.SearchStrategy:
+        return st.one_of(st.integers(lo, hi), st.tuples(*[st.integers(lo, hi)] * dims))
+
+    def size(lo: int, hi: int) -> Any:
+        return draw(sizes(lo, hi))
+
+    groups = draw(st.integers(1, 2))
+    stride, dilation = size(1, 2), size(1, 2)
+    options = {"in_channels": groups * draw(st.integers(1, 2)), "out_channels": groups * draw(st.integers(1, 2)),
+               "kernel_size": size(1, 3), "stride": stride, "dilation": dilation, "groups": groups,
+               "bias": draw(st.booleans())}
+    if transposed:
+        steps = [max(s, d) for s, d in zip(_per_dim(stride, dims), _per_dim(dilation, dims))]
+        options["padding"] = size(0, 2)
+        options["output_padding"] = tuple(draw(st.integers(0, step - 1)) for step in steps)
+    else:
+        strings = ["valid"] + (["same"] if all(s == 1 for s in _per_dim(stride, dims)) else [])
+        options["padding"] = draw(st.one_of(st.sampled_from(strings), sizes(0, 2)))
+        options["padding_mode"] = draw(st.sampled_from(["zeros", "reflect", "replicate", "circular"]))
+    return options
+
+
+def _per_dim(value: Any, dims: int) -> tuple[int, ...]:
+    return value if isinstance(value, tuple) else (value,) * dims
+
+
+CONVS = [(ref.Conv1d, nn.Conv1d, 1, False), (ref.Conv2d, nn.Conv2d, 2, False), (ref.Conv3d, nn.Conv3d, 3, False),
+         (ref.ConvTranspose1d, nn.ConvTranspose1d, 1, True), (ref.ConvTranspose2d, nn.ConvTranspose2d, 2, True),
+         (ref.ConvTranspose3d, nn.ConvTranspose3d, 3, True)]
+
+
+@st.composite
+def float_configs(draw: st.DrawFn) -> tuple[type, Callable[[], nn.Module]]:
+    """(reference class, a maker of float modules of one random configuration)."""
+    kind = draw(st.sampled_from(["linear", "conv", "embedding", "embedding_bag"]))
+    if kind == "linear":
+        options = {"in_features": draw(st.integers(1, 4)), "out_features": draw(st.integers(1, 4)),
+                   "bias": draw(st.booleans())}
+        return ref.Linear, lambda: nn.Linear(**options)
+    if kind == "conv":
+        reference, float_class, dims, transposed = draw(st.sampled_from(CONVS))
+        options = _conv_options(draw, dims, transposed)
+        return reference, lambda: float_class(**options)
+    num = draw(st.integers(2, 6))
+    options = {"num_embeddings": num, "embedding_dim": draw(st.integers(1, 4)),
+               "padding_idx": draw(st.one_of(st.none(), st.integers(-num, num - 1))),
+               "max_norm": draw(st.one_of(st.none(), st.floats(0.5, 4.0))),
+               "norm_type": draw(st.sampled_from([1.0, 2.0, 3.5])),
+               "scale_grad_by_freq": draw(st.booleans()), "sparse": draw(st.booleans())}
+    if kind == "embedding":
+        return ref.Embedding, lambda: nn.Embedding(**options)
+    options["mode"] = draw(st.sampled_from(["sum", "mean", "max"]))
+    options["include_last_offset"] = draw(st.booleans())
+    return ref.EmbeddingBag, lambda: nn.EmbeddingBag(**options)
+
+
+WEIGHT_OBSERVERS = [
+    MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+    MinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_tensor_affine),
+    PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+    PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_affine, ch_axis=1),
+    PerChannelMinMaxObserver.with_args(dtype=torch.quint8, qscheme=torch.per_channel_affine_float_qparams),
+    PlaceholderObserver.with_args(dtype=torch.float16),  # not quantized: _init_weight_qparams' float branch
+]
+
+
+def _qparams(module: nn.Module, which: int, decomposed: bool | None) -> dict[str, Any]:
+    if which == len(WEIGHT_OBSERVERS):  # Python numbers instead of tensors
+        qparams: dict[str, Any] = {"qscheme": torch.per_tensor_affine, "dtype": torch.quint8, "scale": 0.25,
+                                   "zero_point": 3}
+    else:
+        observer = WEIGHT_OBSERVERS[which]()
+        observer(module.weight)
+        qparams = get_qparam_dict(observer)
+    if decomposed is not None:
+        qparams = {"is_decomposed": decomposed, **qparams}
+    return qparams
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(st.lists(float_configs(), min_size=1, max_size=3), st.lists(st.integers(0, 2), min_size=2, max_size=6),
+       st.integers(0, len(WEIGHT_OBSERVERS)), st.sampled_from([None, False, True]))
+def test_builder_equals_from_float(configs, picks, which, decomposed):
+    builder = ReferenceBuilder()
+    built = []
+    for pick in picks:
+        reference_class, make = configs[pick % len(configs)]
+        torch.manual_seed(len(built))
+        try:
+            float_module = make()
+        except (ValueError, RuntimeError):
+            reject()  # an invalid draw (e.g. a padding the constructor refuses)
+        qparams = _qparams(float_module, which, decomposed)
+        before, qparams_before = snapshot(float_module), copy.deepcopy(qparams)
+        got = builder.build(reference_class, float_module, qparams)
+        want = reference_class.from_float(float_module, qparams)
+        assert_same_module(got, want, float_module, qparams)
+        assert_unchanged(before, float_module)
+        assert not diff_values(qparams, qparams_before)
+        built.append((got, snapshot(got)))
+    for module, taken in built:  # templates (and every other result) stay as they were built
+        assert_unchanged(taken, module)
+    # a configuration seen before is built without from_float
+    reference_class, make = configs[picks[-1] % len(configs)]
+    assert builder.plan(reference_class, make()) is not None
+
+
+def test_builder_results_do_not_share_buffers_or_tables():
+    builder = ReferenceBuilder()
+    floats = [nn.Conv2d(2, 4, 3, padding="same") for _ in range(3)]
+    qparams = _qparams(floats[0], 2, False)
+    first, second, third = (builder.build(ref.Conv2d, f, qparams) for f in floats)
+    assert builder.plan(ref.Conv2d, floats[2]) is not None
+    for a, b in [(first, second), (second, third)]:
+        for name, tensor in a._buffers.items():
+            assert tensor.untyped_storage().data_ptr() != b._buffers[name].untyped_storage().data_ptr()
+        assert a._reversed_padding_repeated_twice is not b._reversed_padding_repeated_twice
+        assert all(a.__dict__[k] is not b.__dict__[k] for k, v in a.__dict__.items() if isinstance(v, (dict, set)))
+    second.weight_scale.add_(1)
+    assert not torch.equal(second.weight_scale, third.weight_scale)
+
+
+class LinearChild(nn.Linear):
+    pass
+
+
+def test_builder_takes_from_float_for_what_it_does_not_cover():
+    builder = ReferenceBuilder()
+    qparams = _qparams(nn.Linear(3, 3), 0, False)
+    # subclasses, parametrized modules and unusual attribute values
+    for _ in range(2):
+        builder.build(ref.Linear, LinearChild(3, 3), qparams)
+    assert builder.plan(ref.Linear, LinearChild(3, 3)) is None
+    parametrized = nn.Linear(3, 3)
+    torch.nn.utils.parametrize.register_parametrization(parametrized, "weight", nn.Identity())
+    assert builder.plan(ref.Linear, parametrized) is None
+    odd = nn.Linear(3, 3)
+    odd.in_features = torch.tensor(3)  # not a plain number
+    builder.build(ref.Linear, odd, qparams)
+    assert builder.plan(ref.Linear, odd) is None
+    # a float module whose attributes disagree with what its constructor derives from them
+    stale = nn.Conv2d(2, 2, 3, padding=1)
+    stale.padding = (0, 0)
+    builder.build(ref.Conv2d, stale, qparams)
+    restale = nn.Conv2d(2, 2, 3, padding=1)
+    restale.padding = (0, 0)
+    assert builder.plan(ref.Conv2d, restale) is None
+    assert_same_module(builder.build(ref.Conv2d, restale, qparams), ref.Conv2d.from_float(restale, qparams),
+                       restale, qparams)
+
+
+def test_builder_respects_global_registration_hooks():
+    builder = ReferenceBuilder()
+    qparams = _qparams(nn.Linear(3, 3), 0, False)
+    builder.build(ref.Linear, nn.Linear(3, 3), qparams)
+    seen = []
+    handle = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda module, name, param: seen.append(name))
+    try:
+        assert builder.plan(ref.Linear, nn.Linear(3, 3)) is None
+        builder.build(ref.Linear, nn.Linear(3, 3), qparams)
+    finally:
+        handle.remove()
+    assert "weight" in seen
+
+
+# ------------------------------------------------------------------------------------ weight qparams
+
+DTYPE_RANGES = {torch.quint8: (0, 255), torch.qint8: (-128, 127), torch.qint32: (-(2**31), 2**31 - 1),
+                torch.uint8: (0, 255), torch.int8: (-128, 127), torch.int16: (-(2**15), 2**15 - 1),
+                torch.uint16: (0, 2**16 - 1)}
+
+
+@st.composite
+def observer_constructors(draw: st.DrawFn) -> Any:
+    """A MinMaxObserver or PerChannelMinMaxObserver constructor with random options (some are invalid)."""
+    per_channel = draw(st.booleans())
+    dtype = draw(st.sampled_from(list(DTYPE_RANGES)))
+    schemes = ([torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams]
+               if per_channel else [torch.per_tensor_affine, torch.per_tensor_symmetric])
+    options: dict[str, Any] = {"dtype": dtype, "qscheme": draw(st.sampled_from(schemes)),
+                               "reduce_range": draw(st.booleans())}
+    if draw(st.booleans()):
+        lo, hi = DTYPE_RANGES[dtype]
+        options["quant_min"] = draw(st.integers(max(lo, -300), 0))
+        options["quant_max"] = draw(st.integers(1, min(hi, 300)))
+    if draw(st.booleans()):
+        options["eps"] = draw(st.sampled_from([1e-12, 1e-6, 1e-3, 0.5, 2.0**-149]))
+    if per_channel:
+        options["ch_axis"] = draw(st.integers(-3, 2))
+        return PerChannelMinMaxObserver.with_args(**options)
+    return MinMaxObserver.with_args(**options)
+
+
+@st.composite
+def weights(draw: st.DrawFn) -> torch.Tensor:
+    shape = draw(st.lists(st.integers(1, 4), min_size=2, max_size=4))
+    kind = draw(st.sampled_from(["normal", "zeros", "constant", "positive", "negative", "tiny", "huge"]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    base = torch.randn(shape, generator=g)
+    if kind == "zeros":
+        return torch.zeros(shape)
+    if kind == "constant":
+        return torch.full(shape, draw(st.floats(-3, 3, width=32)))
+    if kind == "positive":
+        return base.abs() + 0.1
+    if kind == "negative":
+        return -base.abs() - 0.1
+    if kind == "tiny":
+        return base * 1e-39  # subnormals: scales below eps
+    if kind == "huge":
+        return base * 1e30
+    return base * draw(st.floats(1e-3, 1e3))
+
+
+def _observed(constructor: Any, weight: torch.Tensor) -> dict[str, Any]:
+    observer = constructor()
+    observer(weight)
+    return get_qparam_dict(observer)
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(st.lists(st.tuples(observer_constructors(), st.lists(weights(), min_size=1, max_size=3)),
+                min_size=1, max_size=3))
+def test_batched_weight_qparams_equal_get_qparam_dict(groups):
+    requests, expected = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reduce_range's deprecation note
+        for constructor, group in groups:
+            try:
+                config = WeightObserverConfig.of(constructor())
+                wanted = [_observed(constructor, w) for w in group]
+            except (AssertionError, NotImplementedError, ValueError, RuntimeError, IndexError):
+                continue  # options the observer refuses, or a channel axis the weight does not have
+            assert config is not None
+            requests += [(w, config) for w in group]
+            expected += wanted
+    if not requests:
+        reject()
+    before = [w.clone() for w, _ in requests]
+    got = batched_weight_qparams(requests)
+    for (weight, _), found, want, original in zip(requests, got, expected, before):
+        assert found is not None
+        problems = diff_values(found, want, "qparams")
+        assert not problems, "\n".join(problems)
+        assert torch.equal(weight, original)
+
+
+def test_non_finite_and_unusual_weights_are_left_to_the_observer():
+    config = WeightObserverConfig.of(MinMaxObserver(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+    per_channel = WeightObserverConfig.of(PerChannelMinMaxObserver(ch_axis=1))
+    good = torch.randn(3, 3)
+    cases = [torch.tensor([[1.0, float("nan")]]), torch.tensor([[1.0, float("inf")]]),
+             torch.tensor([[-float("inf"), 1.0]]), torch.zeros(0, 3), torch.randn(3, 3, dtype=torch.float64)]
+    got = batched_weight_qparams([(good, config)] + [(w, config) for w in cases] + [(torch.randn(4), per_channel)])
+    assert not diff_values(got[0], _observed(MinMaxObserver.with_args(dtype=torch.qint8,
+                                                                      qscheme=torch.per_tensor_symmetric), good))
+    assert got[1:] == [None] * (len(cases) + 1)
+
+
+def test_only_plain_minmax_observers_have_a_config():
+    class Custom(MinMaxObserver):
+        pass
+
+    assert WeightObserverConfig.of(Custom()) is None
+    assert WeightObserverConfig.of(MovingAverageMinMaxObserver()) is None
+    assert WeightObserverConfig.of(PlaceholderObserver(dtype=torch.float16)) is None
+    assert WeightObserverConfig.of(MinMaxObserver(factory_kwargs={"dtype": torch.float64})) is None
+    assert WeightObserverConfig.of(MinMaxObserver()) is not None
+
+
+def _table(pairs: list[tuple[nn.Module, Any]]) -> WeightQParamTable:
+    table = WeightQParamTable(None, ConstructorKeys())
+    table.compute(pairs)
+    return table
+
+
+def test_table_computes_per_module_and_qconfig():
+    weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    qconfig = QConfig(activation=MinMaxObserver, weight=weight.with_callable_args(factory_kwargs=lambda: None))
+    modules = [nn.Linear(3, 4), nn.Conv2d(2, 2, 2), nn.Linear(3, 4)]
+    table = _table([(m, qconfig) for m in modules])
+    for m in modules:
+        assert not diff_values(table.get(m, qconfig), _observed(qconfig.weight, m.weight))
+    assert table.get(modules[0], default_qconfig) is None  # a different qconfig object
+    assert table.get(nn.Linear(3, 4), qconfig) is None
+
+
+@pytest.mark.parametrize("qconfig", [
+    QConfig(activation=MinMaxObserver, weight=MinMaxObserver.with_args(reduce_range=True)),  # warns
+    QConfig(activation=MinMaxObserver, weight=MovingAverageMinMaxObserver.with_args(dtype=torch.qint8)),
+    QConfig(activation=MinMaxObserver, weight=MinMaxObserver),  # a class, not a with_args constructor
+    QConfig(activation=MinMaxObserver, weight=MinMaxObserver.with_args(qscheme=torch.per_channel_affine)),  # fails
+    QConfig(activation=MinMaxObserver, weight=MinMaxObserver.with_callable_args(eps=lambda: 0.1)),
+])
+def test_table_leaves_other_constructors_to_the_observer(qconfig):
+    module = nn.Linear(3, 4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _table([(module, qconfig)]).get(module, qconfig) is None
+    assert not caught  # whatever the constructor says is said by the observer path
+
+
+def test_table_leaves_recurrent_modules_to_the_observer():
+    qconfig = QConfig(activation=MinMaxObserver, weight=MinMaxObserver.with_args(dtype=torch.qint8))
+    cell, lstm = nn.LSTMCell(3, 3), nn.LSTM(3, 3)
+    table = _table([(cell, qconfig), (lstm, qconfig)])
+    assert table.get(cell, qconfig) is None and table.get(lstm, qconfig) is None
+
+
+# -------------------------------------------------------------------------------------- the pass
+
+
+class Repeated(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(*[nn.Conv2d(4, 4, 3, padding=1) for _ in range(3)])
+        self.relu = nn.ReLU()
+        self.linears = nn.ModuleList([nn.Linear(4, 4) for _ in range(4)])
+        self.embedding = nn.Embedding(5, 4)
+
+    def forward(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.convs(x)).mean((2, 3)) + self.embedding(idx)
+        for i, linear in enumerate(self.linears):
+            x = linear(x)
+            if i % 2:
+                x = torch.relu(x)
+        return x
+
+
+def _observed_repeated(mapping: QConfigMapping) -> tuple[torch.fx.GraphModule, tuple]:
+    torch.manual_seed(0)
+    example = (torch.randn(2, 4, 5, 5), torch.tensor([1, 3]))
+    observed = prepare_fx(Repeated().eval(), mapping, example)
+    observed(*example)
+    return observed, example
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch, owner: Any, name: str, calls: list) -> None:
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, classmethod(lambda cls, *a, **k: counted(*a, **k))
+                        if isinstance(owner, type) else counted)
+
+
+@pytest.mark.parametrize("mapping", ["default", "per_channel"])
+def test_swap_modules_takes_the_fast_paths_and_matches_torch(monkeypatch, mapping):
+    qmap = api_mapping(mapping)
+    observed, example = _observed_repeated(qmap)
+    expected = convert_to_reference_fx(copy.deepcopy(observed))
+    calls: list = []
+    _counting(monkeypatch, swap_weighted, "get_qparam_dict", calls)
+    for cls in (ref.Linear, ref.Conv2d):
+        _counting(monkeypatch, cls, "from_float", calls)
+    ours = api.convert_to_reference_fx(observed)
+    monkeypatch.undo()
+    assert calls.count("get_qparam_dict") == 0  # no weight observer was built
+    assert calls.count("from_float") == 2  # one template per configuration
+    assert_same_model(ours, expected)
+    assert_same_outputs(ours, expected, *example)
+
+
+def api_mapping(name: str) -> QConfigMapping:
+    if name == "default":
+        return QConfigMapping().set_global(default_qconfig)
+    weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    return QConfigMapping().set_global(QConfig(activation=default_qconfig.activation, weight=weight))
+
+
+def test_weight_observers_that_warn_warn_as_without_fast_paths(monkeypatch):
+    """Constructors that warn stay on the observer path: the warnings are those of a run without fast
+    paths. (Both warn less often than torch, whose dtype support checks build observers per module
+    where WeightedClasses remembers the answer per qconfig.)"""
+    weight = MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric, reduce_range=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed, _ = _observed_repeated(QConfigMapping().set_global(
+            QConfig(activation=default_qconfig.activation, weight=weight)))
+
+    def run() -> tuple[torch.fx.GraphModule, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = api.convert_to_reference_fx(observed)
+        return model, [str(w.message) for w in caught]
+
+    fast, fast_warnings = run()
+    monkeypatch.setattr(WeightQParamTable, "compute", lambda self, pairs: None)
+    monkeypatch.setattr(ReferenceBuilder, "plan", lambda self, reference_class, float_module: None)
+    slow, slow_warnings = run()
+    assert fast_warnings == slow_warnings and any("reduce_range" in w for w in fast_warnings)
+    assert_same_model(fast, slow)
+    assert_same_model(fast, convert_to_reference_fx(copy.deepcopy(observed)))
