@@ -33,7 +33,7 @@ from torch.fx import GraphModule
 from qfx.ir.errors import UnsupportedError
 from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
-from qfx.passes.manager import Timing
+from qfx.passes.instruments import Timing
 from qfx.cli import MODES, differences, fingerprint, same_fingerprint
 
 from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, observed_model

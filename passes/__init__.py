@@ -1,18 +1,7 @@
-"""qfx passes: pure functions Program -> Program, and the manager that runs them."""
+"""qfx passes: pure functions Program -> Program, the manager that runs them, and its instruments."""
 
-from .manager import (
-    GLOBAL_INSTRUMENTS,
-    REGISTRY,
-    BaseInstrument,
-    DumpIR,
-    Pass,
-    Pipeline,
-    PrintIR,
-    Timing,
-    Verify,
-    get_pass,
-    register,
-)
+from .instruments import BaseInstrument, DumpIR, PrintIR, Timing, Verify
+from .manager import GLOBAL_INSTRUMENTS, REGISTRY, Pass, Pipeline, get_pass, register
 
 # Importing each pass module registers its pass under its text name.
 from . import apply_qconfig_mapping, cleanup, dce, equalize, insert_qdq, observe_weights, swap_modules  # noqa: F401,E402

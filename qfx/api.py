@@ -17,7 +17,7 @@ from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, Q
 from qfx.ir.lift import lift
 from qfx.ir.program import ConvertOptions, Program
 from qfx.lowering.codegen import codegen
-from qfx.passes.manager import Instrument
+from qfx.passes.instruments import Instrument
 from qfx.passes.pipelines import reference_pipeline
 
 

@@ -28,7 +28,8 @@ import qfx
 from qfx.ir.errors import NotObservedModelError, QfxError, UnsupportedError
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.lowering.codegen import codegen
-from qfx.passes.manager import REGISTRY, DumpIR, Instrument, Pipeline, PrintIR, Timing, get_pass
+from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
+from qfx.passes.manager import REGISTRY, Pipeline, get_pass
 from qfx.passes.pipelines import REFERENCE_PIPELINE
 
 from .api import convert_options

@@ -1,6 +1,6 @@
 """Session-wide test setup for qfx.
 
-- Every pipeline run in any test verifies the IR after each pass (`qfx.passes.manager.Verify`) and checks
+- Every pipeline run in any test verifies the IR after each pass (`qfx.passes.instruments.Verify`) and checks
   that each pass left its input unchanged (`InputUnchanged`): same printed form, same objects in its
   tables, bit-identical tensors and observer state in every module and attribute it reaches.
 - Hypothesis profiles: "ci" (the default: few examples, derandomized, no deadline) and "thorough" (many
@@ -20,7 +20,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from qfx.passes.manager import GLOBAL_INSTRUMENTS, BaseInstrument, Pass, Verify
+from qfx.passes.instruments import BaseInstrument, Verify
+from qfx.passes.manager import GLOBAL_INSTRUMENTS, Pass
 from tests.support.snapshot import ProgramSnapshot, assert_program_unchanged, snapshot_program
 
 torch.set_num_threads(1)
