@@ -356,16 +356,22 @@ def summary_line(doc: str) -> str:
     return paragraph if end < 0 else paragraph[: end + 1]
 
 
+def pass_module(name: str) -> str:
+    """The module that holds the registered pass `name` (where its function is defined)."""
+    return getattr(REGISTRY[name].run, "__module__", None) or "?"
+
+
 def cmd_passes(args: argparse.Namespace, console: Console) -> int:
-    """List every registered pass with the first line of its docstring."""
+    """List every registered pass with the module that holds it and the first line of its docstring."""
     get_pass("dce")  # importing the pass package registers the built-in passes
     table = Table(title="registered passes", title_justify="left")
-    table.add_column("pass")
+    table.add_column("pass", no_wrap=True)
+    table.add_column("module", no_wrap=True)
     table.add_column("does")
     pipeline = REFERENCE_PIPELINE.split(",")
     ordered = [n for n in pipeline if n in REGISTRY] + sorted(n for n in REGISTRY if n not in pipeline)
     for name in ordered:
-        table.add_row(name, summary_line(REGISTRY[name].doc))
+        table.add_row(name, pass_module(name), summary_line(REGISTRY[name].doc))
     console.print(table)
     _plain(console, f"reference pipeline: {REFERENCE_PIPELINE}")
     return 0

@@ -1,1 +1,3 @@
-"""Helpers that several passes share: fast qparam arithmetic (qparams) and root-attribute handling (root_attributes)."""
+"""Helpers that several passes share: `qparams` (qparams of many observers at once; insert-qdq, swap-modules)
+and `root_attributes` (new root attributes named as torch's convert names them; insert-qdq, swap-modules,
+cleanup)."""

@@ -54,6 +54,9 @@ def test_passes_lists_every_registered_pass(capsys: pytest.CaptureFixture[str]) 
     assert status == 0
     for name in REGISTRY:
         assert name in out
+        assert cli.pass_module(name) in out
+    assert cli.pass_module("swap-modules") == "qfx.passes.swap_modules"
+    assert cli.pass_module("dce") == "qfx.passes.dce"
     assert f"reference pipeline: {REFERENCE_PIPELINE}" in out
 
 
