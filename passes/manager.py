@@ -57,7 +57,9 @@ def get_pass(name: str) -> Pass:
 
 
 def _load_builtin_passes() -> None:
-    import qfx.passes  # noqa: F401  (importing the package registers every built-in pass)
+    # Importing the packages registers every built-in pass: the reference passes, then the lowering passes.
+    import qfx.lowering  # noqa: F401
+    import qfx.passes  # noqa: F401
 
 
 # Instruments added to every pipeline in this process (the test suite adds a verifier here).

@@ -13,12 +13,12 @@ from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from torch.fx import GraphModule
 
-from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError, UnsupportedError
+from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
 from qfx.ir.lift import lift
 from qfx.ir.program import ConvertOptions, Program
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
-from qfx.passes.pipelines import reference_pipeline
+from qfx.passes.pipelines import pipeline_for
 
 
 def convert_options(
@@ -104,13 +104,8 @@ def gc_paused() -> Iterator[None]:
 
 def convert_program(program: Program, instruments: Sequence[Instrument] = ()) -> Program:
     """Run the convert pipeline on a lifted program. User-facing errors surface with their own type."""
-    if not program.options.is_reference:
-        raise UnsupportedError(
-            "lowering to native quantized kernels (is_reference=False, convert_fx) is not supported by qfx yet; "
-            "use qfx.convert_to_reference_fx (or is_reference=True)"
-        )
     try:
-        return reference_pipeline().run(program, instruments)
+        return pipeline_for(program.options).run(program, instruments)
     except PassError as exc:
         cause = exc.__cause__
         if isinstance(cause, QfxError):

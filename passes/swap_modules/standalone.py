@@ -16,7 +16,7 @@ import torch
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
 
-from qfx.ir.errors import ConvertError, PassError, QfxError, UnsupportedError
+from qfx.ir.errors import ConvertError, PassError, QfxError
 from qfx.ir.graph import Node
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.ir.program import CallingConvention, ConvertOptions
@@ -61,12 +61,13 @@ def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: Conv
 
 
 def _convert_submodule(observed: torch.fx.GraphModule, options: ConvertOptions) -> torch.fx.GraphModule:
-    """What torch's convert_to_reference_fx(observed, backend_config=...) returns: default convert custom
-    config (so no attributes to preserve, but the empty preserved-attributes record), qconfigs removed."""
+    """What torch's convert_to_reference_fx(observed, backend_config=...) returns (convert_fx when lowering):
+    default convert custom config (so no attributes to preserve, but the empty preserved-attributes record),
+    qconfigs removed."""
     # Imported here: the pipeline module imports the passes package, which imports this module.
     from qfx.lowering.codegen import codegen
 
-    from ..pipelines import reference_pipeline
+    from ..pipelines import pipeline_for
 
     sub_options = ConvertOptions(
         is_reference=options.is_reference,
@@ -74,12 +75,8 @@ def _convert_submodule(observed: torch.fx.GraphModule, options: ConvertOptions) 
         convert_custom_config=ConvertCustomConfig(),
         preserved_attributes={},
     )
-    if not sub_options.is_reference:
-        raise UnsupportedError(
-            "standalone modules can only be converted to reference modules for now (is_reference=True)"
-        )
     try:
-        return codegen(reference_pipeline().run(lift(observed, options=sub_options)))
+        return codegen(pipeline_for(sub_options).run(lift(observed, options=sub_options)))
     except PassError as exc:
         if isinstance(exc.__cause__, QfxError):  # surface the user-facing error itself, as the API does
             raise exc.__cause__ from exc

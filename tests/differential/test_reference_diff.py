@@ -32,6 +32,7 @@ MODES: dict[str, tuple[Converter, Converter]] = {
     "reference": (qfx.convert_to_reference_fx, tq.convert_to_reference_fx),
     "decomposed": (qfx.convert_to_reference_decomposed_fx, tq._convert_to_reference_decomposed_fx),
     "raw": (functools.partial(qfx.convert, is_reference=True), functools.partial(torch_convert, is_reference=True)),
+    "lowered": (qfx.convert_fx, tq.convert_fx),
 }
 
 OUTPUT_SEEDS = (100, 101)

@@ -1,0 +1,211 @@
+"""GraphEditor: FX-style in-place graph edits on a private copy, frozen into a new Program at the end.
+
+torch's lowering is written as edits on a live FX graph: erase this node, make that node read another
+input, insert a node after a third one, move a node, redirect every user. A lowering pass mirrors those
+steps one for one on a `GraphEditor`, which holds the program's nodes in a linked order with their users,
+so each edit costs O(1) and the result has exactly the node order and names FX's edits would leave. The
+editor is mutable but private to one pass run; the input Program is never touched, and `finish` builds
+the new Program.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+from .args import Arg, Ref
+from .errors import QfxError
+from .graph import Node
+from .program import Program
+from .rewrite import candidate_name
+
+_HEAD = "\0head"  # sentinel of the circular node list (no FX name can contain a NUL)
+
+
+class GraphEditError(QfxError):
+    """An edit that FX would refuse (erasing a node that still has users, editing an unknown node)."""
+
+
+class GraphEditor:
+    """A mutable copy of `program`'s graph with FX's editing operations; nodes are named as FX names them."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        self.names = program.namespace.allocator()
+        self._nodes: dict[str, Node] = {}
+        self._next: dict[str, str] = {}
+        self._prev: dict[str, str] = {}
+        self._users: dict[str, dict[str, None]] = {}
+        last = _HEAD
+        for node in program.graph.nodes:
+            self._nodes[node.name] = node
+            self._users[node.name] = {}
+            self._next[last] = node.name
+            self._prev[node.name] = last
+            last = node.name
+        self._next[last] = _HEAD
+        self._prev[_HEAD] = last
+        for node in program.graph.nodes:
+            for name in node.input_names():
+                self._users[name][node.name] = None
+        self.changed = False
+
+    # -- reading -------------------------------------------------------------------------------------
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._nodes
+
+    def __getitem__(self, name: str) -> Node:
+        try:
+            return self._nodes[name]
+        except KeyError:
+            raise GraphEditError(f"no node named '{name}' in the graph being edited") from None
+
+    def node(self, value: Arg) -> Node | None:
+        """The node a `Ref` (or name) refers to; None for any other argument value."""
+        if isinstance(value, Ref):
+            return self._nodes.get(value.name)
+        if isinstance(value, str):
+            return self._nodes.get(value)
+        return None
+
+    def users(self, name: str) -> list[str]:
+        """Names of the nodes that read `name`, in the order their uses were made (FX's `node.users`)."""
+        return list(self._users[name])
+
+    def walk(self) -> Iterator[Node]:
+        """The nodes in order, as FX's `for n in graph.nodes` sees them while the loop body edits the graph:
+        after yielding a node it continues from that node's successor as of then (an erased node keeps the
+        successor it had when it was erased)."""
+        name = self._next[_HEAD]
+        while name != _HEAD:
+            node = self._nodes.get(name)
+            if node is not None:
+                yield node
+            name = self._next[name]
+
+    def walk_reversed(self) -> Iterator[Node]:
+        """The nodes in reverse order (FX's `reversed(graph.nodes)`), with the same rule as `walk`."""
+        name = self._prev[_HEAD]
+        while name != _HEAD:
+            node = self._nodes.get(name)
+            if node is not None:
+                yield node
+            name = self._prev[name]
+
+    def nodes(self) -> list[Node]:
+        """The current nodes, in order."""
+        return list(self.walk())
+
+    # -- editing -------------------------------------------------------------------------------------
+
+    def update(self, name: str, **changes: Any) -> Node:
+        """Change fields of node `name` (target, args, kwargs, ...) in place; users are kept in step."""
+        old = self[name]
+        new = old.evolve(**changes)
+        if "args" in changes or "kwargs" in changes:
+            self._drop_uses(old)
+            self._add_uses(new)
+        self._nodes[name] = new
+        self.changed = True
+        return new
+
+    def replace_input(self, name: str, old: str, new: Arg) -> Node:
+        """Make node `name` read `new` wherever it read node `old` (FX's `replace_input_with`)."""
+        node = self[name]
+        changed = node.with_inputs_replaced({old: new})
+        if changed is node:
+            return node
+        self._drop_uses(node)
+        self._add_uses(changed)
+        self._nodes[name] = changed
+        self.changed = True
+        return changed
+
+    def replace_all_uses(self, old: str, new: Arg) -> list[str]:
+        """Make every user of node `old` read `new` instead (FX's `replace_all_uses_with`); returns them."""
+        users = self.users(old)
+        for user in users:
+            if user != (new.name if isinstance(new, Ref) else None):
+                self.replace_input(user, old, new)
+        return users
+
+    def erase(self, name: str) -> None:
+        """Remove node `name`, which must have no users (FX's `erase_node`). Its name stays taken."""
+        node = self[name]
+        if self._users[name]:
+            users = ", ".join(self._users[name])
+            raise GraphEditError(f"cannot erase node '{name}': it still has users ({users})")
+        self._drop_uses(node)
+        del self._nodes[name]
+        del self._users[name]
+        prev, nxt = self._prev[name], self._next[name]
+        self._next[prev] = nxt
+        self._prev[nxt] = prev
+        # (self._next[name] is kept, so a walk standing on the erased node goes on from its old successor)
+        self.changed = True
+
+    def insert_after(self, anchor: str, op: str, target: Any, args: tuple = (),
+                     kwargs: Iterable[tuple[str, Arg]] = (), *, name: str | None = None,
+                     meta: Any = None, type_expr: Any = None) -> Ref:
+        """A new node right after `anchor` (FX's `inserting_after(anchor)` + `create_node`)."""
+        node = self._new_node(op, target, args, kwargs, name, meta, type_expr)
+        self._link_after(anchor, node.name)
+        return Ref(node.name)
+
+    def insert_before(self, anchor: str, op: str, target: Any, args: tuple = (),
+                      kwargs: Iterable[tuple[str, Arg]] = (), *, name: str | None = None,
+                      meta: Any = None, type_expr: Any = None) -> Ref:
+        """A new node right before `anchor` (FX's `inserting_before(anchor)` + `create_node`)."""
+        node = self._new_node(op, target, args, kwargs, name, meta, type_expr)
+        self._link_after(self._prev[self[anchor].name], node.name)
+        return Ref(node.name)
+
+    def move_after(self, anchor: str, name: str) -> None:
+        """Move node `name` to right after `anchor` (FX's `anchor.append(node)`)."""
+        self[anchor], self[name]
+        if anchor == name or self._next[anchor] == name:
+            return
+        prev, nxt = self._prev[name], self._next[name]
+        self._next[prev] = nxt
+        self._prev[nxt] = prev
+        self._link_after(anchor, name)
+
+    def _link_after(self, anchor: str, name: str) -> None:
+        nxt = self._next[anchor]
+        self._next[anchor] = name
+        self._prev[name] = anchor
+        self._next[name] = nxt
+        self._prev[nxt] = name
+        self.changed = True
+
+    def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
+                  meta: Any, type_expr: Any) -> Node:
+        node_name = self.names.fresh(name if name is not None else candidate_name(target))
+        node = Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, meta)
+        self._nodes[node_name] = node
+        self._users[node_name] = {}
+        self._add_uses(node)
+        return node
+
+    def _add_uses(self, node: Node) -> None:
+        for name in node.input_names():
+            users = self._users.get(name)
+            if users is None:
+                raise GraphEditError(f"node '{node.name}' reads '%{name}', which is not in the graph")
+            users[node.name] = None
+
+    def _drop_uses(self, node: Node) -> None:
+        for name in set(node.input_names()):
+            users = self._users.get(name)
+            if users is not None:
+                users.pop(node.name, None)
+
+    # -- result --------------------------------------------------------------------------------------
+
+    def finish(self, **changes: Any) -> Program:
+        """The new program: the edited nodes in order, the new name state, and any other field changes.
+        The input program itself when nothing was edited and nothing else changes."""
+        if not self.changed and not changes:
+            return self.program
+        return self.program.evolve(graph=self.program.graph.with_nodes(self.walk()),
+                                   namespace=self.names.freeze(), **changes)

@@ -1,0 +1,1 @@
+"""Helpers shared by several lowering passes (pattern matching over the reference graph)."""

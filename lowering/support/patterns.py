@@ -1,0 +1,111 @@
+"""Matching torch's reference patterns (dequantize -> reference op -> quantize) on a GraphEditor.
+
+These are the shared matchers of torch's `_lower_to_native_backend`: what counts as a dequantize node, when
+a node is left alone because its qconfig is None, and the static pattern `dequantize -> op [-> relu] ->
+quantize_per_tensor` that the weighted-module, functional and binary-op passes all start from.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Sequence
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+from qfx.ir.args import Arg, Ref
+from qfx.ir.edit import GraphEditor
+from qfx.ir.errors import ConvertAssertionError
+from qfx.ir.graph import Node
+from qfx.ir.program import Program
+
+
+def module_of(program: Program, node: Node | None) -> Any:
+    """The submodule a call_module node calls (None for any other node)."""
+    if node is None or node.op != "call_module":
+        return None
+    return program.modules.get(node.target)
+
+
+def is_dequantize(node: Node | None) -> bool:
+    """A `x.dequantize()` call (torch's `is_dequantize_node`)."""
+    return node is not None and node.op == "call_method" and node.target == "dequantize"
+
+
+def skips_lowering(program: Program, node: Node) -> bool:
+    """True when the user gave node `node` a None qconfig: lowering leaves it as it is."""
+    return program.quant is not None and program.quant.has_none_qconfig(node.name)
+
+
+def is_relu(program: Program, node: Node) -> bool:
+    """A ReLU that static lowering folds into the op before it: F.relu, torch.relu or an nn.ReLU module."""
+    return (node.op == "call_function" and node.target in (F.relu, torch.relu)) or (
+        node.op == "call_module" and type(module_of(program, node)) is torch.nn.ReLU)
+
+
+@attrs.frozen
+class StaticMatch:
+    """A matched `dequantize -> ref [-> relu] -> quantize_per_tensor`: the nodes, by their current values."""
+
+    quantize: Node
+    relu: Node | None
+    ref: Node
+
+
+def match_static_pattern(
+    editor: GraphEditor,
+    node: Node,
+    matching: Collection[Any],
+    dequantize_arg_indices: Sequence[int],
+) -> StaticMatch | None:
+    """torch's `_match_static_pattern`: `node` is a quantize_per_tensor whose input is a reference node (a
+    call_module whose module class is in `matching`, or a call_function whose target is), optionally behind
+    a ReLU; the reference node's qconfig is not None; every node among its args at `dequantize_arg_indices`
+    is a dequantize, and at least one is. None when any of that fails."""
+    program = editor.program
+    if node.op != "call_function" or node.target is not torch.quantize_per_tensor:
+        return None
+    ref = editor.node(node.args[0]) if node.args else None
+    if ref is None:
+        raise ConvertAssertionError(f"quantize node '{node.name}' does not read a node")
+    relu = None
+    if is_relu(program, ref):
+        relu = ref
+        ref = editor.node(relu.args[0]) if relu.args else None
+        if ref is None:
+            raise ConvertAssertionError(f"ReLU node '{relu.name}' before quantize '{node.name}' does not read a node")
+    if skips_lowering(program, ref):
+        return None
+    first = next(iter(matching), None)
+    if isinstance(first, type) and issubclass(first, torch.nn.Module):
+        if ref.op != "call_module" or type(module_of(program, ref)) not in matching:
+            return None
+    elif ref.op != "call_function" or ref.target not in matching:
+        return None
+    found = False
+    for i in dequantize_arg_indices:
+        if i >= len(ref.args):
+            raise ConvertAssertionError(
+                f"node '{ref.name}': dequantize index {i} exceeds its {len(ref.args)} arguments")
+        arg = editor.node(ref.args[i])
+        if is_dequantize(arg):
+            found = True
+        elif arg is not None:
+            return None
+    return StaticMatch(node, relu, ref) if found else None
+
+
+def dequantized_input(editor: GraphEditor, value: Arg) -> Arg:
+    """What a dequantize node reads (its first argument)."""
+    node = editor.node(value)
+    if node is None or not node.args:
+        raise ConvertAssertionError(f"expected a dequantize node, got {value!r}")
+    return node.args[0]
+
+
+def attribute_value(editor: GraphEditor, value: Arg) -> Any:
+    """The value a get_attr node (given by Ref) reads from the program's tables."""
+    node = editor.node(value)
+    if node is None or node.op != "get_attr":
+        raise ConvertAssertionError(f"expected a get_attr node, got {value!r}")
+    return editor.program.resolve(node.target)
