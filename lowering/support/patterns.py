@@ -109,3 +109,9 @@ def attribute_value(editor: GraphEditor, value: Arg) -> Any:
     if node is None or node.op != "get_attr":
         raise ConvertAssertionError(f"expected a get_attr node, got {value!r}")
     return editor.program.resolve(node.target)
+
+
+def preserved_meta(old: Node) -> dict[str, Any]:
+    """The meta torch gives a node that replaces `old` (`create_node_from_old_node_preserve_meta`): only
+    the stack trace, and that key is set even when `old` has none."""
+    return {"stack_trace": old.meta.get("stack_trace")}
