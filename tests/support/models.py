@@ -15,6 +15,7 @@ then expect qfx to refuse too, with torch's exception type.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -31,6 +32,7 @@ from torch.ao.quantization import (
     default_embedding_qat_qconfig,
     default_per_channel_weight_observer,
     default_qconfig,
+    default_weight_observer,
     default_per_channel_qconfig,
     float16_dynamic_qconfig,
     float16_static_qconfig,
@@ -42,6 +44,7 @@ from torch.ao.quantization import (
 )
 from torch.ao.quantization.backend_config import (
     get_fbgemm_backend_config,
+    get_onednn_backend_config,
     get_qnnpack_backend_config,
 )
 from torch.ao.quantization.backend_config.x86 import get_x86_backend_config
@@ -52,6 +55,8 @@ from torch.ao.quantization.qconfig_mapping import (
 )
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig, PrepareCustomConfig
 from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+
+from tests.support import arch_models as am
 
 Factory = Callable[[], Any]
 
@@ -79,6 +84,9 @@ class Case:
     quantized_inputs: tuple[int, ...] = ()  # converted model takes these inputs quantized
     raw: bool = False  # also test torch.ao.quantization.fx.convert.convert(is_reference=True) directly
     xfail: str = ""  # reason, when qfx is known to differ from torch on this case
+    # quantized engines under which torch's lowered model can be compared at all: under qnnpack a lowered
+    # Conv3d's packed weights cannot be unpacked, so its state_dict, deepcopy and pickling fail in torch itself
+    lowered_engines: tuple[str, ...] = ("x86", "fbgemm", "qnnpack")
 
     def __repr__(self) -> str:
         return f"Case({self.name})"
@@ -1003,10 +1011,53 @@ def _qat_extras_mapping() -> QConfigMapping:
 
 
 
+# lowering cases (tests/support/arch_models.py) -----------------------------------------------------------
+
+
+def _fast_mapping(backend: str, is_qat: bool = False) -> Factory:
+    """The backend's default qconfig mapping with a min/max activation observer in place of the histogram one
+    (as FAST_X86_QCONFIG, for the larger models); weights observed as the backend's default does."""
+    reduce_range = backend in ("x86", "fbgemm")
+    weight = default_weight_observer if backend == "qnnpack" else default_per_channel_weight_observer
+    qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=reduce_range), weight=weight)
+
+    def build() -> QConfigMapping:
+        with warnings.catch_warnings():  # onednn's note about reduce_range on CPUs without VNNI
+            warnings.simplefilter("ignore", UserWarning)
+            return _get_default_qconfig_mapping_with_default_qconfig(is_qat, backend, qconfig)
+
+    return build
+
+
+def _onednn_fusions() -> QConfigMapping:
+    # prepare fuses Linear+Tanh / Linear+LeakyReLU only when the mapping gives both module types the same
+    # object-type qconfig (Tanh's default is a fixed-qparams one): all three get the global qconfig
+    mapping = _fast_mapping("onednn")()
+    for typ in (nn.Linear, nn.Tanh, nn.LeakyReLU):
+        mapping.set_object_type(typ, mapping.global_qconfig)
+    return mapping
+
+
+def _float_island() -> QConfigMapping:
+    return _x86().set_module_name("island", None)
+
+
+def _recommender_mapping() -> QConfigMapping:
+    return (
+        _x86()
+        .set_object_type(nn.Embedding, float_qparams_weight_only_qconfig)
+        .set_object_type(nn.EmbeddingBag, float_qparams_weight_only_qconfig)
+    )
+
+
+def _recommender_inputs() -> tuple:
+    return (torch.randint(0, 30, (12,)), torch.tensor([0, 4, 7]), torch.randint(0, 30, (3, 2)))
+
+
 CASES: list[Case] = [
     Case("resnet_block", ResNetBlock, _randn((2, 3, 8, 8)), _x86, raw=True),
     Case("convs_fused", Convs, _randn((2, 3, 9, 9), (1, 1, 3, 3, 3)),
-         lambda: _x86().set_object_type(nn.ConvTranspose2d, default_qconfig)),
+         lambda: _x86().set_object_type(nn.ConvTranspose2d, default_qconfig), lowered_engines=("x86", "fbgemm")),
     Case("functional_linear", FunctionalLinear, _randn((3, 6)), _x86, raw=True),
     Case("functional_conv", FunctionalConv, _randn((2, 3, 6, 6)), _x86),
     Case("attention", Attention, _randn((2, 5, 8)), _x86),
@@ -1048,7 +1099,8 @@ CASES: list[Case] = [
          backend_config=get_qnnpack_backend_config),
     Case("symmetric_qnnpack", ResNetBlock, _randn((2, 3, 8, 8)), _get_symmetric_qnnpack_qconfig_mapping,
          backend_config=get_qnnpack_backend_config),
-    Case("per_tensor_default", Convs, _randn((2, 3, 9, 9), (1, 1, 3, 3, 3)), _qcm(global_=default_qconfig)),
+    Case("per_tensor_default", Convs, _randn((2, 3, 9, 9), (1, 1, 3, 3, 3)), _qcm(global_=default_qconfig),
+         lowered_engines=("x86", "fbgemm")),
     Case("standalone_by_name", WithStandalone, _randn((1, 3, 5, 5)), _x86,
          prepare_custom_config=_standalone_config("name", False), raw=True),
     Case("standalone_by_class_quantized_io", TwoStandalones, _randn((1, 3, 5, 5)), _x86,
@@ -1098,7 +1150,7 @@ CASES: list[Case] = [
     Case("shape_arithmetic", ShapeArithmetic, _randn((2, 5, 8)), _x86),
     Case("shared_weights", SharedWeights, _randn((3, 6)), _x86),
     Case("qat_extras", QatExtras, lambda: (torch.randn(4, 6), torch.randint(0, 10, (4,)), torch.randn(2, 1, 3, 3, 3)),
-         _qat_extras_mapping, kind="qat"),
+         _qat_extras_mapping, kind="qat", lowered_engines=("x86", "fbgemm")),
     Case("dynamic_extras", DynamicExtras, _randn((5, 2, 4)), _qcm(global_=default_dynamic_qconfig)),
     Case("nested_standalone", WithNestedStandalone, _randn((2, 4)), _x86,
          prepare_custom_config=_nested_standalone_config),
@@ -1119,6 +1171,60 @@ CASES: list[Case] = [
     Case("embedding_variants", EmbeddingVariants, _embedding_inputs,
          _qcm(object_type=[(nn.Embedding, float_qparams_weight_only_qconfig),
                            (nn.EmbeddingBag, float_qparams_weight_only_qconfig)])),
+    # lowering: models shaped like real architectures and one per lowering rule (tests/support/arch_models.py)
+    Case("resnet_bottleneck", am.ResNetBottleneckNet, _randn((2, 3, 16, 16)), _x86),
+    Case("resnet_bottleneck_qnnpack", am.ResNetBottleneckNet, _randn((2, 3, 16, 16)), _fast_mapping("qnnpack"),
+         backend_config=get_qnnpack_backend_config),
+    Case("resnet_bottleneck_qat", am.ResNetBottleneckNet, _randn((2, 3, 16, 16)),
+         lambda: get_default_qat_qconfig_mapping("x86"), kind="qat"),
+    Case("mobilenet_like", am.MobileNetLike, _randn((2, 3, 16, 16)), _x86),
+    Case("mobilenet_like_fbgemm", am.MobileNetLike, _randn((2, 3, 16, 16)), _fast_mapping("fbgemm"),
+         backend_config=get_fbgemm_backend_config),
+    Case("mobilenet_like_qnnpack_qat", am.MobileNetLike, _randn((2, 3, 16, 16)),
+         lambda: get_default_qat_qconfig_mapping("qnnpack"), kind="qat", backend_config=get_qnnpack_backend_config),
+    Case("transformer_block", am.TransformerBlock, _randn((2, 5, 8)), _x86),
+    Case("transformer_block_qnnpack", am.TransformerBlock, _randn((2, 5, 8)), _fast_mapping("qnnpack"),
+         backend_config=get_qnnpack_backend_config),
+    Case("recurrent_dynamic", am.RecurrentNet, _randn((5, 2, 4)), _qcm(global_=default_dynamic_qconfig)),
+    Case("recurrent_fp16_dynamic", am.RecurrentNet, _randn((5, 2, 4)), _qcm(global_=float16_dynamic_qconfig)),
+    Case("recurrent_dynamic_x86_mapping", am.RecurrentNet, _randn((5, 2, 4)),
+         lambda: _x86().set_object_type(nn.LSTM, default_dynamic_qconfig)
+         .set_object_type(nn.GRU, per_channel_dynamic_qconfig)),
+    Case("embedding_recommender", am.EmbeddingRecommender, _recommender_inputs, _recommender_mapping),
+    Case("transposed_convs", am.TransposedConvs, _randn((2, 3, 5, 5)), _qcm(global_=default_qconfig)),
+    Case("transposed_convs_qnnpack", am.TransposedConvs, _randn((2, 3, 5, 5)),
+         lambda: get_default_qconfig_mapping("qnnpack"), backend_config=get_qnnpack_backend_config),
+    Case("functional_weighted", am.FunctionalWeighted, _randn((3, 4), (1, 2, 5, 5)), _x86),
+    Case("functional_weighted_qnnpack", am.FunctionalWeighted, _randn((3, 4), (1, 2, 5, 5)),
+         lambda: get_default_qconfig_mapping("qnnpack"), backend_config=get_qnnpack_backend_config),
+    Case("functional_weighted_per_tensor", am.FunctionalWeighted, _randn((3, 4), (1, 2, 5, 5)),
+         _qcm(global_=default_qconfig)),
+    Case("dynamic_functional_linear", am.DynamicFunctionalLinear, _randn((4, 6)),
+         _qcm(global_=default_dynamic_qconfig)),
+    Case("dynamic_functional_linear_fp16", am.DynamicFunctionalLinear, _randn((4, 6)),
+         _qcm(global_=float16_dynamic_qconfig)),
+    Case("binary_ops", am.BinaryOps, _randn((3, 6)), _x86),
+    Case("binary_ops_fbgemm", am.BinaryOps, _randn((3, 6)), _fast_mapping("fbgemm"),
+         backend_config=get_fbgemm_backend_config),
+    Case("binary_ops_qnnpack", am.BinaryOps, _randn((3, 6)), _fast_mapping("qnnpack"),
+         backend_config=get_qnnpack_backend_config),
+    Case("conv3d_fusions", am.Conv3dNet, _randn((1, 1, 3, 3, 3)), _x86, lowered_engines=("x86", "fbgemm")),
+    Case("conv3d_fusions_qat", am.Conv3dNet, _randn((1, 1, 3, 3, 3)), lambda: get_default_qat_qconfig_mapping("x86"),
+         kind="qat", lowered_engines=("x86", "fbgemm")),
+    Case("norms_activations", am.NormsActivations, _randn((2, 3, 6, 6), (1, 1, 3, 3, 3)),
+         lambda: _x86().set_object_type(nn.PReLU, default_qconfig)),
+    # PReLU under a per-channel weight observer: torch's quantized PReLU.from_reference fails (IndexError)
+    Case("prelu_per_channel", am.NormsActivations, _randn((2, 3, 6, 6), (1, 1, 3, 3, 3)), _x86),
+    Case("norms_activations_per_tensor", am.NormsActivations, _randn((2, 3, 6, 6), (1, 1, 3, 3, 3)),
+         _qcm(global_=default_qconfig)),
+    Case("copy_ops", am.CopyOps, _randn((2, 3, 8, 8)), _x86),
+    Case("copy_ops_qnnpack", am.CopyOps, _randn((2, 3, 8, 8)), _fast_mapping("qnnpack"),
+         backend_config=get_qnnpack_backend_config),
+    # torch lowers these to ConvAdd2d / ConvAddReLU2d / LinearTanh / LinearLeakyReLU; only the onednn engine runs them
+    Case("onednn_fusions", am.OnednnFusions, _randn((2, 3, 4, 4)), _onednn_fusions,
+         lowered_engines=("onednn", "x86", "fbgemm", "qnnpack"),
+         backend_config=get_onednn_backend_config),
+    Case("float_island", am.FloatIsland, _randn((3, 6)), _float_island),
 ]
 
 CASES_BY_NAME: dict[str, Case] = {c.name: c for c in CASES}
