@@ -90,6 +90,13 @@ class RootInfo:
     tracer_cls: Any = None
     tracer_extras: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
     meta: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
+    # Hooks registered on the root once it is built: state_dict hooks (Module._register_state_dict_hook)
+    # and load_state_dict pre-hooks (Module.register_load_state_dict_pre_hook), in registration order.
+    state_dict_hooks: tuple = ()
+    load_state_dict_pre_hooks: tuple = ()
+    # Plain attributes set on the root (setattr) that no node reads, name -> value, in setting order.
+    # codegen gives each built module its own shallow copy of a dict or list value.
+    plain_attributes: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
 
 
 @attrs.frozen(slots=False, hash=False, repr=False)

@@ -50,13 +50,16 @@ def problems(program: Program) -> list[str]:
     if outputs != 1:
         out.append(f"graph has {outputs} output nodes; exactly one is required")
     if program.quant is not None:
+        # Quant facts were recorded against every graph the program has had: a name retired when the graph
+        # was rebuilt afresh (weight folding) is still a name that once was a node.
+        ever_named = program.namespace.ever_named
         # node_name_to_scope is not checked: prepare records it while tracing, before fusion erases nodes
         # (Linear+ReLU fused leaves the ReLU's name in it), so it legitimately names nodes FX never saw here.
         for name in program.quant.node_name_to_qconfig:
-            if name not in used:
+            if not ever_named(name):
                 out.append(f"quant facts: node_name_to_qconfig names '{name}', which was never a node of this graph")
         for name in program.quant.observed_node_names:
-            if name not in used:
+            if not ever_named(name):
                 out.append(f"quant facts: observed_node_names has '{name}', which was never a node of this graph")
     return out
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import torch
 from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook
 
-from qfx.ir.program import Program, RootInfo
+from qfx.ir.program import Program
 
 from .manager import register
 from .support.root_attributes import PRESERVED_ATTRS_KEY
@@ -83,14 +84,8 @@ def cleanup(program: Program) -> Program:
     meta: dict[str, Any] = {}
     if program.options.preserved_attributes is not None:
         meta[PRESERVED_ATTRS_KEY] = dict(program.options.preserved_attributes)
-    root = RootInfo(
-        class_name="GraphModule",
-        training=program.root.training,
-        codegen=program.root.codegen,
-        tracer_cls=program.root.tracer_cls,
-        tracer_extras=program.root.tracer_extras,
-        meta=meta,
-    )
+    # (the hooks and plain attributes that weight folding set on the root stay)
+    root = attrs.evolve(program.root, class_name="GraphModule", meta=meta)
     return program.evolve(modules=modules, attributes=attributes, root=root, quant=None)
 
 

@@ -40,9 +40,30 @@ def codegen(program: Program) -> GraphModule:
         meta[OBSERVED_ATTRS_KEY] = _thaw_quant_facts(program.quant)
     meta.update(program.root.meta)
     gm.meta.update(meta)
+    _install_root_extras(gm, program)
     for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
         setattr(gm, name, value)
     return gm
+
+
+def _install_root_extras(gm: GraphModule, program: Program) -> None:
+    """What passes asked to be set on the root itself: plain attributes (each dict or list copied, so no
+    two built modules share one) and state_dict / load_state_dict hooks, in their order."""
+    root = program.root
+    for name, value in root.plain_attributes.items():
+        setattr(gm, name, _own_copy(value))
+    for hook in root.state_dict_hooks:
+        gm._register_state_dict_hook(hook)
+    for hook in root.load_state_dict_pre_hooks:
+        gm.register_load_state_dict_pre_hook(hook)
+
+
+def _own_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _own_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_own_copy(v) for v in value]
+    return value
 
 
 def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwargs: dict, name: str,

@@ -36,6 +36,11 @@ class AttributeAllocator:
     def new(self, prefix: str, value: Any, device: Any) -> str:
         """Register `value` (a tensor is detached and cloned; a number becomes a tensor on `device`) under a
         fresh name `prefix<n>` (dots in the prefix become underscores); return the name."""
+        return self.new_object(prefix, _as_tensor(value, device))
+
+    def new_object(self, prefix: str, value: Any) -> str:
+        """Register `value` itself (any object, e.g. a packed-weight ScriptObject) under a fresh name
+        `prefix<n>` (dots in the prefix become underscores); return the name."""
         prefix = prefix.replace(".", "_")
         i = self._first_free.get(prefix, 0)
         name = f"{prefix}{i}"
@@ -43,7 +48,7 @@ class AttributeAllocator:
             i += 1
             name = f"{prefix}{i}"
         self._first_free[prefix] = i + 1
-        self._new[name] = _as_tensor(value, device)
+        self._new[name] = value
         self._taken.add(name)
         return name
 

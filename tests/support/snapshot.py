@@ -134,7 +134,8 @@ def _clone_tensor(t: torch.Tensor) -> torch.Tensor:
         out = t.detach().clone()
     if isinstance(t, nn.Parameter):
         return nn.Parameter(out, requires_grad=t.requires_grad)
-    return out
+    # (a non-leaf that requires grad, such as the bias a QNNPACK packed weight unpacks to, keeps the flag)
+    return out.requires_grad_(True) if t.requires_grad else out
 
 
 def _script_name(obj: Any) -> str:

@@ -1,0 +1,111 @@
+"""Running a prepack call's producer chain ahead of time, over the program's tables (what torch does by
+building a GraphModule of the chain and calling it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from qfx.ir.args import Ref, thaw
+from qfx.ir.errors import ConvertError
+from qfx.ir.graph import Graph, Node
+from qfx.ir.program import Program
+
+
+def producer_chain(graph: Graph, prepack: Node) -> list[Node] | None:
+    """The nodes `prepack` is computed from, found as torch's `collect_producer_nodes` finds them: a
+    depth-first walk from `prepack` over the nodes its top-level args and kwargs name (a `getattr` call
+    ends a branch), `prepack` first, a node once per time it is reached. None when a placeholder is
+    reached (the chain depends on the model's inputs and cannot be folded)."""
+    chain = [prepack]
+    frontier = [prepack]
+    while frontier:
+        node = frontier.pop()
+        for arg in (*node.args, *(v for _, v in node.kwargs)):
+            if type(arg) is not Ref:
+                continue
+            producer = graph[arg.name]
+            if producer.op == "placeholder":
+                return None
+            chain.append(producer)
+            if not (producer.op == "call_function" and producer.target is getattr):
+                frontier.append(producer)
+    return chain
+
+
+def evaluate_chain(program: Program, chain: list[Node]) -> Any:
+    """The value of `chain[0]`, running the chain's nodes from last to first (repeats run again, as in
+    torch's chain module) over the program's modules and attributes."""
+    values: dict[str, Any] = {}
+
+    def value_of(name: str) -> Any:
+        try:
+            return values[name]
+        except KeyError:
+            raise ConvertError(f"weight folding: node '{name}' feeds a prepack chain from inside a nested "
+                               "argument; only top-level arguments can be folded") from None
+
+    for node in reversed(chain):
+        args = thaw(node.args, value_of)
+        kwargs = {k: thaw(v, value_of) for k, v in node.kwargs}
+        if node.op == "get_attr":
+            values[node.name] = program.resolve(node.target)
+        elif node.op == "call_function":
+            values[node.name] = node.target(*args, **kwargs)
+        elif node.op == "call_method":
+            receiver, *rest = args
+            values[node.name] = getattr(receiver, node.target)(*rest, **kwargs)
+        elif node.op == "call_module":
+            values[node.name] = program.module(node.target)(*args, **kwargs)
+        else:
+            raise ConvertError(f"weight folding: cannot evaluate node '{node.name}' ({node.op})")
+    return values[chain[0].name]
+
+
+def original_weights(program: Program, chain: list[Node]) -> list:
+    """What torch's `original_weights_lookup` keeps for one folded chain: the state_dict values of the
+    module torch builds from the chain (its get_attr/call_module targets, laid out as GraphModule lays
+    them out), largest first (stable by numel), with a None appended when there is only one (no bias)."""
+    tree = _Tree()
+    for node in reversed(chain):
+        if node.op in ("get_attr", "call_module"):
+            tree.place(node.target, program.resolve(node.target))
+    weights = sorted(tree.state_values(), key=lambda t: t.numel(), reverse=True)
+    if len(weights) == 1:
+        weights.append(None)
+    return weights
+
+
+class _Tree:
+    """The parameters, buffers and children GraphModule(root, chain graph) would hold, in its order."""
+
+    def __init__(self) -> None:
+        self.parameters: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, torch.Tensor] = {}
+        self.children: dict[str, Any] = {}
+
+    def place(self, target: str, value: Any) -> None:
+        *prefix, field = target.split(".")
+        here: Any = self
+        for item in prefix:
+            child = here.children.get(item)
+            if child is None:
+                child = here.children[item] = _Tree()
+            elif isinstance(child, torch.nn.Module):
+                return  # (inside a module that is copied whole: its state is listed with it)
+            here = child
+        if isinstance(value, torch.nn.Module):
+            here.children[field] = value
+        elif isinstance(value, torch.nn.Parameter):
+            here.parameters[field] = value
+        elif isinstance(value, torch.Tensor):
+            here.buffers[field] = value
+        # (any other value is a plain attribute, outside the state_dict)
+
+    def state_values(self) -> list[torch.Tensor]:
+        out = [t.detach() for t in self.parameters.values()]
+        out += [t.detach() for t in self.buffers.values()]
+        for child in self.children.values():
+            out += list(child.state_dict().values()) if isinstance(child, torch.nn.Module) else child.state_values()
+        return out
