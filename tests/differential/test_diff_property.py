@@ -12,7 +12,7 @@ import copy
 from hypothesis import HealthCheck, event, given, settings
 
 from tests.support.snapshot import assert_same_model, assert_unchanged, snapshot
-from tests.support.strategies import examples, observed_models
+from qfx.testing.strategies import examples, observed_models
 from tests.differential.test_reference_diff import MODES, assert_same_behaviour, assert_same_failure, assert_same_root_attributes, attempt
 
 

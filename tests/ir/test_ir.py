@@ -27,7 +27,7 @@ from qfx.ir.rewrite import GraphBuilder, candidate_name
 from qfx.ir.verify import problems
 from qfx.lowering.codegen import codegen
 from tests.support.snapshot import assert_program_unchanged, snapshot_program
-from tests.support.strategies import examples, traced_models
+from qfx.testing.strategies import examples, traced_models
 
 
 class Small(nn.Module):

@@ -31,7 +31,7 @@ from qfx.ir import lift
 from qfx.lowering.codegen import codegen
 from qfx.lowering.codegen.pysource import fallback_reason, python_code, serving
 from tests.support.models import CASES, convert_kwargs
-from tests.support.strategies import examples, observed_models, traced_models
+from qfx.testing.strategies import examples, observed_models, traced_models
 from tests.differential.test_reference_diff import MODES, attempt, fresh_observed
 
 # Cases of the model zoo where the emitter is allowed to decline, with the reason (none today).

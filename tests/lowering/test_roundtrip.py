@@ -20,7 +20,7 @@ from qfx.ir.errors import LiftError, QfxError
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.lowering.codegen import codegen
 from tests.support.snapshot import assert_same_model, assert_same_outputs, assert_unchanged, diff_values, freeze_value, snapshot
-from tests.support.strategies import examples, observed_models, traced_models
+from qfx.testing.strategies import examples, observed_models, traced_models
 
 
 def check_roundtrip(gm: fx.GraphModule, inputs: tuple, *, observed: bool, run: bool = True) -> fx.GraphModule:

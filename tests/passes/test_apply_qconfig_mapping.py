@@ -19,7 +19,7 @@ import torch.ao.nn.intrinsic as nni
 import torch.ao.nn.intrinsic.qat as nniqat
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
-from tests.support.strategies import examples
+from qfx.testing.strategies import examples
 from hypothesis import strategies as st
 from torch.ao.quantization import (
     MinMaxObserver,

@@ -16,7 +16,7 @@ from qfx.lowering.codegen import codegen
 from qfx.passes import Pipeline
 from qfx.passes.dce import eliminate_dead_code, node_is_impure
 from tests.support.snapshot import assert_program_unchanged, assert_same_outputs, assert_unchanged, snapshot, snapshot_program
-from tests.support.strategies import examples, model_specs, observed_models, trace_spec
+from qfx.testing.strategies import examples, model_specs, observed_models, trace_spec
 
 DCE = Pipeline.parse("dce")
 

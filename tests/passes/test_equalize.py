@@ -52,7 +52,7 @@ from tests.support.snapshot import (
     snapshot,
     snapshot_program,
 )
-from tests.support.strategies import examples
+from qfx.testing.strategies import examples
 
 warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.ao\.quantization\.observer")
 

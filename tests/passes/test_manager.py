@@ -19,7 +19,7 @@ from tests.support.snapshot import (
     assert_program_unchanged, assert_same_model, assert_unchanged, diff_values, freeze_value, snapshot,
     snapshot_program,
 )
-from tests.support.strategies import examples, observed_models
+from qfx.testing.strategies import examples, observed_models
 
 
 class DeadEnds(nn.Module):

@@ -14,7 +14,7 @@ from torch.ao.quantization.quantize_fx import convert_to_reference_fx
 import qfx
 from qfx.ir.errors import UnsupportedError
 from qfx.passes.manager import REGISTRY
-from qfx.passes.pipelines import REFERENCE_PIPELINE
+from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
 from qfx import cli
 from qfx.demo_model import example_inputs, observed_demo_model
 
@@ -58,6 +58,7 @@ def test_passes_lists_every_registered_pass(capsys: pytest.CaptureFixture[str]) 
     assert cli.pass_module("swap-modules") == "qfx.passes.swap_modules"
     assert cli.pass_module("dce") == "qfx.passes.dce"
     assert f"reference pipeline: {REFERENCE_PIPELINE}" in out
+    assert f"lowered pipeline: {LOWERED_PIPELINE}" in out
 
 
 def test_summary_line_is_the_first_sentence_on_one_line() -> None:
@@ -113,12 +114,12 @@ def test_convert_checks_against_torch_and_writes_the_result(saved_demo: Path, tm
     if convert_is_pending():
         pytest.skip("qfx's convert passes still raise UnsupportedError")
     dumps, output = tmp_path / "ir", tmp_path / "converted.pt"
-    status, out, err = run("convert", str(saved_demo), "--check-against-torch", "--dump-ir", str(dumps),
-                           "-o", str(output))
+    status, out, err = run("convert", str(saved_demo), "--mode", "reference", "--check-against-torch",
+                           "--dump-ir", str(dumps), "--save", str(output))
     assert status == 0, err
     assert "equal to torch's convert_to_reference_fx: yes (same code, same state_dict, identical outputs)" in out
     assert len(list(dumps.glob("*.ir"))) == 1 + len(REFERENCE_PIPELINE.split(","))
-    converted = torch.load(output, weights_only=False)["model"]
+    converted = torch.load(output, weights_only=False)
     expected = convert_to_reference_fx(observed_demo_model())
     assert cli.differences(converted, expected, example_inputs()) == []
 
@@ -126,7 +127,7 @@ def test_convert_checks_against_torch_and_writes_the_result(saved_demo: Path, tm
 def test_convert_decomposed_checks_against_torch(saved_demo: Path) -> None:
     if convert_is_pending():
         pytest.skip("qfx's convert passes still raise UnsupportedError")
-    status, out, err = run("convert", str(saved_demo), "--decomposed", "--check-against-torch")
+    status, out, err = run("convert", str(saved_demo), "--mode", "decomposed", "--check-against-torch")
     assert status == 0, err
     assert "equal to torch's _convert_to_reference_decomposed_fx: yes" in out
     assert "quantized_decomposed" in out

@@ -1,0 +1,196 @@
+"""`qfx convert`: quantize a model given as a Python entry point (MODULE:FUNCTION), or convert a saved observed
+model (MODEL.pt), with the qfx pipeline; report the passes, what runs quantized, the error and the speed."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from torch.fx import GraphModule
+
+from qfx.api import convert_options, gc_paused
+from qfx.compare import differences, fingerprint, same_fingerprint
+from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
+from qfx.ir.lift import lift
+from qfx.lowering.codegen import codegen
+from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
+from qfx.passes.manager import Pipeline
+
+from .common import MODES, pass_table, plain
+from .modelfile import ModelFileError, ObservedPickleModule, load_observed
+from .prepare import BACKENDS, calibrate, prepare_entry_point
+from .report import count_ops, latency_ms, output_error
+
+EXAMPLES = """examples:
+  qfx convert mymodels.py:build                       # lowered (native kernels), x86 backend
+  qfx convert mymodels.py:build --mode reference --check-against-torch --save quantized.pt
+  qfx convert mypkg.models:build --backend qnnpack --pipeline apply-qconfig-mapping,observe-weights --dump-ir ir/
+  qfx convert observed.pt --mode decomposed           # a model saved by qfx.cli.save_observed"""
+
+
+def run_convert(observed: GraphModule, mode: str, pipeline_spec: str | None,
+                instruments: list[Instrument]) -> tuple[GraphModule, str, float]:
+    """Convert `observed` (only read) in `mode` with the standard pipeline or `pipeline_spec`.
+    Returns (result, a title saying what ran, seconds)."""
+    _, ours_fn, _ = MODES[mode]
+    start = time.perf_counter()
+    if pipeline_spec is None:
+        result = ours_fn(observed, instruments=instruments)
+        title = f"{mode} convert: qfx.{ours_fn.__name__}"
+    else:
+        pipeline = Pipeline.parse(pipeline_spec)
+        options = convert_options(is_reference=mode != "lowered", is_decomposed=mode == "decomposed",
+                                  convert_custom_config=None, remove_qconfig=mode != "decomposed",
+                                  preserve_from=observed)
+        with gc_paused():
+            result = codegen(pipeline.run(lift(observed, options=options), instruments))
+        title = f"pipeline {pipeline_spec!r} ({mode} options)"
+    return result, title, time.perf_counter() - start
+
+
+def _instruments(args: argparse.Namespace) -> tuple[Timing, list[Instrument]]:
+    timing = Timing()
+    instruments: list[Instrument] = [timing]
+    if args.print_ir_after_all:
+        instruments.append(PrintIR(sys.stderr))
+    if args.dump_ir is not None:
+        instruments.append(DumpIR(args.dump_ir))
+    return timing, instruments
+
+
+def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, inputs: tuple | None,
+                         console: Console) -> bool:
+    torch_name, _, theirs_fn = MODES[mode]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = theirs_fn(copy.deepcopy(observed))
+    found = differences(result, theirs, inputs)
+    compared = "same code, same state_dict" + (", identical outputs" if inputs is not None else "")
+    if found:
+        plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(found)})")
+        return False
+    plain(console, f"equal to torch's {torch_name}: yes ({compared})")
+    return True
+
+
+def save_converted(model: GraphModule, path: str | Path) -> None:
+    """Save the converted module to `path`; `torch.load(path, weights_only=False)` gives it back exactly (same
+    code, node names and state: GraphModules go through qfx's lift/codegen pickling, see modelfile)."""
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        torch.save(model, partial, pickle_module=ObservedPickleModule)
+    except Exception as exc:
+        partial.unlink(missing_ok=True)
+        raise ModelFileError(f"cannot save the converted model to '{path}': {exc}") from exc
+    partial.replace(path)
+
+
+def cmd_convert(args: argparse.Namespace, console: Console) -> int:
+    """Dispatch on the form of the MODEL argument: an entry point or a saved observed model."""
+    if args.decomposed:
+        args.mode = "decomposed"
+    if args.pipeline is not None:
+        Pipeline.parse(args.pipeline)  # a bad spec or unknown pass fails before any model is loaded
+    if looks_like_entry_point(args.model):
+        return _convert_entry_point(load_entry_point(args.model), args, console)
+    return _convert_saved(args, console)
+
+
+def _convert_saved(args: argparse.Namespace, console: Console) -> int:
+    observed, inputs = load_observed(args.model)
+    before = fingerprint(observed)
+    timing, instruments = _instruments(args)
+    result, title, seconds = run_convert(observed, args.mode, args.pipeline, instruments)
+    plain(console, title)
+    console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
+    if args.dump_ir is not None:
+        plain(console, f"IR after each pass written to {args.dump_ir}/")
+    status = 0
+    if args.check_against_torch:
+        status = 0 if _check_against_torch(result, observed, args.mode, inputs, console) else 1
+        if inputs is None:
+            plain(console, "outputs not compared: the file holds no example inputs (see qfx.cli.save_observed)")
+    if not same_fingerprint(before, fingerprint(observed)):
+        plain(console, "observed model left unchanged: NO")
+        status = 1
+    if args.save is not None:
+        save_converted(result, args.save)
+        plain(console, f"wrote {args.save} (load it with torch.load(path, weights_only=False))")
+    else:
+        plain(console, result.code.strip("\n"))
+    return status
+
+
+def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: Console) -> int:
+    prepare_name = "prepare_qat_fx" if args.qat else "prepare_fx"
+    observed = prepare_entry_point(entry, args.backend, args.qat)
+    plain(console, f"{entry.spec}: traced and prepared with {prepare_name} ({args.backend} backend, its default "
+                   f"{'QAT ' if args.qat else ''}qconfig mapping): {len(observed.graph.nodes)} nodes")
+    calibrate(observed, entry.calibration_batches, console)
+    if args.qat:
+        observed.eval()  # as before convert_fx in torch's QAT flow (no training step has run)
+    before = fingerprint(observed)
+    timing, instruments = _instruments(args)
+    result, title, seconds = run_convert(observed, args.mode, args.pipeline, instruments)
+    plain(console, title)
+    console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
+    if args.dump_ir is not None:
+        plain(console, f"IR after each pass written to {args.dump_ir}/")
+    counts = count_ops(result)
+    islands = f" in {counts.islands} island{'s' if counts.islands != 1 else ''}" if counts.float else ""
+    plain(console, f"ops: {counts.quantized} run quantized, {counts.float} in float{islands}"
+                   + (f" ({', '.join(counts.float_nodes[:8])}{' ...' if counts.float > 8 else ''})"
+                      if counts.float else ""))
+    batches = entry.calibration_batches
+    error = output_error(entry.model, result, batches)
+    plain(console, f"output error against the float model on {len(batches)} calibration batch"
+                   f"{'es' if len(batches) != 1 else ''}: max abs {error.max_abs:.4g}, SQNR {error.sqnr_db:.1f} dB")
+    float_ms = latency_ms(copy.deepcopy(entry.model).eval(), entry.example_inputs)
+    quant_ms = latency_ms(result, entry.example_inputs)
+    plain(console, f"latency (median forward on the example inputs): float {float_ms:.3f} ms, quantized "
+                   f"{quant_ms:.3f} ms ({float_ms / quant_ms:.2f}x)")
+    status = 0
+    if args.check_against_torch:
+        status = 0 if _check_against_torch(result, observed, args.mode, entry.example_inputs, console) else 1
+    if not same_fingerprint(before, fingerprint(observed)):
+        plain(console, "observed model left unchanged: NO")
+        status = 1
+    if args.save is not None:
+        save_converted(result, args.save)
+        plain(console, f"wrote {args.save} (load it with torch.load(path, weights_only=False))")
+    return status
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Register `qfx convert`."""
+    convert = commands.add_parser(
+        "convert", help="quantize a model from a Python entry point (or convert a saved observed model)",
+        description="Quantize MODULE:FUNCTION (FUNCTION returns (model, example_inputs) or (model, example_inputs, "
+                    "calibration_batches); MODULE is importable from the current directory or a path to a .py "
+                    "file): trace and prepare it with torch's prepare_fx, calibrate, convert with qfx, and report. "
+                    "A MODEL.pt written by qfx.cli.save_observed is converted as it is.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    convert.add_argument("model", metavar="MODULE:FUNCTION | MODEL.pt", help="the entry point or saved observed model")
+    convert.add_argument("--backend", choices=BACKENDS, default="x86",
+                         help="the backend's default qconfig mapping and quantized engine (default: x86)")
+    convert.add_argument("--qat", action="store_true", help="prepare with prepare_qat_fx (no training is run)")
+    convert.add_argument("--mode", choices=tuple(MODES), default="lowered",
+                         help="lowered: native kernels, as torch's convert_fx (default); reference: "
+                              "convert_to_reference_fx; decomposed: _convert_to_reference_decomposed_fx")
+    convert.add_argument("--decomposed", action="store_true", help=argparse.SUPPRESS)  # old spelling of --mode
+    convert.add_argument("--pipeline", metavar="SPEC", help="run these passes instead of the standard pipeline, "
+                         "e.g. 'apply-qconfig-mapping,dce' (comma-separated; see qfx passes)")
+    convert.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass (stderr)")
+    convert.add_argument("--dump-ir", metavar="DIR", help="write the IR before and after every pass to DIR")
+    convert.add_argument("--check-against-torch", action="store_true",
+                         help="compare code, state_dict and outputs with torch's convert (on a copy)")
+    convert.add_argument("--save", "-o", "--output", dest="save", metavar="PATH",
+                         help="save the converted module (load with torch.load(PATH, weights_only=False))")
+    convert.set_defaults(run=cmd_convert)

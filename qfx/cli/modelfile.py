@@ -1,0 +1,114 @@
+"""The file format of `qfx convert MODEL.pt`: an observed GraphModule (and example inputs) saved so that
+convert can read it back. Plain `torch.save` cannot store one: prepare's qconfigs hold a local function,
+and GraphModule pickling drops `meta`, where prepare keeps the facts convert needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from qfx.ir.errors import NotObservedModelError, QfxError
+from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
+from qfx.lowering.codegen import codegen
+
+FILE_FORMAT = "qfx.observed/1"
+
+
+class ModelFileError(QfxError):
+    """A model file could not be read, or does not hold a model `qfx convert` can use."""
+
+
+def _factory_kwargs_on(device: torch.device | None) -> dict[str, Any] | None:
+    """Stand-in for prepare's per-module closure that tells observers which device to use."""
+    return None if device is None else {"device": device}
+
+
+_DEVICE_CLOSURE = "_add_module_to_qconfig_obs_ctr.<locals>.get_factory_kwargs_based_on_module_device"
+
+
+def _operator_overload(namespace: str, op: str, overload: str) -> Any:
+    """The operator overload torch.ops.<namespace>.<op>.<overload> (how saved graphs refer to ops)."""
+    return getattr(getattr(getattr(torch.ops, namespace), op), overload)
+
+
+class _ObservedPickler(pickle.Pickler):
+    """Pickles GraphModules graph and all, through lift/codegen: node names, targets and meta survive (torch's
+    own GraphModule pickling re-traces the code and drops `meta`). Operator overloads are saved by name, and
+    prepare's device closure is replaced by an equivalent importable function (evaluated at save time)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, GraphModule):
+            return (codegen, (lift(obj, observed=False),))
+        if isinstance(obj, torch._ops.OpOverload):
+            namespace, op = obj._schema.name.split("::")
+            return (_operator_overload, (namespace, op, obj._overloadname))
+        if getattr(obj, "__qualname__", None) == _DEVICE_CLOSURE and callable(obj):
+            found = obj() or {}
+            return (functools.partial, (_factory_kwargs_on, found.get("device")))
+        return NotImplemented
+
+
+class ObservedPickleModule:
+    """The `pickle_module` torch.save uses to write qfx model files (observed or converted GraphModules)."""
+
+    Pickler = _ObservedPickler
+    Unpickler = pickle.Unpickler
+    load = staticmethod(pickle.load)
+    dump = staticmethod(pickle.dump)
+
+
+def save_observed(model: GraphModule, path: str | Path, example_inputs: tuple | None = None) -> None:
+    """Write `model` (an observed GraphModule, or any GraphModule) and optional example inputs to `path`,
+    loadable with `torch.load(path, weights_only=False)` (a dict with "model" and "example_inputs") and by
+    `qfx convert`. `model` is only read. Raises ModelFileError if it cannot be pickled."""
+    payload = {"format": FILE_FORMAT, "model": model, "example_inputs": example_inputs}
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        torch.save(payload, partial, pickle_module=ObservedPickleModule)
+    except Exception as exc:
+        partial.unlink(missing_ok=True)
+        raise ModelFileError(f"cannot save the model to '{path}': {exc}") from exc
+    partial.replace(path)
+
+
+def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
+    """Read a file written by `save_observed` (or a torch.save'd GraphModule) -> (model, example inputs).
+
+    Raises ModelFileError when the file cannot be read or holds something else, and NotObservedModelError
+    when the GraphModule lacks prepare_fx's facts."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"cannot read '{path}': no such file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:  # torch.load raises many types for a bad file; all mean the same here
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelFileError(f"cannot load '{path}' (is it a file written by torch.save?): {reason}") from exc
+    inputs = None
+    if isinstance(loaded, dict) and "model" in loaded:
+        model, inputs = loaded["model"], loaded.get("example_inputs")
+    else:
+        model = loaded
+    if not isinstance(model, GraphModule):
+        raise ModelFileError(
+            f"'{path}' holds a {type(model).__name__}, not an observed torch.fx.GraphModule; "
+            "save the output of prepare_fx with qfx.cli.save_observed(model, path)"
+        )
+    if OBSERVED_ATTRS_KEY not in model.meta:
+        raise NotObservedModelError(
+            f"'{path}' holds a GraphModule without prepare_fx's facts (plain torch.save drops GraphModule.meta); "
+            "save the observed model with qfx.cli.save_observed(model, path)"
+        )
+    if inputs is not None and not isinstance(inputs, tuple):
+        inputs = (inputs,)
+    return model, inputs

@@ -1,0 +1,59 @@
+"""From a user's float model to an observed one: the backend's qconfig mapping and engine, prepare_fx (or
+prepare_qat_fx), and calibration with a progress bar. The user's model is never modified (we prepare a copy).
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+from torch.fx import GraphModule
+
+from qfx.entrypoint import EntryPoint, EntryPointError
+from qfx.ir.errors import QfxError
+
+BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
+
+
+class BackendError(QfxError, ValueError):
+    """A quantization backend this build of torch cannot run."""
+
+
+def use_backend(backend: str) -> None:
+    """Set torch.backends.quantized.engine to `backend` (raises BackendError when torch lacks it)."""
+    if backend not in torch.backends.quantized.supported_engines:
+        raise BackendError(f"backend '{backend}' is not supported by this torch build (supported: "
+                           f"{', '.join(e for e in torch.backends.quantized.supported_engines if e != 'none')})")
+    torch.backends.quantized.engine = backend
+
+
+def prepare_entry_point(entry: EntryPoint, backend: str, qat: bool) -> GraphModule:
+    """A copy of the entry point's model traced and prepared with `backend`'s default qconfig mapping
+    (the QAT one, in train mode, with `qat`). Raises EntryPointError when prepare cannot trace the model."""
+    use_backend(backend)
+    model = copy.deepcopy(entry.model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if qat:
+                return prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(backend), entry.example_inputs)
+            return prepare_fx(model.eval(), get_default_qconfig_mapping(backend), entry.example_inputs)
+    except Exception as exc:  # tracing errors come in many types; all mean "prepare could not take this model"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EntryPointError(f"entry point '{entry.spec}': prepare_{'qat_' if qat else ''}fx failed "
+                              f"({type(exc).__name__}: {reason})") from exc
+
+
+def calibrate(observed: GraphModule, batches: tuple[tuple, ...], console: Console) -> None:
+    """Run every batch through `observed` (no gradients; QAT models run no training step), with a bar."""
+    columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress, torch.no_grad():
+        task = progress.add_task("calibrate", total=len(batches))
+        for batch in batches:
+            observed(*batch)
+            progress.advance(task)

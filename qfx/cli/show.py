@@ -1,0 +1,113 @@
+"""`qfx show`: the IR of a model at any point of the pipeline, as text or as a Graphviz picture in which
+quantize/dequantize nodes, quantized modules and ops and float islands have their own colours."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from qfx.api import convert_options, gc_paused
+from qfx.entrypoint import load_entry_point, looks_like_entry_point
+from qfx.graphview import render, summary, to_dot
+from qfx.ir.errors import PipelineSpecError
+from qfx.ir.lift import lift
+from qfx.ir.printer import print_program
+from qfx.ir.program import Program
+from qfx.passes.manager import Pipeline
+from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
+
+from .common import plain
+from .modelfile import load_observed
+from .prepare import BACKENDS, calibrate, prepare_entry_point
+
+EXAMPLES = """examples:
+  qfx show mymodels.py:build --after final --format svg -o model.svg   # where did my model stay in float?
+  qfx show mymodels.py:build --after insert-qdq                        # the IR as text, after one pass
+  qfx show mymodels.py:build --format dot | dot -Tpng > observed.png"""
+
+
+def check_after(mode: str, after: str) -> list[str]:
+    """The pass names of the `mode` pipeline; raises PipelineSpecError unless `after` is prepare, final or one
+    of them."""
+    names = (LOWERED_PIPELINE if mode == "lowered" else REFERENCE_PIPELINE).split(",")
+    if after not in ("prepare", "final") and after not in names:
+        raise PipelineSpecError(f"--after '{after}': not a pass of the {mode} pipeline; use prepare, final or "
+                                f"one of: {', '.join(dict.fromkeys(names))}")
+    return names
+
+
+def program_after(observed_program: Program, mode: str, after: str) -> tuple[Program, str]:
+    """`observed_program` run through the `mode` pipeline up to and including the pass `after` ("prepare":
+    none, "final": all). Returns (program, a title). Raises PipelineSpecError for a pass not in the pipeline."""
+    names = check_after(mode, after)
+    if after == "prepare":
+        return observed_program, "after prepare"
+    count = len(names) if after == "final" else names.index(after) + 1
+    with gc_paused():
+        result = Pipeline.parse(",".join(names[:count])).run(observed_program)
+    return result, f"after {after} ({mode} pipeline)" if after != "final" else f"{mode} convert result"
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    """Print or write the IR (text, DOT, SVG or PNG) and a summary of the float islands."""
+    check_after(args.mode, args.after)
+    if looks_like_entry_point(args.model):
+        entry = load_entry_point(args.model)
+        observed = prepare_entry_point(entry, args.backend, args.qat)
+        calibrate(observed, entry.calibration_batches, Console(stderr=True))
+        if args.qat:
+            observed.eval()
+    else:
+        observed, _ = load_observed(args.model)
+    options = convert_options(is_reference=args.mode != "lowered", is_decomposed=args.mode == "decomposed",
+                              convert_custom_config=None, remove_qconfig=args.mode != "decomposed",
+                              preserve_from=observed)
+    program, title = program_after(lift(observed, options=options), args.mode, args.after)
+    text_summary = summary(program)
+    if args.format == "text":
+        body: bytes = (print_program(program) + "\n" + text_summary + "\n").encode()
+    elif args.format == "dot":
+        body = to_dot(program, f"{args.model} {title}").source.encode()
+    else:
+        body = render(program, args.format, f"{args.model} {title}")
+    if args.output is None:
+        if args.format in ("svg", "png"):
+            sys.stdout.flush()
+            sys.stdout.buffer.write(body)
+            sys.stdout.buffer.flush()
+        else:
+            sys.stdout.write(body.decode())
+            sys.stdout.flush()
+        if args.format != "text":
+            print(text_summary, file=sys.stderr)
+        return 0
+    Path(args.output).write_bytes(body)
+    plain(console, f"{args.model} {title}: wrote {args.output}")
+    if args.format != "text":
+        plain(console, text_summary)
+    return 0
+
+
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Register `qfx show`."""
+    show = commands.add_parser(
+        "show", help="show the IR (text, or a Graphviz picture with float islands coloured)",
+        description="Show the IR of MODULE:FUNCTION (prepared and calibrated as qfx convert does) or of a saved "
+                    "observed MODEL.pt, after prepare (default), after a named pass, or the final result. Pictures "
+                    "colour quantize/dequantize nodes, quantized modules and ops and float islands, cluster nodes "
+                    "by module scope and carry a legend; a summary lists the float islands with their nodes.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    show.add_argument("model", metavar="MODULE:FUNCTION | MODEL.pt", help="the entry point or saved observed model")
+    show.add_argument("--after", metavar="PASS", default="prepare",
+                      help="prepare (default), final, or a pass of the pipeline (see qfx passes)")
+    show.add_argument("--format", choices=("text", "dot", "svg", "png"), default="text",
+                      help="text (default), dot (Graphviz source), svg or png (need Graphviz's dot program)")
+    show.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
+    show.add_argument("--mode", choices=("lowered", "reference", "decomposed"), default="lowered",
+                      help="which pipeline --after refers to (default: lowered)")
+    show.add_argument("--backend", choices=BACKENDS, default="x86", help="as for qfx convert (default: x86)")
+    show.add_argument("--qat", action="store_true", help="prepare with prepare_qat_fx")
+    show.set_defaults(run=cmd_show)

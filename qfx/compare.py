@@ -1,0 +1,97 @@
+"""Comparing converted models with torch's, and checking that a model was left alone.
+
+`differences(ours, theirs, inputs)` lists how two GraphModules differ (code, state_dict, outputs);
+`fingerprint(model)` / `same_fingerprint(a, b)` record and compare everything convert could change.
+Tensors are compared bit for bit, never with a tolerance.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Bitwise equality for tensors (dtype, shape, quantization parameters and bits), packed-weight objects by
+    their pickled state, == otherwise."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+            return False
+        if a.dtype != b.dtype or a.shape != b.shape or a.is_quantized != b.is_quantized:
+            return False
+        if a.is_quantized:
+            if a.qscheme() != b.qscheme():
+                return False
+            if a.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+                params_equal = a.q_scale() == b.q_scale() and a.q_zero_point() == b.q_zero_point()
+            else:
+                params_equal = (a.q_per_channel_axis() == b.q_per_channel_axis()
+                                and same_value(a.q_per_channel_scales(), b.q_per_channel_scales())
+                                and same_value(a.q_per_channel_zero_points(), b.q_per_channel_zero_points()))
+            return params_equal and same_value(a.int_repr(), b.int_repr())
+        a, b = a.detach().contiguous().reshape(-1), b.detach().contiguous().reshape(-1)
+        if a.dtype.is_floating_point or a.dtype.is_complex:
+            return torch.equal(a.view(torch.uint8), b.view(torch.uint8))
+        return torch.equal(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, torch.ScriptObject) or isinstance(b, torch.ScriptObject):
+        # packed weights have no __eq__: compare their class and the state they pickle to
+        if not (isinstance(a, torch.ScriptObject) and isinstance(b, torch.ScriptObject)):
+            return False
+        return a._type().qualified_name() == b._type().qualified_name() and same_value(
+            a.__getstate__(), b.__getstate__())
+    return a == b
+
+
+def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
+    """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits) and, when `inputs`
+    are given, outputs (of copies: neither module is changed). Empty when they are the same."""
+    found: list[str] = []
+    if ours.code != theirs.code:
+        a, b = ours.code.splitlines(), theirs.code.splitlines()
+        line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        found.append(f"code differs from line {line + 1} (qfx: {_line(a, line)!r}, torch: {_line(b, line)!r})")
+    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
+    if list(ours_state) != list(theirs_state):
+        only = sorted(set(ours_state) ^ set(theirs_state))
+        found.append(f"state_dict keys differ ({', '.join(only[:4]) if only else 'same keys, other order'})")
+    else:
+        bad = [k for k in ours_state if not same_value(ours_state[k], theirs_state[k])]
+        if bad:
+            found.append(f"state_dict values differ: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+    if inputs is not None:
+        # Run copies: a module may share observers with the observed model, and running them records stats.
+        ours, theirs = copy.deepcopy(ours), copy.deepcopy(theirs)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            same = same_value(ours(*inputs), theirs(*inputs))
+        if not same:
+            found.append("outputs differ")
+    return found
+
+
+def _line(lines: list[str], i: int) -> str:
+    return lines[i].strip() if i < len(lines) else "<end>"
+
+
+def fingerprint(model: GraphModule) -> tuple:
+    """Everything about `model` that convert could change: graph, code, modules, state and meta."""
+    graph = tuple((n.name, n.op, str(n.target), str(n.args), str(n.kwargs)) for n in model.graph.nodes)
+    modules = tuple((name, id(m), type(m).__name__) for name, m in model.named_modules(remove_duplicate=False))
+    state = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v))
+             for k, v in model.state_dict(keep_vars=True).items()}
+    attrs = {name: sorted(vars(m)) for name, m in model.named_modules(remove_duplicate=False)}
+    meta = {k: id(v) for k, v in model.meta.items()}
+    return graph, model.code, modules, state, attrs, meta
+
+
+def same_fingerprint(a: tuple, b: tuple) -> bool:
+    """True when two fingerprints (see `fingerprint`) describe the same model state."""
+    return a[0] == b[0] and a[1] == b[1] and a[2] == b[2] and same_value(a[3], b[3]) and a[4] == b[4] and a[5] == b[5]

@@ -1,0 +1,113 @@
+"""Checks a user runs on their own pass (or on qfx's): pure, idempotent, and the same result as torch.
+
+    from qfx.testing.checks import assert_pure, assert_idempotent, assert_same_as_torch
+
+Each raises AssertionError with a message that says what differs, and returns the value it checked so
+checks can be chained in a property test.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any, Callable
+
+import torch
+from torch.fx import GraphModule
+
+from qfx.compare import differences, fingerprint, same_fingerprint, same_value
+from qfx.ir.errors import VerificationError
+from qfx.ir.printer import print_program
+from qfx.ir.program import Program
+from qfx.ir.verify import verify
+
+PassLike = Callable[[Program], Program]
+
+
+def _held_state(value: Any) -> Any:
+    """A comparable copy of what a module or tensor in a Program's tables holds (tensors cloned)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, torch.nn.Module):
+        state = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v))
+                 for k, v in value.state_dict(keep_vars=True).items()}
+        attrs = {name: sorted(vars(m)) for name, m in value.named_modules(remove_duplicate=False)}
+        return state, attrs
+    return None
+
+
+def _program_state(program: Program) -> tuple:
+    """Everything a pass could change in `program`: its text, table identities and the state they hold."""
+    modules = {k: id(v) for k, v in program.modules.items()}
+    attributes = {k: id(v) for k, v in program.attributes.items()}
+    held = {k: _held_state(v) for k, v in list(program.modules.items()) + list(program.attributes.items())}
+    return print_program(program), modules, attributes, held, id(program.quant), id(program.options)
+
+
+def _changes(before: tuple, after: tuple) -> list[str]:
+    names = ["printed IR", "module table", "attribute table", "module/tensor state", "quant facts", "options"]
+    return [name for name, a, b in zip(names, before, after) if not same_value(a, b)]
+
+
+def assert_pure(pass_: PassLike, program: Program) -> Program:
+    """Run `pass_` (a registered Pass or any Program -> Program function) on `program` and check that the
+    input is unchanged (printed IR, module and tensor tables, the state every module and tensor holds) and
+    that the verifier accepts both. Returns the pass's result."""
+    verify(program)
+    before = _program_state(program)
+    result = pass_(program)
+    changed = _changes(before, _program_state(program))
+    name = getattr(pass_, "name", getattr(pass_, "__name__", repr(pass_)))
+    if changed:
+        raise AssertionError(f"pass {name!r} mutated its input program: {', '.join(changed)} changed")
+    if not isinstance(result, Program):
+        raise AssertionError(f"pass {name!r} returned a {type(result).__name__}, not a Program")
+    try:
+        verify(result)
+    except VerificationError as exc:
+        raise AssertionError(f"pass {name!r} returned a program the verifier rejects: {exc}") from exc
+    return result
+
+
+def assert_idempotent(pass_: PassLike, program: Program) -> Program:
+    """Check that running `pass_` twice gives the same program as running it once (same printed IR and the
+    same module and tensor objects). Returns the result of one run."""
+    once = pass_(program)
+    twice = pass_(once)
+    name = getattr(pass_, "name", getattr(pass_, "__name__", repr(pass_)))
+    if print_program(once) != print_program(twice):
+        raise AssertionError(f"pass {name!r} is not idempotent: a second run changed the printed IR")
+    if dict(once.modules) != dict(twice.modules) or list(once.attributes) != list(twice.attributes):
+        raise AssertionError(f"pass {name!r} is not idempotent: a second run changed the module or tensor tables")
+    return once
+
+
+def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None = None,
+                         **convert_kwargs: Any) -> GraphModule:
+    """Convert `observed` with qfx and with torch (on a deep copy) and check the results are the same: same
+    code, same state_dict (bit for bit) and, with `example_inputs`, identical outputs; and that qfx left
+    `observed` unchanged. `convert_kwargs` are torch `convert`'s: `is_reference` (default False: lowered,
+    as `convert_fx`), `is_decomposed`, `convert_custom_config`, `qconfig_mapping`, `backend_config`.
+    Returns qfx's result."""
+    import qfx
+    from torch.ao.quantization import quantize_fx
+
+    is_reference = convert_kwargs.pop("is_reference", False)
+    is_decomposed = convert_kwargs.pop("is_decomposed", False)
+    if is_decomposed:
+        ours_fn, theirs_fn = qfx.convert_to_reference_decomposed_fx, quantize_fx._convert_to_reference_decomposed_fx
+    elif is_reference:
+        ours_fn, theirs_fn = qfx.convert_to_reference_fx, quantize_fx.convert_to_reference_fx
+    else:
+        ours_fn, theirs_fn = qfx.convert_fx, quantize_fx.convert_fx
+    before = fingerprint(observed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = ours_fn(observed, **convert_kwargs)
+        theirs = theirs_fn(copy.deepcopy(observed), **copy.deepcopy(convert_kwargs))
+    if not same_fingerprint(before, fingerprint(observed)):
+        raise AssertionError(f"qfx.{ours_fn.__name__} changed the observed model")
+    found = differences(ours, theirs, example_inputs)
+    if found:
+        raise AssertionError(f"qfx.{ours_fn.__name__} differs from torch's {theirs_fn.__name__}: {'; '.join(found)}")
+    return ours
