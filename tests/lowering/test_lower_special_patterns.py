@@ -1,0 +1,182 @@
+"""lower-special-patterns: copy, fixed-qparams, shape, cat and default ops read quantized tensors directly;
+default modules become their quantized modules and default functions their quantized operators with the
+output qparams as keywords; fp16 patterns of copy ops lose only their dequantize; the whole lowered convert
+of such models equals torch's convert_fx; on random observed models no pattern is left."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.ao.nn.quantized as nnq
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from torch.ao.quantization import QConfigMapping, float16_static_qconfig, get_default_qconfig_mapping
+from torch.ao.quantization.backend_config.native import get_test_only_legacy_native_backend_config
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+import qfx
+from qfx.api import convert_options
+from qfx.ir import lift
+from qfx.ir.program import Program
+from qfx.lowering.lower_special_patterns.tables import SPECIAL
+from qfx.lowering.support.patterns import is_dequantize
+from qfx.passes import Pipeline
+from tests.support.snapshot import assert_same_model, assert_same_outputs
+from tests.support.strategies import examples, observed_models
+
+PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
+PASS = Pipeline.parse("lower-special-patterns")
+
+
+class Special(nn.Module):
+    """One op of each family, modules (one called twice) and functions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(3)
+        self.pool = nn.MaxPool2d(2)
+        self.hswish = nn.Hardswish()
+        self.ln = nn.LayerNorm([3, 2, 2])
+        self.softmax = nn.Softmax(dim=1)
+        self.prelu = nn.PReLU()
+
+    def forward(self, x):
+        h = self.pool(self.bn(x))                                # default module, copy module
+        h = F.hardswish(h)                                       # default function
+        h = F.leaky_relu(h, negative_slope=0.2)
+        h = F.instance_norm(h, momentum=0.2)                     # skipped keyword argument
+        h = self.hswish(self.ln(h))
+        h = self.hswish(torch.sigmoid(h))                        # shared module, fixed qparams function
+        a = torch.cat([h.reshape(2, -1), torch.flatten(h, 1)], 1)  # cat of a list, shape method, copy function
+        s = self.softmax(self.prelu(a))
+        return torch.mean(F.elu(s), 1), F.dropout(a, 0.5, False, inplace=False)
+
+
+def observe(model: nn.Module, inputs: tuple, mapping: QConfigMapping | None = None) -> torch.fx.GraphModule:
+    mapping = mapping if mapping is not None else get_default_qconfig_mapping("x86")
+    observed = prepare_fx(model.eval(), mapping, inputs)
+    observed(*inputs)
+    return observed
+
+
+def lowered(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
+    program = lift(observed, options=convert_options(is_reference=False, convert_custom_config=None))
+    before = PREFIX.run(program)
+    return before, PASS.run(before)
+
+
+def _patterns(program: Program) -> list[str]:
+    """Quantize nodes that still read a special op whose first input is dequantized."""
+    nodes = {n.name: n for n in program.graph.nodes}
+    left = []
+    for n in program.graph.nodes:
+        if n.target is not torch.quantize_per_tensor or n.args[0].name not in nodes:
+            continue
+        ref = nodes[n.args[0].name]
+        if SPECIAL.holds(program, ref) and ref.args and is_dequantize(nodes.get(getattr(ref.args[0], "name", None))):
+            left.append(n.name)
+    return left
+
+
+INPUTS = (torch.randn(2, 3, 4, 4),)
+
+
+def test_modules_are_swapped_and_functions_become_quantized_ops() -> None:
+    before, after = lowered(observe(Special(), INPUTS))
+    assert _patterns(before) and not _patterns(after)
+    assert type(after.modules["bn"]) is nnq.BatchNorm2d
+    assert type(after.modules["hswish"]) is nnq.Hardswish
+    assert type(after.modules["ln"]) is nnq.LayerNorm
+    assert type(after.modules["softmax"]) is nnq.Softmax
+    assert type(after.modules["prelu"]) is nnq.PReLU
+    assert type(after.modules["pool"]) is nn.MaxPool2d  # copy modules stay
+    assert type(before.modules["bn"]) is nn.BatchNorm2d  # (the input program is untouched)
+    nodes = {n.name: n for n in after.graph.nodes}
+    q = torch.ops.quantized
+    by_target = {n.target: n for n in after.graph.nodes if n.op == "call_function"}
+    for op in (q.hardswish, q.leaky_relu, q.instance_norm, q.elu, q.dropout):
+        node = by_target[op]
+        keys = [k for k, _ in node.kwargs]
+        assert keys[-2:] == ["output_scale", "output_zero_point"]
+        assert all(nodes[v.name].op == "get_attr" for _, v in node.kwargs[-2:])
+        assert list(node.meta) == ["stack_trace"]
+        # inserted right after the zero-point node it reads
+        order = [n.name for n in after.graph.nodes]
+        assert order.index(node.name) == order.index(node.kwargs[-1][1].name) + 1
+    assert "momentum" not in dict(by_target[q.instance_norm].kwargs)
+    assert dict(by_target[q.leaky_relu].kwargs)["negative_slope"] == 0.2
+    # the quantized op's name is FX's for its target; the float call's name stays taken
+    assert by_target[q.hardswish].name == "hardswish_1"
+    assert F.hardswish not in by_target and F.elu not in by_target
+    cat = by_target[torch.cat]
+    assert all(nodes[a.name].target != "dequantize" for a in cat.args[0].items)
+
+
+def test_the_shared_module_takes_the_last_calls_qparams() -> None:
+    observed = observe(Special(), INPUTS)
+    before, after = lowered(observed)
+    assert [n.name for n in after.graph.nodes if n.op == "call_module" and n.target == "hswish"] == [
+        "hswish", "hswish_1"]
+    nodes = {n.name: n for n in before.graph.nodes}
+    scales = [float(before.resolve(nodes[n.args[1].name].target)) for n in before.graph.nodes
+              if n.target is torch.quantize_per_tensor and n.args[0].name in ("hswish", "hswish_1")]
+    assert len(scales) == 2 and scales[0] != scales[1]
+    # torch swaps the module once per call, so the second call's output qparams win
+    assert after.modules["hswish"].scale == scales[1]
+    theirs = convert_fx(copy.deepcopy(observed))
+    assert (after.modules["hswish"].scale, after.modules["hswish"].zero_point) == (
+        theirs.hswish.scale, theirs.hswish.zero_point)
+
+
+def test_whole_convert_matches_torch() -> None:
+    observed = observe(Special(), INPUTS)
+    ours = qfx.convert_fx(observed)
+    theirs = convert_fx(copy.deepcopy(observed))
+    assert_same_model(ours, theirs)
+    assert_same_outputs(ours, theirs, *INPUTS)
+
+
+class Fp16(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = torch.flatten(self.pool(x), 1)
+        h = self.lin(h.reshape(2, 3))
+        return F.layer_norm(h, [3]), torch.sigmoid(h), torch.relu(h)
+
+
+def test_fp16_copy_ops_lose_their_dequantize_and_match_torch() -> None:
+    # torch's legacy native backend config is the one that runs copy ops in fp16 (`.to(torch.float16)`)
+    backend = get_test_only_legacy_native_backend_config()
+    mapping = QConfigMapping().set_global(float16_static_qconfig)
+    inputs = (torch.randn(2, 3, 4, 4),)
+    observed = prepare_fx(Fp16().eval(), mapping, inputs, backend_config=backend)
+    observed(*inputs)
+    program = lift(observed, options=convert_options(is_reference=False, convert_custom_config=None,
+                                                     backend_config=backend))
+    before = PREFIX.run(program)
+    after = PASS.run(before)
+    reads = lambda p, name: next(n for n in p.graph.nodes if n.name == name).args[0].name  # noqa: E731
+    assert [reads(before, n) for n in ("pool", "flatten", "reshape")] == ["dequantize", "dequantize_1",
+                                                                         "dequantize_2"]
+    assert [reads(after, n) for n in ("pool", "flatten", "reshape")] == ["to", "pool", "flatten"]
+    assert reads(after, "sigmoid") == "dequantize_4"  # fixed-qparams ops have no fp16 lowering
+    assert not any(n.name in ("to_1", "to_2", "to_3") for n in after.graph.nodes)
+    ours = qfx.convert_fx(observed, backend_config=backend)
+    theirs = convert_fx(copy.deepcopy(observed), backend_config=backend)
+    assert_same_model(ours, theirs)
+    assert_same_outputs(ours, theirs, *inputs)
+
+
+@settings(max_examples=examples(15))
+@given(observed_models(qat=False))
+def test_no_pattern_left_and_idempotent(case: tuple[torch.fx.GraphModule, tuple]) -> None:
+    observed, _ = case
+    _, after = lowered(observed)
+    assert _patterns(after) == []
+    assert PASS.run(after) is after
