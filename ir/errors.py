@@ -26,14 +26,49 @@ class VerificationError(QfxError):
 
 
 class PassError(QfxError):
-    """A pass failed; carries the pass name and the last program that was good."""
+    """A pass failed; carries the pass name, the node and module it was working on (when known) and the
+    last program that was good. The message is one line."""
 
-    def __init__(self, pass_name: str, message: str, last_good: object, ran: tuple[str, ...]) -> None:
+    def __init__(self, pass_name: str, message: str, last_good: object, ran: tuple[str, ...],
+                 node: str | None = None, module: str | None = None) -> None:
         self.pass_name = pass_name
         self.last_good = last_good
         self.ran = ran
+        self.node = node
+        self.module = module
         done = ", ".join(ran) if ran else "none"
-        super().__init__(f"pass '{pass_name}' failed: {message} (passes already run: {done})")
+        at = f" at node '{node}'" if node else ""
+        at += f" (module {module})" if module else ""
+        text = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+        self.message = f"pass '{pass_name}' failed{at}: {text} (passes already run: {done})"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:  # KeyError, mixed in by pass_error_type, would print the repr
+        return self.message
+
+
+# The builtin exception types a PassError takes on from the error that escaped a pass, most specific first,
+# so code that catches torch's exception type (torch's convert raises these) still catches qfx's.
+_MIRRORED: tuple[type[Exception], ...] = (
+    NotImplementedError, ZeroDivisionError, KeyError, IndexError, AssertionError, AttributeError,
+    TypeError, ValueError, LookupError, ArithmeticError, RuntimeError,
+)
+_PASS_ERROR_TYPES: dict[type, type[PassError]] = {}
+
+
+def pass_error_type(cause: type[BaseException]) -> type[PassError]:
+    """The PassError class for an error of type `cause` escaping a pass: PassError itself, also a subclass
+    of the first builtin type in _MIRRORED that `cause` derives from."""
+    base = next((t for t in _MIRRORED if issubclass(cause, t)), None)
+    if base is None:
+        return PassError
+    kind = _PASS_ERROR_TYPES.get(base)
+    if kind is None:
+        kind = _PASS_ERROR_TYPES.setdefault(base, type(f"PassError[{base.__name__}]", (PassError, base), {
+            "__module__": __name__,
+            "__doc__": f"A PassError whose cause is a {base.__name__} (so it is one too).",
+        }))
+    return kind
 
 
 class PipelineSpecError(QfxError, ValueError):
@@ -55,3 +90,29 @@ class ConvertAssertionError(ConvertError, AssertionError):
 
 class ConvertValueError(ConvertError, ValueError):
     """A convert failure that torch reports as a ValueError (same message)."""
+
+
+class ArgumentError(QfxError, TypeError):
+    """A convert argument has the wrong type or content; the message names the argument and what to pass."""
+
+
+class ConfigAttributeError(ArgumentError, AttributeError):
+    """A config argument of the wrong type (torch fails on it with an AttributeError, so this is one too)."""
+
+
+class DeviceError(QfxError, RuntimeError):
+    """The observed model's tensors are on the meta device, or on more than one device (torch fails with a
+    RuntimeError on meta tensors)."""
+
+
+class ObserverStateError(ConvertError, AttributeError, TypeError, RuntimeError):
+    """An observer's state is missing or malformed (a buffer deleted, replaced or of the wrong shape). torch
+    fails on such observers with an AttributeError, TypeError or RuntimeError: this is all three."""
+
+
+class MalformedGraphError(VerificationError, LiftError):
+    """The observed model's graph is not well formed (e.g. two output nodes); lists every problem."""
+
+
+class UncalibratedObserverWarning(UserWarning):
+    """Observers that never saw data: convert uses their default qparams, as torch does."""

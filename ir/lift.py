@@ -14,6 +14,7 @@ from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
 from .program import ConvertOptions, Program, QuantFacts, RootInfo
+from .validate import check_devices, check_graph, check_observers, is_observer, module_tensors
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -22,8 +23,10 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
     """Build the Program for `gm`. `gm` is only read.
 
     With `observed=True` (the default), `gm` must come from prepare_fx/prepare_qat_fx; otherwise a
-    NotObservedModelError says so. With `observed=False` any GraphModule is accepted (quant facts are
-    then taken only if present).
+    NotObservedModelError says so, and the model's tensors must be on one real device (DeviceError) with
+    well-formed observers (ObserverStateError; observers that never saw data only warn). With
+    `observed=False` any GraphModule is accepted (quant facts are then taken only if present). Either way
+    the lifted graph must pass the verifier (MalformedGraphError lists what it breaks).
     """
     if not isinstance(gm, GraphModule):
         raise NotObservedModelError(
@@ -64,6 +67,10 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         if isinstance(value, torch.nn.Module):
             raise LiftError(f"'{target}' is a module missing from named_modules(); cannot lift it")
         attributes[target] = value
+    if observed:
+        check_devices([*module_tensors({"": gm, **modules}), *attributes.items()])
+        check_observers((n.name, n.target, modules[n.target]) for n in nodes
+                        if n.op == "call_module" and is_observer(modules.get(n.target)))
 
     ns = fx_graph._graph_namespace
     namespace = Namespace(frozenset(ns._used_names), FrozenDict(ns._base_count))
@@ -77,7 +84,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         tracer_extras=FrozenDict(fx_graph._tracer_extras or {}),
         meta=FrozenDict(meta),
     )
-    return Program(
+    return check_graph(Program(
         graph=Graph(pvector(nodes)),
         modules=FrozenDict(modules),
         attributes=FrozenDict(attributes),
@@ -85,7 +92,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         root=root,
         quant=lift_quant_facts(facts) if facts is not None else None,
         options=options or ConvertOptions(),
-    )
+    ))
 
 
 def lift_quant_facts(attrs_obj: Any) -> QuantFacts:

@@ -16,6 +16,7 @@ from torch.fx import GraphModule
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
 from qfx.ir.lift import lift
 from qfx.ir.program import ConvertOptions, Program
+from qfx.ir.validate import check_arguments, warn_if_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
 from qfx.passes.pipelines import pipeline_for
@@ -129,6 +130,13 @@ def convert(
     """torch.ao.quantization.fx.convert.convert, computed purely: `model` is never modified.
 
     Returns a new GraphModule equal to torch's result (same code, state_dict and outputs)."""
+    check_arguments(
+        convert_custom_config=convert_custom_config, qconfig_mapping=qconfig_mapping,
+        backend_config=backend_config, instruments=instruments,
+        flags={"is_reference": is_reference, "is_standalone_module": is_standalone_module,
+               "_remove_qconfig_flag": _remove_qconfig_flag, "is_decomposed": is_decomposed,
+               "keep_original_weights": keep_original_weights},
+    )
     options = convert_options(
         is_reference=is_reference,
         convert_custom_config=convert_custom_config,
@@ -144,7 +152,9 @@ def convert(
 
 def _run(model: GraphModule, options: ConvertOptions, instruments: Sequence[Instrument]) -> GraphModule:
     with gc_paused():
-        return codegen(convert_program(lift(model, options=options), instruments))
+        program = lift(model, options=options)
+        warn_if_uncalibrated(model, stacklevel=4)
+        return codegen(convert_program(program, instruments))
 
 
 def _convert_fx(
@@ -162,6 +172,11 @@ def _convert_fx(
         raise ConvertValueError(
             f"input model must be a GraphModule, Got type:{type(graph_module)} Please make sure to follow the tutorials."
         )
+    check_arguments(
+        convert_custom_config=convert_custom_config, qconfig_mapping=qconfig_mapping,
+        backend_config=backend_config, instruments=instruments,
+        flags={"_remove_qconfig": remove_qconfig, "keep_original_weights": keep_original_weights},
+    )
     options = convert_options(
         is_reference=is_reference,
         convert_custom_config=convert_custom_config,

@@ -1,0 +1,349 @@
+"""Checks at the door: convert's arguments, the observed model's devices and observers, the lifted graph.
+
+Everything here only reads what it is given. Each failure raises a QfxError subclass that names the
+argument, tensor, observer or node at fault and says what to do; where torch's convert would fail on the
+same input, the error is also an instance of torch's exception type.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch.ao.quantization.backend_config import BackendConfig
+from torch.ao.quantization.fake_quantize import FakeQuantizeBase
+from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+from torch.ao.quantization.observer import (
+    FixedQParamsObserver,
+    HistogramObserver,
+    MinMaxObserver,
+    ObserverBase,
+    PerChannelMinMaxObserver,
+)
+from torch.ao.quantization.qconfig_mapping import QConfigMapping
+
+from .errors import (
+    ArgumentError,
+    ConfigAttributeError,
+    DeviceError,
+    MalformedGraphError,
+    ObserverStateError,
+    UncalibratedObserverWarning,
+)
+from .program import Program
+from .verify import problems
+
+MAX_NAMED = 5  # observers named in one warning before "and N more"
+INSTRUMENT_HOOKS = ("before_pass", "after_pass", "after_failure")
+
+
+# --------------------------------------------------------------------------------------------------
+# Arguments
+
+
+def check_arguments(
+    *,
+    convert_custom_config: Any,
+    qconfig_mapping: Any,
+    backend_config: Any,
+    flags: Mapping[str, Any],
+    instruments: Any,
+) -> None:
+    """Check convert's arguments before anything reads them (types and contents).
+
+    Takes the arguments as the caller passed them (dicts not yet converted) and the boolean flags by
+    name. Returns None if all are usable; otherwise raises an ArgumentError (a TypeError; also an
+    AttributeError where torch fails with one) naming the argument. A qconfig_mapping of the wrong type is
+    left to convert_options, which refuses it as torch does (AssertionError)."""
+    for name, value in flags.items():
+        if not _is_flag(value):
+            raise ArgumentError(f"{name} must be a bool, got {_describe(value)}; pass True or False")
+    check_convert_custom_config(convert_custom_config)
+    check_qconfig_mapping(qconfig_mapping)
+    check_backend_config(backend_config)
+    check_instruments(instruments)
+
+
+def _is_flag(value: Any) -> bool:
+    return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
+
+
+def check_convert_custom_config(config: Any) -> None:
+    """`config` is None, a ConvertCustomConfig or a dict ConvertCustomConfig.from_dict reads, with a list
+    of attribute names to preserve and custom module classes that have a callable `from_observed`."""
+    if config is None:
+        return
+    if isinstance(config, dict):
+        config = _from_dict(ConvertCustomConfig, config, "convert_custom_config")
+    elif not isinstance(config, ConvertCustomConfig):
+        raise ConfigAttributeError(
+            f"convert_custom_config must be a ConvertCustomConfig, a dict or None, got {_describe(config)}; "
+            "build one with torch.ao.quantization.fx.custom_config.ConvertCustomConfig()"
+        )
+    preserved = config.preserved_attributes
+    if not isinstance(preserved, (list, tuple)) or not all(isinstance(n, str) for n in preserved):
+        raise ArgumentError(
+            f"convert_custom_config.preserved_attributes must be a list of attribute names, got "
+            f"{_describe(preserved)}; use ConvertCustomConfig().set_preserved_attributes(['name', ...])"
+        )
+    mapping = config.observed_to_quantized_mapping
+    if not isinstance(mapping, dict):
+        raise ArgumentError(
+            f"convert_custom_config.observed_to_quantized_mapping must be a dict, got {_describe(mapping)}; "
+            "use ConvertCustomConfig().set_observed_to_quantized_mapping(ObservedClass, QuantizedClass)"
+        )
+    for quant_type, classes in mapping.items():
+        if not isinstance(classes, dict):
+            raise ArgumentError(
+                f"convert_custom_config: the custom modules for {quant_type!r} must be a dict "
+                f"{{observed class: quantized class}}, got {_describe(classes)}"
+            )
+        for observed_cls, quantized_cls in classes.items():
+            check_custom_module_classes(observed_cls, quantized_cls)
+
+
+def check_custom_module_classes(observed_cls: Any, quantized_cls: Any) -> None:
+    """One entry of a custom module mapping: two classes, the quantized one with a callable from_observed."""
+    if not isinstance(observed_cls, type):
+        raise ArgumentError(
+            f"convert_custom_config: custom module keys must be the observed module classes, got "
+            f"{_describe(observed_cls)}; pass the class itself, not an instance or a name"
+        )
+    where = f"custom module class for {observed_cls.__qualname__}"
+    if not isinstance(quantized_cls, type):
+        raise ArgumentError(
+            f"convert_custom_config: the {where} must be a class, got {_describe(quantized_cls)}; "
+            "pass the quantized module class itself"
+        )
+    if not callable(getattr(quantized_cls, "from_observed", None)):
+        raise ConfigAttributeError(
+            f"convert_custom_config: the {where}, {quantized_cls.__qualname__}, has no callable "
+            "'from_observed'; give it a classmethod from_observed(cls, observed_module) that returns the "
+            "quantized module"
+        )
+
+
+def check_qconfig_mapping(mapping: Any) -> None:
+    """`mapping`, if it is a QConfigMapping (or a dict QConfigMapping.from_dict reads), gives every entry a
+    QConfig (something with `activation` and `weight`) or None."""
+    if isinstance(mapping, dict):
+        if not mapping:
+            return
+        mapping = _from_dict(QConfigMapping, mapping, "qconfig_mapping")
+    if not isinstance(mapping, QConfigMapping):
+        return  # convert_options refuses it with torch's AssertionError
+    entries: list[tuple[str, Any]] = [("global", mapping.global_qconfig)]
+    entries += [(f"object type {k!r}", v) for k, v in mapping.object_type_qconfigs.items()]
+    entries += [(f"module name regex {k!r}", v) for k, v in mapping.module_name_regex_qconfigs.items()]
+    entries += [(f"module name {k!r}", v) for k, v in mapping.module_name_qconfigs.items()]
+    entries += [(f"module name, object type, order {k!r}", v)
+                for k, v in mapping.module_name_object_type_order_qconfigs.items()]
+    for where, qconfig in entries:
+        if qconfig is not None and not (hasattr(qconfig, "activation") and hasattr(qconfig, "weight")):
+            raise ConfigAttributeError(
+                f"qconfig_mapping: the {where} entry must be a QConfig or None, got {_describe(qconfig)}; "
+                "use e.g. torch.ao.quantization.get_default_qconfig('x86')"
+            )
+
+
+def check_backend_config(config: Any) -> None:
+    """`config` is None, a BackendConfig or a dict BackendConfig.from_dict reads."""
+    if config is None:
+        return
+    if isinstance(config, dict):
+        _from_dict(BackendConfig, config, "backend_config")
+        return
+    if not isinstance(config, BackendConfig):
+        raise ConfigAttributeError(
+            f"backend_config must be a BackendConfig, a dict or None, got {_describe(config)}; use e.g. "
+            "torch.ao.quantization.backend_config.get_native_backend_config()"
+        )
+
+
+def check_instruments(instruments: Any) -> None:
+    """`instruments` is a list or tuple of objects with before_pass, after_pass and after_failure methods."""
+    if not isinstance(instruments, (list, tuple)):
+        raise ArgumentError(
+            f"instruments must be a list or tuple of instruments, got {_describe(instruments)}; "
+            "e.g. instruments=[qfx.Timing()]"
+        )
+    for i, inst in enumerate(instruments):
+        missing = [h for h in INSTRUMENT_HOOKS if not callable(getattr(inst, h, None))]
+        if missing:
+            raise ArgumentError(
+                f"instruments[{i}] ({_describe(inst)}) is not an instrument: it lacks {', '.join(missing)}; "
+                "subclass qfx.passes.instruments.BaseInstrument"
+            )
+
+
+def _from_dict(cls: type, value: dict, name: str) -> Any:
+    try:
+        return cls.from_dict(value)
+    except Exception as exc:  # torch's readers fail with assorted bare errors on malformed dicts
+        raise ArgumentError(
+            f"{name}: this dict cannot be read as a {cls.__name__} ({type(exc).__name__}: {exc}); "
+            f"build a {cls.__name__} object instead"
+        ) from None
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+# --------------------------------------------------------------------------------------------------
+# The observed model
+
+
+def check_devices(tensors: Iterable[tuple[str, Any]]) -> None:
+    """The named tensors (parameters, buffers, tensor attributes) are on one real device.
+
+    Raises DeviceError naming a meta tensor, or one tensor per device when they are on several."""
+    first_by_device: dict[torch.device, str] = {}
+    meta: list[str] = []
+    for name, value in tensors:
+        if not isinstance(value, torch.Tensor):
+            continue
+        device = value.device
+        if device.type == "meta":
+            meta.append(name)
+        first_by_device.setdefault(device, name)
+    if meta:
+        more = f" (and {len(meta) - 1} more)" if len(meta) > 1 else ""
+        raise DeviceError(
+            f"tensor '{meta[0]}'{more} of the observed model is on the meta device: convert reads the "
+            "observed values (weights, observer statistics); materialise the model (e.g. to_empty(device="
+            "'cpu') then load_state_dict) and calibrate it before converting"
+        )
+    if len(first_by_device) > 1:
+        where = ", ".join(f"'{name}' on {device}" for device, name in first_by_device.items())
+        raise DeviceError(
+            f"the observed model's tensors are on several devices ({where}); move it to one device with "
+            "model.to(device) before converting"
+        )
+
+
+def module_tensors(modules: Mapping[str, torch.nn.Module]) -> Iterable[tuple[str, Any]]:
+    """(qualified name, tensor) for every parameter and buffer the modules hold themselves."""
+    for prefix, module in modules.items():
+        dot = f"{prefix}." if prefix else ""
+        for table in (module._parameters, module._buffers):
+            for name, value in table.items():
+                yield f"{dot}{name}", value
+
+
+def check_observers(observer_nodes: Iterable[tuple[str, str, Any]]) -> list[str]:
+    """The observers convert will read have well-formed state.
+
+    Takes (node name, module target, module) for every call_module node whose module is an observer or
+    fake-quantize. Raises ObserverStateError for a missing or malformed buffer. Returns the observers that
+    never saw data, as "'target' (node 'name')" (convert then uses their default qparams, as torch does)."""
+    uncalibrated: list[str] = []
+    for node_name, target, module in observer_nodes:
+        observer = module
+        where = f"observer '{target}' ({type(module).__name__}, node '{node_name}')"
+        if isinstance(module, FakeQuantizeBase):
+            observer = getattr(module, "activation_post_process", None)
+            if not isinstance(observer, ObserverBase):
+                raise ObserverStateError(
+                    f"{where}: its activation_post_process is {_describe(observer)}, not an observer; "
+                    "re-run prepare_qat_fx instead of editing the fake-quantize"
+                )
+        if _never_calibrated(observer, where):
+            uncalibrated.append(f"'{target}' (node '{node_name}')")
+    return uncalibrated
+
+
+def observer_nodes(gm: torch.fx.GraphModule) -> list[tuple[str, str, Any]]:
+    """(node name, target, module) for every call_module node of `gm` that runs an observer."""
+    modules = dict(gm.named_modules(remove_duplicate=False))
+    return [(n.name, n.target, modules[n.target]) for n in gm.graph.nodes
+            if n.op == "call_module" and is_observer(modules.get(n.target))]
+
+
+def warn_if_uncalibrated(gm: torch.fx.GraphModule, stacklevel: int = 3) -> None:
+    """Warn once (UncalibratedObserverWarning, naming each observer and its node) if observers of the
+    observed model `gm` never saw data. The API calls this; lift stays silent so a pass's warnings stay
+    exactly torch's."""
+    uncalibrated = check_observers(observer_nodes(gm))
+    if uncalibrated:
+        shown = ", ".join(uncalibrated[:MAX_NAMED])
+        more = f" and {len(uncalibrated) - MAX_NAMED} more" if len(uncalibrated) > MAX_NAMED else ""
+        warnings.warn(
+            f"{len(uncalibrated)} observer(s) never saw data: {shown}{more}; convert uses their default "
+            "qparams (scale 1.0, zero point 0), as torch does. Run the prepared model on representative "
+            "inputs before converting",
+            UncalibratedObserverWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def _never_calibrated(observer: ObserverBase, where: str) -> bool:
+    """Check one observer's buffers (raising ObserverStateError if malformed); True if it never saw data."""
+    if isinstance(observer, PerChannelMinMaxObserver):
+        low, high = _buffer(observer, "min_val", where), _buffer(observer, "max_val", where)
+        if low.dim() != 1 or low.shape != high.shape:
+            raise _malformed(where, f"min_val and max_val must be 1-D and of one shape, got shapes "
+                                    f"{tuple(low.shape)} and {tuple(high.shape)}")
+        return low.numel() == 0
+    if isinstance(observer, (MinMaxObserver, HistogramObserver)):
+        low, high = _buffer(observer, "min_val", where), _buffer(observer, "max_val", where)
+        for name, t in (("min_val", low), ("max_val", high)):
+            if t.numel() != 1:
+                raise _malformed(where, f"{name} must hold one value, got shape {tuple(t.shape)}")
+        if isinstance(observer, HistogramObserver):
+            histogram = _buffer(observer, "histogram", where)
+            if histogram.dim() != 1:
+                raise _malformed(where, f"histogram must be 1-D, got shape {tuple(histogram.shape)}")
+        return float(low) == math.inf and float(high) == -math.inf
+    if isinstance(observer, FixedQParamsObserver):
+        _buffer(observer, "scale", where)
+        _buffer(observer, "zero_point", where, floating=False)
+    return False
+
+
+def _buffer(observer: ObserverBase, name: str, where: str, floating: bool = True) -> torch.Tensor:
+    value = getattr(observer, name, None)
+    if value is None:
+        raise ObserverStateError(
+            f"{where}: buffer '{name}' is missing; re-run prepare_fx (and calibrate) instead of editing the "
+            "observer, or restore it with load_state_dict"
+        )
+    if not isinstance(value, torch.Tensor):
+        raise _malformed(where, f"buffer '{name}' is {_describe(value)}, not a tensor")
+    if floating and not value.is_floating_point():
+        raise _malformed(where, f"buffer '{name}' has dtype {value.dtype}, expected a floating-point tensor")
+    return value
+
+
+def _malformed(where: str, what: str) -> ObserverStateError:
+    return ObserverStateError(
+        f"{where}: {what}; re-run prepare_fx (and calibrate) instead of editing the observer, or restore "
+        "it with load_state_dict"
+    )
+
+
+def is_observer(module: Any) -> bool:
+    """Whether convert reads `module` as an activation observer (an observer or a fake-quantize)."""
+    return isinstance(module, (ObserverBase, FakeQuantizeBase))
+
+
+# --------------------------------------------------------------------------------------------------
+# The lifted graph
+
+
+def check_graph(program: Program) -> Program:
+    """Return the lifted `program` if its graph is well formed; otherwise raise MalformedGraphError listing
+    every problem the verifier finds (two output nodes, a node read before it is defined, ...)."""
+    found = problems(program)
+    if found:
+        raise MalformedGraphError(
+            found,
+            "on the model given to convert (was its graph edited after prepare_fx? fix the edit, call "
+            "graph.lint() and recompile())",
+        )
+    return program
