@@ -9,9 +9,10 @@ tensor per group of alike observers gives bit-identical numbers. Observers this 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy
 import torch
@@ -124,20 +125,23 @@ def minmax_qparams(
 
 
 def histogram_qparams(observer: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """HistogramObserver.calculate_qparams() of a calibrated observer, bit for bit, with its bin search
-    stepping on Python numbers; None when the observer is not a plain, calibrated HistogramObserver.
+    """HistogramObserver.calculate_qparams() of a calibrated observer, bit for bit, without a tensor op per
+    search step; None when the observer is not a plain, calibrated HistogramObserver.
 
     torch's search moves its quantile bounds in steps of 1e-5 and on every step compares elements of the
-    float32 cumulative histogram with the bounds, one tensor op per comparison: on narrow distributions
-    that is ~100 ms per observer. A float32 tensor compared with a Python number is compared in float32,
-    so rounding each bound to float32 and comparing Python floats makes the same decisions. Candidate
-    ranges are scored by the observer's own `_compute_quantization_error`, and the final qparams come from
-    its own `_calculate_qparams`.
+    float32 cumulative histogram with the bounds, one tensor op per comparison, then scores each new
+    candidate range with `_compute_quantization_error` (about fifteen small tensor ops). Here a float32 tensor
+    compared with a Python number is compared in float32, so rounding each bound to float32 and comparing
+    Python floats makes the same decisions; and since the candidates only depend on the cumulative histogram
+    (a candidate is either accepted or ends the search), they are scored in batches
+    (`quantization_errors`), each element computed by the same float32 operations as torch's. The final
+    qparams come from the observer's own `_calculate_qparams`.
     """
     kind = type(observer)
     if (kind.calculate_qparams is not HistogramObserver.calculate_qparams
             or kind._non_linear_param_search is not HistogramObserver._non_linear_param_search
-            or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error):
+            or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error
+            or kind._get_norm is not HistogramObserver._get_norm):
         return None
     histogram = observer.histogram
     if histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins:
@@ -152,16 +156,14 @@ def _float32(value: float) -> float:
     return float(numpy.float32(value))
 
 
-def _histogram_bin_search(observer: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """HistogramObserver._non_linear_param_search with the bound comparisons on Python floats."""
+def _candidate_ranges(observer: Any) -> Iterator[tuple[int, int]]:
+    """The (start bin, end bin) ranges torch's search scores, in its order, assuming each is accepted."""
     bins = observer.bins
-    bin_width = (observer.max_val - observer.min_val) / bins
     total = torch.sum(observer.histogram).item()
     cumulative = torch.cumsum(observer.histogram, dim=0).tolist()
     stepsize = 1e-5
     alpha, beta = 0.0, 1.0
     start_bin, end_bin = 0, bins - 1
-    norm_min: Any = float("inf")
     while alpha < beta:
         next_alpha = alpha + stepsize
         next_beta = beta - stepsize
@@ -183,11 +185,73 @@ def _histogram_bin_search(observer: Any) -> tuple[torch.Tensor, torch.Tensor]:
             beta = next_beta
         if next_start == start_bin and next_end == end_bin:
             continue
-        norm = observer._compute_quantization_error(next_start, next_end)
-        if norm > norm_min:
-            break
-        norm_min = norm
+        yield next_start, next_end
         start_bin, end_bin = next_start, next_end
+
+
+def _histogram_bin_search(observer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """HistogramObserver._non_linear_param_search: candidates scored in growing batches until one scores
+    worse than the one before it."""
+    start_bin, end_bin = 0, observer.bins - 1
+    norm_min = float("inf")
+    candidates = _candidate_ranges(observer)
+    batch = 8
+    done = False
+    while not done:
+        chunk = list(itertools.islice(candidates, batch))
+        if not chunk:
+            break
+        for (next_start, next_end), norm in zip(chunk, quantization_errors(observer, chunk)):
+            if norm > norm_min:
+                done = True
+                break
+            norm_min = norm
+            start_bin, end_bin = next_start, next_end
+        batch = min(batch * 4, 128)
+    bin_width = (observer.max_val - observer.min_val) / observer.bins
     new_min = observer.min_val + bin_width * start_bin
     new_max = observer.min_val + bin_width * (end_bin + 1)
     return new_min, new_max
+
+
+def quantization_errors(observer: Any, ranges: list[tuple[int, int]]) -> list[float]:
+    """HistogramObserver._compute_quantization_error(start, end) for each (start, end) in `ranges`, bit for
+    bit: one row per range, every element computed by the same float32 operations in the same order (the
+    per-range Python numbers become float32 columns, as torch turns them into float32 operands), each row
+    summed on its own as torch sums its vector."""
+    bins, dst_nbins = observer.bins, observer.dst_nbins
+    bin_width = (observer.max_val.item() - observer.min_val.item()) / bins
+    widths = [bin_width * (end - start + 1) / dst_nbins for start, end in ranges]
+    live = [i for i, w in enumerate(widths) if w != 0.0]
+    errors = [0.0] * len(ranges)
+    if not live:
+        return errors
+    device = observer.histogram.device
+
+    def column(values: list[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
+
+    width = column([widths[i] for i in live])
+    half = column([widths[i] / 2 for i in live])
+    neg_half = column([-widths[i] / 2 for i in live])
+    starts = torch.tensor([ranges[i][0] for i in live], device=device).unsqueeze(1)
+    src_bin = torch.arange(bins, device=device)
+    src_bin_begin = (src_bin - starts) * bin_width
+    src_bin_end = src_bin_begin + bin_width
+    dst_bin_of_begin = torch.clamp(torch.div(src_bin_begin, width, rounding_mode="floor"), 0, dst_nbins - 1)
+    dst_bin_of_begin_center = (dst_bin_of_begin + 0.5) * width
+    dst_bin_of_end = torch.clamp(torch.div(src_bin_end, width, rounding_mode="floor"), 0, dst_nbins - 1)
+    density = observer.histogram / bin_width
+    norm = torch.zeros(bins, device=device) + _l2_norm(
+        src_bin_begin - dst_bin_of_begin_center, torch.ones(bins, device=device) * half, density)
+    norm = norm + (dst_bin_of_end - dst_bin_of_begin - 1) * _l2_norm(neg_half, half, density)
+    dst_bin_of_end_center = dst_bin_of_end * width + half
+    norm = norm + _l2_norm(neg_half, src_bin_end - dst_bin_of_end_center, density)
+    for row, i in enumerate(live):
+        errors[i] = norm[row].clone().sum().item()
+    return errors
+
+
+def _l2_norm(delta_begin: torch.Tensor, delta_end: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
+    """HistogramObserver._get_norm: density * (end^3 - begin^3) / 3, in its operation order."""
+    return density * ((delta_end * delta_end * delta_end - delta_begin * delta_begin * delta_begin) / 3)

@@ -4,14 +4,17 @@
 constructor, which allocates (and for most classes randomly initialises) a weight that is replaced right
 away, then takes the float module's weight and bias and registers the weight qparams. Two float modules
 with equal constructor attributes (kernel size, padding, ...) get reference modules that differ only in
-those tensors. So the first module of each such configuration goes through `from_float` and its result
-serves as the template of the object layout; the others get a new object of the same layout: fresh
-nn.Module tables, the float module's constructor attributes, new Parameters on the float tensors and the
-weight qparams written as `_init_weight_qparams` writes them.
+those tensors. So for each such configuration `from_float` runs once on a stand-in of the float module whose
+parameters live on the meta device (the constructor then allocates and initialises nothing), and its result
+serves as the template of the object layout; every module of the configuration then gets a new object of
+that layout: fresh nn.Module tables, the float module's constructor attributes, new Parameters on the float
+tensors and the weight qparams written as `_init_weight_qparams` writes them. No module's construction runs
+an initializer on real memory, whatever the shapes.
 
 Modules of other classes (RNNs, subclasses, parametrized modules), attribute values other than plain
-numbers, strings and tuples or lists of them, and processes with global module registration hooks take
-`from_float`. Nothing reachable from the float module or a template is ever written to.
+numbers, strings and tuples or lists of them, float modules whose attributes are not what their constructor
+derives from them, and processes with global module registration hooks take `from_float`. Nothing reachable
+from the float module is ever written to.
 """
 
 from __future__ import annotations
@@ -214,20 +217,19 @@ class ReferenceBuilder:
         tables and tensors (Parameters on the float module's tensors, buffers of their own). Reads
         `float_module` and `qparams` only."""
         plan = self.plan(reference_class, float_module)
+        if plan is None and self._learn_on_meta(reference_class, float_module):
+            plan = self.plan(reference_class, float_module)
         if plan is not None:
             layout, tensors = plan
             return layout.new(float_module, tensors, qparams, self._axes)
-        module = reference_class.from_float(float_module, qparams)
-        self._learn(reference_class, float_module, module)
-        return module
+        return reference_class.from_float(float_module, qparams)
 
     def plan(self, reference_class: type, float_module: torch.nn.Module) -> tuple[_Layout, tuple] | None:
         """Where the fast and the from_float path part: the layout to build `float_module`'s reference
         module with and the float parameters it takes, or None when `build` calls from_float."""
         if _FLOAT_CLASS.get(reference_class) is not type(float_module):
             return None  # also excludes parametrized modules, whose class is a generated subclass
-        if (module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
-                or module_globals._global_module_registration_hooks):
+        if _registration_hooks():
             return None  # from_float's registrations call them
         keyed = self._key(reference_class, float_module)
         if keyed is None:
@@ -250,14 +252,59 @@ class ReferenceBuilder:
             return None
         return (reference_class, attributes, tensor_keys), tensors
 
-    def _learn(self, reference_class: type, float_module: torch.nn.Module, template: torch.nn.Module) -> None:
-        """Record the layout of `template`, from_float's result for `float_module`, for its key."""
-        if _FLOAT_CLASS.get(reference_class) is not type(float_module) or type(template) is not reference_class:
-            return
+    def _learn_on_meta(self, reference_class: type, float_module: torch.nn.Module) -> bool:
+        """Learn the layout of `float_module`'s configuration from from_float run on its meta stand-in;
+        False when there is nothing (more) to learn or from_float must run on the module itself."""
+        if _FLOAT_CLASS.get(reference_class) is not type(float_module) or _registration_hooks():
+            return False
+        if reference_class in self._schemas:
+            keyed = self._key(reference_class, float_module)
+            if keyed is None or keyed[0] in self._layouts:
+                return False
+        try:
+            standin = _meta_standin(float_module)
+        except _Unsupported:
+            return False
+        template = reference_class.from_float(standin, _TEMPLATE_QPARAMS)
+        if type(template) is not reference_class:
+            return False
         schema = self._schemas.setdefault(reference_class, _Schema.of(template))
         keyed = self._key(reference_class, float_module)
-        if keyed is not None and keyed[0] not in self._layouts:
-            self._layouts[keyed[0]] = _Layout.of(template, float_module, schema)
+        if keyed is None or keyed[0] in self._layouts:
+            return False
+        layout = self._layouts[keyed[0]] = _Layout.of(template, float_module, schema)
+        return layout is not None
+
+
+def _registration_hooks() -> bool:
+    """Whether global module/parameter/buffer registration hooks are set (from_float's registrations call
+    them, so only from_float itself may build modules then)."""
+    return bool(module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
+                or module_globals._global_module_registration_hooks)
+
+
+# Template qparams: their axis is a tensor, so _init_weight_qparams never calls .item() on a meta tensor; it
+# registers the same buffers and attributes, in the same order, for every qscheme.
+_TEMPLATE_QPARAMS = {"qscheme": torch.per_channel_affine, "dtype": torch.qint8, "scale": torch.ones(1),
+                     "zero_point": torch.zeros(1, dtype=torch.int64), "axis": torch.tensor(0)}
+
+
+def _meta_standin(float_module: torch.nn.Module) -> torch.nn.Module:
+    """A shallow stand-in for `float_module` (same class and attributes) whose parameters are meta tensors of
+    the same shape, dtype and requires_grad: from_float on it constructs without touching real memory. The
+    stand-in shares the float module's other tables and only reads them."""
+    kind = type(float_module)
+    standin = kind.__new__(kind)
+    state = dict(float_module.__dict__)
+    parameters = {}
+    for name, p in float_module._parameters.items():
+        if p is not None and type(p) is not torch.nn.Parameter:
+            raise _Unsupported
+        parameters[name] = None if p is None else torch.nn.Parameter(
+            torch.empty(p.shape, dtype=p.dtype, device="meta"), p.requires_grad)
+    state["_parameters"] = parameters
+    standin.__dict__.update(state)
+    return standin
 
 
 def _tensor_key(tensor: Any) -> tuple | None:

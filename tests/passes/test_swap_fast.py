@@ -34,7 +34,7 @@ from qfx.passes.swap_modules import weighted as swap_weighted
 from qfx.passes.swap_modules.reference_modules import ReferenceBuilder
 from qfx.passes.swap_modules.weight_qparams import ConstructorKeys, WeightObserverConfig, WeightQParamTable, batched_weight_qparams
 from tests.support.snapshot import assert_same_model, assert_same_outputs, assert_unchanged, diff_values, snapshot
-from tests.support.strategies import examples
+from qfx.testing.strategies import examples
 
 # ------------------------------------------------------------------------------------------ comparisons
 
@@ -482,3 +482,26 @@ def test_weight_observers_that_warn_warn_as_without_fast_paths(monkeypatch):
     assert fast_warnings == slow_warnings and any("reduce_range" in w for w in fast_warnings)
     assert_same_model(fast, slow)
     assert_same_model(fast, convert_to_reference_fx(copy.deepcopy(observed)))
+
+
+@pytest.mark.parametrize(("reference_class", "make"), [
+    (ref.Linear, lambda i: nn.Linear(3 + i, 2 + i)),
+    (ref.Conv2d, lambda i: nn.Conv2d(2 + i, 3, 1 + 2 * i, padding=i)),
+    (ref.ConvTranspose1d, lambda i: nn.ConvTranspose1d(2, 1 + i, 3, stride=1 + i)),
+])
+def test_builder_never_initialises_real_weights(monkeypatch, reference_class, make):
+    """Every configuration is new (distinct shapes): the constructors from_float runs still initialise only
+    meta tensors, and the results equal from_float's."""
+    float_class = type(make(0))
+    floats = [make(i) for i in range(3)]
+    qparams = [_qparams(f, 1, False) for f in floats]
+    devices = []
+    original = float_class.reset_parameters
+    monkeypatch.setattr(float_class, "reset_parameters",
+                        lambda self: (devices.append(self.weight.device.type), original(self))[1])
+    builder = ReferenceBuilder()
+    got = [builder.build(reference_class, f, q) for f, q in zip(floats, qparams)]
+    assert devices and set(devices) == {"meta"}, devices
+    monkeypatch.undo()
+    for module, f, q in zip(got, floats, qparams):
+        assert_same_module(module, reference_class.from_float(f, q), f, q)
