@@ -37,6 +37,7 @@ from qfx.passes.instruments import Timing
 from qfx.cli import MODES, differences, fingerprint, same_fingerprint
 
 from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, observed_model
+from .plot import plot_results
 
 # Blocks per family; observed node counts (MinMax) are about 100, 1,000 and 2,500-5,000.
 DEFAULT_SIZES = {"mlp": (50, 500, 2500), "cnn": (14, 140, 357), "transformer": (3, 33, 83)}
@@ -437,6 +438,8 @@ def run(args: argparse.Namespace) -> int:
     args.json.write_text(json.dumps(payload, indent=1))
     console.print(f"{len(results)} rows in {total:.0f} s; every measurement written to {args.json}",
                   markup=False, highlight=False)
+    for line in plot_results(payload, args.json.with_name("convert_time.png")):
+        console.print(line, markup=False, highlight=False)
     failed = [c for r in results for c in r["convert"].values()
               if c["status"] == "error" or (c["status"] == "ok" and not (c["equal"] and c["input_unchanged"]))]
     return 1 if failed else 0

@@ -7,7 +7,7 @@ by module scope and a legend; `render(program, fmt)` turns it into SVG or PNG by
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 import graphviz
@@ -81,10 +81,14 @@ def _direct_kind(program: Program, node: Node) -> str | None:
     return None
 
 
-def node_kinds(program: Program) -> dict[str, str]:
+def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Every node's kind, by name: one of KINDS. A node runs quantized when it is a quantized module or op,
-    reads only quantized values (e.g. a flatten on a quantized tensor), or sits in a reference pattern (all
-    its users quantize its result); it is "observed" when prepare put an observer on its output."""
+    reads only quantized values (e.g. a flatten on a quantized tensor), or sits in a reference pattern
+    (dequantize -> op [-> op] -> quantize); it is "observed" when prepare put an observer on its output.
+    `qconfigs` (node name -> qconfig; default: the program's own quant facts, which convert drops, so pass
+    the observed program's) marks the nodes the user kept in float (qconfig None) as float."""
+    if qconfigs is None:
+        qconfigs = program.quant.node_name_to_qconfig if program.quant is not None else {}
     kinds: dict[str, str] = {}
     users = program.graph.users
     by_name = program.graph.by_name
@@ -93,16 +97,23 @@ def node_kinds(program: Program) -> dict[str, str]:
         if kind is None:
             inputs = [by_name[name] for name in node.input_names() if name in by_name]
             tensor_inputs = [kinds[i.name] for i in inputs if kinds[i.name] != "io" or i.op == "placeholder"]
-            node_users = [by_name[u] for u in users.get(node.name, ())]
-            if tensor_inputs and all(k in ("quantize", "quantized") for k in tensor_inputs):
+            if node.name in qconfigs and qconfigs[node.name] is None:
+                kind = "float"
+            elif tensor_inputs and all(k in ("quantize", "quantized") for k in tensor_inputs):
                 kind = "quantized"
-            elif node_users and all(_direct_kind(program, u) == "quantize" for u in node_users):
-                kind = "quantized"
-            elif any(_direct_kind(program, u) == "observer" for u in node_users):
+            elif any(_direct_kind(program, by_name[u]) == "observer" for u in users.get(node.name, ())):
                 kind = "observed"
             else:
                 kind = "float"
         kinds[node.name] = kind
+    # Reference patterns, from the outputs back: an op whose every user quantizes its result, or is itself
+    # such an op, runs quantized (dequantize -> add -> relu -> quantize_per_tensor).
+    for node in reversed(program.graph.nodes):
+        node_users = users.get(node.name, ())
+        if (kinds[node.name] == "float" and node_users and not (node.name in qconfigs and qconfigs[node.name] is None)
+                and all(kinds[u] == "quantize" or (kinds[u] == "quantized" and _direct_kind(program, by_name[u]) is None)
+                        for u in node_users)):
+            kinds[node.name] = "quantized"
     return kinds
 
 
@@ -174,10 +185,10 @@ class _Cluster:
     children: dict = attrs.field(factory=dict)
 
 
-def to_dot(program: Program, title: str = "") -> graphviz.Digraph:
-    """The program as a Graphviz digraph: one box per node coloured by kind, edges along data flow, nested
-    clusters by module scope and a legend of the colours."""
-    kinds = node_kinds(program)
+def to_dot(program: Program, title: str = "", kinds: dict[str, str] | None = None) -> graphviz.Digraph:
+    """The program as a Graphviz digraph: one box per node coloured by `kinds` (default: node_kinds(program)),
+    edges along data flow, nested clusters by module scope and a legend of the colours."""
+    kinds = node_kinds(program) if kinds is None else kinds
     dot = graphviz.Digraph("qfx", graph_attr={"rankdir": "TB", "fontname": "Helvetica", "label": title,
                                               "labelloc": "t", "fontsize": "16"},
                            node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
@@ -216,9 +227,10 @@ def to_dot(program: Program, title: str = "") -> graphviz.Digraph:
     return dot
 
 
-def render(program: Program, fmt: str, title: str = "") -> bytes:
-    """SVG or PNG bytes of `to_dot(program)`. Raises GraphvizMissingError when `dot` is not installed."""
+def render(program: Program, fmt: str, title: str = "", kinds: dict[str, str] | None = None) -> bytes:
+    """SVG or PNG bytes of `to_dot(program, title, kinds)`. Raises GraphvizMissingError when `dot` is not
+    installed."""
     try:
-        return to_dot(program, title).pipe(format=fmt)
+        return to_dot(program, title, kinds).pipe(format=fmt)
     except graphviz.ExecutableNotFound as exc:
         raise GraphvizMissingError(INSTALL_HINT) from exc

@@ -143,7 +143,7 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
     if args.dump_ir is not None:
         plain(console, f"IR after each pass written to {args.dump_ir}/")
-    counts = count_ops(result)
+    counts = count_ops(result, observed)
     islands = f" in {counts.islands} island{'s' if counts.islands != 1 else ''}" if counts.float else ""
     plain(console, f"ops: {counts.quantized} run quantized, {counts.float} in float{islands}"
                    + (f" ({', '.join(counts.float_nodes[:8])}{' ...' if counts.float > 8 else ''})"

@@ -38,6 +38,14 @@ def _operator_overload(namespace: str, op: str, overload: str) -> Any:
     return getattr(getattr(getattr(torch.ops, namespace), op), overload)
 
 
+def _rebuild_module(cls: type, state: Any) -> torch.nn.Module:
+    """A module of class `cls` from its pickled state, set up as a Module first (hooks and tables exist)."""
+    module = cls.__new__(cls)
+    torch.nn.Module.__init__(module)
+    module.__setstate__(state)
+    return module
+
+
 class _ObservedPickler(pickle.Pickler):
     """Pickles GraphModules graph and all, through lift/codegen: node names, targets and meta survive (torch's
     own GraphModule pickling re-traces the code and drops `meta`). Operator overloads are saved by name, and
@@ -46,6 +54,10 @@ class _ObservedPickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, GraphModule):
             return (codegen, (lift(obj, observed=False),))
+        if isinstance(obj, torch.nn.Module) and type(obj).__setstate__ is not torch.nn.Module.__setstate__:
+            # e.g. quantized convs: their __setstate__ skips Module's set-up, so a plain unpickle gives a
+            # module without hook tables that cannot run (torch's own deepcopy of them does this instead)
+            return (_rebuild_module, (type(obj), obj.__getstate__()))
         if isinstance(obj, torch._ops.OpOverload):
             namespace, op = obj._schema.name.split("::")
             return (_operator_overload, (namespace, op, obj._overloadname))

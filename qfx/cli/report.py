@@ -30,11 +30,12 @@ class OpCounts:
     float_nodes: tuple[str, ...]
 
 
-def count_ops(model: GraphModule) -> OpCounts:
-    """Count the call nodes of `model` that run quantized (quantized modules and ops, ops on quantized
-    values, reference patterns) and in float; quantize/dequantize nodes count as neither."""
+def count_ops(model: GraphModule, observed: GraphModule) -> OpCounts:
+    """Count the call nodes of `model` (converted from `observed`, whose qconfigs say what the user kept in
+    float) that run quantized (quantized modules and ops, ops on quantized values, reference patterns) and in
+    float; quantize/dequantize nodes count as neither."""
     program = lift(model, observed=False)
-    kinds = node_kinds(program)
+    kinds = node_kinds(program, lift(observed).quant.node_name_to_qconfig)
     floats = tuple(n for n, k in kinds.items() if k == "float")
     return OpCounts(sum(1 for k in kinds.values() if k == "quantized"), len(floats),
                     len(float_islands(program, kinds)), floats)

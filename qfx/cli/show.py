@@ -11,7 +11,7 @@ from rich.console import Console
 
 from qfx.api import convert_options, gc_paused
 from qfx.entrypoint import load_entry_point, looks_like_entry_point
-from qfx.graphview import render, summary, to_dot
+from qfx.graphview import node_kinds, render, summary, to_dot
 from qfx.ir.errors import PipelineSpecError
 from qfx.ir.lift import lift
 from qfx.ir.printer import print_program
@@ -65,14 +65,16 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     options = convert_options(is_reference=args.mode != "lowered", is_decomposed=args.mode == "decomposed",
                               convert_custom_config=None, remove_qconfig=args.mode != "decomposed",
                               preserve_from=observed)
-    program, title = program_after(lift(observed, options=options), args.mode, args.after)
-    text_summary = summary(program)
+    observed_program = lift(observed, options=options)
+    program, title = program_after(observed_program, args.mode, args.after)
+    kinds = node_kinds(program, observed_program.quant.node_name_to_qconfig)
+    text_summary = summary(program, kinds)
     if args.format == "text":
         body: bytes = (print_program(program) + "\n" + text_summary + "\n").encode()
     elif args.format == "dot":
-        body = to_dot(program, f"{args.model} {title}").source.encode()
+        body = to_dot(program, f"{args.model} {title}", kinds).source.encode()
     else:
-        body = render(program, args.format, f"{args.model} {title}")
+        body = render(program, args.format, f"{args.model} {title}", kinds)
     if args.output is None:
         if args.format in ("svg", "png"):
             sys.stdout.flush()

@@ -95,19 +95,20 @@ def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None 
     is_reference = convert_kwargs.pop("is_reference", False)
     is_decomposed = convert_kwargs.pop("is_decomposed", False)
     if is_decomposed:
-        ours_fn, theirs_fn = qfx.convert_to_reference_decomposed_fx, quantize_fx._convert_to_reference_decomposed_fx
+        name = "_convert_to_reference_decomposed_fx"
     elif is_reference:
-        ours_fn, theirs_fn = qfx.convert_to_reference_fx, quantize_fx.convert_to_reference_fx
+        name = "convert_to_reference_fx"
     else:
-        ours_fn, theirs_fn = qfx.convert_fx, quantize_fx.convert_fx
+        name = "convert_fx"
+    ours_fn, theirs_fn = getattr(qfx, name.lstrip("_")), getattr(quantize_fx, name)
     before = fingerprint(observed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = ours_fn(observed, **convert_kwargs)
         theirs = theirs_fn(copy.deepcopy(observed), **copy.deepcopy(convert_kwargs))
     if not same_fingerprint(before, fingerprint(observed)):
-        raise AssertionError(f"qfx.{ours_fn.__name__} changed the observed model")
+        raise AssertionError(f"qfx.{name.lstrip('_')} changed the observed model")
     found = differences(ours, theirs, example_inputs)
     if found:
-        raise AssertionError(f"qfx.{ours_fn.__name__} differs from torch's {theirs_fn.__name__}: {'; '.join(found)}")
+        raise AssertionError(f"qfx.{name.lstrip('_')} differs from torch's {name}: {'; '.join(found)}")
     return ours

@@ -1,0 +1,123 @@
+"""`qfx convert MODULE:FUNCTION` as a user runs it (subprocess): the report, --check-against-torch, --save,
+--dump-ir, and the one-line errors; `qfx --help` and each subcommand's help show an example."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch.ao.quantization.quantize_fx import convert_fx, convert_to_reference_fx
+
+from qfx import cli
+from qfx.cli.prepare import calibrate, prepare_entry_point
+from qfx.compare import same_value
+from qfx.entrypoint import load_entry_point
+
+from .clirun import qfx, text
+
+USER_MODEL = Path(__file__).with_name("usermodel.py")
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copy(USER_MODEL, tmp_path / "usermodel.py")
+    return tmp_path
+
+
+def torch_result(workdir: Path, spec: str, convert: object) -> tuple[torch.nn.Module, tuple]:
+    """torch's convert of the entry point's model, prepared and calibrated as qfx convert does."""
+    entry = load_entry_point(str(workdir / spec))
+    with contextlib.redirect_stdout(io.StringIO()):
+        observed = prepare_entry_point(entry, "x86", qat=False)
+        from rich.console import Console
+        calibrate(observed, entry.calibration_batches, Console(file=io.StringIO()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return convert(observed), entry.example_inputs
+
+
+def outputs(model: torch.nn.Module, inputs: tuple) -> object:
+    with torch.no_grad():
+        return model(*inputs)
+
+
+def test_convert_reports_checks_and_saves_a_loadable_module(workdir: Path) -> None:
+    result = qfx("convert", "usermodel.py:build", "--mode", "reference", "--check-against-torch",
+                 "--save", "quantized.pt", cwd=workdir)
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert "traced and prepared with prepare_fx (x86 backend" in out and "calibrating" in out
+    for name in ("swap-modules", "insert-qdq", "total"):
+        assert name in out  # the per-pass table
+    assert "run quantized, 1 in float in 1 island (softmax)" in out
+    assert "output error against the float model on 3 calibration batches: max abs" in out and "dB" in out
+    assert "latency" in out and "float" in out and "quantized" in out
+    assert "equal to torch's convert_to_reference_fx: yes (same code, same state_dict, identical outputs)" in out
+    saved = torch.load(workdir / "quantized.pt", weights_only=False)
+    expected, inputs = torch_result(workdir, "usermodel.py:build", convert_to_reference_fx)
+    assert saved.code == expected.code
+    assert same_value(outputs(saved, inputs), outputs(expected, inputs))
+
+
+def test_convert_lowered_by_default_with_a_custom_pipeline_and_ir_dumps(workdir: Path) -> None:
+    result = qfx("convert", "usermodel:build", "--backend", "fbgemm", "--check-against-torch", "--dump-ir", "ir",
+                 "--save", "lowered.pt", cwd=workdir)
+    out, err = text(result)
+    assert "lowered convert: qfx.convert_fx" in out
+    line = next(l for l in out.splitlines() if l.startswith("equal to torch's convert_fx: "))
+    saved = torch.load(workdir / "lowered.pt", weights_only=False)
+    torch.backends.quantized.engine = "fbgemm"
+    expected, inputs = torch_result(workdir, "usermodel.py:build", convert_fx)
+    same = saved.code == expected.code and same_value(outputs(saved, inputs), outputs(expected, inputs))
+    assert line.startswith("equal to torch's convert_fx: yes") == same  # the line tells the truth
+    assert result.returncode == (0 if line.endswith("identical outputs)") else 1), err
+    assert (workdir / "ir" / "00-input.ir").is_file() and len(list((workdir / "ir").glob("*.ir"))) > 10
+
+    prefix = qfx("convert", "usermodel.py:build", "--pipeline", "apply-qconfig-mapping,observe-weights,dce",
+                 "--print-ir-after-all", cwd=workdir)
+    out, err = text(prefix)
+    assert prefix.returncode == 0, err
+    assert "pipeline 'apply-qconfig-mapping,observe-weights,dce' (lowered options)" in out
+    assert "IR after observe-weights" in err
+
+
+def run_in_process(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("convert", "usermodel.py:build", "--pipeline", "dce,,cleanup"), "malformed pipeline spec 'dce,,cleanup'"),
+    (("convert", "usermodel.py:build", "--pipeline", "dce,no-such-pass"), "unknown pass 'no-such-pass'"),
+    (("convert", "usermodel.py:nope"), "has no function 'nope'"),
+    (("convert", "usermodel.py:bad_shape"), "it must return (model, example_inputs)"),
+    (("convert", "nomodule_q:build"), "no module named 'nomodule_q'"),
+    (("convert", "notamodel.pt"), "cannot load 'notamodel.pt'"),
+    (("show", "usermodel.py:build", "--after", "no-such-pass"), "--after 'no-such-pass': not a pass"),
+])
+def test_bad_input_is_one_line_with_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                          argv: tuple[str, ...], message: str) -> None:
+    monkeypatch.chdir(workdir)
+    (workdir / "notamodel.pt").write_text("not a model\n")
+    status, out, err = run_in_process(*argv)
+    sys.modules.pop("qfx_entry_usermodel", None)
+    assert status == 2
+    assert err.startswith("qfx: error: ") and message in err and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv", [(), ("convert",), ("show",), ("demo",), ("passes",)])
+def test_help_shows_an_example(argv: tuple[str, ...]) -> None:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as info:
+        cli.main([*argv, "--help"])
+    assert info.value.code == 0
+    assert "example" in out.getvalue() and "qfx " in out.getvalue().split("example", 1)[1]

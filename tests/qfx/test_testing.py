@@ -1,0 +1,91 @@
+"""qfx.testing: the checks catch what they claim to (impure, non-idempotent, different from torch), and a
+user's own pass file, property-tested with qfx.testing strategies, runs under pytest (subprocess)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+import qfx
+from qfx.api import convert_options
+from qfx.demo_model import example_inputs, observed_demo_model
+from qfx.ir.lift import lift
+from qfx.ir.program import Program
+from qfx.passes.manager import get_pass
+from qfx.testing import assert_idempotent, assert_pure, assert_same_as_torch, examples, programs
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture(scope="module")
+def program() -> Program:
+    return lift(observed_demo_model(), options=convert_options(is_reference=True, convert_custom_config=None))
+
+
+def test_assert_pure_accepts_a_pure_pass_and_returns_its_result(program: Program) -> None:
+    result = assert_pure(get_pass("dce"), program)
+    assert isinstance(result, Program)
+
+
+def test_assert_pure_catches_a_pass_that_mutates_a_module(program: Program) -> None:
+    def bump_bias(p: Program) -> Program:
+        with torch.no_grad():
+            p.module("query").bias.add_(1.0)
+        return p
+
+    fresh = lift(observed_demo_model(), options=program.options)
+    with pytest.raises(AssertionError, match="mutated its input program: module/tensor state"):
+        assert_pure(bump_bias, fresh)
+
+
+def test_assert_idempotent(program: Program) -> None:
+    assert_idempotent(get_pass("dce"), program)
+
+    def fresh_copy(p: Program) -> Program:
+        return p.with_modules({"query": copy.deepcopy(p.module("query"))})
+
+    with pytest.raises(AssertionError, match="not idempotent"):
+        assert_idempotent(fresh_copy, program)
+
+
+def test_assert_same_as_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    observed = observed_demo_model()
+    result = assert_same_as_torch(observed, is_reference=True, example_inputs=example_inputs())
+    assert "quantize_per_tensor" in result.code
+    real = qfx.convert_to_reference_fx
+
+    def off_by_one(model: torch.fx.GraphModule, **kwargs: object) -> torch.fx.GraphModule:
+        out = real(model, **kwargs)
+        out.query.bias = torch.nn.Parameter(out.query.bias.detach() + 1.0)  # the bias tensor is shared: replace it
+        return out
+
+    monkeypatch.setattr(qfx, "convert_to_reference_fx", off_by_one)
+    with pytest.raises(AssertionError, match="differs from torch's convert_to_reference_fx: state_dict values"):
+        assert_same_as_torch(observed, is_reference=True)
+
+
+@settings(max_examples=examples(5), deadline=None)
+@given(programs())
+def test_cleanup_is_pure_on_random_programs(program: Program) -> None:
+    assert_pure(get_pass("cleanup"), program)
+
+
+def readme_block(marker: str) -> str:
+    """The python code block of README.md that follows the line containing `marker`."""
+    text = README.read_text()
+    start = text.index("```python", text.index(marker)) + len("```python")
+    return text[start:text.index("```", start)]
+
+
+def test_the_readme_pass_example_runs_under_pytest(tmp_path: Path) -> None:
+    (tmp_path / "test_my_pass.py").write_text(readme_block("property-test it"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_pass.py"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

@@ -1,0 +1,36 @@
+"""A user's model file for the command-line tests: `qfx convert usermodel.py:build` (copied to a temp dir)."""
+
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.conv(x)).mean((2, 3))
+        return torch.softmax(self.fc(self.head(x)), -1)  # softmax: stays in float with the default mappings
+
+
+def build():
+    torch.manual_seed(0)
+    batches = [(torch.randn(2, 3, 8, 8),) for _ in range(3)]
+    return Net().eval(), (torch.randn(2, 3, 8, 8),), batches
+
+
+def build_two():
+    torch.manual_seed(0)
+    return Net().eval(), torch.randn(2, 3, 8, 8)
+
+
+def bad_shape():
+    return Net()
+
+
+def not_a_model():
+    return "model", (torch.randn(1),)
