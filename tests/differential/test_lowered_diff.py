@@ -21,6 +21,12 @@ from tests.support.models import CASES, CASES_BY_NAME, Case
 ENGINES = [e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines]
 
 
+def case_engines(case: Case) -> list[str]:
+    """The engines a case is compared under: those it lists (`Case.lowered_engines`: where torch's own lowered
+    model can be run and inspected) that this build of torch supports."""
+    return [e for e in case.lowered_engines if e in torch.backends.quantized.supported_engines]
+
+
 @contextlib.contextmanager
 def quantized_engine(engine: str) -> Iterator[None]:
     """Run the body with `torch.backends.quantized.engine` set to `engine` (restored after)."""
@@ -36,7 +42,7 @@ def _params() -> list[Any]:
     params = []
     for case in CASES:
         marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
-        params += [pytest.param(case, engine, id=f"{case.name}-{engine}", marks=marks) for engine in ENGINES]
+        params += [pytest.param(case, engine, id=f"{case.name}-{engine}", marks=marks) for engine in case_engines(case)]
     return params
 
 

@@ -85,7 +85,10 @@ def freeze_value(value: Any, depth: int = 6, _seen: set | None = None) -> Any:
     if isinstance(value, torch.Tensor):
         return _clone_tensor(value)
     if isinstance(value, torch.ScriptObject):
-        return ScriptState(_script_name(value), freeze_value(_script_state(value), depth))
+        # (a script object's state is plain, acyclic data, but may nest other script objects several levels
+        # deep, as an LSTM's packed cells do: always captured whole)
+        state = _script_state(value)
+        return ScriptState(_script_name(value), state if isinstance(state, Opaque) else freeze_value(state, max(depth, 32)))
     if depth <= 0:
         return Opaque(value)
     seen = _seen if _seen is not None else set()
@@ -131,7 +134,10 @@ def _clone_tensor(t: torch.Tensor) -> torch.Tensor:
     if not _CLONING[-1]:
         return t
     with torch.no_grad():
-        out = t.detach().clone()
+        if t.is_quantized and t.qscheme() == torch.per_channel_affine_float_qparams:
+            out = copy.deepcopy(t.detach())  # (torch's clone does not support this qscheme; deepcopy keeps quint4x2)
+        else:
+            out = t.detach().clone()
     if isinstance(t, nn.Parameter):
         return nn.Parameter(out, requires_grad=t.requires_grad)
     # (a non-leaf that requires grad, such as the bias a QNNPACK packed weight unpacks to, keeps the flag)
