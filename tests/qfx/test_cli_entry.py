@@ -24,6 +24,14 @@ from .clirun import qfx, text
 USER_MODEL = Path(__file__).with_name("usermodel.py")
 
 
+@pytest.fixture(autouse=True)
+def keep_engine() -> None:
+    """qfx convert --backend sets torch's quantized engine (a process-wide setting): restore it after."""
+    engine = torch.backends.quantized.engine
+    yield
+    torch.backends.quantized.engine = engine
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     shutil.copy(USER_MODEL, tmp_path / "usermodel.py")
@@ -121,3 +129,14 @@ def test_help_shows_an_example(argv: tuple[str, ...]) -> None:
         cli.main([*argv, "--help"])
     assert info.value.code == 0
     assert "example" in out.getvalue() and "qfx " in out.getvalue().split("example", 1)[1]
+
+
+def test_qat_prepares_with_prepare_qat_fx_and_runs_no_training(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    status, out, err = run_in_process("convert", "usermodel.py:build", "--qat", "--backend", "qnnpack",
+                                      "--mode", "reference", "--check-against-torch")
+    sys.modules.pop("qfx_entry_usermodel", None)
+    assert status == 0, err
+    assert "prepared with prepare_qat_fx (qnnpack backend, its default QAT qconfig mapping)" in out
+    assert "equal to torch's convert_to_reference_fx: yes" in out
+    assert torch.backends.quantized.engine == "qnnpack"
