@@ -9,7 +9,7 @@ from .manager import Pipeline
 # observe weights -> equalize -> convert-time qconfig -> swap modules -> quantize/dequantize -> dce -> clean up
 REFERENCE_PIPELINE = "apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce,cleanup"
 
-# The reference passes up to dce, then torch's lowering to native kernels (_lower_to_native_backend, one pass
+# The reference passes up to dce, then torch's lowering to native kernels (one pass
 # per step, in its order), dead-code elimination around weight folding, and the clean-up convert ends with.
 LOWERED_PIPELINE = ",".join([
     "apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce",

@@ -1,6 +1,6 @@
 """The op families special-pattern lowering recognises, and what it turns their modules and ops into.
 
-Each family lists the functions, method names and module classes of torch's `_lower_to_native_backend`
+Each family lists the functions, method names and module classes of torch's native-backend lowering
 checkers (`is_fixed_qparams_node`, `is_default_node`, `is_copy_node`, `is_general_tensor_shape_node`,
 `is_other_node`).
 """

@@ -1,6 +1,6 @@
 """Matching torch's reference patterns (dequantize -> reference op -> quantize) on a GraphEditor.
 
-These are the shared matchers of torch's `_lower_to_native_backend`: what counts as a dequantize node, when
+These are the shared matchers of torch's native-backend lowering: what counts as a dequantize node, when
 a node is left alone because its qconfig is None, and the static pattern `dequantize -> op [-> relu] ->
 quantize_per_tensor` that the weighted-module, functional and binary-op passes all start from.
 """
