@@ -3,7 +3,8 @@
 Unlike the families in `models.py`, which repeat one layer shape, these follow published architectures with
 their real layer widths, so nearly every convolution has a shape of its own: bottleneck ResNets, inverted
 residuals with depthwise convolutions (MobileNetV2), squeeze-excitation with hardswish/hardsigmoid
-(MobileNetV3), dense concatenation (DenseNet) and a patch-embedding attention encoder (ViT). Inputs are kept
+(MobileNetV3), SiLU-gated squeeze-excitation in MBConv blocks (EfficientNet-B0), channel split, shuffle and
+concatenation (ShuffleNetV2), dense concatenation (DenseNet) and a patch-embedding attention encoder (ViT). Inputs are kept
 small (convert's cost does not depend on them; prepare's calibration does).
 """
 
@@ -154,6 +155,99 @@ class MobileNetV3Small(nn.Module):
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
+class MBConv(nn.Module):
+    """EfficientNet's MBConv: 1x1 expand + SiLU, k x k depthwise + SiLU, squeeze-excitation (SiLU, sigmoid),
+    1x1 projection; residual when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = cin * expand
+        layers = [] if expand == 1 else _conv_bn(cin, hidden, act=nn.SiLU)
+        layers += _conv_bn(hidden, hidden, kernel, stride, groups=hidden, act=nn.SiLU)
+        self.body = nn.Sequential(*layers)
+        squeezed = max(1, cin // 4)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(hidden, squeezed, 1), nn.SiLU(),
+                                nn.Conv2d(squeezed, hidden, 1), nn.Sigmoid())
+        self.project = nn.Sequential(*_conv_bn(hidden, cout, act=None))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        h = self.body(x)
+        y = self.project(h * self.se(h))
+        return x + y if self.residual else y
+
+
+class EfficientNetB0(nn.Module):
+    """EfficientNet-B0 with its published (expansion, channels, repeats, stride, kernel) table."""
+
+    SETTINGS = ((1, 16, 1, 1, 3), (6, 24, 2, 2, 3), (6, 40, 2, 2, 5), (6, 80, 3, 2, 3), (6, 112, 3, 1, 5),
+                (6, 192, 4, 2, 5), (6, 320, 1, 1, 3))
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [*_conv_bn(3, 32, 3, 2, act=nn.SiLU)]
+        cin = 32
+        for expand, cout, repeats, stride, kernel in self.SETTINGS:
+            for i in range(repeats):
+                layers.append(MBConv(cin, cout, kernel, stride if i == 0 else 1, expand))
+                cin = cout
+        layers += _conv_bn(cin, 1280, act=nn.SiLU)
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """ShuffleNet's channel shuffle: interleave the channels of `groups` groups."""
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """ShuffleNetV2's unit: split the channels (stride 1) or branch twice (stride 2), 1x1 / 3x3 depthwise /
+    1x1 convolutions, concatenate, shuffle."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        half = cout // 2
+        branch_in = cin if stride > 1 else half
+        self.branch2 = nn.Sequential(*_conv_bn(branch_in, half), *_conv_bn(half, half, 3, stride, groups=half, act=None),
+                                     *_conv_bn(half, half))
+        self.branch1 = (nn.Sequential(*_conv_bn(cin, cin, 3, stride, groups=cin, act=None), *_conv_bn(cin, half))
+                        if stride > 1 else nn.Identity())
+
+    def forward(self, x):
+        if self.stride == 1:
+            a, b = x.chunk(2, dim=1)
+            out = torch.cat((a, self.branch2(b)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2(nn.Module):
+    """ShuffleNetV2 1.0x: stem, three stages of [4, 8, 4] units (116, 232, 464 channels), 1x1 conv, classifier."""
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*_conv_bn(3, 24, 3, 2), nn.MaxPool2d(3, 2, 1))
+        units, cin = [], 24
+        for cout, repeats in ((116, 4), (232, 8), (464, 4)):
+            for i in range(repeats):
+                units.append(ShuffleUnit(cin, cout, 2 if i == 0 else 1))
+                cin = cout
+        self.stages = nn.Sequential(*units)
+        self.head = nn.Sequential(*_conv_bn(cin, 1024))
+        self.fc = nn.Linear(1024, classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.stages(self.stem(x))).mean([2, 3]))
+
+
 class DenseLayer(nn.Module):
     """DenseNet's layer: BN-ReLU-1x1 conv (4k), BN-ReLU-3x3 conv (k), concatenated onto its input."""
 
@@ -244,6 +338,8 @@ ARCHITECTURES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resnet50": (ResNet50, (1, 3, 64, 64)),
     "mobilenet_v2": (MobileNetV2, (1, 3, 64, 64)),
     "mobilenet_v3": (MobileNetV3Small, (1, 3, 64, 64)),
+    "efficientnet_b0": (EfficientNetB0, (1, 3, 64, 64)),
+    "shufflenet_v2": (ShuffleNetV2, (1, 3, 64, 64)),
     "densenet": (DenseNet, (1, 3, 64, 64)),
     "vit": (ViT, (2, 3, 32, 32)),
 }

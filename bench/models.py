@@ -1,4 +1,5 @@
-"""Benchmark models: three families at a parametrised number of blocks, prepared and calibrated.
+"""Benchmark models, prepared and calibrated: three families at a parametrised number of blocks, and the
+real-architecture-shaped models of `arch_models.py` (one fixed size each, x86 mapping).
 
 Observed node counts (prepare_fx output, MinMax mapping): mlp 2n+3, cnn 7n+5, transformer 30n+3 for n
 blocks. prepare_fx itself is quadratic in the graph size (~2 min at 5,000 nodes on 2 cores), so observed
@@ -21,6 +22,8 @@ from torch import nn
 from torch.ao.quantization import QConfigMapping, default_qconfig, get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import prepare_fx
 from torch.fx import GraphModule
+
+from .arch_models import ARCHITECTURES
 
 CALIBRATION_BATCHES = 2
 
@@ -147,16 +150,29 @@ class Observed:
         return len(self.model.graph.nodes)
 
 
+def input_shape(family: str) -> tuple[int, ...]:
+    """The input shape of a family or of an architecture (a name in `ARCHITECTURES`)."""
+    return FAMILIES[family].input_shape if family in FAMILIES else ARCHITECTURES[family][1]
+
+
 def example_inputs(family: str, seed: int = 0) -> tuple[torch.Tensor]:
-    """A deterministic input batch for `family`."""
+    """A deterministic input batch for `family` (or an architecture)."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*FAMILIES[family].input_shape, generator=g),)
+    return (torch.randn(*input_shape(family), generator=g),)
+
+
+def float_model(family: str, blocks: int) -> nn.Module:
+    """The float model in eval mode, seeded: the same weights every call (and as its observed model has).
+    `blocks` is ignored for architectures."""
+    torch.manual_seed(0)
+    if family in FAMILIES:
+        return FAMILIES[family].build(blocks).eval()
+    return ARCHITECTURES[family][0]().eval()
 
 
 def prepare_observed(family: str, blocks: int, mapping: str) -> Observed:
     """Build the float model (seeded), prepare_fx it with `mapping` and calibrate it."""
-    torch.manual_seed(0)
-    model = FAMILIES[family].build(blocks).eval()
+    model = float_model(family, blocks)
     inputs = example_inputs(family)
     start = time.perf_counter()
     with warnings.catch_warnings():
@@ -180,9 +196,10 @@ CACHE_FORMAT = 1  # bump when the stored form changes
 
 
 def _cache_key(family: str, blocks: int, mapping: str) -> str:
-    # The torch version and this file decide what prepare_fx produces.
+    # The torch version, this file and the architectures' file decide what prepare_fx produces.
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{torch.__version__}|{family}|{blocks}|{mapping}".encode())
     digest.update(Path(__file__).read_bytes())
+    digest.update(Path(__file__).with_name("arch_models.py").read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -2,10 +2,14 @@
 
 For every (family, blocks, mapping) row it times, alternating qfx and torch runs and taking medians:
   * the foundation: qfx `lift` and `codegen` against torch's `GraphModule(gm, gm.graph)`;
-  * convert: qfx's reference and decomposed convert against torch's, torch working on a fresh deepcopy
-    of the observed model each run (made before timing, as torch mutates its input);
+  * convert: qfx's reference, decomposed and lowered convert against torch's (`convert_to_reference_fx`,
+    `_convert_to_reference_decomposed_fx`, `convert_fx`), torch working on a fresh deepcopy of the observed
+    model each run (made before timing, as torch mutates its input);
+  * inference: the forward latency of qfx's lowered model, torch's lowered model and the float model;
 and checks that the results are equal (code, state_dict, outputs) and that qfx left its input alone.
-Results go to a rich table and, with every raw measurement, to a JSON file.
+The real-architecture rows (bench/arch_models.py, x86 mapping) also time the tensor floor of each convert:
+the work no convert can skip (see `floor_seconds`). Everything runs on one thread. Results go to rich
+tables and, with every raw measurement, to a JSON file.
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Timing
 from qfx.cli import MODES, differences, fingerprint, same_fingerprint
 
-from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, observed_model
+from .arch_models import ARCHITECTURES
+from .floor import FloorWork, floor_seconds, floor_work
+from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, float_model, observed_model
 from .plot import plot_results
 
 # Blocks per family; observed node counts (MinMax) are about 100, 1,000 and 2,500-5,000.
@@ -46,6 +52,15 @@ QUICK_SIZES = {"mlp": (50,), "cnn": (14,), "transformer": (3,)}
 # deep MLP), so x86 rows run only up to these sizes (50-100 nodes), or these in --quick (20-35 nodes).
 X86_MAX_BLOCKS = {"mlp": 25, "cnn": 14, "transformer": 3}
 QUICK_X86_BLOCKS = {"mlp": 10, "cnn": 4, "transformer": 1}
+# --huge adds MLP rows of 10,003 and 25,003 nodes (MinMax), to show qfx's time per node stays flat.
+HUGE_MLP_BLOCKS = (5000, 12500)
+QUICK_ARCHITECTURES = ("mobilenet_v3",)
+# Modes whose convert has a measured tensor floor on the architecture rows.
+FLOOR_MODES = ("reference", "lowered")
+# Inference latency: forward runs per model (alternating qfx, torch, float), and the largest graph timed.
+LATENCY_RUNS = 15
+QUICK_LATENCY_RUNS = 5
+LATENCY_MAX_NODES = 1000
 # Outputs are compared only up to this size: in torch 2.13 every quantize_per_tensor call costs ~8 ms, so
 # running a large reference model takes many seconds. Code and state_dict are compared at every size.
 OUTPUT_CHECK_MAX_NODES = 1000
@@ -88,13 +103,17 @@ def measure_foundation(observed: Observed, repeat: int) -> dict[str, Any]:
     return {"runs": runs, "median": {k: median(v) for k, v in runs.items()}}
 
 
-def measure_convert(observed: Observed, mode: str, repeat: int) -> dict[str, Any]:
-    """qfx's and torch's convert in `mode`, alternating; equality of the results; purity of qfx."""
+def measure_convert(observed: Observed, mode: str, repeat: int,
+                    floor: FloorWork | None = None) -> tuple[dict[str, Any], GraphModule | None, GraphModule]:
+    """qfx's and torch's convert in `mode`, alternating (and the tensor floor of `floor`, timed in the same
+    rounds, on qfx's generated code); equality of the results; purity of qfx. Returns the measurements, qfx's
+    last result (None if it failed) and torch's last result."""
     _, ours_fn, theirs_fn = MODES[mode]
     copies: list[GraphModule | None] = [copy.deepcopy(observed.model) for _ in range(repeat)]
     before = fingerprint(observed.model)
     qfx_runs: list[float] = []
     torch_runs: list[float] = []
+    floor_runs: list[float] = []
     pass_runs: list[list[tuple[str, float, int, int]]] = []
     status, error = "ok", None
     ours = theirs = None
@@ -112,6 +131,8 @@ def measure_convert(observed: Observed, mode: str, repeat: int) -> dict[str, Any
         seconds, theirs = timed(theirs_fn, copies[i])
         torch_runs.append(seconds)
         copies[i] = None
+        if floor is not None and ours is not None:
+            floor_runs.append(floor_seconds(floor, ours.code, lowered=mode == "lowered"))
     result: dict[str, Any] = {
         "status": status,
         "error": error,
@@ -124,6 +145,11 @@ def measure_convert(observed: Observed, mode: str, repeat: int) -> dict[str, Any
         "nodes_out": len(ours.graph.nodes) if ours is not None else None,
         "torch_nodes_out": len(theirs.graph.nodes),
     }
+    if floor is not None:
+        result["floor_runs"] = floor_runs
+        result["floor"] = median(floor_runs)
+        result["floor_weights"] = len(floor.weights)
+        result["over_floor"] = median(qfx_runs) / median(floor_runs) if qfx_runs and floor_runs else None
     if ours is not None:
         check_outputs = observed.nodes <= OUTPUT_CHECK_MAX_NODES
         found = differences(ours, theirs, observed.example_inputs if check_outputs else None)
@@ -131,7 +157,23 @@ def measure_convert(observed: Observed, mode: str, repeat: int) -> dict[str, Any
         result["equal"] = not found
         result["differences"] = found
         result["input_unchanged"] = same_fingerprint(before, fingerprint(observed.model))
-    return result
+    return result, ours, theirs
+
+
+def measure_latency(observed: Observed, ours: GraphModule, theirs: GraphModule, runs: int) -> dict[str, Any]:
+    """Forward latency (seconds, medians of `runs`, alternating) of qfx's lowered model, torch's lowered model
+    and the float model, on the row's example inputs, after one untimed call of each."""
+    models = {"qfx": ours, "torch": theirs, "float": float_model(observed.family, observed.blocks)}
+    inputs = observed.example_inputs
+    samples: dict[str, list[float]] = {name: [] for name in models}
+    with torch.no_grad():
+        for model in models.values():
+            model(*inputs)
+        for _ in range(runs):
+            for name, model in models.items():
+                samples[name].append(timed(model, *inputs)[0])
+    medians = {name: median(v) for name, v in samples.items()}
+    return {"runs": samples, "median": medians, "qfx_over_torch": medians["qfx"] / medians["torch"]}
 
 
 def _pass_medians(runs: list[list[tuple[str, float, int, int]]]) -> list[dict[str, Any]]:
@@ -159,9 +201,18 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, str]]:
             sizes = {"minmax": list(QUICK_SIZES[family]), "x86": [QUICK_X86_BLOCKS[family]]}
         else:
             sizes = {"minmax": list(DEFAULT_SIZES[family]), "x86": [X86_MAX_BLOCKS[family]]}
+        if args.huge and family == "mlp" and "minmax" in args.mappings:
+            sizes["minmax"] = sorted({*sizes["minmax"], *HUGE_MLP_BLOCKS})
         for blocks in sorted({b for m in args.mappings for b in sizes[m]}):
             rows += [(family, blocks, m) for m in args.mappings if blocks in sizes[m]]
     return rows
+
+
+def arch_plan(args: argparse.Namespace) -> list[str]:
+    """The architectures to run (x86 mapping each)."""
+    if args.arch is not None:
+        return args.arch
+    return list(QUICK_ARCHITECTURES) if args.quick else list(ARCHITECTURES)
 
 
 def warm_up() -> None:
@@ -169,12 +220,17 @@ def warm_up() -> None:
     caches)."""
     observed = observed_model("mlp", 2, "minmax", None)
     measure_foundation(observed, 1)
+    work = floor_work(observed.model)
     for mode in MODES:
-        measure_convert(observed, mode, 1)
+        _, ours, theirs = measure_convert(observed, mode, 1, work)
+        if mode == "lowered" and ours is not None:
+            measure_latency(observed, ours, theirs, 1)
 
 
-def run_row(observed: Observed, repeat: int) -> dict[str, Any]:
-    """Every measurement for one observed model."""
+def run_row(observed: Observed, repeat: int, latency_runs: int, with_floor: bool = False) -> dict[str, Any]:
+    """Every measurement for one observed model: foundation, convert in every mode (with the tensor floor of
+    the reference and lowered converts when `with_floor`), and the lowered models' latency (up to
+    LATENCY_MAX_NODES nodes)."""
     started = time.perf_counter()
     row = {
         "family": observed.family,
@@ -184,8 +240,16 @@ def run_row(observed: Observed, repeat: int) -> dict[str, Any]:
         "prepare_seconds": observed.prepare_seconds,
         "prepare_cached": observed.cached,
         "foundation": measure_foundation(observed, repeat),
-        "convert": {mode: measure_convert(observed, mode, repeat) for mode in MODES},
+        "convert": {},
+        "latency": None,
     }
+    work = floor_work(observed.model) if with_floor else None
+    for mode in MODES:
+        result, ours, theirs = measure_convert(observed, mode, repeat, work if mode in FLOOR_MODES else None)
+        row["convert"][mode] = result
+        if mode == "lowered" and ours is not None and latency_runs and observed.nodes <= LATENCY_MAX_NODES:
+            row["latency"] = measure_latency(observed, ours, theirs, latency_runs)
+        del ours, theirs
     row["row_seconds"] = time.perf_counter() - started
     return row
 
@@ -233,17 +297,20 @@ def foundation_table(rows: list[dict[str, Any]], repeat: int) -> Table:
     return table
 
 
+SHORT = {"reference": "ref", "decomposed": "dec", "lowered": "low"}
+
+
 def convert_table(rows: list[dict[str, Any]], repeat: int) -> Table:
-    """Reference and decomposed convert, qfx against torch, per row."""
+    """Reference, decomposed and lowered convert, qfx against torch, per row."""
     table = Table(title=escape(f"Convert: qfx vs torch  [ms, median of {repeat}, alternating; torch on a deepcopy "
-                               f"made before timing; ratio = torch/qfx; 'same' = code, state_dict and outputs; "
+                               f"made before timing; x = torch/qfx; 'same' = code, state_dict and outputs; "
                                f"yes* = outputs not run above {OUTPUT_CHECK_MAX_NODES:,} nodes]"),
                   title_justify="left")
     for name in ("family", "blocks", "mapping", "nodes"):
         table.add_column(name, justify="left" if name in ("family", "mapping") else "right")
-    for mode in ("ref", "dec"):
-        for name in ("qfx", "torch", "ratio", "same"):
-            table.add_column(f"{mode} {name}", justify="right")
+    for mode in MODES:
+        for name in ("qfx", "torch", "x", "same"):
+            table.add_column(f"{SHORT[mode]} {name}", justify="right")
     for r in rows:
         cells = [r["family"], str(r["blocks"]), r["mapping"], f"{r['nodes']:,}"]
         for mode in MODES:
@@ -252,71 +319,153 @@ def convert_table(rows: list[dict[str, Any]], repeat: int) -> Table:
     return table
 
 
-def pass_table(rows: list[dict[str, Any]]) -> Table | None:
-    """Per-pass medians for the largest size of each family."""
-    largest = {}
+def arch_table(rows: list[dict[str, Any]], repeat: int) -> Table:
+    """Real architectures: qfx, torch and the tensor floor per mode, with torch/qfx and qfx/floor."""
+    table = Table(title=escape(f"Real architectures, x86 mapping, one thread: convert vs torch and the tensor floor  "
+                               f"[ms, median of {repeat}, alternating; x = torch/qfx; /floor = qfx/floor; floor = "
+                               f"weight min/max + compile of the forward (+ weight quantize + prepack when lowered)]"),
+                  title_justify="left")
+    table.add_column("model")
+    table.add_column("nodes", justify="right")
+    table.add_column("weights", justify="right")
+    for mode in FLOOR_MODES:
+        for name in ("qfx", "torch", "floor", "x", "/floor", "same"):
+            table.add_column(f"{SHORT[mode]} {name}", justify="right")
     for r in rows:
-        largest[r["family"]] = max(largest.get(r["family"], 0), r["blocks"])
-    picked = [(r, mode) for r in rows if r["blocks"] == largest[r["family"]]
-              for mode in MODES if r["convert"][mode]["status"] == "ok"]
-    if not picked:
-        return None
-    names: list[str] = []
-    for r, mode in picked:
-        for p in r["convert"][mode]["passes"]:
-            if p["pass"] not in names:
-                names.append(p["pass"])
-    table = Table(title=escape("qfx per pass, largest size of each family  [ms, median; from the Timing "
-                               "instrument; 'rest' = lift + codegen + API]"), title_justify="left")
-    for name in ("family", "mapping", "mode", "nodes in -> out"):
-        table.add_column(name)
-    for name in (*names, "rest", "total"):
-        table.add_column(name, justify="right")
-    for r, mode in picked:
-        c = r["convert"][mode]
-        by_name = {p["pass"]: p["seconds"] for p in c["passes"]}
-        rest = c["qfx"] - sum(by_name.values())
-        table.add_row(r["family"], r["mapping"], mode, f"{r['nodes']:,} -> {c['nodes_out']:,}",
-                      *[ms(by_name.get(n)) for n in names], ms(rest), ms(c["qfx"]))
+        cells = [r["family"], f"{r['nodes']:,}", str(r["convert"]["reference"].get("floor_weights", "-"))]
+        for mode in FLOOR_MODES:
+            c = r["convert"][mode]
+            qfx_ms, torch_ms, ratio, same = _convert_cells(c)
+            over = c.get("over_floor")
+            cells += [qfx_ms, torch_ms, ms(c.get("floor")), ratio, "-" if over is None else f"{over:.2f}", same]
+        table.add_row(*cells)
     return table
 
 
-TARGET_RATIO = 3.0
+def latency_table(rows: list[dict[str, Any]], runs: int) -> Table | None:
+    """Forward latency of the lowered models (qfx's, torch's) and the float model, per row that has it."""
+    timed_rows = [r for r in rows if r.get("latency")]
+    if not timed_rows:
+        return None
+    table = Table(title=escape(f"Inference latency, one thread: lowered qfx / lowered torch / float model  [ms per "
+                               f"forward, median of {runs}, alternating; same kernels, so qfx/torch should be 1 "
+                               f"within noise]"), title_justify="left")
+    for name in ("family", "blocks", "mapping", "nodes"):
+        table.add_column(name, justify="left" if name in ("family", "mapping") else "right")
+    for name in ("qfx lowered", "torch lowered", "float", "qfx/torch", "float/qfx"):
+        table.add_column(name, justify="right")
+    for r in timed_rows:
+        m = r["latency"]["median"]
+        blocks = "-" if r["family"] in ARCHITECTURES else str(r["blocks"])
+        table.add_row(r["family"], blocks, r["mapping"], f"{r['nodes']:,}", ms(m["qfx"]), ms(m["torch"]), ms(m["float"]), f"{m['qfx'] / m['torch']:.2f}", f"{m['float'] / m['qfx']:.2f}")
+    return table
+
+
+def pass_tables(rows: list[dict[str, Any]]) -> list[Table]:
+    """Per-pass medians, one table per mode, for the largest size of each family and every architecture."""
+    largest: dict[str, int] = {}
+    for r in rows:
+        largest[r["family"]] = max(largest.get(r["family"], 0), r["blocks"])
+    tables = []
+    for mode in MODES:
+        picked = [r for r in rows if r["blocks"] == largest[r["family"]] and r["convert"][mode]["status"] == "ok"]
+        if not picked:
+            continue
+        names: list[str] = []
+        for r in picked:
+            for p in r["convert"][mode]["passes"]:
+                if p["pass"] not in names:
+                    names.append(p["pass"])
+        table = Table(title=escape(f"qfx per pass, {mode} convert, largest size of each family  [ms, median; from the "
+                                   f"Timing instrument; 'rest' = lift + codegen + API]"), title_justify="left")
+        for name in ("family", "mapping", "nodes in -> out"):
+            table.add_column(name, no_wrap=True)
+        for name in (*names, "rest", "total"):
+            # the pass names break at their dashes, so that the lowered table fits
+            table.add_column(name.replace("-", "-\n"), justify="right")
+        for r in picked:
+            c = r["convert"][mode]
+            by_name = {p["pass"]: p["seconds"] for p in c["passes"]}
+            rest = c["qfx"] - sum(by_name.values())
+            table.add_row(r["family"], r["mapping"], f"{r['nodes']:,} -> {c['nodes_out']:,}",
+                          *[ms(by_name.get(n)) for n in names], ms(rest), ms(c["qfx"]))
+        tables.append(table)
+    return tables
+
+
 TARGET_MIN_NODES = 1000
+# mode -> (mapping the target applies to, or None for every mapping; least torch/qfx on 1,000+-node graphs)
+TARGET_BIG_RATIO = {"reference": ("minmax", 5.0), "decomposed": ("minmax", 3.0), "lowered": (None, 3.0)}
+TARGET_ARCH_RATIO = 3.0
+TARGET_ARCH_OVER_FLOOR = 2.0
+FLAT_TOLERANCE = 1.5  # µs per node of the largest graph within this factor of the smallest 1,000+-node one
 
 
-def target_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The issue's speed targets, checked against this run: qfx faster than torch on every row; at least
-    TARGET_RATIO x on MinMax rows of TARGET_MIN_NODES+ nodes; qfx's time per node as graphs grow."""
-    measured = [(r, mode, r["convert"][mode]) for r in rows for mode in MODES if r["convert"][mode]["status"] == "ok"]
+def _where(m: tuple[dict[str, Any], str, dict[str, Any]]) -> str:
+    return f"{m[0]['family']} {m[0]['nodes']:,} nodes {m[0]['mapping']} {m[1]}"
+
+
+def target_lines(rows: list[dict[str, Any]], arch_rows: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """The issues' speed targets, checked against this run: qfx faster than torch on every row (and on every
+    lowered row); at least TARGET_BIG_RATIO on 1,000+-node graphs per mode; on every architecture row, at
+    least TARGET_ARCH_RATIO x faster than torch and within TARGET_ARCH_OVER_FLOOR x of the floor; qfx's µs
+    per node as graphs grow, flat (within FLAT_TOLERANCE) from 1,000 nodes up."""
+    everything = [*rows, *arch_rows]
+    measured = [(r, mode, r["convert"][mode]) for r in everything for mode in MODES
+                if r["convert"][mode]["status"] == "ok"]
     if not measured:
         return []
     lines = []
-    slowest = min(measured, key=lambda m: m[2]["ratio"])
-    verdict = "yes" if slowest[2]["ratio"] > 1 else "NO"
-    lines.append(f"faster than torch on every row: {verdict} (lowest ratio {slowest[2]['ratio']:.2f}x: "
-                 f"{slowest[0]['family']} {slowest[0]['nodes']:,} nodes {slowest[0]['mapping']} {slowest[1]})")
-    big = [m for m in measured if m[0]["mapping"] == "minmax" and m[0]["nodes"] >= TARGET_MIN_NODES]
-    if big:
-        short = [m for m in big if m[2]["ratio"] < TARGET_RATIO]
-        verdict = "yes" if not short else f"NO on {len(short)} of {len(big)}"
-        worst = min(big, key=lambda m: m[2]["ratio"])
-        lines.append(f">= {TARGET_RATIO:g}x on MinMax rows of {TARGET_MIN_NODES:,}+ nodes: {verdict} (lowest "
-                     f"{worst[2]['ratio']:.2f}x: {worst[0]['family']} {worst[0]['nodes']:,} nodes {worst[1]})")
+    for label, subset in (("every row", measured), ("every lowered row", [m for m in measured if m[1] == "lowered"])):
+        if subset:
+            slowest = min(subset, key=lambda m: m[2]["ratio"])
+            verdict = "yes" if slowest[2]["ratio"] > 1 else "NO"
+            lines.append(f"target: faster than torch on {label}: {verdict} (lowest {slowest[2]['ratio']:.2f}x: "
+                         f"{_where(slowest)})")
+    for mode, (mapping, ratio) in TARGET_BIG_RATIO.items():
+        big = [m for m in measured if m[1] == mode and m[0]["nodes"] >= TARGET_MIN_NODES
+               and m[0]["family"] in FAMILIES and mapping in (None, m[0]["mapping"])]
+        if big:
+            short = [m for m in big if m[2]["ratio"] < ratio]
+            verdict = "yes" if not short else f"NO on {len(short)} of {len(big)}"
+            worst = min(big, key=lambda m: m[2]["ratio"])
+            lines.append(f"target: >= {ratio:g}x in {mode} mode on {mapping or 'all'} graphs of {TARGET_MIN_NODES:,}+ "
+                         f"nodes: {verdict} (lowest {worst[2]['ratio']:.2f}x: {_where(worst)})")
+    arch = [m for m in measured if m[0]["family"] in ARCHITECTURES and m[1] in FLOOR_MODES]
+    if arch:
+        short = [m for m in arch if m[2]["ratio"] < TARGET_ARCH_RATIO]
+        worst = min(arch, key=lambda m: m[2]["ratio"])
+        lines.append(f"target: >= {TARGET_ARCH_RATIO:g}x faster than torch on every real-architecture row: "
+                     f"{'yes' if not short else f'NO on {len(short)} of {len(arch)}'} (lowest "
+                     f"{worst[2]['ratio']:.2f}x: {_where(worst)})")
+        floored = [m for m in arch if m[2].get("over_floor") is not None]
+        if floored:
+            far = [m for m in floored if m[2]["over_floor"] > TARGET_ARCH_OVER_FLOOR]
+            worst = max(floored, key=lambda m: m[2]["over_floor"])
+            lines.append(f"target: within {TARGET_ARCH_OVER_FLOOR:g}x of the tensor floor on every real-architecture "
+                         f"row: {'yes' if not far else f'NO on {len(far)} of {len(floored)}'} (farthest "
+                         f"{worst[2]['over_floor']:.2f}x the floor: {_where(worst)})")
     for family in dict.fromkeys(r["family"] for r in rows):
         for mapping in dict.fromkeys(r["mapping"] for r in rows):
             for mode in MODES:
-                series = [(m[0]["nodes"], m[2]["qfx"] * 1e6 / m[0]["nodes"]) for m in measured
-                          if m[0]["family"] == family and m[0]["mapping"] == mapping and m[1] == mode]
+                series = sorted((m[0]["nodes"], m[2]["qfx"] * 1e6 / m[0]["nodes"]) for m in measured
+                                if m[0]["family"] == family and m[0]["mapping"] == mapping and m[1] == mode)
                 if len(series) > 1:
-                    cells = ", ".join(f"{n:,}: {us:,.0f}" for n, us in sorted(series))
-                    lines.append(f"qfx µs/node as {family} {mapping} {mode} grows: {cells}")
+                    cells = ", ".join(f"{n:,}: {us:,.1f}" for n, us in series)
+                    line = f"qfx µs/node as {family} {mapping} {mode} grows: {cells}"
+                    big = [us for n, us in series if n >= TARGET_MIN_NODES]
+                    if len(big) > 1:
+                        growth = big[-1] / big[0]
+                        line += (f" (largest / smallest {TARGET_MIN_NODES:,}+: {growth:.2f}, "
+                                 f"{'flat' if growth <= FLAT_TOLERANCE else 'NOT flat'} up to {series[-1][0]:,} nodes)")
+                    lines.append(line)
     return lines
 
 
 def row_summary(r: dict[str, Any]) -> str:
     """One line per finished row, printed while the bench runs."""
-    parts = [f"{r['family']} blocks={r['blocks']} {r['mapping']}: {r['nodes']:,} nodes"]
+    label = r["family"] if r["family"] in ARCHITECTURES else f"{r['family']} blocks={r['blocks']}"
+    parts = [f"{label} {r['mapping']}: {r['nodes']:,} nodes"]
     for mode, c in r["convert"].items():
         if c["status"] == "ok":
             parts.append(f"{mode} qfx {ms(c['qfx'])} ms vs torch {ms(c['torch'])} ms ({c['ratio']:.2f}x, "
@@ -333,7 +482,8 @@ def row_summary(r: dict[str, Any]) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line, with --repeat defaulted from --quick."""
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, 1 repeat (under a minute)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, one architecture, 1 repeat (about a minute)")
     parser.add_argument("--families", type=_names(FAMILIES), default=list(FAMILIES),
                         help=f"comma-separated, from {', '.join(FAMILIES)} (default: all)")
     parser.add_argument("--sizes", type=_ints, default=None,
@@ -341,6 +491,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"~5,000 nodes); x86 rows only up to {X86_MAX_BLOCKS} blocks")
     parser.add_argument("--mappings", type=_names(MAPPINGS), default=list(MAPPINGS),
                         help="comma-separated, from minmax, x86 (default: both)")
+    parser.add_argument("--arch", type=_arch_names, default=None,
+                        help=f"comma-separated real architectures, from {', '.join(ARCHITECTURES)}, or 'none' "
+                             f"(default: all; {', '.join(QUICK_ARCHITECTURES)} with --quick)")
+    parser.add_argument("--huge", action="store_true",
+                        help=f"add MLP MinMax rows of {', '.join(f'{2 * b + 3:,}' for b in HUGE_MLP_BLOCKS)} nodes "
+                             f"(the first run prepares them: about N minutes, then cached)")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per measurement (default 3; 1 with --quick)")
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"), help="default: bench/results.json")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
@@ -364,6 +520,10 @@ def _names(known: dict[str, Any]) -> Callable[[str], list[str]]:
     return parse
 
 
+def _arch_names(text: str) -> list[str]:
+    return [] if text.strip() == "none" else _names(ARCHITECTURES)(text)
+
+
 def _ints(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -382,6 +542,8 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "quantized_engine": torch.backends.quantized.engine,
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 
@@ -397,50 +559,65 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """The bench for parsed arguments (see `main`)."""
-    console = Console() if sys.stdout.isatty() else Console(width=180)
-    rows_to_run = plan(args)
+    """The bench for parsed arguments (see `main`), on one thread (restored afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace) -> int:
+    console = Console() if sys.stdout.isatty() else Console(width=200)
+    rows_to_run = [(f, b, m, False) for f, b, m in plan(args)] + [(a, 0, "x86", True) for a in arch_plan(args)]
+    latency_runs = QUICK_LATENCY_RUNS if args.quick else LATENCY_RUNS
     cache = None if args.no_cache else args.cache_dir
     results: list[dict[str, Any]] = []
+    arch_results: list[dict[str, Any]] = []
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         task = progress.add_task("warming up", total=len(rows_to_run))
         warm_up()
-        for family, blocks, mapping in rows_to_run:
-            label = f"{family} blocks={blocks} {mapping}"
+        for family, blocks, mapping, is_arch in rows_to_run:
+            label = family if is_arch else f"{family} blocks={blocks} {mapping}"
             progress.update(task, description=f"{label}: preparing")
             observed = observed_model(family, blocks, mapping, cache)
             progress.update(task, description=f"{label} ({observed.nodes:,} nodes): timing")
-            row = run_row(observed, args.repeat)
-            results.append(row)
+            row = run_row(observed, args.repeat, latency_runs, with_floor=is_arch)
+            (arch_results if is_arch else results).append(row)
             progress.console.print(row_summary(row), markup=False, highlight=False)
             progress.advance(task)
             del observed
     console.print()
-    console.print(foundation_table(results, args.repeat))
-    console.print(convert_table(results, args.repeat))
-    for line in target_lines(results):
+    if results:
+        console.print(foundation_table(results, args.repeat))
+        console.print(convert_table(results, args.repeat))
+    if arch_results:
+        console.print(arch_table(arch_results, args.repeat))
+    latency = latency_table([*results, *arch_results], latency_runs)
+    if latency is not None:
+        console.print(latency)
+    for line in target_lines(results, arch_results):
         console.print(line, markup=False, highlight=False)
-    passes = pass_table(results)
-    if passes is not None:
-        console.print(passes)
-    else:
-        console.print(f"qfx per-pass breakdown: {PENDING}")
-    notes = sorted({c["error"] for r in results for c in r["convert"].values() if c["status"] != "ok"})
+    for table in pass_tables(results + arch_results) or []:
+        console.print(table)
+    notes = sorted({c["error"] for r in results + arch_results for c in r["convert"].values() if c["status"] != "ok"})
     for note in notes:
         console.print(f"note: qfx said: {note}", markup=False, highlight=False)
     total = time.perf_counter() - started
     payload = {"environment": environment(), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                      for k, v in vars(args).items()},
-               "total_seconds": total, "rows": results}
+               "total_seconds": total, "rows": results, "architectures": arch_results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=1))
-    console.print(f"{len(results)} rows in {total:.0f} s; every measurement written to {args.json}",
+    console.print(f"{len(results) + len(arch_results)} rows in {total:.0f} s on {torch.get_num_threads()} thread, "
+                  f"load average {payload['environment']['load_average']}; every measurement written to {args.json}",
                   markup=False, highlight=False)
     for line in plot_results(payload, args.json.with_name("convert_time.png")):
         console.print(line, markup=False, highlight=False)
-    failed = [c for r in results for c in r["convert"].values()
+    failed = [c for r in results + arch_results for c in r["convert"].values()
               if c["status"] == "error" or (c["status"] == "ok" and not (c["equal"] and c["input_unchanged"]))]
     return 1 if failed else 0
 

@@ -47,7 +47,7 @@ def test_the_plot_command_draws_a_png(tmp_path: Path) -> None:
 def test_a_bench_run_writes_json_and_the_plot(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     done = subprocess.run([sys.executable, "-m", "bench.run", "--families", "mlp", "--mappings", "minmax",
-                           "--sizes", "2,6", "--repeat", "1", "--no-cache", "--json", str(out)],
+                           "--sizes", "2,6", "--arch", "none", "--repeat", "1", "--no-cache", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     assert "scaling exponent (time ~ nodes^k), mlp minmax reference: qfx" in done.stdout, done.stderr
     assert f"convert time plot written to {tmp_path / 'convert_time.png'}" in " ".join(done.stdout.split())
