@@ -3,13 +3,26 @@
 The engine (`torch.backends.quantized.engine`) decides how `from_reference` packs weights, and some
 engines refuse some modules (qnnpack has no fp16 linear prepack, for one). torch lets that RuntimeError
 through; qfx reports it as an `EngineError`, which is a RuntimeError too.
+
+`from_reference` of torch's quantized Linear and Conv modules runs their constructor, which quantizes and
+packs a placeholder weight of the full size, and then packs the real weight over it: half of the packing
+work is thrown away. For those classes qfx runs the same `from_reference` through a private subclass whose
+constructor is called with the smallest shape the other arguments allow (the placeholder costs nothing) and
+then records the real shape attributes in place; the object that comes out is of torch's own class, with
+the same attributes in the same order, and only the real weight is packed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import collections.abc
+import functools
+from typing import Any, Callable
 
 import torch
+import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.intrinsic.quantized.dynamic as nniqd
+import torch.ao.nn.quantized as nnq
+import torch.ao.nn.quantized.dynamic as nnqd
 
 from qfx.ir.errors import ConvertError
 
@@ -23,10 +36,70 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
     the packing depends on the engine). A RuntimeError from torch becomes an EngineError naming `where`
     (the node and module path), the engine and the way out."""
     try:
-        return q_class.from_reference(ref_module, *args)
+        shrink = _SHAPE_ARGUMENTS.get(q_class)
+        if shrink is None:
+            return q_class.from_reference(ref_module, *args)
+        module = _placeholder_free(q_class).from_reference(ref_module, *args)
+        module.__class__ = q_class
+        return module
     except RuntimeError as exc:
         engine = torch.backends.quantized.engine
         raise EngineError(
             f"{where}: the '{engine}' quantized engine cannot build {q_class.__module__}.{q_class.__qualname__} "
             f"({exc}); pick another engine with torch.backends.quantized.engine, or give this module a "
             f"qconfig that engine supports") from exc
+
+
+Shrink = Callable[[tuple, dict], tuple[tuple, dict] | None]
+
+
+def _shrink_linear(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """(in_features, out_features, ...) -> constructor arguments for a 1x1 placeholder, and the real sizes."""
+    if len(args) < 2:
+        return None
+    in_features, out_features, *rest = args
+    return (1, 1, *rest), {"in_features": in_features, "out_features": out_features}
+
+
+def _shrink_conv(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, ...) -> arguments for a
+    placeholder with one channel per group and a unit kernel, and the real sizes (the kernel as the
+    constructor normalises an iterable one: a tuple of it)."""
+    if len(args) < 3 or not isinstance(args[2], collections.abc.Iterable):
+        return None
+    in_channels, out_channels, kernel_size, *rest = args
+    groups = rest[3] if len(rest) > 3 else kwargs.get("groups", 1)
+    kernel = tuple(kernel_size)
+    real = {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel}
+    return (groups, groups, (1,) * len(kernel), *rest), real
+
+
+_SHAPE_ARGUMENTS: dict[type, Shrink] = {
+    **{cls: _shrink_linear for cls in (nnq.Linear, nniq.LinearReLU, nniq.LinearLeakyReLU, nniq.LinearTanh,
+                                       nnqd.Linear, nniqd.LinearReLU)},
+    **{cls: _shrink_conv for cls in (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nniq.ConvReLU1d, nniq.ConvReLU2d,
+                                     nniq.ConvReLU3d, nniq.ConvAdd2d, nniq.ConvAddReLU2d)},
+}
+
+
+@functools.cache
+def _placeholder_free(q_class: type) -> type:
+    """A subclass of `q_class` whose constructor packs its placeholder weight at the smallest shape, then
+    stores the real shape attributes where the constructor put the placeholder's (same keys, same order)."""
+    shrink = _SHAPE_ARGUMENTS[q_class]
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        shrunk = shrink(args, kwargs)
+        if shrunk is None:
+            q_class.__init__(self, *args, **kwargs)
+            return
+        small_args, real = shrunk
+        q_class.__init__(self, *small_args, **kwargs)
+        state = self.__dict__
+        for name, value in real.items():
+            if name not in state:
+                raise EngineError(f"{q_class.__qualname__}: its constructor did not set '{name}' as qfx expects")
+            state[name] = value
+
+    return type(q_class.__name__, (q_class,), {"__init__": __init__, "__module__": __name__,
+                                               "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>"})

@@ -1,0 +1,120 @@
+"""quantized_from_reference builds exactly what torch's from_reference builds, packing the weight once.
+
+For every Linear/Conv family class it builds through the placeholder-free subclass, the module that comes
+out must be indistinguishable from `from_reference`'s: torch's own class, the same attributes in the same
+order (every module in the tree), the same state_dict and packed weights, the same repr and bit-identical
+outputs, under each quantized engine.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+import torch.ao.nn.intrinsic as nni
+import torch.ao.nn.intrinsic.quantized as nniq
+import torch.ao.nn.intrinsic.quantized.dynamic as nniqd
+import torch.ao.nn.quantized as nnq
+import torch.ao.nn.quantized.dynamic as nnqd
+import torch.ao.nn.quantized.reference as nnqr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.ao.quantization import default_per_channel_weight_observer, default_weight_observer
+from torch.ao.quantization.utils import get_qparam_dict
+
+from qfx.lowering.support import engine
+from qfx.lowering.support.engine import quantized_from_reference
+from tests.support.snapshot import diff_values, freeze_value, module_state
+from tests.support.strategies import examples
+
+ENGINES = [e for e in ("x86", "qnnpack") if e in torch.backends.quantized.supported_engines]
+CONV = {1: (torch.nn.Conv1d, nnqr.Conv1d, nnq.Conv1d, nniq.ConvReLU1d, nni.ConvReLU1d),
+        2: (torch.nn.Conv2d, nnqr.Conv2d, nnq.Conv2d, nniq.ConvReLU2d, nni.ConvReLU2d),
+        3: (torch.nn.Conv3d, nnqr.Conv3d, nnq.Conv3d, nniq.ConvReLU3d, nni.ConvReLU3d)}
+
+
+def _reference(float_module: torch.nn.Module, reference_class: type, per_channel: bool) -> torch.nn.Module:
+    observer = (default_per_channel_weight_observer if per_channel else default_weight_observer)()
+    observer(float_module.weight)
+    return reference_class.from_float(float_module, get_qparam_dict(observer))
+
+
+@st.composite
+def lowerings(draw):
+    """(quantized class, reference module, from_reference's extra arguments, an input the result takes)."""
+    kind = draw(st.sampled_from(["linear", "linear_relu", "dynamic_linear", "dynamic_linear_relu", "conv",
+                                 "conv_relu"]))
+    torch.manual_seed(draw(st.integers(0, 1000)))
+    bias = draw(st.booleans())
+    per_channel = draw(st.booleans())
+    scale, zero_point = torch.tensor(draw(st.floats(0.01, 1.0))), torch.tensor(draw(st.integers(0, 255)))
+    if kind.endswith("linear") or kind.endswith("linear_relu"):
+        n_in, n_out = draw(st.integers(1, 9)), draw(st.integers(1, 9))
+        linear = torch.nn.Linear(n_in, n_out, bias=bias)
+        ref = _reference(linear, nnqr.Linear, per_channel)
+        x = torch.randn(2, n_in)
+        if kind.endswith("relu"):
+            ref = _fused(nni.LinearReLU(linear, torch.nn.ReLU()), ref)
+        if kind.startswith("dynamic"):
+            return (nniqd.LinearReLU if kind.endswith("relu") else nnqd.Linear), ref, (), x
+        return (nniq.LinearReLU if kind.endswith("relu") else nnq.Linear), ref, (scale, zero_point), \
+            torch.quantize_per_tensor(x, 0.05, 3, torch.quint8)
+    dims = draw(st.sampled_from([1, 2] + ([3] if torch.backends.quantized.engine != "qnnpack" else [])))
+    float_class, reference_class, q_class, fused_q_class, fused_class = CONV[dims]
+    groups = draw(st.integers(1, 3))
+    n_in, n_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
+    kernel = draw(st.integers(1, 3))
+    conv = float_class(n_in, n_out, kernel, stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, 1)),
+                       dilation=draw(st.integers(1, 2)), groups=groups, bias=bias)
+    ref = _reference(conv, reference_class, per_channel)
+    x = torch.quantize_per_tensor(torch.randn(1, n_in, *([7] * dims)), 0.05, 3, torch.quint8)
+    if kind == "conv_relu":
+        return fused_q_class, _fused(fused_class(conv, torch.nn.ReLU()), ref), (scale, zero_point), x
+    return q_class, ref, (scale, zero_point), x
+
+
+def _fused(fused: torch.nn.Module, reference: torch.nn.Module) -> torch.nn.Module:
+    """A fused module whose first child is the reference module, as swap-modules leaves it."""
+    fused[0] = reference
+    return fused
+
+
+def _tree(module: torch.nn.Module) -> list:
+    return [(name, list(vars(m)), module_state(m)) for name, m in module.named_modules()]
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+@settings(max_examples=examples(40), deadline=None)
+@given(data=st.data())
+def test_same_module_as_from_reference(engine_name, data):
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine_name
+    try:
+        q_class, ref, args, x = data.draw(lowerings())
+        ours = quantized_from_reference(q_class, ref, *args, where="test")
+        theirs = q_class.from_reference(ref, *args)
+        assert type(ours) is q_class
+        assert [(n, keys) for n, keys, _ in _tree(ours)] == [(n, keys) for n, keys, _ in _tree(theirs)]
+        assert not diff_values([s for *_, s in _tree(ours)], [s for *_, s in _tree(theirs)])
+        assert not diff_values(freeze_value(ours.state_dict()), freeze_value(theirs.state_dict()))
+        assert repr(ours) == repr(theirs)
+        a, b = ours(x), theirs(x)
+        assert torch.equal(a.int_repr() if a.is_quantized else a, b.int_repr() if b.is_quantized else b)
+        assert type(pickle.loads(pickle.dumps(ours))) is q_class
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+def test_the_placeholder_weight_is_packed_at_the_smallest_shape(monkeypatch):
+    """The constructor's placeholder is packed 1x1 (linear) / one channel per group with a unit kernel (conv):
+    the throwaway packing no longer scales with the layer."""
+    shapes = []
+    original = torch.ops.quantized.conv2d_prepack
+    monkeypatch.setattr(torch.ops.quantized, "conv2d_prepack",
+                        lambda w, *rest: (shapes.append(tuple(w.shape)), original(w, *rest))[1])
+    ref = _reference(torch.nn.Conv2d(8, 16, 3, groups=2), nnqr.Conv2d, True)
+    module = quantized_from_reference(nnq.Conv2d, ref, torch.tensor(0.1), torch.tensor(0), where="test")
+    assert shapes == [(2, 1, 1, 1), (16, 4, 3, 3)]
+    assert (module.in_channels, module.out_channels, module.kernel_size) == (8, 16, (3, 3))
+    assert set(engine._SHAPE_ARGUMENTS) >= {nnq.Linear, nnq.Conv2d, nniq.ConvAdd2d, nnqd.Linear}
