@@ -5,7 +5,7 @@
   tables, bit-identical tensors and observer state in every module and attribute it reaches.
 - Hypothesis profiles: "ci" (the default: few examples, derandomized, no deadline) and "thorough" (many
   random examples); pick one with QFX_HYPOTHESIS_PROFILE=thorough. Tests scale their example counts
-  with `strategies.examples(n)`.
+  with `qfx.testing.strategies.examples(n)`.
 - torch runs single-threaded: the models are tiny, and with two xdist workers on two cores threads
   only add overhead.
 - torch's deprecation chatter is silenced.

@@ -1,6 +1,6 @@
 """Property: on random observed models, qfx's reference and decomposed converts equal torch's.
 
-Models come from `strategies.observed_models()` (random DAGs through prepare_fx / prepare_qat_fx with varied
+Models come from `qfx.testing.strategies.observed_models()` (random DAGs through prepare_fx / prepare_qat_fx with varied
 qconfig mappings). For each, qfx must leave the observed model unchanged and give the same code, state_dict,
 module tree and bit-identical outputs as torch, or fail where torch fails with a qfx error of torch's type.
 """

@@ -1,6 +1,6 @@
 """Property: on random observed models, qfx's lowered convert (convert_fx) equals torch's, engine by engine.
 
-Models come from `strategies.observed_models()` (random DAGs through prepare_fx / prepare_qat_fx with varied
+Models come from `qfx.testing.strategies.observed_models()` (random DAGs through prepare_fx / prepare_qat_fx with varied
 qconfig mappings). Each is converted under the x86 and the qnnpack engine (the engine decides how weights
 are packed and which ops exist). For each, qfx must leave the observed model unchanged and give the same
 code, state_dict (packed params by their unpacked contents), module tree, root attributes and bit-identical
@@ -23,7 +23,7 @@ from tests.differential.test_reference_diff import (
     attempt,
 )
 from tests.support.snapshot import assert_same_model, assert_unchanged, snapshot
-from tests.support.strategies import examples, observed_models
+from qfx.testing.strategies import examples, observed_models
 
 ENGINES = [e for e in ("x86", "qnnpack") if e in torch.backends.quantized.supported_engines]
 

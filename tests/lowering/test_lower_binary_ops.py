@@ -19,7 +19,7 @@ from qfx.ir import lift
 from qfx.ir.program import Program
 from qfx.passes import Pipeline
 from tests.support.snapshot import assert_same_model, assert_same_outputs
-from tests.support.strategies import examples, observed_models
+from qfx.testing.strategies import examples, observed_models
 
 PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
 PASS = Pipeline.parse("lower-binary-ops")

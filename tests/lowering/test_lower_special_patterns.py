@@ -24,7 +24,7 @@ from qfx.lowering.lower_special_patterns.tables import SPECIAL
 from qfx.lowering.support.patterns import is_dequantize
 from qfx.passes import Pipeline
 from tests.support.snapshot import assert_same_model, assert_same_outputs
-from tests.support.strategies import examples, observed_models
+from qfx.testing.strategies import examples, observed_models
 
 PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
 PASS = Pipeline.parse("lower-special-patterns")

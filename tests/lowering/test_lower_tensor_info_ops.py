@@ -18,7 +18,7 @@ from qfx.ir.program import Program
 from qfx.lowering.lower_tensor_info_ops import is_shape_getattr, is_tensor_info_method
 from qfx.passes import Pipeline
 from tests.support.snapshot import assert_same_model, assert_same_outputs
-from tests.support.strategies import examples, observed_models
+from qfx.testing.strategies import examples, observed_models
 
 PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
 PASS = Pipeline.parse("lower-tensor-info-ops")

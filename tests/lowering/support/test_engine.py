@@ -26,7 +26,7 @@ from torch.ao.quantization.utils import get_qparam_dict
 from qfx.lowering.support import engine
 from qfx.lowering.support.engine import quantized_from_reference
 from tests.support.snapshot import diff_values, freeze_value, module_state
-from tests.support.strategies import examples
+from qfx.testing.strategies import examples
 
 ENGINES = [e for e in ("x86", "qnnpack") if e in torch.backends.quantized.supported_engines]
 CONV = {1: (torch.nn.Conv1d, nnqr.Conv1d, nnq.Conv1d, nniq.ConvReLU1d, nni.ConvReLU1d),
