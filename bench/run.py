@@ -361,6 +361,9 @@ def latency_table(rows: list[dict[str, Any]], runs: int) -> Table | None:
     return table
 
 
+PASS_COLUMN_SHARE = 0.03
+
+
 def pass_tables(rows: list[dict[str, Any]]) -> list[Table]:
     """Per-pass medians, one table per mode, for the largest size of each family and every architecture."""
     largest: dict[str, int] = {}
@@ -374,21 +377,23 @@ def pass_tables(rows: list[dict[str, Any]]) -> list[Table]:
         names: list[str] = []
         for r in picked:
             for p in r["convert"][mode]["passes"]:
-                if p["pass"] not in names:
+                if p["pass"] not in names and p["seconds"] >= PASS_COLUMN_SHARE * r["convert"][mode]["qfx"]:
                     names.append(p["pass"])
         table = Table(title=escape(f"qfx per pass, {mode} convert, largest size of each family  [ms, median; from the "
-                                   f"Timing instrument; 'rest' = lift + codegen + API]"), title_justify="left")
+                                   f"Timing instrument; passes under {PASS_COLUMN_SHARE:.0%} of every row's total are "
+                                   f"summed in 'other passes'; 'rest' = lift + codegen + API]"), title_justify="left")
         for name in ("family", "mapping", "nodes in -> out"):
             table.add_column(name, no_wrap=True)
-        for name in (*names, "rest", "total"):
+        for name in (*names, "other passes", "rest", "total"):
             # the pass names break at their dashes, so that the lowered table fits
             table.add_column(name.replace("-", "-\n"), justify="right")
         for r in picked:
             c = r["convert"][mode]
             by_name = {p["pass"]: p["seconds"] for p in c["passes"]}
             rest = c["qfx"] - sum(by_name.values())
+            other = sum(seconds for name, seconds in by_name.items() if name not in names)
             table.add_row(r["family"], r["mapping"], f"{r['nodes']:,} -> {c['nodes_out']:,}",
-                          *[ms(by_name.get(n)) for n in names], ms(rest), ms(c["qfx"]))
+                          *[ms(by_name.get(n)) for n in names], ms(other), ms(rest), ms(c["qfx"]))
         tables.append(table)
     return tables
 
@@ -496,7 +501,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"(default: all; {', '.join(QUICK_ARCHITECTURES)} with --quick)")
     parser.add_argument("--huge", action="store_true",
                         help=f"add MLP MinMax rows of {', '.join(f'{2 * b + 3:,}' for b in HUGE_MLP_BLOCKS)} nodes "
-                             f"(the first run prepares them: about N minutes, then cached)")
+                             f"(the first run prepares them with prepare_fx, many minutes; then cached)")
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per measurement (default 3; 1 with --quick)")
     parser.add_argument("--json", type=Path, default=Path("bench/results.json"), help="default: bench/results.json")
     parser.add_argument("--cache-dir", type=Path, default=default_cache_dir(),
