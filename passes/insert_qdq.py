@@ -32,7 +32,7 @@ from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
 
 from .manager import register
-from .support.qparams import batched_per_tensor_qparams, histogram_qparams
+from .support.qparams import batched_histogram_qparams, batched_per_tensor_qparams
 from .support.root_attributes import AttributeAllocator, unique_device
 
 # Importing registers torch.ops.quantized_decomposed.*.
@@ -142,11 +142,11 @@ class _QdqRewrite:
         if self._per_tensor is None:
             observers = [self.modules[n.target] for n in self.program.graph.nodes
                          if n.op == "call_module" and self.is_observer(self.modules[n.target])]
-            self._per_tensor = batched_per_tensor_qparams(observers)
+            self._per_tensor = {**batched_per_tensor_qparams(observers), **batched_histogram_qparams(observers)}
         found = self._per_tensor.get(id(observer))
         if found is not None:
             return found
-        scale, zero_point = histogram_qparams(observer) or observer.calculate_qparams()
+        scale, zero_point = observer.calculate_qparams()
         return float(scale), int(zero_point)
 
     def run(self) -> Program:

@@ -126,30 +126,50 @@ def minmax_qparams(
 
 def histogram_qparams(observer: Any) -> tuple[torch.Tensor, torch.Tensor] | None:
     """HistogramObserver.calculate_qparams() of a calibrated observer, bit for bit, without a tensor op per
-    search step; None when the observer is not a plain, calibrated HistogramObserver.
+    search step; None when the observer is not a plain, calibrated HistogramObserver (see
+    `batched_histogram_qparams`, which this is the one-observer case of)."""
+    if not _plain_histogram(observer):
+        return None
+    (new_min, new_max), = _histogram_bin_searches([observer])
+    return observer._calculate_qparams(new_min, new_max)
+
+
+def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float, int]]:
+    """{id(observer): (scale, zero_point)} as Python numbers, as torch derives them from
+    `calculate_qparams()`, for every plain, calibrated HistogramObserver among `observers` (others are left
+    out), each bit-identical to torch's.
 
     torch's search moves its quantile bounds in steps of 1e-5 and on every step compares elements of the
     float32 cumulative histogram with the bounds, one tensor op per comparison, then scores each new
     candidate range with `_compute_quantization_error` (about fifteen small tensor ops). Here a float32 tensor
     compared with a Python number is compared in float32, so rounding each bound to float32 and comparing
     Python floats makes the same decisions; and since the candidates only depend on the cumulative histogram
-    (a candidate is either accepted or ends the search), they are scored in batches
-    (`quantization_errors`), each element computed by the same float32 operations as torch's. The final
-    qparams come from the observer's own `_calculate_qparams`.
+    (a candidate is either accepted or ends the search), the searches of all observers advance in lockstep
+    and score their next candidates together (`quantization_errors`), each element computed by the same
+    float32 operations as torch's. The final qparams come from each observer's own `_calculate_qparams`.
     """
+    plain = [o for o in observers if _plain_histogram(o)]
+    out: dict[int, tuple[float, int]] = {}
+    for observer, (new_min, new_max) in zip(plain, _histogram_bin_searches(plain)):
+        scale, zero_point = observer._calculate_qparams(new_min, new_max)
+        out[id(observer)] = (float(scale), int(zero_point))
+    return out
+
+
+def _plain_histogram(observer: Any) -> bool:
+    """A calibrated HistogramObserver whose search and scoring are torch's own, with a float32 histogram."""
     kind = type(observer)
-    if (kind.calculate_qparams is not HistogramObserver.calculate_qparams
+    if not isinstance(observer, HistogramObserver) or (
+            kind.calculate_qparams is not HistogramObserver.calculate_qparams
             or kind._non_linear_param_search is not HistogramObserver._non_linear_param_search
             or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error
             or kind._get_norm is not HistogramObserver._get_norm):
-        return None
+        return False
     histogram = observer.histogram
     if histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins:
-        return None
-    if bool(observer.min_val == float("inf")) and bool(observer.max_val == float("-inf")):
-        return None  # uncalibrated: torch warns and returns defaults
-    new_min, new_max = _histogram_bin_search(observer)
-    return observer._calculate_qparams(new_min, new_max)
+        return False
+    # uncalibrated: torch warns and returns defaults
+    return not (bool(observer.min_val == float("inf")) and bool(observer.max_val == float("-inf")))
 
 
 def _float32(value: float) -> float:
@@ -189,67 +209,105 @@ def _candidate_ranges(observer: Any) -> Iterator[tuple[int, int]]:
         start_bin, end_bin = next_start, next_end
 
 
-def _histogram_bin_search(observer: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """HistogramObserver._non_linear_param_search: candidates scored in growing batches until one scores
-    worse than the one before it."""
-    start_bin, end_bin = 0, observer.bins - 1
-    norm_min = float("inf")
-    candidates = _candidate_ranges(observer)
-    batch = 8
-    done = False
-    while not done:
-        chunk = list(itertools.islice(candidates, batch))
-        if not chunk:
-            break
-        for (next_start, next_end), norm in zip(chunk, quantization_errors(observer, chunk)):
-            if norm > norm_min:
-                done = True
-                break
-            norm_min = norm
-            start_bin, end_bin = next_start, next_end
-        batch = min(batch * 4, 128)
-    bin_width = (observer.max_val - observer.min_val) / observer.bins
-    new_min = observer.min_val + bin_width * start_bin
-    new_max = observer.min_val + bin_width * (end_bin + 1)
-    return new_min, new_max
+class _Search:
+    """One observer's HistogramObserver._non_linear_param_search, advanced a batch of candidates at a time."""
+
+    def __init__(self, observer: Any) -> None:
+        self.observer = observer
+        self.candidates = _candidate_ranges(observer)
+        self.start_bin, self.end_bin = 0, observer.bins - 1
+        self.norm_min = float("inf")
+        self.done = False
+
+    def next_batch(self, size: int) -> list[tuple[int, int]]:
+        batch = list(itertools.islice(self.candidates, size))
+        self.done = not batch
+        return batch
+
+    def consume(self, batch: list[tuple[int, int]], norms: list[float]) -> None:
+        """Accept candidates in order until one scores worse than the last accepted (torch's stop)."""
+        for (start, end), norm in zip(batch, norms):
+            if norm > self.norm_min:
+                self.done = True
+                return
+            self.norm_min = norm
+            self.start_bin, self.end_bin = start, end
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        observer = self.observer
+        bin_width = (observer.max_val - observer.min_val) / observer.bins
+        return (observer.min_val + bin_width * self.start_bin, observer.min_val + bin_width * (self.end_bin + 1))
 
 
-def quantization_errors(observer: Any, ranges: list[tuple[int, int]]) -> list[float]:
-    """HistogramObserver._compute_quantization_error(start, end) for each (start, end) in `ranges`, bit for
-    bit: one row per range, every element computed by the same float32 operations in the same order (the
-    per-range Python numbers become float32 columns, as torch turns them into float32 operands), each row
-    summed on its own as torch sums its vector."""
-    bins, dst_nbins = observer.bins, observer.dst_nbins
-    bin_width = (observer.max_val.item() - observer.min_val.item()) / bins
-    widths = [bin_width * (end - start + 1) / dst_nbins for start, end in ranges]
-    live = [i for i, w in enumerate(widths) if w != 0.0]
-    errors = [0.0] * len(ranges)
-    if not live:
-        return errors
-    device = observer.histogram.device
+def _histogram_bin_searches(observers: list[Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(new_min, new_max) of HistogramObserver._non_linear_param_search for each observer: all searches
+    advance together, their candidates scored in growing batches until each stops."""
+    searches = [_Search(o) for o in observers]
+    active = searches
+    size = 2  # most searches stop at their second or third candidate
+    while active:
+        batches = [(search, search.next_batch(size)) for search in active]
+        batches = [(search, batch) for search, batch in batches if batch]
+        norms = quantization_errors([(search.observer, batch) for search, batch in batches])
+        for (search, batch), scored in zip(batches, norms):
+            search.consume(batch, scored)
+        active = [search for search in active if not search.done]
+        size = min(size * 2, 64)
+    return [search.result() for search in searches]
 
-    def column(values: list[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=device).unsqueeze(1)
 
-    width = column([widths[i] for i in live])
-    half = column([widths[i] / 2 for i in live])
-    neg_half = column([-widths[i] / 2 for i in live])
-    starts = torch.tensor([ranges[i][0] for i in live], device=device).unsqueeze(1)
+def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> list[list[float]]:
+    """For each (observer, ranges) request: HistogramObserver._compute_quantization_error(start, end) for each
+    (start, end) in ranges, bit for bit. One row per range (rows of all requests with the same bin count and
+    device in one computation); every element computed by the same float32 operations in the same order
+    (the per-range and per-observer Python numbers become float32 columns, as torch turns them into float32
+    operands), each row summed on its own as torch sums its vector."""
+    out = [[0.0] * len(ranges) for _, ranges in requests]
+    groups: dict[tuple[int, Any], list[tuple[int, int, Any, int, int, float, float]]] = defaultdict(list)
+    for r, (observer, ranges) in enumerate(requests):
+        bins, dst_nbins = observer.bins, observer.dst_nbins
+        bin_width = (observer.max_val.item() - observer.min_val.item()) / bins
+        for i, (start, end) in enumerate(ranges):
+            width = bin_width * (end - start + 1) / dst_nbins
+            if width != 0.0:
+                groups[(bins, observer.histogram.device)].append((r, i, observer, start, dst_nbins, bin_width, width))
+    for (bins, device), rows in groups.items():
+        for (r, i, *_), error in zip(rows, _errors_of_rows(bins, device, rows)):
+            out[r][i] = error
+    return out
+
+
+def _errors_of_rows(bins: int, device: Any, rows: list[tuple]) -> list[float]:
+    """The quantization error of each row (observer, start bin, dst_nbins, bin width, dst bin width)."""
+
+    def column(values: Iterable[float]) -> torch.Tensor:
+        return torch.tensor(list(values), dtype=torch.float32, device=device).unsqueeze(1)
+
+    bin_width = column(row[5] for row in rows)
+    width = column(row[6] for row in rows)
+    half = column(row[6] / 2 for row in rows)
+    neg_half = column(-row[6] / 2 for row in rows)
+    top = column(row[4] - 1 for row in rows)
+    starts = torch.tensor([row[3] for row in rows], device=device).unsqueeze(1)
+    histograms = {id(row[2]): row[2].histogram for row in rows}
+    if len(histograms) == 1:
+        histogram = next(iter(histograms.values())).unsqueeze(0)
+    else:
+        histogram = torch.stack([row[2].histogram for row in rows])
     src_bin = torch.arange(bins, device=device)
     src_bin_begin = (src_bin - starts) * bin_width
     src_bin_end = src_bin_begin + bin_width
-    dst_bin_of_begin = torch.clamp(torch.div(src_bin_begin, width, rounding_mode="floor"), 0, dst_nbins - 1)
+    zero = torch.zeros((), device=device)
+    dst_bin_of_begin = torch.clamp(torch.div(src_bin_begin, width, rounding_mode="floor"), zero, top)
     dst_bin_of_begin_center = (dst_bin_of_begin + 0.5) * width
-    dst_bin_of_end = torch.clamp(torch.div(src_bin_end, width, rounding_mode="floor"), 0, dst_nbins - 1)
-    density = observer.histogram / bin_width
-    norm = torch.zeros(bins, device=device) + _l2_norm(
-        src_bin_begin - dst_bin_of_begin_center, torch.ones(bins, device=device) * half, density)
+    dst_bin_of_end = torch.clamp(torch.div(src_bin_end, width, rounding_mode="floor"), zero, top)
+    density = histogram / bin_width
+    # (torch's delta_end here is a vector filled with dst_bin_width / 2: its cube is the column's, per row)
+    norm = torch.zeros(bins, device=device) + _l2_norm(src_bin_begin - dst_bin_of_begin_center, half, density)
     norm = norm + (dst_bin_of_end - dst_bin_of_begin - 1) * _l2_norm(neg_half, half, density)
     dst_bin_of_end_center = dst_bin_of_end * width + half
     norm = norm + _l2_norm(neg_half, src_bin_end - dst_bin_of_end_center, density)
-    for row, i in enumerate(live):
-        errors[i] = norm[row].clone().sum().item()
-    return errors
+    return [norm[k].clone().sum().item() for k in range(len(rows))]
 
 
 def _l2_norm(delta_begin: torch.Tensor, delta_end: torch.Tensor, density: torch.Tensor) -> torch.Tensor:

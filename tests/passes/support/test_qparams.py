@@ -14,7 +14,12 @@ from torch.ao.quantization.observer import (
     PerChannelMinMaxObserver,
 )
 
-from qfx.passes.support.qparams import batched_per_tensor_qparams, histogram_qparams, quantization_errors
+from qfx.passes.support.qparams import (
+    batched_histogram_qparams,
+    batched_per_tensor_qparams,
+    histogram_qparams,
+    quantization_errors,
+)
 
 OBSERVER_KWARGS = [
     {},
@@ -116,15 +121,20 @@ def histogram_states(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(histogram_states(), st.data())
-def test_batched_quantization_errors_match_torch(observer, data):
-    """quantization_errors equals torch's _compute_quantization_error bit for bit, range by range."""
-    bins = observer.bins
-    ranges = data.draw(st.lists(st.tuples(st.integers(0, bins - 1), st.integers(0, bins - 1)).map(sorted)
-                                .map(tuple), min_size=1, max_size=9))
-    got = quantization_errors(observer, ranges)
-    want = [observer._compute_quantization_error(start, end) for start, end in ranges]
-    assert [float(x).hex() for x in got] == [float(x).hex() for x in want]
+@given(st.lists(histogram_states(), min_size=1, max_size=4), st.data())
+def test_batched_quantization_errors_match_torch(observers, data):
+    """quantization_errors equals torch's _compute_quantization_error bit for bit, range by range, with the
+    ranges of several observers (alike or not in bin count and dtype) scored in one call."""
+    requests = []
+    for observer in observers:
+        bins = observer.bins
+        ranges = data.draw(st.lists(st.tuples(st.integers(0, bins - 1), st.integers(0, bins - 1)).map(sorted)
+                                    .map(tuple), min_size=0, max_size=9))
+        requests.append((observer, ranges))
+    got = quantization_errors(requests)
+    for (observer, ranges), scored in zip(requests, got):
+        want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+        assert [float(x).hex() for x in scored] == [float(x).hex() for x in want]
 
 
 @settings(max_examples=10, deadline=None)
@@ -145,3 +155,21 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
     assert ours is not None
     assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
     assert torch.equal(ours[1], theirs[1]) and ours[1].dtype == theirs[1].dtype
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.tuples(observations, st.sampled_from(OBSERVER_KWARGS[:3]), st.sampled_from([64, 2048])),
+                min_size=1, max_size=5))
+def test_lockstep_histogram_searches_match_torch(specs):
+    """Searches of several observers run together give each observer torch's qparams."""
+    observers = []
+    for batches, kwargs, bins in specs:
+        observer = HistogramObserver(bins=bins, **kwargs)
+        for kind, scale, seed in batches:
+            observer(_data(kind, scale, seed))
+        observers.append(observer)
+    got = batched_histogram_qparams(observers + [MinMaxObserver()])
+    assert len(got) == len(observers)
+    for observer in observers:
+        scale, zero_point = observer.calculate_qparams()
+        assert got[id(observer)] == (float(scale), int(zero_point))
