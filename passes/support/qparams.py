@@ -188,13 +188,18 @@ def _candidate_ranges(observer: Any) -> Iterator[tuple[int, int]]:
         next_alpha = alpha + stepsize
         next_beta = beta - stepsize
         left, right = start_bin, end_bin
-        if left < end_bin:
-            low_bound = _float32(next_alpha * total)
-            while left < end_bin and cumulative[left] < low_bound:
+        # torch compares float32 cumulative counts with the bound rounded to float32. A count is a float32
+        # value and rounding is monotone, so a count at or above the unrounded bound is at or above the
+        # rounded one too: the rounding is only needed when the pointer may move (most steps it may not).
+        low = next_alpha * total
+        if left < end_bin and cumulative[left] < low:
+            low = _float32(low)
+            while left < end_bin and cumulative[left] < low:
                 left += 1
-        if right > start_bin:
-            high_bound = _float32(next_beta * total)
-            while right > start_bin and cumulative[right] > high_bound:
+        high = next_beta * total
+        if right > start_bin and cumulative[right] > high:
+            high = _float32(high)
+            while right > start_bin and cumulative[right] > high:
                 right -= 1
         next_start, next_end = start_bin, end_bin
         if (left - start_bin) > (end_bin - right):
