@@ -10,18 +10,17 @@ import operator
 import torch
 import torch.nn as nn
 from hypothesis import given, settings
-from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx
 
 import qfx
-from qfx.api import convert_options
-from qfx.ir import lift
 from qfx.ir.program import Program
 from qfx.passes import Pipeline
+from tests.support.lowering import around_pass, observe
 from tests.support.snapshot import assert_same_model, assert_same_outputs
 from qfx.testing.strategies import examples, observed_models
 
-PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
+
 PASS = Pipeline.parse("lower-binary-ops")
 
 
@@ -39,18 +38,6 @@ class Binary(nn.Module):
         return e, d
 
 
-def observe(model: nn.Module, inputs: tuple, mapping: QConfigMapping | None = None) -> torch.fx.GraphModule:
-    mapping = mapping if mapping is not None else get_default_qconfig_mapping("x86")
-    observed = prepare_fx(model.eval(), mapping, inputs)
-    observed(*inputs)
-    return observed
-
-
-def lowered(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
-    """(the program before this pass, the program after it)."""
-    program = lift(observed, options=convert_options(is_reference=False, convert_custom_config=None))
-    before = PREFIX.run(program)
-    return before, PASS.run(before)
 
 
 def calls(program: Program) -> list[tuple[str, object]]:
@@ -59,7 +46,7 @@ def calls(program: Program) -> list[tuple[str, object]]:
 
 def test_patterns_become_quantized_ops() -> None:
     inputs = (torch.randn(3, 4), torch.randn(3, 4))
-    before, after = lowered(observe(Binary(), inputs))
+    before, after = around(observe(Binary(), inputs))
     nodes = {n.name: n for n in after.graph.nodes}
     targets = [t for _, t in calls(after)]
     assert operator.add not in targets and torch.add not in targets and torch.mul not in targets
@@ -92,7 +79,7 @@ def test_meta_keeps_only_the_stack_trace() -> None:
     for n in observed.graph.nodes:
         if n.target is operator.add:
             n.meta["stack_trace"] = "File model.py, line 1"
-    _, after = lowered(observed)
+    _, after = around(observed)
     assert dict(next(n for n in after.graph.nodes if n.name == "add_relu").meta) == {
         "stack_trace": "File model.py, line 1"}
 
@@ -104,7 +91,7 @@ def test_none_qconfig_is_left_alone() -> None:
 
     inputs = (torch.randn(3, 4), torch.randn(3, 4))
     mapping = get_default_qconfig_mapping("x86").set_object_type(operator.add, None)
-    before, after = lowered(observe(AddOnly(), inputs, mapping))
+    before, after = around(observe(AddOnly(), inputs, mapping))
     assert after is before  # nothing to lower: the pass returns its input
 
 
@@ -125,7 +112,7 @@ def test_same_operand_twice_counts_as_two_tensors() -> None:
 
     inputs = (torch.randn(3, 4),)
     observed = observe(Square(), inputs)
-    _, after = lowered(observed)
+    _, after = around(observed)
     mul = next(n for n in after.graph.nodes if n.target is torch.ops.quantized.mul)
     assert mul.args[0] == mul.args[1] and len(mul.args) == 4
     ours = qfx.convert_fx(observed)
@@ -148,6 +135,11 @@ def _binary_patterns(program: Program) -> list[str]:
 @given(observed_models(qat=False))
 def test_no_pattern_left_and_idempotent(case: tuple[torch.fx.GraphModule, tuple]) -> None:
     observed, _ = case
-    _, after = lowered(observed)
+    _, after = around(observed)
     assert _binary_patterns(after) == []
     assert PASS.run(after) is after
+
+
+def around(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
+    """(the program before lower-binary-ops, the program after it)."""
+    return around_pass(observed, "lower-binary-ops")

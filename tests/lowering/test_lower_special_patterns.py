@@ -12,7 +12,7 @@ import torch.ao.nn.quantized as nnq
 import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings
-from torch.ao.quantization import QConfigMapping, float16_static_qconfig, get_default_qconfig_mapping
+from torch.ao.quantization import QConfigMapping, float16_static_qconfig
 from torch.ao.quantization.backend_config.native import get_test_only_legacy_native_backend_config
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -23,10 +23,11 @@ from qfx.ir.program import Program
 from qfx.lowering.lower_special_patterns.tables import SPECIAL
 from qfx.lowering.support.patterns import is_dequantize
 from qfx.passes import Pipeline
+from tests.support.lowering import REFERENCE_PREFIX, around_pass, observe
 from tests.support.snapshot import assert_same_model, assert_same_outputs
 from qfx.testing.strategies import examples, observed_models
 
-PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
+
 PASS = Pipeline.parse("lower-special-patterns")
 
 
@@ -54,17 +55,6 @@ class Special(nn.Module):
         return torch.mean(F.elu(s), 1), F.dropout(a, 0.5, False, inplace=False)
 
 
-def observe(model: nn.Module, inputs: tuple, mapping: QConfigMapping | None = None) -> torch.fx.GraphModule:
-    mapping = mapping if mapping is not None else get_default_qconfig_mapping("x86")
-    observed = prepare_fx(model.eval(), mapping, inputs)
-    observed(*inputs)
-    return observed
-
-
-def lowered(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
-    program = lift(observed, options=convert_options(is_reference=False, convert_custom_config=None))
-    before = PREFIX.run(program)
-    return before, PASS.run(before)
 
 
 def _patterns(program: Program) -> list[str]:
@@ -84,7 +74,7 @@ INPUTS = (torch.randn(2, 3, 4, 4),)
 
 
 def test_modules_are_swapped_and_functions_become_quantized_ops() -> None:
-    before, after = lowered(observe(Special(), INPUTS))
+    before, after = around(observe(Special(), INPUTS))
     assert _patterns(before) and not _patterns(after)
     assert type(after.modules["bn"]) is nnq.BatchNorm2d
     assert type(after.modules["hswish"]) is nnq.Hardswish
@@ -116,7 +106,7 @@ def test_modules_are_swapped_and_functions_become_quantized_ops() -> None:
 
 def test_the_shared_module_takes_the_last_calls_qparams() -> None:
     observed = observe(Special(), INPUTS)
-    before, after = lowered(observed)
+    before, after = around(observed)
     assert [n.name for n in after.graph.nodes if n.op == "call_module" and n.target == "hswish"] == [
         "hswish", "hswish_1"]
     nodes = {n.name: n for n in before.graph.nodes}
@@ -159,7 +149,7 @@ def test_fp16_copy_ops_lose_their_dequantize_and_match_torch() -> None:
     observed(*inputs)
     program = lift(observed, options=convert_options(is_reference=False, convert_custom_config=None,
                                                      backend_config=backend))
-    before = PREFIX.run(program)
+    before = Pipeline.parse(REFERENCE_PREFIX).run(program)
     after = PASS.run(before)
     reads = lambda p, name: next(n for n in p.graph.nodes if n.name == name).args[0].name  # noqa: E731
     assert [reads(before, n) for n in ("pool", "flatten", "reshape")] == ["dequantize", "dequantize_1",
@@ -177,6 +167,11 @@ def test_fp16_copy_ops_lose_their_dequantize_and_match_torch() -> None:
 @given(observed_models(qat=False))
 def test_no_pattern_left_and_idempotent(case: tuple[torch.fx.GraphModule, tuple]) -> None:
     observed, _ = case
-    _, after = lowered(observed)
+    _, after = around(observed)
     assert _patterns(after) == []
     assert PASS.run(after) is after
+
+
+def around(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
+    """(the program before lower-special-patterns, the program after it)."""
+    return around_pass(observed, "lower-special-patterns")

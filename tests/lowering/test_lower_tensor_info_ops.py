@@ -8,19 +8,17 @@ import copy
 import torch
 import torch.nn as nn
 from hypothesis import given, settings
-from torch.ao.quantization import get_default_qconfig_mapping
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.ao.quantization.quantize_fx import convert_fx
 
 import qfx
-from qfx.api import convert_options
-from qfx.ir import lift
 from qfx.ir.program import Program
 from qfx.lowering.lower_tensor_info_ops import is_shape_getattr, is_tensor_info_method
 from qfx.passes import Pipeline
+from tests.support.lowering import around_pass, observe
 from tests.support.snapshot import assert_same_model, assert_same_outputs
 from qfx.testing.strategies import examples, observed_models
 
-PREFIX = Pipeline.parse("apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce")
+
 PASS = Pipeline.parse("lower-tensor-info-ops")
 
 
@@ -32,16 +30,6 @@ class ShapeReads(nn.Module):
         return h.reshape(n, c, -1) * 2.0, h.size()
 
 
-def observe(model: nn.Module, inputs: tuple) -> torch.fx.GraphModule:
-    observed = prepare_fx(model.eval(), get_default_qconfig_mapping("x86"), inputs)
-    observed(*inputs)
-    return observed
-
-
-def lowered(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
-    program = lift(observed, options=convert_options(is_reference=False, convert_custom_config=None))
-    before = PREFIX.run(program)
-    return before, PASS.run(before)
 
 
 def _reads(program: Program) -> dict[str, str]:
@@ -57,7 +45,7 @@ def _reads(program: Program) -> dict[str, str]:
 
 def test_shape_and_size_read_the_quantized_tensor() -> None:
     inputs = (torch.randn(2, 3, 4),)
-    before, after = lowered(observe(ShapeReads(), inputs))
+    before, after = around(observe(ShapeReads(), inputs))
     assert set(_reads(before).values()) == {"dequantize"}
     assert _reads(after) == {"getattr_1": "quantize_per_tensor", "size": "quantize_per_tensor",
                              "size_1": "quantize_per_tensor"}
@@ -82,6 +70,11 @@ def test_whole_convert_matches_torch() -> None:
 @given(observed_models(qat=False))
 def test_no_dequantized_shape_read_left_and_idempotent(case: tuple[torch.fx.GraphModule, tuple]) -> None:
     observed, _ = case
-    _, after = lowered(observed)
+    _, after = around(observed)
     assert "dequantize" not in _reads(after).values()
     assert PASS.run(after) is after
+
+
+def around(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
+    """(the program before lower-tensor-info-ops, the program after it)."""
+    return around_pass(observed, "lower-tensor-info-ops")
