@@ -34,19 +34,16 @@ class GraphEditor:
         self._nodes: dict[str, Node] = {}
         self._next: dict[str, str] = {}
         self._prev: dict[str, str] = {}
-        self._users: dict[str, dict[str, None]] = {}
+        # Users are built on first need: most passes match nothing in most graphs and never ask.
+        self._users: dict[str, dict[str, None]] | None = None
         last = _HEAD
         for node in program.graph.nodes:
             self._nodes[node.name] = node
-            self._users[node.name] = {}
             self._next[last] = node.name
             self._prev[node.name] = last
             last = node.name
         self._next[last] = _HEAD
         self._prev[_HEAD] = last
-        for node in program.graph.nodes:
-            for name in node.input_names():
-                self._users[name][node.name] = None
         self.changed = False
 
     # -- reading -------------------------------------------------------------------------------------
@@ -69,8 +66,18 @@ class GraphEditor:
         return None
 
     def users(self, name: str) -> list[str]:
-        """Names of the nodes that read `name`, in the order their uses were made (FX's `node.users`)."""
-        return list(self._users[name])
+        """Names of the nodes that read `name` (FX's `node.users`): in graph order as of the first question,
+        then in the order later uses were made."""
+        return list(self._user_table()[name])
+
+    def _user_table(self) -> dict[str, dict[str, None]]:
+        if self._users is None:
+            table: dict[str, dict[str, None]] = {name: {} for name in self._nodes}
+            for node in self.walk():
+                for name in node.input_names():
+                    table[name][node.name] = None
+            self._users = table
+        return self._users
 
     def walk(self) -> Iterator[Node]:
         """The nodes in order, as FX's `for n in graph.nodes` sees them while the loop body edits the graph:
@@ -132,12 +139,13 @@ class GraphEditor:
     def erase(self, name: str) -> None:
         """Remove node `name`, which must have no users (FX's `erase_node`). Its name stays taken."""
         node = self[name]
-        if self._users[name]:
-            users = ", ".join(self._users[name])
+        table = self._user_table()
+        if table[name]:
+            users = ", ".join(table[name])
             raise GraphEditError(f"cannot erase node '{name}': it still has users ({users})")
         self._drop_uses(node)
         del self._nodes[name]
-        del self._users[name]
+        del table[name]
         prev, nxt = self._prev[name], self._next[name]
         self._next[prev] = nxt
         self._prev[nxt] = prev
@@ -183,18 +191,21 @@ class GraphEditor:
         node_name = self.names.fresh(name if name is not None else candidate_name(target))
         node = Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, meta)
         self._nodes[node_name] = node
-        self._users[node_name] = {}
+        if self._users is not None:
+            self._users[node_name] = {}
         self._add_uses(node)
         return node
 
     def _add_uses(self, node: Node) -> None:
         for name in node.input_names():
-            users = self._users.get(name)
-            if users is None:
+            if name not in self._nodes:
                 raise GraphEditError(f"node '{node.name}' reads '%{name}', which is not in the graph")
-            users[node.name] = None
+            if self._users is not None:
+                self._users[name][node.name] = None
 
     def _drop_uses(self, node: Node) -> None:
+        if self._users is None:
+            return
         for name in set(node.input_names()):
             users = self._users.get(name)
             if users is not None:

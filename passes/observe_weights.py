@@ -13,6 +13,7 @@ import copy
 from typing import Any
 
 from qfx.ir.args import Arg, Ref, thaw
+from qfx.ir.errors import ConvertAssertionError
 from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 
@@ -99,7 +100,8 @@ def _run_chain(program: Program, nodes: list[Node], copies: dict[int, Any]) -> N
         elif node.op == "call_method":
             result = getattr(args[0], node.target)(*args[1:], **kwargs)
         else:  # pragma: no cover - producer chains hold no placeholders or outputs
-            raise AssertionError(node.op)
+            raise ConvertAssertionError(
+                f"node '{node.name}' ({node.op}) cannot be part of a weight's producer chain; the graph is malformed")
         env[node.name] = result
 
 

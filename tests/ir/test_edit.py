@@ -1,0 +1,119 @@
+"""GraphEditor makes the edits FX makes: the same node order, names and arguments after any sequence of
+FX-style edits (insert before/after, replace an input, redirect all uses, erase, move), including edits made
+while walking the graph, and its input Program stays as it was."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qfx.ir import lift, print_program, verify
+from qfx.ir.args import Ref, thaw
+from qfx.ir.edit import GraphEditError, GraphEditor
+from qfx.testing.strategies import examples, traced_models
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return tuple(_norm(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _norm(v)) for k, v in value.items())
+    return value
+
+
+def fx_state(graph: torch.fx.Graph) -> list:
+    return [(n.name, n.op, n.target, _norm(torch.fx.node.map_arg(n.args, lambda a: ("%", a.name))),
+             _norm(torch.fx.node.map_arg(dict(n.kwargs), lambda a: ("%", a.name)))) for n in graph.nodes]
+
+
+def editor_state(editor: GraphEditor) -> list:
+    named = lambda name: ("%", name)  # noqa: E731
+    return [(n.name, n.op, n.target, _norm(thaw(n.args, named)), _norm({k: thaw(v, named) for k, v in n.kwargs}))
+            for n in editor.walk()]
+
+
+@settings(max_examples=examples(60), deadline=None)
+@given(traced_models(), st.lists(st.tuples(st.sampled_from(["after", "before", "replace_input", "redirect",
+                                                            "erase", "move"]),
+                                           st.integers(0, 10**6), st.integers(0, 10**6)), max_size=12))
+def test_edits_match_fx(case, edits):
+    gm = case[0] if isinstance(case, tuple) else case
+    program = lift(gm, observed=False)
+    printed = print_program(program)
+    graph = copy.deepcopy(gm).graph
+    editor = GraphEditor(program)
+    for kind, i, j in edits:
+        fx_nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+        if not fx_nodes:
+            break
+        a = fx_nodes[i % len(fx_nodes)]
+        b = fx_nodes[j % len(fx_nodes)]
+        if kind in ("after", "before"):
+            with (graph.inserting_after(a) if kind == "after" else graph.inserting_before(a)):
+                graph.call_function(torch.relu, (a,))
+            insert = editor.insert_after if kind == "after" else editor.insert_before
+            insert(a.name, "call_function", torch.relu, (Ref(a.name),))
+        elif kind == "replace_input":
+            users = list(a.users)
+            if not users or b in users or b is a:
+                continue
+            user = users[j % len(users)]
+            user.replace_input_with(a, b)
+            editor.replace_input(user.name, a.name, Ref(b.name))
+        elif kind == "redirect":
+            if b is a or b in a.users:
+                continue
+            a.replace_all_uses_with(b)
+            editor.replace_all_uses(a.name, Ref(b.name))
+        elif kind == "erase":
+            if a.users:
+                try:
+                    editor.erase(a.name)
+                except GraphEditError:
+                    continue
+                raise AssertionError(f"erased '{a.name}', which still has users")
+            graph.erase_node(a)
+            editor.erase(a.name)
+        else:
+            if a is b:
+                continue
+            a.append(b)
+            editor.move_after(a.name, b.name)
+        assert editor_state(editor) == fx_state(graph)
+    assert editor_state(editor) == fx_state(graph)
+    assert print_program(program) == printed  # the input is untouched
+    finished = editor.finish()
+    assert [n.name for n in finished.graph.nodes] == [n.name for n in graph.nodes]
+    if not edits:
+        assert finished is program
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(traced_models())
+def test_walk_while_editing_matches_fx(case):
+    """Walking while inserting a node after each one and erasing unused nodes visits what FX's loop visits."""
+    gm = case[0] if isinstance(case, tuple) else case
+    program = lift(gm, observed=False)
+    graph = copy.deepcopy(gm).graph
+    fx_seen, ours_seen = [], []
+    for n in graph.nodes:
+        fx_seen.append(n.name)
+        if n.op == "call_function" and n.target is not torch.sigmoid:
+            with graph.inserting_after(n):
+                graph.call_function(torch.sigmoid, (n,))
+        elif n.op not in ("placeholder", "output") and not n.users:
+            graph.erase_node(n)
+    editor = GraphEditor(program)
+    for node in editor.walk():
+        ours_seen.append(node.name)
+        if node.op == "call_function" and node.target is not torch.sigmoid:
+            editor.insert_after(node.name, "call_function", torch.sigmoid, (Ref(node.name),))
+        elif node.op not in ("placeholder", "output") and not editor.users(node.name):
+            editor.erase(node.name)
+    assert ours_seen == fx_seen
+    assert editor_state(editor) == fx_state(graph)
+    verify(editor.finish())
