@@ -16,7 +16,8 @@ from qfx.testing.strategies import examples, observed_models
 from tests.differential.test_reference_diff import MODES, assert_same_behaviour, assert_same_failure, assert_same_root_attributes, attempt
 
 
-def _check(observed, example_inputs, mode: str) -> None:
+def check_mode(observed, example_inputs, mode: str) -> None:
+    """One observed model converted by qfx and torch in `mode` (see the module docstring)."""
     qfx_fn, torch_fn = MODES[mode]
     before = snapshot(observed)
     expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed))
@@ -41,6 +42,6 @@ def _check(observed, example_inputs, mode: str) -> None:
 @given(observed_models())
 def test_reference_equals_torch(case) -> None:
     observed, example_inputs = case
-    _check(observed, example_inputs, "reference")
-    _check(observed, example_inputs, "decomposed")
+    check_mode(observed, example_inputs, "reference")
+    check_mode(observed, example_inputs, "decomposed")
 

@@ -9,46 +9,20 @@ outputs as torch; or fail where torch fails, with a qfx error of torch's type.
 
 from __future__ import annotations
 
-import copy
-
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, given, settings
 
-from tests.differential.test_lowered_diff import quantized_engine
-from tests.differential.test_reference_diff import (
-    MODES,
-    assert_same_behaviour,
-    assert_same_failure,
-    assert_same_root_attributes,
-    attempt,
-)
-from tests.support.snapshot import assert_same_model, assert_unchanged, snapshot
 from qfx.testing.strategies import examples, observed_models
+from tests.differential.test_diff_property import check_mode
+from tests.differential.test_lowered_diff import quantized_engine
 
 ENGINES = [e for e in ("x86", "qnnpack") if e in torch.backends.quantized.supported_engines]
 
 
 def check_lowered(observed: torch.fx.GraphModule, example_inputs: tuple, engine: str) -> None:
     """qfx.convert_fx against torch's convert_fx on one observed model under `engine` (see module docstring)."""
-    qfx_fn, torch_fn = MODES["lowered"]
     with quantized_engine(engine):
-        before = snapshot(observed)
-        expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed))
-        actual, qfx_exc = attempt(qfx_fn, observed)
-        assert_unchanged(before, observed)
-        if torch_exc is not None:
-            event(f"{engine}: torch refused ({type(torch_exc).__name__})")
-            assert_same_failure(qfx_exc, torch_exc, f"lowered/{engine}")
-            return
-        event(f"{engine}: converted")
-        if qfx_exc is not None:
-            raise qfx_exc
-        assert_same_model(actual, expected)
-        assert_same_root_attributes(actual, expected)
-        assert_same_behaviour(actual, expected, example_inputs)
-        # a second batch of the same shapes, so outputs are not only checked on the calibration data
-        other = tuple(t * 1.5 - 0.25 if t.is_floating_point() else t for t in example_inputs)
-        assert_same_behaviour(actual, expected, other)
+        check_mode(observed, example_inputs, "lowered")
 
 
 @settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
