@@ -21,7 +21,7 @@ from qfx.passes.pipelines import LOWERED_PIPELINE
 from qfx.api import convert_options
 from qfx.ir import lift
 from tests.lowering.test_lower_static_functionals import assert_lowered_like_torch
-from tests.lowering.test_lower_static_modules import observe
+from tests.support.lowering import calibrated
 from tests.support.snapshot import diff_values, run_model
 
 _PASSES = LOWERED_PIPELINE.split(",")
@@ -58,7 +58,7 @@ INPUTS = (torch.randn(3, 6),)
 
 
 def _observed() -> torch.fx.GraphModule:
-    return observe(Model(), get_default_qconfig_mapping("x86"), INPUTS)
+    return calibrated(Model(), get_default_qconfig_mapping("x86"), INPUTS)
 
 
 def _before_fold(observed: torch.fx.GraphModule, **options) -> qfx.Program:
@@ -157,7 +157,7 @@ def test_a_chain_that_reads_an_input_is_not_folded() -> None:
             return F.linear(x, w)
 
     example = (torch.randn(3, 4), torch.randn(2, 4))
-    observed = observe(InputWeight(), get_default_qconfig_mapping("x86"), example)
+    observed = calibrated(InputWeight(), get_default_qconfig_mapping("x86"), example)
     before = _before_fold(observed)
     prepacks = [n.name for n in before.graph.nodes if n.target is Q.linear_prepack]
     after = FOLD.run(before)

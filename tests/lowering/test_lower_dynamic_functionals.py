@@ -12,7 +12,7 @@ from torch.ao.quantization import QConfigMapping, default_dynamic_qconfig, float
 from qfx.ir.args import Ref
 from qfx.passes import Pipeline
 from tests.lowering.test_lower_static_functionals import assert_lowered_like_torch, nodes_by_target
-from tests.lowering.test_lower_static_modules import observe, reference_program
+from tests.support.lowering import calibrated, reference_program
 
 LOWER = Pipeline.parse("lower-dynamic-functionals")
 Q = torch.ops.quantized
@@ -44,7 +44,7 @@ def _mapping(qconfig) -> QConfigMapping:
 
 
 def test_int8_linears_are_lowered_and_relus_fused_as_torch_does() -> None:
-    observed = observe(Dynamic(), _mapping(default_dynamic_qconfig), INPUTS)
+    observed = calibrated(Dynamic(), _mapping(default_dynamic_qconfig), INPUTS)
     before = reference_program(observed)
     after = LOWER.run(before)
     (fused_f,) = [n for n in nodes_by_target(after, Q.linear_relu_dynamic) if n.name == "linear"]
@@ -67,7 +67,7 @@ def test_int8_linears_are_lowered_and_relus_fused_as_torch_does() -> None:
 
 
 def test_dynamic_op_reads_the_float_input_and_reduce_range() -> None:
-    observed = observe(Dynamic(), _mapping(default_dynamic_qconfig), INPUTS)
+    observed = calibrated(Dynamic(), _mapping(default_dynamic_qconfig), INPUTS)
     before = reference_program(observed)
     after = LOWER.run(before)
     dq = before.graph[before.graph["linear"].args[0].name]
@@ -78,5 +78,5 @@ def test_dynamic_op_reads_the_float_input_and_reduce_range() -> None:
 
 
 def test_fp16_dynamic_is_as_torch_leaves_it() -> None:
-    observed = observe(Dynamic(), _mapping(float16_dynamic_qconfig), INPUTS)
+    observed = calibrated(Dynamic(), _mapping(float16_dynamic_qconfig), INPUTS)
     assert_lowered_like_torch(observed, INPUTS)

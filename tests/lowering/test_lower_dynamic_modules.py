@@ -19,10 +19,11 @@ from qfx.lowering.lower_dynamic_modules import lower_dynamic_modules
 from qfx.lowering.support.engine import EngineError
 from qfx.passes import Pipeline
 from qfx.testing.strategies import examples, observed_models
-from tests.lowering.test_lower_static_modules import (
+from tests.support.lowering import (
+    assert_modules_lowered_as_torch,
     assert_same_module,
+    calibrated,
     node_of,
-    observe,
     reference_program,
     torch_lowered,
 )
@@ -72,7 +73,7 @@ def _mapping(qconfig) -> QConfigMapping:
 @pytest.mark.parametrize("qconfig", [default_dynamic_qconfig, per_channel_dynamic_qconfig, float16_dynamic_qconfig],
                          ids=["int8", "int8_per_channel", "fp16"])
 def test_dynamic_reference_modules_become_torchs_dynamic_modules(qconfig) -> None:
-    observed = observe(Mixed(), _mapping(qconfig), INPUTS)
+    observed = calibrated(Mixed(), _mapping(qconfig), INPUTS)
     before = reference_program(observed)
     assert type(before.modules["fc"]) is nnqr.Linear and type(before.modules["lstm"]) is nnqr.LSTM
     after = LOWER.run(before)
@@ -92,7 +93,7 @@ def test_dynamic_reference_modules_become_torchs_dynamic_modules(qconfig) -> Non
 
 
 def test_a_module_called_twice_is_lowered_for_each_call() -> None:
-    observed = observe(Shared(), _mapping(default_dynamic_qconfig), INPUTS)
+    observed = calibrated(Shared(), _mapping(default_dynamic_qconfig), INPUTS)
     after = LOWER.run(reference_program(observed))
     assert_same_module(after.modules["fc"], torch_lowered(observed).get_submodule("fc"), "fc")
     calls = [n for n in after.graph.nodes if n.op == "call_module"]
@@ -100,7 +101,7 @@ def test_a_module_called_twice_is_lowered_for_each_call() -> None:
 
 
 def test_other_activation_dtypes_are_left_alone() -> None:
-    observed = observe(Shared(), _mapping(default_dynamic_qconfig), INPUTS)
+    observed = calibrated(Shared(), _mapping(default_dynamic_qconfig), INPUTS)
     before = reference_program(observed)
     nodes = [n.evolve(args=(n.args[0], torch.qint32, *n.args[2:]))
              if n.op == "call_function" and n.target is torch.quantize_per_tensor_dynamic else n
@@ -112,7 +113,7 @@ def test_other_activation_dtypes_are_left_alone() -> None:
 
 
 def test_an_engine_that_cannot_pack_fp16_is_a_typed_runtime_error() -> None:
-    observed = observe(Shared(), _mapping(float16_dynamic_qconfig), INPUTS)
+    observed = calibrated(Shared(), _mapping(float16_dynamic_qconfig), INPUTS)
     program = reference_program(observed)
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = "qnnpack"
@@ -125,7 +126,7 @@ def test_an_engine_that_cannot_pack_fp16_is_a_typed_runtime_error() -> None:
 
 
 def test_a_module_without_a_node_input_is_a_typed_error() -> None:
-    observed = observe(Shared(), _mapping(default_dynamic_qconfig), INPUTS)
+    observed = calibrated(Shared(), _mapping(default_dynamic_qconfig), INPUTS)
     before = reference_program(observed)
     nodes = [n.evolve(args=(3.0,)) if n.name == "fc" else n for n in before.graph.nodes]
     with pytest.raises(ConvertError, match="node 'fc'"):
@@ -133,7 +134,7 @@ def test_a_module_without_a_node_input_is_a_typed_error() -> None:
 
 
 def test_nothing_to_lower_returns_the_input() -> None:
-    observed = observe(nn.Sequential(nn.Sigmoid()), _mapping(default_dynamic_qconfig), INPUTS)
+    observed = calibrated(nn.Sequential(nn.Sigmoid()), _mapping(default_dynamic_qconfig), INPUTS)
     program = reference_program(observed)
     assert LOWER.run(program) is program
 
@@ -142,13 +143,4 @@ def test_nothing_to_lower_returns_the_input() -> None:
 @given(observed_models(qat=False, styles=("dynamic_linear",)))
 def test_lowered_modules_equal_torch_convert_fx_on_random_models(observed_and_inputs) -> None:
     observed, _ = observed_and_inputs
-    try:
-        expected = torch_lowered(observed)
-    except Exception:  # noqa: BLE001 - models torch cannot lower say nothing about this pass
-        assume(False)
-    after = LOWER.run(reference_program(observed))
-    ours = {p for p, m in after.modules.items() if isinstance(m, DYNAMIC_CLASSES)}
-    theirs = {p for p, m in expected.named_modules(remove_duplicate=False) if isinstance(m, DYNAMIC_CLASSES)}
-    assert ours == theirs
-    for path in ours:
-        assert_same_module(after.modules[path], expected.get_submodule(path), path)
+    assume(assert_modules_lowered_as_torch(observed, LOWER, DYNAMIC_CLASSES))

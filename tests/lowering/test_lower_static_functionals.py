@@ -18,7 +18,7 @@ from qfx.ir.args import Ref
 from qfx.ir.edit import GraphEditor
 from qfx.ir.program import Program
 from qfx.passes import Pipeline
-from tests.lowering.test_lower_static_modules import observe, reference_program
+from tests.support.lowering import calibrated, reference_program
 from tests.support.snapshot import assert_same_model, assert_same_outputs
 
 LOWER = Pipeline.parse("lower-static-functionals")
@@ -72,7 +72,7 @@ CONV_INPUTS = (torch.randn(2, 3, 5),)
 
 
 def test_linear_becomes_prepack_and_quantized_linear_in_torch_order() -> None:
-    observed = observe(Linears(), get_default_qconfig_mapping("x86"), LINEAR_INPUTS)
+    observed = calibrated(Linears(), get_default_qconfig_mapping("x86"), LINEAR_INPUTS)
     before = reference_program(observed)
     after = LOWER.run(before)
     assert not nodes_by_target(after, F.linear) and not nodes_by_target(after, F.relu)
@@ -97,7 +97,7 @@ def test_linear_becomes_prepack_and_quantized_linear_in_torch_order() -> None:
 
 
 def test_conv1d_ints_become_tuples_and_conv_transpose_swaps_groups_and_dilation() -> None:
-    observed = observe(Convs(), get_default_qconfig_mapping("x86"), CONV_INPUTS)
+    observed = calibrated(Convs(), get_default_qconfig_mapping("x86"), CONV_INPUTS)
     after = LOWER.run(reference_program(observed))
     (conv1d_prepack,) = nodes_by_target(after, Q.conv1d_prepack)
     assert conv1d_prepack.args[2:] == ((1,), (1,), (1,), 1)
@@ -114,7 +114,7 @@ def test_conv1d_ints_become_tuples_and_conv_transpose_swaps_groups_and_dilation(
 
 def test_a_float_weight_is_left_alone() -> None:
     # a dequantize of something that is not a quantize call: torch skips the pattern
-    observed = observe(Linears(), get_default_qconfig_mapping("x86"), LINEAR_INPUTS)
+    observed = calibrated(Linears(), get_default_qconfig_mapping("x86"), LINEAR_INPUTS)
     before = reference_program(observed)
     (weight_q,) = [n for n in before.graph.nodes if n.target is torch.quantize_per_channel][:1]
     editor = GraphEditor(before)
@@ -133,6 +133,6 @@ def test_no_pattern_no_change() -> None:
         def forward(self, x):
             return torch.sigmoid(x)
 
-    observed = observe(Plain(), get_default_qconfig_mapping("x86"), LINEAR_INPUTS)
+    observed = calibrated(Plain(), get_default_qconfig_mapping("x86"), LINEAR_INPUTS)
     before = reference_program(observed)
     assert LOWER.run(before) is before

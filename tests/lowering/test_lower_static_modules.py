@@ -4,7 +4,6 @@ None qconfigs and fused modules around float modules are left alone; the modules
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import attrs
@@ -17,10 +16,7 @@ import torch.nn as nn
 from hypothesis import assume, given, settings
 from torch.ao.quantization import get_default_qconfig_mapping
 from torch.ao.quantization.backend_config import get_onednn_backend_config
-from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-from qfx.api import convert_options
-from qfx.ir import lift
 from qfx.ir.args import Ref
 from qfx.ir.edit import GraphEditor
 from qfx.ir.errors import ConvertValueError
@@ -28,49 +24,18 @@ from qfx.ir.program import Program
 from qfx.lowering.lower_static_modules import lower_static_modules
 from qfx.passes import Pipeline
 from qfx.testing.strategies import examples, observed_models
-from tests.support.snapshot import diff_values
+from tests.support.lowering import (
+    assert_modules_lowered_as_torch,
+    assert_same_module,
+    calibrated,
+    node_of,
+    reference_program,
+    torch_lowered,
+)
 
-PREFIX = "apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,dce"
 STATIC_CLASSES = (nnq.Linear, nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nniq.LinearReLU, nniq.LinearLeakyReLU,
                   nniq.LinearTanh, nniq.ConvReLU1d, nniq.ConvReLU2d, nniq.ConvReLU3d, nniq.ConvAdd2d,
                   nniq.ConvAddReLU2d)
-
-
-# ---- helpers the other module-lowering tests share ----------------------------------------------------
-
-def observe(model: nn.Module, mapping: Any, example: tuple, backend_config: Any = None) -> torch.fx.GraphModule:
-    """prepare_fx + two calibration batches (seeded)."""
-    torch.manual_seed(0)
-    observed = prepare_fx(model.eval(), mapping, example, backend_config=backend_config)
-    with torch.no_grad():
-        for salt in range(2):
-            observed(*(x + 0.1 * salt if x.is_floating_point() else x for x in example))
-    return observed
-
-
-def reference_program(observed: torch.fx.GraphModule, backend_config: Any = None) -> Program:
-    """The observed model lifted for convert_fx and run through the reference prefix of the lowered pipeline."""
-    options = convert_options(is_reference=False, convert_custom_config=None, backend_config=backend_config)
-    return Pipeline.parse(PREFIX).run(lift(observed, options=options))
-
-
-def torch_lowered(observed: torch.fx.GraphModule, backend_config: Any = None) -> torch.fx.GraphModule:
-    """torch's convert_fx of a copy of `observed`."""
-    return convert_fx(copy.deepcopy(observed), backend_config=backend_config)
-
-
-def assert_same_module(ours: nn.Module, theirs: nn.Module, path: str) -> None:
-    """Same class, same repr (scale, zero point, shapes) and same state_dict (packed params unpacked)."""
-    assert type(ours) is type(theirs), f"{path}: {type(ours).__qualname__} vs {type(theirs).__qualname__}"
-    assert repr(ours) == repr(theirs), path
-    problems = diff_values(ours.state_dict(), theirs.state_dict(), f"{path}.state_dict()")
-    assert not problems, "\n".join(problems)
-
-
-def node_of(program: Program, target: str):
-    """The call_module node calling `target` (the only one)."""
-    (node,) = [n for n in program.graph.nodes if n.op == "call_module" and n.target == target]
-    return node
 
 
 def input_ops(program: Program, node) -> list[tuple[str, Any]]:
@@ -139,7 +104,7 @@ def test_linear_and_fused_linear_relu_are_lowered_as_torch_does(engine: str) -> 
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
     try:
-        observed = observe(MLP(), get_default_qconfig_mapping(engine), MLP_INPUTS)
+        observed = calibrated(MLP(), get_default_qconfig_mapping(engine), MLP_INPUTS)
         before = reference_program(observed)
         assert type(before.modules["fc1"][0]) is nnqr.Linear and type(before.modules["fc2"]) is nnqr.Linear
         after = LOWER.run(before)
@@ -164,7 +129,7 @@ def test_linear_and_fused_linear_relu_are_lowered_as_torch_does(engine: str) -> 
 
 
 def test_convs_and_fused_conv_relu_are_lowered_as_torch_does() -> None:
-    observed = observe(CNN(), get_default_qconfig_mapping("x86"), CNN_INPUTS)
+    observed = calibrated(CNN(), get_default_qconfig_mapping("x86"), CNN_INPUTS)
     after = LOWER.run(reference_program(observed))
     expected = torch_lowered(observed)
     classes = {p: type(after.modules[p]) for p in ("conv1", "conv2", "conv1d", "conv3d")}
@@ -176,7 +141,7 @@ def test_convs_and_fused_conv_relu_are_lowered_as_torch_does() -> None:
 def test_a_relu_between_module_and_quantize_is_matched_and_left_unread() -> None:
     # conv3d -> relu -> quantize (a relu inside the pattern): torch's static walk matches through the relu,
     # redirects the quantize's users to the conv node and leaves the relu unread (dce drops it later)
-    observed = observe(CNN(), get_default_qconfig_mapping("x86"), CNN_INPUTS)
+    observed = calibrated(CNN(), get_default_qconfig_mapping("x86"), CNN_INPUTS)
     before = reference_program(observed)
     editor = GraphEditor(before)
     (q,) = [n for n in editor.nodes() if n.op == "call_function" and n.args and n.args[0] == Ref("conv3d")]
@@ -199,7 +164,7 @@ def test_two_input_conv_add_modules_are_lowered() -> None:
     torch.backends.quantized.engine = "onednn"
     try:
         example = (torch.randn(1, 3, 5, 5), torch.randn(1, 3, 5, 5))
-        observed = observe(ConvAdds(), get_default_qconfig_mapping("onednn"), example, backend_config=config)
+        observed = calibrated(ConvAdds(), get_default_qconfig_mapping("onednn"), example, backend_config=config)
         before = reference_program(observed, backend_config=config)
         after = LOWER.run(before)
         expected = torch_lowered(observed, backend_config=config)
@@ -217,7 +182,7 @@ def test_two_input_conv_add_modules_are_lowered() -> None:
 
 
 def test_a_module_called_twice_ends_with_its_last_calls_qparams() -> None:
-    observed = observe(Shared(), get_default_qconfig_mapping("x86"), (torch.randn(2, 5),))
+    observed = calibrated(Shared(), get_default_qconfig_mapping("x86"), (torch.randn(2, 5),))
     after = LOWER.run(reference_program(observed))
     expected = torch_lowered(observed)
     assert_same_module(after.modules["fc"], expected.get_submodule("fc"), "fc")
@@ -227,7 +192,7 @@ def test_a_module_called_twice_ends_with_its_last_calls_qparams() -> None:
 
 
 def test_nodes_with_a_none_qconfig_are_left_alone() -> None:
-    observed = observe(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     before = reference_program(observed)
     quant = before.quant
     silenced = before.evolve(quant=attrs.evolve(
@@ -239,7 +204,7 @@ def test_nodes_with_a_none_qconfig_are_left_alone() -> None:
 
 
 def test_a_fused_module_around_a_float_module_is_left_alone() -> None:
-    observed = observe(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     before = reference_program(observed)
     fused = before.modules["fc1"]
     float_inner = type(fused)(nn.Linear(6, 8), nn.ReLU())
@@ -251,7 +216,7 @@ def test_a_fused_module_around_a_float_module_is_left_alone() -> None:
 
 
 def test_a_quantize_without_its_dtype_argument_is_a_typed_error() -> None:
-    observed = observe(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     before = reference_program(observed)
     nodes = [n.evolve(args=n.args[:3]) if n.name == "quantize_per_tensor_2" else n for n in before.graph.nodes]
     with pytest.raises(ConvertValueError, match="quantize_per_tensor_2.*fc2"):
@@ -259,7 +224,7 @@ def test_a_quantize_without_its_dtype_argument_is_a_typed_error() -> None:
 
 
 def test_nothing_to_lower_returns_the_input() -> None:
-    observed = observe(nn.Sequential(nn.Sigmoid()), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(nn.Sequential(nn.Sigmoid()), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     program = reference_program(observed)
     assert LOWER.run(program) is program
 
@@ -268,13 +233,4 @@ def test_nothing_to_lower_returns_the_input() -> None:
 @given(observed_models(qat=False, styles=("x86", "qnnpack", "per_channel", "module_names", "mixed_none")))
 def test_lowered_modules_equal_torch_convert_fx_on_random_models(observed_and_inputs) -> None:
     observed, _ = observed_and_inputs
-    try:
-        expected = torch_lowered(observed)
-    except Exception:  # noqa: BLE001 - models torch cannot lower say nothing about this pass
-        assume(False)
-    after = LOWER.run(reference_program(observed))
-    ours = {p for p, m in after.modules.items() if isinstance(m, STATIC_CLASSES)}
-    theirs = {p for p, m in expected.named_modules(remove_duplicate=False) if isinstance(m, STATIC_CLASSES)}
-    assert ours == theirs
-    for path in ours:
-        assert_same_module(after.modules[path], expected.get_submodule(path), path)
+    assume(assert_modules_lowered_as_torch(observed, LOWER, STATIC_CLASSES))

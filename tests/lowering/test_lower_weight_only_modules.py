@@ -17,7 +17,7 @@ from torch.ao.quantization import (
 from qfx.lowering.support.engine import EngineError
 from qfx.lowering.lower_weight_only_modules import lower_weight_only_modules
 from qfx.passes import Pipeline
-from tests.lowering.test_lower_static_modules import assert_same_module, observe, reference_program, torch_lowered
+from tests.support.lowering import assert_same_module, calibrated, reference_program, torch_lowered
 
 LOWER = Pipeline.parse("lower-weight-only-modules")
 
@@ -43,7 +43,7 @@ def _mapping(qconfig) -> QConfigMapping:
 @pytest.mark.parametrize("qconfig", [float_qparams_weight_only_qconfig, float_qparams_weight_only_qconfig_4bit],
                          ids=["8bit", "4bit"])
 def test_reference_embeddings_become_quantized_embeddings(qconfig) -> None:
-    observed = observe(Embeddings(), _mapping(qconfig), INPUTS)
+    observed = calibrated(Embeddings(), _mapping(qconfig), INPUTS)
     before = reference_program(observed)
     assert type(before.modules["emb"]) is nnqr.Embedding and type(before.modules["bag"]) is nnqr.EmbeddingBag
     after = LOWER.run(before)
@@ -56,7 +56,7 @@ def test_reference_embeddings_become_quantized_embeddings(qconfig) -> None:
 
 
 def test_a_path_no_node_calls_is_left_alone() -> None:
-    observed = observe(Embeddings(), _mapping(float_qparams_weight_only_qconfig), INPUTS)
+    observed = calibrated(Embeddings(), _mapping(float_qparams_weight_only_qconfig), INPUTS)
     before = reference_program(observed)
     nodes = [n for n in before.graph.nodes]
     # a reference embedding in the table that no node calls (torch walks nodes, not modules)
@@ -67,7 +67,7 @@ def test_a_path_no_node_calls_is_left_alone() -> None:
 
 
 def test_an_engine_refusal_is_a_typed_runtime_error(monkeypatch) -> None:
-    observed = observe(Embeddings(), _mapping(float_qparams_weight_only_qconfig), INPUTS)
+    observed = calibrated(Embeddings(), _mapping(float_qparams_weight_only_qconfig), INPUTS)
     program = reference_program(observed)
 
     def refuse(cls, mod):
@@ -80,7 +80,7 @@ def test_an_engine_refusal_is_a_typed_runtime_error(monkeypatch) -> None:
 
 
 def test_nothing_to_lower_returns_the_input() -> None:
-    observed = observe(nn.Sequential(nn.Sigmoid()), _mapping(float_qparams_weight_only_qconfig),
+    observed = calibrated(nn.Sequential(nn.Sigmoid()), _mapping(float_qparams_weight_only_qconfig),
                        (torch.randn(2, 3),))
     program = reference_program(observed)
     assert LOWER.run(program) is program
