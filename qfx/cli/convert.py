@@ -10,7 +10,6 @@ import time
 import warnings
 from pathlib import Path
 
-import torch
 from rich.console import Console
 from torch.fx import GraphModule
 
@@ -23,7 +22,7 @@ from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
 from qfx.passes.manager import Pipeline
 
 from .common import MODES, pass_table, plain
-from .modelfile import ModelFileError, ObservedPickleModule, load_observed
+from .modelfile import load_observed, save_with_graphs
 from .prepare import BACKENDS, calibrate, prepare_entry_point
 from .report import count_ops, latency_ms, output_error
 
@@ -82,14 +81,7 @@ def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, 
 def save_converted(model: GraphModule, path: str | Path) -> None:
     """Save the converted module to `path`; `torch.load(path, weights_only=False)` gives it back exactly (same
     code, node names and state: GraphModules go through qfx's lift/codegen pickling, see modelfile)."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        torch.save(model, partial, pickle_module=ObservedPickleModule)
-    except Exception as exc:
-        partial.unlink(missing_ok=True)
-        raise ModelFileError(f"cannot save the converted model to '{path}': {exc}") from exc
-    partial.replace(path)
+    save_with_graphs(model, path, "the converted model")
 
 
 def cmd_convert(args: argparse.Namespace, console: Console) -> int:
@@ -106,24 +98,9 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
 def _convert_saved(args: argparse.Namespace, console: Console) -> int:
     observed, inputs = load_observed(args.model)
     before = fingerprint(observed)
-    timing, instruments = _instruments(args)
-    result, title, seconds = run_convert(observed, args.mode, args.pipeline, instruments)
-    plain(console, title)
-    console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
-    if args.dump_ir is not None:
-        plain(console, f"IR after each pass written to {args.dump_ir}/")
-    status = 0
-    if args.check_against_torch:
-        status = 0 if _check_against_torch(result, observed, args.mode, inputs, console) else 1
-        if inputs is None:
-            plain(console, "outputs not compared: the file holds no example inputs (see qfx.cli.save_observed)")
-    if not same_fingerprint(before, fingerprint(observed)):
-        plain(console, "observed model left unchanged: NO")
-        status = 1
-    if args.save is not None:
-        save_converted(result, args.save)
-        plain(console, f"wrote {args.save} (load it with torch.load(path, weights_only=False))")
-    else:
+    result = _convert_and_report(observed, args, console)
+    status = _finish(result, observed, before, inputs, args, console)
+    if args.save is None:
         plain(console, result.code.strip("\n"))
     return status
 
@@ -137,12 +114,7 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     if args.qat:
         observed.eval()  # as before convert_fx in torch's QAT flow (no training step has run)
     before = fingerprint(observed)
-    timing, instruments = _instruments(args)
-    result, title, seconds = run_convert(observed, args.mode, args.pipeline, instruments)
-    plain(console, title)
-    console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
-    if args.dump_ir is not None:
-        plain(console, f"IR after each pass written to {args.dump_ir}/")
+    result = _convert_and_report(observed, args, console)
     counts = count_ops(result, observed)
     islands = f" in {counts.islands} island{'s' if counts.islands != 1 else ''}" if counts.float else ""
     plain(console, f"ops: {counts.quantized} run quantized, {counts.float} in float{islands}"
@@ -156,9 +128,28 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     quant_ms = latency_ms(result, entry.example_inputs)
     plain(console, f"latency (median forward on the example inputs): float {float_ms:.3f} ms, quantized "
                    f"{quant_ms:.3f} ms ({float_ms / quant_ms:.2f}x)")
+    return _finish(result, observed, before, entry.example_inputs, args, console)
+
+
+def _convert_and_report(observed: GraphModule, args: argparse.Namespace, console: Console) -> GraphModule:
+    """Convert `observed` in `args.mode` (or with `args.pipeline`) and print the per-pass table."""
+    timing, instruments = _instruments(args)
+    result, title, seconds = run_convert(observed, args.mode, args.pipeline, instruments)
+    plain(console, title)
+    console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
+    if args.dump_ir is not None:
+        plain(console, f"IR after each pass written to {args.dump_ir}/")
+    return result
+
+
+def _finish(result: GraphModule, observed: GraphModule, before: tuple, inputs: tuple | None,
+            args: argparse.Namespace, console: Console) -> int:
+    """The checks and the saving both forms end with; returns the exit status (1 when a check failed)."""
     status = 0
     if args.check_against_torch:
-        status = 0 if _check_against_torch(result, observed, args.mode, entry.example_inputs, console) else 1
+        status = 0 if _check_against_torch(result, observed, args.mode, inputs, console) else 1
+        if inputs is None:
+            plain(console, "outputs not compared: the file holds no example inputs (see qfx.cli.save_observed)")
     if not same_fingerprint(before, fingerprint(observed)):
         plain(console, "observed model left unchanged: NO")
         status = 1

@@ -80,14 +80,19 @@ def save_observed(model: GraphModule, path: str | Path, example_inputs: tuple | 
     """Write `model` (an observed GraphModule, or any GraphModule) and optional example inputs to `path`,
     loadable with `torch.load(path, weights_only=False)` (a dict with "model" and "example_inputs") and by
     `qfx convert`. `model` is only read. Raises ModelFileError if it cannot be pickled."""
-    payload = {"format": FILE_FORMAT, "model": model, "example_inputs": example_inputs}
+    save_with_graphs({"format": FILE_FORMAT, "model": model, "example_inputs": example_inputs}, path, "the model")
+
+
+def save_with_graphs(value: Any, path: str | Path, what: str) -> None:
+    """torch.save `value` to `path` with qfx's pickler (GraphModules keep their graph, names and meta), written
+    to a temporary file first so a failure leaves no partial file. Raises ModelFileError naming `what`."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     try:
-        torch.save(payload, partial, pickle_module=ObservedPickleModule)
+        torch.save(value, partial, pickle_module=ObservedPickleModule)
     except Exception as exc:
         partial.unlink(missing_ok=True)
-        raise ModelFileError(f"cannot save the model to '{path}': {exc}") from exc
+        raise ModelFileError(f"cannot save {what} to '{path}': {exc}") from exc
     partial.replace(path)
 
 
