@@ -9,10 +9,12 @@ tensor per group of alike observers gives bit-identical numbers. Observers this 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import operator
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy
 import torch
@@ -176,42 +178,87 @@ def _float32(value: float) -> float:
     return float(numpy.float32(value))
 
 
+_STEP = 1e-5  # torch's quantile step
+
+
+@functools.cache
+def _quantile_bounds() -> tuple[list[float], list[float]]:
+    """torch's alpha and beta after k steps, for every k a search can reach: alpha_k = (..(0 + s) + s..)
+    and beta_k = (..(1 - s) - s..), accumulated in torch's order, so each is the very float torch holds."""
+    steps = int(1 / _STEP) + 8  # alpha_k < beta_j needs k + j below 1 / s + 1
+    alphas = list(itertools.accumulate(itertools.repeat(_STEP, steps), initial=0.0))
+    betas = list(itertools.accumulate(itertools.repeat(_STEP, steps), operator.sub, initial=1.0))
+    return alphas, betas
+
+
+def _first(low: int, high: int, holds: Callable[[int], bool]) -> int:
+    """The first index in [low, high) where the monotone (False..., True...) `holds` is true, else high."""
+    while low < high:
+        middle = (low + high) // 2
+        if holds(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 def _candidate_ranges(observer: Any) -> Iterator[tuple[int, int]]:
-    """The (start bin, end bin) ranges torch's search scores, in its order, assuming each is accepted."""
+    """The (start bin, end bin) ranges torch's search scores, in its order, assuming each is accepted.
+
+    torch's loop makes one 1e-5 step per iteration. Steps in which neither bound passes a bin only lower
+    beta; those runs are skipped at once (the first step at which the upper bound passes the end bin's
+    cumulative count, or the loop ends, is found by bisection over the exact betas)."""
+    alphas, betas = _quantile_bounds()
     bins = observer.bins
     total = torch.sum(observer.histogram).item()
     cumulative = torch.cumsum(observer.histogram, dim=0).tolist()
-    stepsize = 1e-5
-    alpha, beta = 0.0, 1.0
+    ka = kb = 0  # steps taken by alpha and by beta
     start_bin, end_bin = 0, bins - 1
-    while alpha < beta:
-        next_alpha = alpha + stepsize
-        next_beta = beta - stepsize
+    while alphas[ka] < betas[kb]:
         left, right = start_bin, end_bin
         # torch compares float32 cumulative counts with the bound rounded to float32. A count is a float32
         # value and rounding is monotone, so a count at or above the unrounded bound is at or above the
         # rounded one too: the rounding is only needed when the pointer may move (most steps it may not).
-        low = next_alpha * total
+        low = alphas[ka + 1] * total
         if left < end_bin and cumulative[left] < low:
             low = _float32(low)
             while left < end_bin and cumulative[left] < low:
                 left += 1
-        high = next_beta * total
+        high = betas[kb + 1] * total
         if right > start_bin and cumulative[right] > high:
             high = _float32(high)
             while right > start_bin and cumulative[right] > high:
                 right -= 1
-        next_start, next_end = start_bin, end_bin
-        if (left - start_bin) > (end_bin - right):
-            next_start = left
-            alpha = next_alpha
-        else:
-            next_end = right
-            beta = next_beta
-        if next_start == start_bin and next_end == end_bin:
+        if left == start_bin and right == end_bin:
+            # An idle step: torch lowers beta and tries again; the left test stays as it is until alpha
+            # moves, so go straight to the step where the right one passes (or the loop ends).
+            kb = _next_moving_step(alphas[ka], betas, kb + 1, cumulative[end_bin], total,
+                                   end_bin > start_bin)
             continue
-        yield next_start, next_end
-        start_bin, end_bin = next_start, next_end
+        if (left - start_bin) > (end_bin - right):
+            start_bin = left
+            ka += 1
+        else:
+            end_bin = right
+            kb += 1
+        yield start_bin, end_bin
+
+
+def _next_moving_step(alpha: float, betas: list[float], kb: int, count: float, total: float,
+                      may_move: bool) -> int:
+    """The first beta step from `kb` at which torch's loop ends (beta <= alpha) or the upper bound falls
+    below the end bin's cumulative `count` (when that bin may move at all)."""
+    if not total >= 0:  # (NaN too) the bounds would not fall monotonically: take one step
+        return kb
+    last = _first(kb, len(betas) - 1, lambda j: betas[j] <= alpha)
+    if not may_move:
+        return last
+
+    def passes(j: int) -> bool:
+        high = betas[j + 1] * total
+        return count > high and count > _float32(high)
+
+    return _first(kb, last, passes)
 
 
 class _Search:
@@ -263,58 +310,70 @@ def _histogram_bin_searches(observers: list[Any]) -> list[tuple[torch.Tensor, to
 
 def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> list[list[float]]:
     """For each (observer, ranges) request: HistogramObserver._compute_quantization_error(start, end) for each
-    (start, end) in ranges, bit for bit. One row per range (rows of all requests with the same bin count and
-    device in one computation); every element computed by the same float32 operations in the same order
-    (the per-range and per-observer Python numbers become float32 columns, as torch turns them into float32
-    operands), each row summed on its own as torch sums its vector."""
+    (start, end) in ranges, bit for bit. One row per range (rows of all requests with the same bin count,
+    destination bin count and device computed together); every element computed by the same float32
+    operations in the same order (the per-range and per-observer Python numbers become float32 columns, as
+    torch turns them into float32 operands), each row summed on its own as torch sums its vector."""
     out = [[0.0] * len(ranges) for _, ranges in requests]
-    groups: dict[tuple[int, Any], list[tuple[int, int, Any, int, int, float, float]]] = defaultdict(list)
+    groups: dict[tuple[int, int, Any], list[tuple[int, int, Any, int, float, float]]] = defaultdict(list)
     for r, (observer, ranges) in enumerate(requests):
         bins, dst_nbins = observer.bins, observer.dst_nbins
         bin_width = (observer.max_val.item() - observer.min_val.item()) / bins
         for i, (start, end) in enumerate(ranges):
             width = bin_width * (end - start + 1) / dst_nbins
             if width != 0.0:
-                groups[(bins, observer.histogram.device)].append((r, i, observer, start, dst_nbins, bin_width, width))
-    for (bins, device), rows in groups.items():
-        for (r, i, *_), error in zip(rows, _errors_of_rows(bins, device, rows)):
-            out[r][i] = error
+                groups[(bins, dst_nbins, observer.histogram.device)].append((r, i, observer, start, bin_width, width))
+    for (bins, dst_nbins, device), rows in groups.items():
+        # Rows in chunks of about 64k elements: each intermediate then stays in the cache (one big batch
+        # is several times slower per row).
+        per_chunk = max(1, _CHUNK_ELEMENTS // bins)
+        for k in range(0, len(rows), per_chunk):
+            chunk = rows[k:k + per_chunk]
+            for (r, i, *_), error in zip(chunk, _errors_of_rows(bins, dst_nbins, device, chunk)):
+                out[r][i] = error
     return out
 
 
-def _errors_of_rows(bins: int, device: Any, rows: list[tuple]) -> list[float]:
-    """The quantization error of each row (observer, start bin, dst_nbins, bin width, dst bin width)."""
+_CHUNK_ELEMENTS = 1 << 16
+
+
+def _errors_of_rows(bins: int, dst_nbins: int, device: Any, rows: list[tuple]) -> list[float]:
+    """The quantization error of each row (request, index, observer, start bin, bin width, dst bin width);
+    torch's operations, each on a [rows, bins] tensor with per-row float32 columns (in-place where torch's
+    result is only read once, which gives the same values)."""
 
     def column(values: Iterable[float]) -> torch.Tensor:
         return torch.tensor(list(values), dtype=torch.float32, device=device).unsqueeze(1)
 
-    bin_width = column(row[5] for row in rows)
-    width = column(row[6] for row in rows)
-    half = column(row[6] / 2 for row in rows)
-    neg_half = column(-row[6] / 2 for row in rows)
-    top = column(row[4] - 1 for row in rows)
-    starts = torch.tensor([row[3] for row in rows], device=device).unsqueeze(1)
+    bin_width = column(row[4] for row in rows)
+    width = column(row[5] for row in rows)
+    half = column(row[5] / 2 for row in rows)
+    neg_half = column(-row[5] / 2 for row in rows)
+    # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64 difference is
+    # once promoted for the float multiplication.
+    starts = column(float(row[3]) for row in rows)
     histograms = {id(row[2]): row[2].histogram for row in rows}
     if len(histograms) == 1:
         histogram = next(iter(histograms.values())).unsqueeze(0)
     else:
         histogram = torch.stack([row[2].histogram for row in rows])
-    src_bin = torch.arange(bins, device=device)
-    src_bin_begin = (src_bin - starts) * bin_width
+    top = dst_nbins - 1
+    src_bin = torch.arange(bins, dtype=torch.float32, device=device)
+    src_bin_begin = (src_bin - starts).mul_(bin_width)
     src_bin_end = src_bin_begin + bin_width
-    zero = torch.zeros((), device=device)
-    dst_bin_of_begin = torch.clamp(torch.div(src_bin_begin, width, rounding_mode="floor"), zero, top)
-    dst_bin_of_begin_center = (dst_bin_of_begin + 0.5) * width
-    dst_bin_of_end = torch.clamp(torch.div(src_bin_end, width, rounding_mode="floor"), zero, top)
+    dst_bin_of_begin = torch.div(src_bin_begin, width, rounding_mode="floor").clamp_(0, top)
+    dst_bin_of_end = torch.div(src_bin_end, width, rounding_mode="floor").clamp_(0, top)
     density = histogram / bin_width
     # (torch's delta_end here is a vector filled with dst_bin_width / 2: its cube is the column's, per row)
-    norm = torch.zeros(bins, device=device) + _l2_norm(src_bin_begin - dst_bin_of_begin_center, half, density)
-    norm = norm + (dst_bin_of_end - dst_bin_of_begin - 1) * _l2_norm(neg_half, half, density)
-    dst_bin_of_end_center = dst_bin_of_end * width + half
-    norm = norm + _l2_norm(neg_half, src_bin_end - dst_bin_of_end_center, density)
+    delta_begin = torch.sub(src_bin_begin, (dst_bin_of_begin + 0.5).mul_(width))
+    norm = torch.zeros_like(src_bin_begin).add_(_l2_norm(delta_begin, half, density))
+    norm.add_(torch.sub(dst_bin_of_end, dst_bin_of_begin).sub_(1).mul_(_l2_norm(neg_half, half, density)))
+    dst_bin_of_end_center = torch.mul(dst_bin_of_end, width).add_(half)
+    norm.add_(_l2_norm(neg_half, src_bin_end.sub_(dst_bin_of_end_center), density))
     return [norm[k].clone().sum().item() for k in range(len(rows))]
 
 
 def _l2_norm(delta_begin: torch.Tensor, delta_end: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
     """HistogramObserver._get_norm: density * (end^3 - begin^3) / 3, in its operation order."""
-    return density * ((delta_end * delta_end * delta_end - delta_begin * delta_begin * delta_begin) / 3)
+    cubes = torch.sub((delta_end * delta_end).mul_(delta_end), (delta_begin * delta_begin).mul_(delta_begin))
+    return density * cubes.div_(3)

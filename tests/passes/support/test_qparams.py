@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import torch
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from torch.ao.quantization.observer import (
     PerChannelMinMaxObserver,
 )
 
+from qfx.passes.support import qparams
 from qfx.passes.support.qparams import (
     batched_histogram_qparams,
     batched_per_tensor_qparams,
@@ -173,3 +175,65 @@ def test_lockstep_histogram_searches_match_torch(specs):
     for observer in observers:
         scale, zero_point = observer.calculate_qparams()
         assert got[id(observer)] == (float(scale), int(zero_point))
+
+
+def _torch_candidates(observer: HistogramObserver, limit: int) -> list[tuple[int, int]]:
+    """HistogramObserver._non_linear_param_search's candidate ranges, step by step with its tensor
+    comparisons, each assumed accepted (the first `limit` of them)."""
+    total = torch.sum(observer.histogram).item()
+    c_sum = torch.cumsum(observer.histogram, dim=0)
+    alpha, beta = 0.0, 1.0
+    start_bin, end_bin = 0, observer.bins - 1
+    found: list[tuple[int, int]] = []
+    while alpha < beta and len(found) < limit:
+        next_alpha, next_beta = alpha + 1e-5, beta - 1e-5
+        left, right = start_bin, end_bin
+        while left < end_bin and c_sum[left] < next_alpha * total:
+            left += 1
+        while right > start_bin and c_sum[right] > next_beta * total:
+            right -= 1
+        next_start, next_end = start_bin, end_bin
+        if (left - start_bin) > (end_bin - right):
+            next_start, alpha = left, next_alpha
+        else:
+            next_end, beta = right, next_beta
+        if (next_start, next_end) != (start_bin, end_bin):
+            found.append((next_start, next_end))
+            start_bin, end_bin = next_start, next_end
+    return found
+
+
+@st.composite
+def sparse_histograms(draw):
+    """Few bins hold mass, with small and large counts side by side: bounds then pass several bins in one
+    step, or none for many steps."""
+    bins = draw(st.sampled_from([16, 64, 256]))
+    counts = draw(st.lists(st.sampled_from([0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 1e3, 1e5]), min_size=bins, max_size=bins))
+    observer = HistogramObserver(bins=bins)
+    observer.histogram = torch.tensor(counts)
+    observer.min_val, observer.max_val = torch.tensor(-1.0), torch.tensor(3.0)
+    return observer
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.one_of(histogram_states(), sparse_histograms()))
+def test_candidate_ranges_follow_torchs_steps(observer):
+    """The candidate ranges, with runs of idle steps skipped by bisection, are torch's, in its order."""
+    limit = 40
+    ours = list(itertools.islice(qparams._candidate_ranges(observer), limit))
+    assert ours == _torch_candidates(observer, limit)
+
+
+def test_many_rows_are_scored_in_chunks_exactly():
+    """More ranges than one chunk holds (several chunks per bin count) are each scored as torch scores them."""
+    observers = []
+    for seed, kwargs in enumerate(HISTOGRAM_DTYPES[:3]):
+        observer = HistogramObserver(**kwargs)
+        observer(_data(seed % 3, 10.0, seed))
+        observers.append(observer)
+    requests = [(o, [(s, o.bins - 1 - e) for s in range(0, 40, 3) for e in range(0, 30, 7)]) for o in observers]
+    assert sum(len(r) for _, r in requests) > 2 * (qparams._CHUNK_ELEMENTS // 2048)
+    got = quantization_errors(requests)
+    for (observer, ranges), scored in zip(requests, got):
+        want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+        assert [float(x).hex() for x in scored] == [float(x).hex() for x in want]
