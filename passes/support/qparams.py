@@ -9,6 +9,7 @@ tensor per group of alike observers gives bit-identical numbers. Observers this 
 
 from __future__ import annotations
 
+import array
 import functools
 import itertools
 import math
@@ -42,26 +43,35 @@ def _fast_path_member(observer: Any, plain_classes: dict[type, bool]) -> tuple[t
         plain = plain_classes[kind] = _computes_plain_minmax_qparams(kind)
     if not plain:
         return None
-    qscheme = observer.qscheme
-    if qscheme not in (_AFFINE, _SYMMETRIC):
-        return None
     # The buffers as nn.Module.__getattr__ finds them, without its lookups (a missing one: the slow path).
     buffers = observer._buffers
-    lo, hi, eps = buffers.get("min_val"), buffers.get("max_val"), buffers.get("eps")
-    if not (isinstance(lo, torch.Tensor) and isinstance(hi, torch.Tensor) and isinstance(eps, torch.Tensor)):
+    lo, hi = buffers.get("min_val"), buffers.get("max_val")
+    if not (isinstance(lo, torch.Tensor) and isinstance(hi, torch.Tensor)):
         return None
     if lo.dim() != 0 or hi.dim() != 0 or lo.dtype != torch.float32 or hi.dtype != torch.float32:
         return None
-    device = lo.device
-    if eps.numel() != 1 or eps.dtype != torch.float32 or hi.device != device:
+    if hi.device != lo.device:
         return None
     low, high = float(lo), float(hi)  # exact: every float32 is a Python float
+    key = _group_key(observer, low, high, lo.device)
+    return None if key is None else (key, low, high)
+
+
+def _group_key(observer: Any, low: float, high: float, device: Any) -> tuple | None:
+    """The group whose qparams `minmax_qparams` computes together, for an observer whose
+    `_calculate_qparams` is UniformQuantizationObserverBase's and gets the float32 range (low, high) on
+    `device`; None when the observer must compute its qparams itself."""
+    qscheme = observer.qscheme
+    if qscheme not in (_AFFINE, _SYMMETRIC):
+        return None
+    eps = observer._buffers.get("eps")
+    if not isinstance(eps, torch.Tensor) or eps.numel() != 1 or eps.dtype != torch.float32:
+        return None
     # Uncalibrated, inverted or NaN ranges: torch warns, raises or does its own thing; let it.
     if not (math.isfinite(low) and math.isfinite(high) and low <= high):
         return None
-    key = (qscheme, observer.quant_min, observer.quant_max, observer.dtype, bool(observer.has_customized_qrange),
-           float(eps), device)
-    return key, low, high
+    return (qscheme, observer.quant_min, observer.quant_max, observer.dtype, bool(observer.has_customized_qrange),
+            float(eps), device)
 
 
 def batched_per_tensor_qparams(observers: Iterable[Any]) -> dict[int, tuple[float, int]]:
@@ -74,6 +84,11 @@ def batched_per_tensor_qparams(observers: Iterable[Any]) -> dict[int, tuple[floa
         if member is not None:
             key, low, high = member
             groups[key][id(observer)] = (low, high)
+    return _grouped_qparams(groups)
+
+
+def _grouped_qparams(groups: dict[tuple, dict[int, tuple[float, float]]]) -> dict[int, tuple[float, int]]:
+    """{member: (scale, zero point)} for groups of {member: (low, high)} keyed by `_group_key`."""
     out: dict[int, tuple[float, int]] = {}
     for key, members in groups.items():
         qscheme, qmin, qmax, dtype, customized, eps, device = key
@@ -132,8 +147,8 @@ def histogram_qparams(observer: Any) -> tuple[torch.Tensor, torch.Tensor] | None
     `batched_histogram_qparams`, which this is the one-observer case of)."""
     if not _plain_histogram(observer):
         return None
-    (new_min, new_max), = _histogram_bin_searches([observer])
-    return observer._calculate_qparams(new_min, new_max)
+    (start, end), = _histogram_bin_searches([observer])
+    return observer._calculate_qparams(*_searched_range(observer, start, end))
 
 
 def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float, int]]:
@@ -148,14 +163,41 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     Python floats makes the same decisions; and since the candidates only depend on the cumulative histogram
     (a candidate is either accepted or ends the search), the searches of all observers advance in lockstep
     and score their next candidates together (`quantization_errors`), each element computed by the same
-    float32 operations as torch's. The final qparams come from each observer's own `_calculate_qparams`.
+    float32 operations as torch's. The final qparams of observers with the base class's `_calculate_qparams`
+    are computed together too (`minmax_qparams`); others call their own.
     """
     plain = [o for o in observers if _plain_histogram(o)]
-    out: dict[int, tuple[float, int]] = {}
-    for observer, (new_min, new_max) in zip(plain, _histogram_bin_searches(plain)):
-        scale, zero_point = observer._calculate_qparams(new_min, new_max)
+    groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
+    own: list[tuple[Any, int, int]] = []
+    for observer, (start, end) in zip(plain, _histogram_bin_searches(plain)):
+        key = None
+        if type(observer)._calculate_qparams is UniformQuantizationObserverBase._calculate_qparams:
+            low, high = _searched_range_floats(observer, start, end)
+            key = _group_key(observer, low, high, observer.min_val.device)
+        if key is None:
+            own.append((observer, start, end))
+        else:
+            groups[key][id(observer)] = (low, high)
+    out = _grouped_qparams(groups)
+    for observer, start, end in own:
+        scale, zero_point = observer._calculate_qparams(*_searched_range(observer, start, end))
         out[id(observer)] = (float(scale), int(zero_point))
     return out
+
+
+def _searched_range(observer: Any, start_bin: int, end_bin: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (new_min, new_max) torch's search returns for the bin range it settled on."""
+    bin_width = (observer.max_val - observer.min_val) / observer.bins
+    return observer.min_val + bin_width * start_bin, observer.min_val + bin_width * (end_bin + 1)
+
+
+def _searched_range_floats(observer: Any, start_bin: int, end_bin: int) -> tuple[float, float]:
+    """`_searched_range` as Python floats, by the same float32 operations on numpy float32 scalars (the
+    range's ends are float32 0-dim tensors; each step rounds to float32 as torch's does)."""
+    f32 = numpy.float32
+    low, high = f32(observer.min_val.item()), f32(observer.max_val.item())
+    bin_width = (high - low) / f32(observer.bins)
+    return float(low + bin_width * f32(start_bin)), float(low + bin_width * f32(end_bin + 1))
 
 
 def _plain_histogram(observer: Any) -> bool:
@@ -191,8 +233,14 @@ def _quantile_bounds() -> tuple[list[float], list[float]]:
     return alphas, betas
 
 
-def _first(low: int, high: int, holds: Callable[[int], bool]) -> int:
-    """The first index in [low, high) where the monotone (False..., True...) `holds` is true, else high."""
+def _first_from(low: int, high: int, holds: Callable[[int], bool]) -> int:
+    """The first index in [low, high) where the monotone (False..., True...) `holds` is true, else high:
+    galloping from `low` (the answer is usually near), then bisecting."""
+    step = 1
+    while low + step < high and not holds(low + step - 1):
+        low += step
+        step *= 2
+    high = min(high, low + step)
     while low < high:
         middle = (low + high) // 2
         if holds(middle):
@@ -211,7 +259,8 @@ def _candidate_ranges(observer: Any) -> Iterator[tuple[int, int]]:
     alphas, betas = _quantile_bounds()
     bins = observer.bins
     total = torch.sum(observer.histogram).item()
-    cumulative = torch.cumsum(observer.histogram, dim=0).tolist()
+    # float32 values read as exact Python floats, without making a Python float per bin up front
+    cumulative = array.array("f", torch.cumsum(observer.histogram, dim=0).cpu().numpy().tobytes())
     ka = kb = 0  # steps taken by alpha and by beta
     start_bin, end_bin = 0, bins - 1
     while alphas[ka] < betas[kb]:
@@ -250,15 +299,14 @@ def _next_moving_step(alpha: float, betas: list[float], kb: int, count: float, t
     below the end bin's cumulative `count` (when that bin may move at all)."""
     if not total >= 0:  # (NaN too) the bounds would not fall monotonically: take one step
         return kb
-    last = _first(kb, len(betas) - 1, lambda j: betas[j] <= alpha)
-    if not may_move:
-        return last
 
-    def passes(j: int) -> bool:
+    def stops(j: int) -> bool:
+        if betas[j] <= alpha:
+            return True
         high = betas[j + 1] * total
-        return count > high and count > _float32(high)
+        return may_move and count > high and count > _float32(high)
 
-    return _first(kb, last, passes)
+    return _first_from(kb, len(betas) - 1, stops)
 
 
 class _Search:
@@ -285,27 +333,24 @@ class _Search:
             self.norm_min = norm
             self.start_bin, self.end_bin = start, end
 
-    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        observer = self.observer
-        bin_width = (observer.max_val - observer.min_val) / observer.bins
-        return (observer.min_val + bin_width * self.start_bin, observer.min_val + bin_width * (self.end_bin + 1))
 
-
-def _histogram_bin_searches(observers: list[Any]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(new_min, new_max) of HistogramObserver._non_linear_param_search for each observer: all searches
-    advance together, their candidates scored in growing batches until each stops."""
+def _histogram_bin_searches(observers: list[Any]) -> list[tuple[int, int]]:
+    """The (start bin, end bin) HistogramObserver._non_linear_param_search settles on for each observer: all
+    searches advance together, their candidates scored in growing batches until each stops."""
     searches = [_Search(o) for o in observers]
     active = searches
-    size = 2  # most searches stop at their second or third candidate
+    # Most searches stop at their second or third candidate, few go on for long: score two, then one,
+    # then twice as many each round.
+    sizes = itertools.chain([2, 1, 2, 4, 8, 16, 32], itertools.repeat(64))
     while active:
+        size = next(sizes)
         batches = [(search, search.next_batch(size)) for search in active]
         batches = [(search, batch) for search, batch in batches if batch]
         norms = quantization_errors([(search.observer, batch) for search, batch in batches])
         for (search, batch), scored in zip(batches, norms):
             search.consume(batch, scored)
         active = [search for search in active if not search.done]
-        size = min(size * 2, 64)
-    return [search.result() for search in searches]
+    return [(search.start_bin, search.end_bin) for search in searches]
 
 
 def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> list[list[float]]:
@@ -324,12 +369,14 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> li
             if width != 0.0:
                 groups[(bins, dst_nbins, observer.histogram.device)].append((r, i, observer, start, bin_width, width))
     for (bins, dst_nbins, device), rows in groups.items():
-        # Rows in chunks of about 64k elements: each intermediate then stays in the cache (one big batch
-        # is several times slower per row).
-        per_chunk = max(1, _CHUNK_ELEMENTS // bins)
+        # Rows go in chunks of about 64k elements through one set of work buffers: the intermediates stay
+        # in the cache, and no operation pays for fresh memory (one big batch, or new tensors per
+        # operation, are several times slower per row).
+        per_chunk = min(len(rows), max(1, _CHUNK_ELEMENTS // bins))
+        work = _ErrorWork(per_chunk, bins, device)
         for k in range(0, len(rows), per_chunk):
             chunk = rows[k:k + per_chunk]
-            for (r, i, *_), error in zip(chunk, _errors_of_rows(bins, dst_nbins, device, chunk)):
+            for (r, i, *_), error in zip(chunk, work.errors(chunk, dst_nbins - 1)):
                 out[r][i] = error
     return out
 
@@ -337,43 +384,55 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> li
 _CHUNK_ELEMENTS = 1 << 16
 
 
-def _errors_of_rows(bins: int, dst_nbins: int, device: Any, rows: list[tuple]) -> list[float]:
-    """The quantization error of each row (request, index, observer, start bin, bin width, dst bin width);
-    torch's operations, each on a [rows, bins] tensor with per-row float32 columns (in-place where torch's
-    result is only read once, which gives the same values)."""
+class _ErrorWork:
+    """Work buffers for scoring up to `rows` ranges of histograms with `bins` bins at a time."""
 
-    def column(values: Iterable[float]) -> torch.Tensor:
-        return torch.tensor(list(values), dtype=torch.float32, device=device).unsqueeze(1)
+    def __init__(self, rows: int, bins: int, device: Any) -> None:
+        self.device = device
+        self.src_bin = torch.arange(bins, dtype=torch.float32, device=device)
+        empty = torch.empty((rows, bins), dtype=torch.float32, device=device)
+        self.histogram, self.begin, self.end, self.density, self.low_bin, self.high_bin, self.scratch, self.norm = (
+            empty, *(torch.empty_like(empty) for _ in range(7)))
 
-    bin_width = column(row[4] for row in rows)
-    width = column(row[5] for row in rows)
-    half = column(row[5] / 2 for row in rows)
-    neg_half = column(-row[5] / 2 for row in rows)
-    # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64 difference is
-    # once promoted for the float multiplication.
-    starts = column(float(row[3]) for row in rows)
-    histograms = {id(row[2]): row[2].histogram for row in rows}
-    if len(histograms) == 1:
-        histogram = next(iter(histograms.values())).unsqueeze(0)
-    else:
-        histogram = torch.stack([row[2].histogram for row in rows])
-    top = dst_nbins - 1
-    src_bin = torch.arange(bins, dtype=torch.float32, device=device)
-    src_bin_begin = (src_bin - starts).mul_(bin_width)
-    src_bin_end = src_bin_begin + bin_width
-    dst_bin_of_begin = torch.div(src_bin_begin, width, rounding_mode="floor").clamp_(0, top)
-    dst_bin_of_end = torch.div(src_bin_end, width, rounding_mode="floor").clamp_(0, top)
-    density = histogram / bin_width
-    # (torch's delta_end here is a vector filled with dst_bin_width / 2: its cube is the column's, per row)
-    delta_begin = torch.sub(src_bin_begin, (dst_bin_of_begin + 0.5).mul_(width))
-    norm = torch.zeros_like(src_bin_begin).add_(_l2_norm(delta_begin, half, density))
-    norm.add_(torch.sub(dst_bin_of_end, dst_bin_of_begin).sub_(1).mul_(_l2_norm(neg_half, half, density)))
-    dst_bin_of_end_center = torch.mul(dst_bin_of_end, width).add_(half)
-    norm.add_(_l2_norm(neg_half, src_bin_end.sub_(dst_bin_of_end_center), density))
-    return [norm[k].clone().sum().item() for k in range(len(rows))]
+    def errors(self, rows: list[tuple], top: int) -> list[float]:
+        """The quantization error of each row (request, index, observer, start bin, bin width, dst bin
+        width): torch's float32 operations in torch's order, on [rows, bins] buffers with per-row float32
+        columns for torch's Python numbers; `top` is the last destination bin."""
+        n = len(rows)
+
+        def column(values: Iterable[float]) -> torch.Tensor:
+            return torch.tensor(list(values), dtype=torch.float32, device=self.device).unsqueeze(1)
+
+        bin_width = column(row[4] for row in rows)
+        width = column(row[5] for row in rows)
+        half = column(row[5] / 2 for row in rows)
+        neg_half = column(-row[5] / 2 for row in rows)
+        # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64
+        # difference is once promoted for the float multiplication.
+        starts = column(float(row[3]) for row in rows)
+        histogram, begin, end, density = self.histogram[:n], self.begin[:n], self.end[:n], self.density[:n]
+        low_bin, high_bin, scratch, norm = self.low_bin[:n], self.high_bin[:n], self.scratch[:n], self.norm[:n]
+        torch.stack([row[2].histogram for row in rows], out=histogram)
+
+        torch.sub(self.src_bin, starts, out=begin).mul_(bin_width)
+        torch.add(begin, bin_width, out=end)
+        torch.div(begin, width, rounding_mode="floor", out=low_bin).clamp_(0, top)
+        torch.div(end, width, rounding_mode="floor", out=high_bin).clamp_(0, top)
+        torch.div(histogram, bin_width, out=density)
+        # norm = 0 + get_norm(begin - begin's dst bin center, dst_bin_width / 2): torch's delta_end there is
+        # a vector filled with the half width, whose cube is the column's.
+        delta_begin = torch.sub(begin, torch.add(low_bin, 0.5, out=scratch).mul_(width), out=scratch)
+        torch.sub(_cube(half), _cube(delta_begin, out=norm), out=norm).div_(3).mul_(density)
+        norm.add_(0.0)  # torch adds into a zero vector: that turns -0.0 into 0.0
+        # + (high bin - low bin - 1) * get_norm(-half width, half width)
+        whole = torch.mul(density, torch.sub(_cube(half), _cube(neg_half)).div_(3), out=scratch)
+        norm.add_(torch.sub(high_bin, low_bin, out=low_bin).sub_(1).mul_(whole))
+        # + get_norm(-half width, end - end's dst bin center)
+        delta_end = torch.sub(end, torch.mul(high_bin, width, out=scratch).add_(half), out=scratch)
+        norm.add_(torch.sub(_cube(delta_end, out=begin), _cube(neg_half), out=begin).div_(3).mul_(density))
+        return [norm[k].clone().sum().item() for k in range(n)]
 
 
-def _l2_norm(delta_begin: torch.Tensor, delta_end: torch.Tensor, density: torch.Tensor) -> torch.Tensor:
-    """HistogramObserver._get_norm: density * (end^3 - begin^3) / 3, in its operation order."""
-    cubes = torch.sub((delta_end * delta_end).mul_(delta_end), (delta_begin * delta_begin).mul_(delta_begin))
-    return density * cubes.div_(3)
+def _cube(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x * x * x, multiplied left to right as torch's _get_norm does (into `out` when given)."""
+    return torch.mul(x, x, out=out).mul_(x) if out is not None else (x * x).mul_(x)

@@ -157,6 +157,8 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
     assert ours is not None
     assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
     assert torch.equal(ours[1], theirs[1]) and ours[1].dtype == theirs[1].dtype
+    # the batched path computes the searched range and the qparams of alike observers together
+    assert batched_histogram_qparams([observer]) == {id(observer): (float(theirs[0]), int(theirs[1]))}
 
 
 @settings(max_examples=8, deadline=None)
