@@ -23,6 +23,7 @@ import torch.ao.nn.intrinsic.quantized as nniq
 import torch.ao.nn.intrinsic.quantized.dynamic as nniqd
 import torch.ao.nn.quantized as nnq
 import torch.ao.nn.quantized.dynamic as nnqd
+from torch.ao.nn.quantized.modules.conv import _ConvNd
 
 from qfx.ir.errors import ConvertError
 
@@ -85,7 +86,12 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
 @functools.cache
 def _placeholder_free(q_class: type) -> type:
     """A subclass of `q_class` whose constructor packs its placeholder weight at the smallest shape, then
-    stores the real shape attributes where the constructor put the placeholder's (same keys, same order)."""
+    stores the real shape attributes where the constructor put the placeholder's (same keys, same order).
+
+    Conv classes pack no placeholder at all: their constructor's own set_weight_bias (the only one before
+    `scale` is set) stores None where the packed params go, and `from_reference` packs the real weight
+    right after. Plain attribute values go straight into the instance dict, which is all Module.__setattr__
+    does with a value that is neither a tensor nor a module, under a name none of its tables holds."""
     shrink = _SHAPE_ARGUMENTS[q_class]
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -101,5 +107,23 @@ def _placeholder_free(q_class: type) -> type:
                 raise EngineError(f"{q_class.__qualname__}: its constructor did not set '{name}' as qfx expects")
             state[name] = value
 
-    return type(q_class.__name__, (q_class,), {"__init__": __init__, "__module__": __name__,
-                                               "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>"})
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        state = self.__dict__
+        if (isinstance(value, (torch.Tensor, torch.nn.Module))
+                or name in state.get("_parameters", ()) or name in state.get("_buffers", ())
+                or name in state.get("_modules", ())):
+            q_class.__setattr__(self, name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    namespace: dict[str, Any] = {"__init__": __init__, "__setattr__": __setattr__, "__module__": __name__,
+                                 "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>"}
+    if issubclass(q_class, _ConvNd):
+        def set_weight_bias(self: Any, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+            if "scale" in self.__dict__:
+                q_class.set_weight_bias(self, weight, bias)
+            else:
+                self.__dict__["_packed_params"] = None  # the constructor's placeholder, packed over at once
+
+        namespace["set_weight_bias"] = set_weight_bias
+    return type(q_class.__name__, (q_class,), namespace)

@@ -106,15 +106,21 @@ def test_same_module_as_from_reference(engine_name, data):
         torch.backends.quantized.engine = previous
 
 
-def test_the_placeholder_weight_is_packed_at_the_smallest_shape(monkeypatch):
-    """The constructor's placeholder is packed 1x1 (linear) / one channel per group with a unit kernel (conv):
-    the throwaway packing no longer scales with the layer."""
+def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(monkeypatch):
+    """Convs pack only the real weight; linears pack their constructor's placeholders 1x1: the throwaway
+    packing no longer scales with the layer."""
     shapes = []
-    original = torch.ops.quantized.conv2d_prepack
-    monkeypatch.setattr(torch.ops.quantized, "conv2d_prepack",
-                        lambda w, *rest: (shapes.append(tuple(w.shape)), original(w, *rest))[1])
+    for op in ("conv2d_prepack", "linear_prepack"):
+        original = getattr(torch.ops.quantized, op)
+        monkeypatch.setattr(torch.ops.quantized, op,
+                            lambda w, *rest, original=original: (shapes.append(tuple(w.shape)), original(w, *rest))[1])
     ref = _reference(torch.nn.Conv2d(8, 16, 3, groups=2), nnqr.Conv2d, True)
     module = quantized_from_reference(nnq.Conv2d, ref, torch.tensor(0.1), torch.tensor(0), where="test")
-    assert shapes == [(2, 1, 1, 1), (16, 4, 3, 3)]
+    assert shapes == [(16, 4, 3, 3)]
     assert (module.in_channels, module.out_channels, module.kernel_size) == (8, 16, (3, 3))
+    shapes.clear()
+    ref = _reference(torch.nn.Linear(8, 16), nnqr.Linear, True)
+    module = quantized_from_reference(nnq.Linear, ref, torch.tensor(0.1), torch.tensor(0), where="test")
+    assert shapes == [(1, 1), (1, 1), (16, 8)]
+    assert (module.in_features, module.out_features) == (8, 16)
     assert set(engine._SHAPE_ARGUMENTS) >= {nnq.Linear, nnq.Conv2d, nniq.ConvAdd2d, nnqd.Linear}
