@@ -22,6 +22,16 @@ OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = None) -> Program:
     """Build the Program for `gm`. `gm` is only read.
 
+    See `lift_reporting`, which also returns the observers that never saw data."""
+    return lift_reporting(gm, observed=observed, options=options)[0]
+
+
+def lift_reporting(
+    gm: Any, *, observed: bool = True, options: ConvertOptions | None = None
+) -> tuple[Program, list[str]]:
+    """Build the Program for `gm`, and name the observers that never saw data ("'target' (node 'name')",
+    in graph order; none unless `observed`). `gm` is only read.
+
     With `observed=True` (the default), `gm` must come from prepare_fx/prepare_qat_fx; otherwise a
     NotObservedModelError says so, and the model's tensors must be on one real device (DeviceError) with
     well-formed observers (ObserverStateError; observers that never saw data only warn). With
@@ -67,10 +77,11 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         if isinstance(value, torch.nn.Module):
             raise LiftError(f"'{target}' is a module missing from named_modules(); cannot lift it")
         attributes[target] = value
+    uncalibrated: list[str] = []
     if observed:
         check_devices([*module_tensors({"": gm, **modules}), *attributes.items()])
-        check_observers((n.name, n.target, modules[n.target]) for n in nodes
-                        if n.op == "call_module" and is_observer(modules.get(n.target)))
+        uncalibrated = check_observers((n.name, n.target, modules[n.target]) for n in nodes
+                                       if n.op == "call_module" and is_observer(modules.get(n.target)))
 
     ns = fx_graph._graph_namespace
     namespace = Namespace(frozenset(ns._used_names), FrozenDict(ns._base_count))
@@ -84,7 +95,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         tracer_extras=FrozenDict(fx_graph._tracer_extras or {}),
         meta=FrozenDict(meta),
     )
-    return check_graph(Program(
+    program = check_graph(Program(
         graph=Graph(pvector(nodes)),
         modules=FrozenDict(modules),
         attributes=FrozenDict(attributes),
@@ -93,6 +104,7 @@ def lift(gm: Any, *, observed: bool = True, options: ConvertOptions | None = Non
         quant=lift_quant_facts(facts) if facts is not None else None,
         options=options or ConvertOptions(),
     ))
+    return program, uncalibrated
 
 
 def lift_quant_facts(attrs_obj: Any) -> QuantFacts:

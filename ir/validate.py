@@ -258,18 +258,10 @@ def check_observers(observer_nodes: Iterable[tuple[str, str, Any]]) -> list[str]
     return uncalibrated
 
 
-def observer_nodes(gm: torch.fx.GraphModule) -> list[tuple[str, str, Any]]:
-    """(node name, target, module) for every call_module node of `gm` that runs an observer."""
-    modules = dict(gm.named_modules(remove_duplicate=False))
-    return [(n.name, n.target, modules[n.target]) for n in gm.graph.nodes
-            if n.op == "call_module" and is_observer(modules.get(n.target))]
-
-
-def warn_if_uncalibrated(gm: torch.fx.GraphModule, stacklevel: int = 3) -> None:
-    """Warn once (UncalibratedObserverWarning, naming each observer and its node) if observers of the
-    observed model `gm` never saw data. The API calls this; lift stays silent so a pass's warnings stay
-    exactly torch's."""
-    uncalibrated = check_observers(observer_nodes(gm))
+def warn_uncalibrated(uncalibrated: list[str], stacklevel: int = 3) -> None:
+    """Warn once (UncalibratedObserverWarning) naming the observers that never saw data, as
+    `lift_reporting` names them; nothing if there are none. The API calls this; lift stays silent so a
+    pass's warnings stay exactly torch's."""
     if uncalibrated:
         shown = ", ".join(uncalibrated[:MAX_NAMED])
         more = f" and {len(uncalibrated) - MAX_NAMED} more" if len(uncalibrated) > MAX_NAMED else ""

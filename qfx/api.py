@@ -14,9 +14,9 @@ from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from torch.fx import GraphModule
 
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
-from qfx.ir.lift import lift
+from qfx.ir.lift import lift_reporting
 from qfx.ir.program import ConvertOptions, Program
-from qfx.ir.validate import check_arguments, warn_if_uncalibrated
+from qfx.ir.validate import check_arguments, warn_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
 from qfx.passes.pipelines import pipeline_for
@@ -159,8 +159,8 @@ def convert(
 
 def _run(model: GraphModule, options: ConvertOptions, instruments: Sequence[Instrument]) -> GraphModule:
     with gc_paused():
-        program = lift(model, options=options)
-        warn_if_uncalibrated(model, stacklevel=4)
+        program, uncalibrated = lift_reporting(model, options=options)
+        warn_uncalibrated(uncalibrated, stacklevel=4)
         return codegen(convert_program(program, instruments))
 
 
