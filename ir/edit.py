@@ -74,7 +74,7 @@ class GraphEditor:
         if self._users is None:
             table: dict[str, dict[str, None]] = {name: {} for name in self._nodes}
             for node in self.walk():
-                for name in node.input_names():
+                for name in node.input_name_tuple():
                     table[name][node.name] = None
             self._users = table
         return self._users
@@ -197,7 +197,7 @@ class GraphEditor:
         return node
 
     def _add_uses(self, node: Node) -> None:
-        for name in node.input_names():
+        for name in node.input_name_tuple():
             if name not in self._nodes:
                 raise GraphEditError(f"node '{node.name}' reads '%{name}', which is not in the graph")
             if self._users is not None:
@@ -206,7 +206,7 @@ class GraphEditor:
     def _drop_uses(self, node: Node) -> None:
         if self._users is None:
             return
-        for name in set(node.input_names()):
+        for name in set(node.input_name_tuple()):
             users = self._users.get(name)
             if users is not None:
                 users.pop(node.name, None)

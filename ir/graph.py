@@ -38,6 +38,9 @@ class Node:
     kwargs: tuple = ()
     type: Any = None
     meta: Mapping[str, Any] = attrs.field(default=NO_META, converter=frozen_meta)
+    # the names input_names returns, computed on first use (nodes are immutable, and most of them pass
+    # through many passes unchanged)
+    _input_names: tuple[str, ...] | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     def kwarg(self, key: str, default: Any = None) -> Any:
         """The value of keyword argument `key`, or `default`."""
@@ -48,18 +51,26 @@ class Node:
 
     def inputs(self) -> Iterator[str]:
         """Names of the nodes this node reads, in argument order (with repeats)."""
-        return iter(self.input_names())
+        return iter(self.input_name_tuple())
 
     def input_names(self) -> list[str]:
         """Names of the nodes this node reads, in argument order (with repeats), as a new list."""
-        out = ref_names(self.args)
-        for _, v in self.kwargs:
-            ref_names(v, out)
-        return out
+        return list(self.input_name_tuple())
+
+    def input_name_tuple(self) -> tuple[str, ...]:
+        """Names of the nodes this node reads, in argument order (with repeats)."""
+        names = self._input_names
+        if names is None:
+            out = ref_names(self.args)
+            for _, v in self.kwargs:
+                ref_names(v, out)
+            names = tuple(out)
+            object.__setattr__(self, "_input_names", names)
+        return names
 
     def with_inputs_replaced(self, mapping: dict[str, Arg]) -> "Node":
         """This node with each reference to a key of `mapping` replaced by its value."""
-        if not mapping or not any(name in mapping for name in self.input_names()):
+        if not mapping or not any(name in mapping for name in self.input_name_tuple()):
             return self
         fn = lambda r: mapping.get(r.name, r)  # noqa: E731  (mapping.get may resolve chains)
         kwargs = tuple((k, map_refs(v, fn)) for k, v in self.kwargs) if self.kwargs else ()
@@ -96,7 +107,7 @@ class Graph:
         out: dict[str, list[str]] = {n.name: [] for n in self.nodes}
         for n in self.nodes:
             seen = set()
-            for name in n.input_names():
+            for name in n.input_name_tuple():
                 if name not in seen and name in out:
                     seen.add(name)
                     out[name].append(n.name)

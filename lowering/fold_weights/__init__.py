@@ -65,7 +65,7 @@ def fold_weights(program: Program) -> Program:
         elif chain_of is not None:
             continue
         else:
-            for name in node.input_names():
+            for name in node.input_name_tuple():
                 if owner.get(name, name) != name:
                     raise ConvertError(f"node '{node.name}' reads '{name}', which weight folding removes "
                                        f"with the prepack chain of '{owner[name]}'")
