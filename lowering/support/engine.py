@@ -88,6 +88,10 @@ def _placeholder_free(q_class: type) -> type:
     """A subclass of `q_class` whose constructor packs its placeholder weight at the smallest shape, then
     stores the real shape attributes where the constructor put the placeholder's (same keys, same order).
 
+    A constructor run with the same (shrunk) arguments builds the same instance dict, so a dict made of
+    empty module tables and immutable values is remembered and replayed for the next module with those
+    arguments (fresh tables, shared values) instead of running the constructor again.
+
     Conv classes pack no placeholder at all: their constructor's own set_weight_bias (the only one before
     `scale` is set) stores None where the packed params go, and `from_reference` packs the real weight
     right after. Plain attribute values go straight into the instance dict, which is all Module.__setattr__
@@ -100,8 +104,18 @@ def _placeholder_free(q_class: type) -> type:
             q_class.__init__(self, *args, **kwargs)
             return
         small_args, real = shrunk
-        q_class.__init__(self, *small_args, **kwargs)
+        key = _layout_key(small_args, kwargs)
+        layout = _LAYOUTS.get((q_class, key)) if key is not None else None
         state = self.__dict__
+        if layout is None:
+            q_class.__init__(self, *small_args, **kwargs)
+            if key is not None and len(_LAYOUTS) < _MAX_LAYOUTS:
+                _LAYOUTS[(q_class, key)] = _layout_of(state)
+        elif layout:
+            for name, container, value in layout:
+                state[name] = container() if container is not None else value
+        else:  # the constructor's result cannot be replayed: run it
+            q_class.__init__(self, *small_args, **kwargs)
         for name, value in real.items():
             if name not in state:
                 raise EngineError(f"{q_class.__qualname__}: its constructor did not set '{name}' as qfx expects")
@@ -127,3 +141,37 @@ def _placeholder_free(q_class: type) -> type:
 
         namespace["set_weight_bias"] = set_weight_bias
     return type(q_class.__name__, (q_class,), namespace)
+
+
+Layout = tuple[tuple[str, type | None, Any], ...]
+_LAYOUTS: dict[tuple[type, tuple], Layout] = {}
+_MAX_LAYOUTS = 512
+_IMMUTABLE = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.qscheme)
+
+
+def _layout_key(args: tuple, kwargs: dict) -> tuple | None:
+    """The constructor arguments as a key, when they are plain immutable values (None otherwise)."""
+    key = (args, tuple(sorted(kwargs.items())))
+    return key if _immutable(key) else None
+
+
+def _immutable(value: Any) -> bool:
+    if type(value) is tuple:
+        return all(_immutable(item) for item in value)
+    return type(value) in _IMMUTABLE
+
+
+def _layout_of(state: dict[str, Any]) -> Layout:
+    """The instance dict a constructor built, as (name, table type to make afresh or None, value to share);
+    empty when it holds anything else than empty tables and immutable values (then it is not replayed)."""
+    layout = []
+    for name, value in state.items():
+        if type(value) in (dict, set, collections.OrderedDict):
+            if value:
+                return ()
+            layout.append((name, type(value), None))
+        elif _immutable(value):
+            layout.append((name, None, value))
+        else:
+            return ()
+    return tuple(layout)
