@@ -42,6 +42,7 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
             return q_class.from_reference(ref_module, *args)
         module = _placeholder_free(q_class).from_reference(ref_module, *args)
         module.__class__ = q_class
+        _check_packed(module, q_class)
         return module
     except RuntimeError as exc:
         engine = torch.backends.quantized.engine
@@ -89,8 +90,9 @@ def _placeholder_free(q_class: type) -> type:
     stores the real shape attributes where the constructor put the placeholder's (same keys, same order).
 
     A constructor run with the same (shrunk) arguments builds the same instance dict, so a dict made of
-    empty module tables and immutable values is remembered and replayed for the next module with those
-    arguments (fresh tables, shared values) instead of running the constructor again.
+    empty module tables, immutable values, child modules of that kind and a placeholder packed weight is
+    remembered and replayed for the next module with those arguments (fresh tables and children, shared
+    values, no placeholder packed) instead of running the constructor again.
 
     Conv classes pack no placeholder at all: their constructor's own set_weight_bias (the only one before
     `scale` is set) stores None where the packed params go, and `from_reference` packs the real weight
@@ -110,10 +112,9 @@ def _placeholder_free(q_class: type) -> type:
         if layout is None:
             q_class.__init__(self, *small_args, **kwargs)
             if key is not None and len(_LAYOUTS) < _MAX_LAYOUTS:
-                _LAYOUTS[(q_class, key)] = _layout_of(state)
+                _LAYOUTS[(q_class, key)] = _layout_of(state) or ()
         elif layout:
-            for name, container, value in layout:
-                state[name] = container() if container is not None else value
+            _replay(layout, state)
         else:  # the constructor's result cannot be replayed: run it
             q_class.__init__(self, *small_args, **kwargs)
         for name, value in real.items():
@@ -143,10 +144,14 @@ def _placeholder_free(q_class: type) -> type:
     return type(q_class.__name__, (q_class,), namespace)
 
 
-Layout = tuple[tuple[str, type | None, Any], ...]
+# An instance dict to replay: (name, how, what) per entry, `how` one of these.
+_VALUE, _TABLE, _PLACEHOLDER, _CHILDREN = range(4)
+Layout = tuple[tuple[str, int, Any], ...]
 _LAYOUTS: dict[tuple[type, tuple], Layout] = {}
 _MAX_LAYOUTS = 512
 _IMMUTABLE = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.qscheme)
+_TABLES = (dict, set, collections.OrderedDict)
+_PACKED = "_packed_params"  # where constructors keep packed weights, which from_reference packs anew
 
 
 def _layout_key(args: tuple, kwargs: dict) -> tuple | None:
@@ -161,17 +166,55 @@ def _immutable(value: Any) -> bool:
     return type(value) in _IMMUTABLE
 
 
-def _layout_of(state: dict[str, Any]) -> Layout:
-    """The instance dict a constructor built, as (name, table type to make afresh or None, value to share);
-    empty when it holds anything else than empty tables and immutable values (then it is not replayed)."""
+def _layout_of(state: dict[str, Any]) -> Layout | None:
+    """The instance dict a constructor built, to replay: immutable values are shared, empty tables made
+    afresh, child modules rebuilt from their own layouts, and a packed placeholder weight (`_packed_params`)
+    left None for from_reference to pack (`_check_packed` makes sure it did). None when the dict holds
+    anything else."""
     layout = []
     for name, value in state.items():
-        if type(value) in (dict, set, collections.OrderedDict):
+        kind = type(value)
+        if name == "_modules" and kind is dict and value:
+            children = []
+            for child_name, child in value.items():
+                child_layout = _layout_of(child.__dict__)
+                if child_layout is None:
+                    return None
+                children.append((child_name, type(child), child_layout))
+            layout.append((name, _CHILDREN, tuple(children)))
+        elif kind in _TABLES:
             if value:
-                return ()
-            layout.append((name, type(value), None))
+                return None
+            layout.append((name, _TABLE, kind))
         elif _immutable(value):
-            layout.append((name, None, value))
+            layout.append((name, _VALUE, value))
+        elif name == _PACKED and isinstance(value, torch.ScriptObject):
+            layout.append((name, _PLACEHOLDER, None))
         else:
-            return ()
+            return None
     return tuple(layout)
+
+
+def _replay(layout: Layout, state: dict[str, Any]) -> None:
+    """Fill an empty instance dict from `layout`."""
+    for name, how, what in layout:
+        if how == _VALUE:
+            state[name] = what
+        elif how == _TABLE:
+            state[name] = what()
+        elif how == _PLACEHOLDER:
+            state[name] = None
+        else:
+            children = {}
+            for child_name, child_class, child_layout in what:
+                child = child_class.__new__(child_class)
+                _replay(child_layout, child.__dict__)
+                children[child_name] = child
+            state[name] = children
+
+
+def _check_packed(module: torch.nn.Module, q_class: type) -> None:
+    """Every packed-weight slot of the built module holds packed params (from_reference packed them)."""
+    for sub in module.modules():
+        if _PACKED in sub.__dict__ and sub.__dict__[_PACKED] is None:
+            raise EngineError(f"{q_class.__qualname__}: from_reference did not pack its weight as qfx expects")

@@ -107,7 +107,8 @@ def test_same_module_as_from_reference(engine_name, data):
 
 
 def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(monkeypatch):
-    """Convs pack only the real weight; linears pack their constructor's placeholders 1x1: the throwaway
+    """Convs pack only the real weight; linears pack their constructor's placeholders 1x1 the first time a
+    configuration is built and not at all after (the constructor's result is replayed): the throwaway
     packing no longer scales with the layer."""
     shapes = []
     for op in ("conv2d_prepack", "linear_prepack"):
@@ -118,9 +119,26 @@ def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(mo
     module = quantized_from_reference(nnq.Conv2d, ref, torch.tensor(0.1), torch.tensor(0), where="test")
     assert shapes == [(16, 4, 3, 3)]
     assert (module.in_channels, module.out_channels, module.kernel_size) == (8, 16, (3, 3))
+    engine._LAYOUTS.clear()
     shapes.clear()
     ref = _reference(torch.nn.Linear(8, 16), nnqr.Linear, True)
     module = quantized_from_reference(nnq.Linear, ref, torch.tensor(0.1), torch.tensor(0), where="test")
     assert shapes == [(1, 1), (1, 1), (16, 8)]
     assert (module.in_features, module.out_features) == (8, 16)
+    shapes.clear()
+    again = quantized_from_reference(nnq.Linear, _reference(torch.nn.Linear(3, 5), nnqr.Linear, True),
+                                     torch.tensor(0.1), torch.tensor(0), where="test")
+    assert shapes == [(5, 3)]
+    assert again._packed_params is not module._packed_params
+    assert again._packed_params._packed_params is not module._packed_params._packed_params
+
+
+def test_a_replayed_module_whose_weight_was_not_packed_is_refused(monkeypatch):
+    """If from_reference stopped packing over the placeholder, the replayed module would keep an empty
+    slot: that is an EngineError, not a broken module."""
+    ref = _reference(torch.nn.Linear(4, 4), nnqr.Linear, False)
+    quantized_from_reference(nnq.Linear, ref, torch.tensor(0.1), torch.tensor(0), where="test")  # learn
+    monkeypatch.setattr(nnq.Linear, "set_weight_bias", lambda self, w, b: None)
+    with pytest.raises(engine.EngineError, match="did not pack its weight"):
+        quantized_from_reference(nnq.Linear, ref, torch.tensor(0.1), torch.tensor(0), where="test")
     assert set(engine._SHAPE_ARGUMENTS) >= {nnq.Linear, nnq.Conv2d, nniq.ConvAdd2d, nnqd.Linear}
