@@ -32,6 +32,7 @@ from tests.support.lowering import (
     reference_program,
     torch_lowered,
 )
+from tests.support.models import SmallLinear
 
 STATIC_CLASSES = (nnq.Linear, nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nniq.LinearReLU, nniq.LinearLeakyReLU,
                   nniq.LinearTanh, nniq.ConvReLU1d, nniq.ConvReLU2d, nniq.ConvReLU3d, nniq.ConvAdd2d,
@@ -48,17 +49,6 @@ LOWER = Pipeline.parse("lower-static-modules")
 
 
 # ---- models -------------------------------------------------------------------------------------------
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(6, 8)
-        self.relu = nn.ReLU()
-        self.fc2 = nn.Linear(8, 4)
-
-    def forward(self, x):
-        return self.fc2(self.relu(self.fc1(x)))
-
 
 class CNN(nn.Module):
     def __init__(self) -> None:
@@ -104,7 +94,7 @@ def test_linear_and_fused_linear_relu_are_lowered_as_torch_does(engine: str) -> 
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
     try:
-        observed = calibrated(MLP(), get_default_qconfig_mapping(engine), MLP_INPUTS)
+        observed = calibrated(SmallLinear(), get_default_qconfig_mapping(engine), MLP_INPUTS)
         before = reference_program(observed)
         assert type(before.modules["fc1"][0]) is nnqr.Linear and type(before.modules["fc2"]) is nnqr.Linear
         after = LOWER.run(before)
@@ -192,7 +182,7 @@ def test_a_module_called_twice_ends_with_its_last_calls_qparams() -> None:
 
 
 def test_nodes_with_a_none_qconfig_are_left_alone() -> None:
-    observed = calibrated(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(SmallLinear(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     before = reference_program(observed)
     quant = before.quant
     silenced = before.evolve(quant=attrs.evolve(
@@ -204,7 +194,7 @@ def test_nodes_with_a_none_qconfig_are_left_alone() -> None:
 
 
 def test_a_fused_module_around_a_float_module_is_left_alone() -> None:
-    observed = calibrated(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(SmallLinear(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     before = reference_program(observed)
     fused = before.modules["fc1"]
     float_inner = type(fused)(nn.Linear(6, 8), nn.ReLU())
@@ -216,7 +206,7 @@ def test_a_fused_module_around_a_float_module_is_left_alone() -> None:
 
 
 def test_a_quantize_without_its_dtype_argument_is_a_typed_error() -> None:
-    observed = calibrated(MLP(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
+    observed = calibrated(SmallLinear(), get_default_qconfig_mapping("x86"), MLP_INPUTS)
     before = reference_program(observed)
     nodes = [n.evolve(args=n.args[:3]) if n.name == "quantize_per_tensor_2" else n for n in before.graph.nodes]
     with pytest.raises(ConvertValueError, match="quantize_per_tensor_2.*fc2"):
