@@ -202,7 +202,13 @@ def _weight_range(weight: torch.Tensor, config: WeightObserverConfig) -> tuple[t
     if weight.dim() < 2 or not -weight.dim() <= config.ch_axis < weight.dim():
         return None
     # the observer's permutation swaps dimensions 0 and ch_axis
-    return torch.aminmax(weight.transpose(0, config.ch_axis).flatten(start_dim=1), dim=1)
+    rows = weight.transpose(0, config.ch_axis).flatten(start_dim=1)
+    if config.qscheme == torch.per_channel_affine_float_qparams:
+        # Its zero point is -min / scale, so the sign of a zero minimum shows: keep the observer's op.
+        return torch.aminmax(rows, dim=1)
+    # The same values as the observer's aminmax (up to the sign of a zero, which no other scheme's
+    # qparams show), and several times faster along rows.
+    return rows.amin(dim=1), rows.amax(dim=1)
 
 
 def batched_weight_qparams(

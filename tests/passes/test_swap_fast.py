@@ -283,7 +283,8 @@ def observer_constructors(draw: st.DrawFn) -> Any:
 @st.composite
 def weights(draw: st.DrawFn) -> torch.Tensor:
     shape = draw(st.lists(st.integers(1, 4), min_size=2, max_size=4))
-    kind = draw(st.sampled_from(["normal", "zeros", "constant", "positive", "negative", "tiny", "huge"]))
+    kind = draw(st.sampled_from(["normal", "zeros", "constant", "positive", "negative", "tiny", "huge",
+                                 "signed zeros"]))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
     base = torch.randn(shape, generator=g)
     if kind == "zeros":
@@ -298,6 +299,10 @@ def weights(draw: st.DrawFn) -> torch.Tensor:
         return base * 1e-39  # subnormals: scales below eps
     if kind == "huge":
         return base * 1e30
+    if kind == "signed zeros":  # ranges that end at 0.0 or -0.0, whose sign some schemes' qparams show
+        sign = draw(st.sampled_from([1.0, -1.0]))
+        zeros = torch.where(torch.rand(shape, generator=g) < 0.5, 0.0, -0.0)
+        return torch.where(torch.rand(shape, generator=g) < 0.4, zeros, sign * base.abs())
     return base * draw(st.floats(1e-3, 1e3))
 
 

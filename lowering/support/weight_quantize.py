@@ -1,0 +1,88 @@
+"""Per-channel weight quantization, bit-identical to `torch.quantize_per_channel`, in a few vectorised ops.
+
+On x86 CPUs torch quantizes per channel one element at a time (about 8 ns per element, a quarter of a
+lowered ResNet-50 convert). Each element is `clamp(nearbyint(x * (1.0f / scale) + zero_point), qmin, qmax)`
+in float32: the product and the sum are rounded separately (no fused multiply-add), ties go to even. The
+same operations on whole tensors (one multiply, one add, round, clamp, cast) give the same integers at
+a fraction of the cost. Anything this module does not reproduce exactly (non-finite weights or scales,
+other dtypes or layouts, zero points torch rejects) is left to torch, so its results and errors stay torch's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+_CHUNK_ELEMENTS = 65536
+_INTEGER_RANGE = {torch.qint8: (-128, 127, torch.int8), torch.quint8: (0, 255, torch.uint8)}
+
+
+def quantize_per_channel(weight: torch.Tensor, scales: torch.Tensor, zero_points: torch.Tensor, axis: int,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """`torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)`: the same quantized tensor
+    (integers, per-channel scales and zero points, axis, strides), or the same error."""
+    found = _vectorised(weight, scales, zero_points, axis, dtype)
+    if found is None:
+        return torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
+    return found
+
+
+def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: Any) -> torch.Tensor | None:
+    """The quantized tensor for a contiguous float32 CPU weight quantized to qint8 or quint8 with valid
+    per-channel parameters, finite weights and finite inverse scales; None otherwise."""
+    limits = _INTEGER_RANGE.get(dtype)
+    if limits is None or type(axis) is not int or not _plain_weight(weight) or not 0 <= axis < weight.dim():
+        return None
+    channels = weight.shape[axis]
+    if not (_cpu_vector(scales, channels) and scales.dtype in (torch.float32, torch.float64)
+            and _cpu_vector(zero_points, channels) and not zero_points.dtype.is_floating_point
+            and not zero_points.dtype.is_complex and zero_points.dtype != torch.bool):
+        return None
+    qmin, qmax, storage = limits
+    if channels and not qmin <= int(zero_points.min()) <= int(zero_points.max()) <= qmax:
+        return None  # torch refuses these; let it say so
+    with torch.no_grad():
+        inverse = torch.reciprocal(scales.to(torch.float32))
+        # Finite weights and scales make no NaN (an overflow to inf clamps as torch's does); the sum is
+        # finite only if every weight is.
+        if not (bool(torch.isfinite(inverse).all()) and bool(torch.isfinite(weight.sum()))):
+            return None
+        integers = _quantized_integers(weight, inverse, zero_points.to(torch.float32), axis, qmin, qmax, storage)
+    return torch._make_per_channel_quantized_tensor(integers, scales.to(torch.float64),
+                                                    zero_points.to(torch.int64), axis)
+
+
+def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor, axis: int,
+                        qmin: int, qmax: int, storage: torch.dtype) -> torch.Tensor:
+    """clamp(round(weight * inverse + zero_point), qmin, qmax) per channel, as `storage` integers.
+
+    The weight is taken as rows (everything before the axis, by channel) of the elements after it, and
+    done in cache-sized runs of rows through one float buffer: a float intermediate the size of the weight
+    would cost more in fresh pages than the arithmetic does."""
+    channels = weight.shape[axis]
+    row_length = math.prod(weight.shape[axis + 1:])
+    rows = weight.reshape(-1, row_length)
+    repeat = rows.shape[0] // channels
+    inverse, zero_points = inverse.repeat(repeat)[:, None], zero_points.repeat(repeat)[:, None]
+    out = torch.empty(rows.shape, dtype=storage)
+    step = max(1, _CHUNK_ELEMENTS // row_length)
+    buffer = torch.empty(min(rows.shape[0], step) * row_length)
+    for start in range(0, rows.shape[0], step):
+        stop = min(start + step, rows.shape[0])
+        work = buffer[:(stop - start) * row_length].view(stop - start, row_length)
+        torch.mul(rows[start:stop], inverse[start:stop], out=work)
+        work.add_(zero_points[start:stop]).round_().clamp_(qmin, qmax)
+        out[start:stop].copy_(work)
+    return out.view(weight.shape)
+
+
+def _plain_weight(weight: Any) -> bool:
+    return (isinstance(weight, torch.Tensor) and weight.dtype == torch.float32 and weight.layout == torch.strided
+            and weight.device.type == "cpu" and weight.numel() > 0 and weight.is_contiguous())
+
+
+def _cpu_vector(values: Any, length: int) -> bool:
+    return (isinstance(values, torch.Tensor) and values.layout == torch.strided and values.device.type == "cpu"
+            and values.dim() == 1 and values.numel() == length)

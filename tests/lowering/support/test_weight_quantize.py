@@ -1,0 +1,110 @@
+"""qfx's per-channel weight quantization gives exactly torch.quantize_per_channel's tensor, or its error.
+
+The values are drawn to hit the cases where a different formula would differ: scaled values at and next
+to half-integers (ties to even, after the zero point is added), values past the integer range, scales of
+every magnitude (float64 ones that float32 rounds), zero points at both ends of the range.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from qfx.lowering.support.weight_quantize import _vectorised, quantize_per_channel
+
+DTYPES = {torch.qint8: (-128, 127), torch.quint8: (0, 255)}
+
+
+def _same(found: torch.Tensor, expected: torch.Tensor) -> None:
+    assert found.dtype == expected.dtype and found.qscheme() == expected.qscheme()
+    assert found.shape == expected.shape and found.stride() == expected.stride()
+    assert torch.equal(found.int_repr(), expected.int_repr())
+    for read in ("q_per_channel_scales", "q_per_channel_zero_points"):
+        a, b = getattr(found, read)(), getattr(expected, read)()
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert found.q_per_channel_axis() == expected.q_per_channel_axis()
+
+
+@st.composite
+def quantizations(draw: st.DrawFn) -> tuple:
+    dtype = draw(st.sampled_from(sorted(DTYPES, key=str)))
+    qmin, qmax = DTYPES[dtype]
+    dims = draw(st.integers(1, 4))
+    shape = draw(st.lists(st.integers(1, 5), min_size=dims, max_size=dims))
+    axis = draw(st.integers(0, dims - 1))
+    channels = shape[axis]
+    scale_dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    scales = draw(st.lists(st.floats(1e-8, 1e3, allow_subnormal=False), min_size=channels, max_size=channels))
+    zero_points = draw(st.lists(st.sampled_from([qmin, qmax, 0, (qmin + qmax) // 2]) | st.integers(qmin, qmax),
+                                min_size=channels, max_size=channels))
+    scale_t = torch.tensor(scales, dtype=scale_dtype)
+    zp_t = torch.tensor(zero_points, dtype=draw(st.sampled_from([torch.int32, torch.int64])))
+    count = math.prod(shape)
+    # A scaled value k/2 + tiny offset lands on, just beside, or far from a rounding tie.
+    halves = draw(st.lists(st.integers(-2 * 300, 2 * 300), min_size=count, max_size=count))
+    offsets = draw(st.lists(st.sampled_from([0.0, 1e-7, -1e-7, 0.25]) | st.floats(-1, 1), min_size=count,
+                            max_size=count))
+    view = [1] * dims
+    view[axis] = channels
+    units = torch.tensor([h / 2 + o for h, o in zip(halves, offsets)], dtype=torch.float64).view(shape)
+    weight = (units * scale_t.double().view(view)).to(torch.float32)
+    return weight, scale_t, zp_t, axis, dtype
+
+
+@settings(max_examples=300)
+@given(quantizations())
+def test_equals_torch_quantize_per_channel(case: tuple) -> None:
+    weight, scales, zero_points, axis, dtype = case
+    expected = torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
+    assert _vectorised(weight, scales, zero_points, axis, dtype) is not None
+    _same(quantize_per_channel(weight, scales, zero_points, axis, dtype), expected)
+
+
+def test_random_weights_at_scale() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(64, 20000) * torch.logspace(-3, 2, 64)[:, None]
+    scales = torch.rand(64) * 0.05 + 1e-4
+    for dtype, (qmin, qmax) in DTYPES.items():
+        zero_points = torch.randint(qmin, qmax + 1, (64,))
+        _same(quantize_per_channel(weight, scales, zero_points, 0, dtype),
+              torch.quantize_per_channel(weight, scales, zero_points, 0, dtype))
+
+
+@pytest.mark.parametrize("case", ["nan", "zero scale", "channels last", "float64 weight", "qint32",
+                                  "negative axis", "zero point above range", "gradients"])
+def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
+    weight, scales = torch.randn(4, 3, 2, 2), torch.full((4,), 0.1)
+    zero_points, axis, dtype = torch.zeros(4, dtype=torch.int64), 0, torch.qint8
+    if case == "nan":
+        weight[1, 0, 0, 0] = float("nan")
+    elif case == "zero scale":
+        weight[2].zero_()
+        scales[2] = 0.0
+    elif case == "channels last":
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    elif case == "float64 weight":
+        weight = weight.double()
+    elif case == "qint32":
+        dtype = torch.qint32
+    elif case == "negative axis":
+        axis = -4
+    elif case == "zero point above range":
+        zero_points[0] = 300
+    else:
+        weight.requires_grad_()
+        _same(quantize_per_channel(weight, scales, zero_points, axis, dtype),
+              torch.quantize_per_channel(weight, scales, zero_points, axis, dtype))
+        return
+    assert _vectorised(weight, scales, zero_points, axis, dtype) is None
+    try:
+        expected = torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
+    except RuntimeError as exc:
+        with pytest.raises(RuntimeError, match=str(exc).split("\n")[0][:40]):
+            quantize_per_channel(weight, scales, zero_points, axis, dtype)
+    else:
+        found = quantize_per_channel(weight, scales, zero_points, axis, dtype)
+        assert torch.equal(found.int_repr(), expected.int_repr()) and found.stride() == expected.stride()
