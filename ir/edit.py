@@ -31,19 +31,14 @@ class GraphEditor:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.names = program.namespace.allocator()
-        self._nodes: dict[str, Node] = {}
-        self._next: dict[str, str] = {}
-        self._prev: dict[str, str] = {}
+        nodes = program.graph.nodes
+        names = [node.name for node in nodes]
+        self._nodes: dict[str, Node] = dict(zip(names, nodes))
+        # the circular list: _HEAD -> first -> ... -> last -> _HEAD
+        self._next: dict[str, str] = dict(zip([_HEAD, *names], [*names, _HEAD]))
+        self._prev: dict[str, str] = dict(zip([*names, _HEAD], [_HEAD, *names]))
         # Users are built on first need: most passes match nothing in most graphs and never ask.
         self._users: dict[str, dict[str, None]] | None = None
-        last = _HEAD
-        for node in program.graph.nodes:
-            self._nodes[node.name] = node
-            self._next[last] = node.name
-            self._prev[node.name] = last
-            last = node.name
-        self._next[last] = _HEAD
-        self._prev[_HEAD] = last
         self.changed = False
 
     # -- reading -------------------------------------------------------------------------------------
