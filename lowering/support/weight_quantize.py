@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 _CHUNK_ELEMENTS = 65536
+_ZERO_POINT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _INTEGER_RANGE = {torch.qint8: (-128, 127, torch.int8), torch.quint8: (0, 255, torch.uint8)}
 
 
@@ -37,8 +38,7 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         return None
     channels = weight.shape[axis]
     if not (_cpu_vector(scales, channels) and scales.dtype in (torch.float32, torch.float64)
-            and _cpu_vector(zero_points, channels) and not zero_points.dtype.is_floating_point
-            and not zero_points.dtype.is_complex and zero_points.dtype != torch.bool):
+            and _cpu_vector(zero_points, channels) and zero_points.dtype in _ZERO_POINT_DTYPES):
         return None
     qmin, qmax, storage = limits
     if channels and not qmin <= int(zero_points.min()) <= int(zero_points.max()) <= qmax:
