@@ -2,14 +2,16 @@
 
 `from_float` of torch's reference Linear, Conv, ConvTranspose, Embedding and EmbeddingBag runs the class
 constructor, which allocates (and for most classes randomly initialises) a weight that is replaced right
-away, then takes the float module's weight and bias and registers the weight qparams. Two float modules
-with equal constructor attributes (kernel size, padding, ...) get reference modules that differ only in
-those tensors. So for each such configuration `from_float` runs once on a stand-in of the float module whose
-parameters live on the meta device (the constructor then allocates and initialises nothing), and its result
-serves as the template of the object layout; every module of the configuration then gets a new object of
-that layout: fresh nn.Module tables, the float module's constructor attributes, new Parameters on the float
-tensors and the weight qparams written as `_init_weight_qparams` writes them. No module's construction runs
-an initializer on real memory, whatever the shapes.
+away, then takes the float module's weight and bias and registers the weight qparams. What it builds is
+an object of one layout per class (nn.Module's tables, the constructor attributes, the weight qparams, in
+that order), whose constructor attributes are what `constructor_attributes` computes from the float
+module's. So `from_float` runs once per class and parameter signature, on a stand-in of the float module
+whose parameters live on the meta device (the constructor then allocates and initialises nothing); its
+result is the template of the layout and checks the computed attributes once more. Every module then gets
+a new object of that layout: fresh nn.Module tables, the float module's constructor attributes (where they
+are what the constructor would store: otherwise from_float runs), new Parameters on the float tensors and
+the weight qparams written as `_init_weight_qparams` writes them. No module's construction runs an
+initializer on real memory, whatever the shapes.
 
 Modules of other classes (RNNs, subclasses, parametrized modules), attribute values other than plain
 numbers, strings and tuples or lists of them, float modules whose attributes are not what their constructor
@@ -25,6 +27,8 @@ import attrs
 import torch
 import torch.ao.nn.quantized.reference as ref
 import torch.nn.modules.module as module_globals
+
+from .constructor_attributes import constructor_attributes
 
 _FLOAT_CLASS: dict[type, type] = {
     ref.Linear: torch.nn.Linear,
@@ -93,16 +97,17 @@ class _Layout:
     requires_grad: tuple[bool, ...]
 
     @classmethod
-    def of(cls, template: torch.nn.Module, float_module: torch.nn.Module, schema: _Schema) -> "_Layout | None":
-        """The layout of `template` = from_float(`float_module`, ...), or None when the template is not
-        laid out as this module builds objects: nn.Module's tables, then the constructor attributes
-        (equal to the float module's), then the weight qparams; no hooks, children or other buffers."""
+    def of(cls, template: torch.nn.Module, standin: torch.nn.Module, schema: _Schema) -> "_Layout | None":
+        """The layout of `template` = from_float(`standin`, ...), or None when the template is not laid
+        out as this module builds objects: nn.Module's tables, then the constructor attributes (those
+        `constructor_attributes` computes for the stand-in), then the weight qparams; no hooks, children or
+        other buffers."""
         state = template.__dict__
         if list(state) != [*_INTERNALS, *schema.attributes, *_QPARAM_ATTRIBUTES]:
             return None
         if tuple(template._buffers) != _QPARAM_BUFFERS or tuple(template._parameters) != schema.parameters:
             return None
-        if any((template._parameters[name] is None) != (getattr(float_module, name) is None)
+        if any((template._parameters[name] is None) != (standin._parameters.get(name) is None)
                for name in schema.parameters):
             return None
         if any(type(p) is not torch.nn.Parameter for p in template._parameters.values() if p is not None):
@@ -119,13 +124,18 @@ class _Layout:
                 internals.append((name, None, value))
             else:
                 return None
-        source = float_module.__dict__
+        layout = cls(type(template), schema, tuple(internals), requires_grad)
+        # the constructor really stored what constructor_attributes says it stores
         try:
-            if any(_frozen(state[name]) != _frozen(source[name]) for name in schema.attributes):
-                return None
-        except (KeyError, _Unsupported):
+            same = all(_frozen(state[name]) == _frozen(standin.__dict__[name]) for name in schema.attributes)
+        except _Unsupported:
             return None
-        return cls(type(template), schema, tuple(internals), requires_grad)
+        return layout if same and layout.takes(standin) else None
+
+    def takes(self, float_module: torch.nn.Module) -> bool:
+        """Whether the float module's constructor attributes are what from_float's constructor would
+        store for it (so `new` may copy them)."""
+        return _as_constructed(self.reference_class, float_module.__dict__, self.schema.attributes)
 
     def new(
         self, float_module: torch.nn.Module, tensors: tuple, qparams: Any, axes: "_AxisTensors"
@@ -235,28 +245,29 @@ class ReferenceBuilder:
         if keyed is None:
             return None
         layout = self._layouts.get(keyed[0])
-        return None if layout is None else (layout, keyed[1])
+        return None if layout is None or not layout.takes(float_module) else (layout, keyed[1])
 
     def _key(self, reference_class: type, float_module: torch.nn.Module) -> tuple[tuple, tuple] | None:
-        """Everything from_float's result depends on besides the tensors and qparams, and the float
-        parameters; None when unknown."""
+        """The layout key of `float_module` (its reference class and the class and dtype of each float
+        parameter, or None for a missing one) and those parameters; None when unknown."""
         schema = self._schemas.get(reference_class)
         if schema is None:
             return None
-        source = float_module.__dict__
         try:
-            attributes = tuple([_frozen(source[name]) for name in schema.attributes])
             tensors = tuple([getattr(float_module, name) for name in schema.parameters])
             tensor_keys = tuple([_tensor_key(tensor) for tensor in tensors])
-        except (KeyError, AttributeError, _Unsupported):
+        except (AttributeError, _Unsupported):
             return None
-        return (reference_class, attributes, tensor_keys), tensors
+        return (reference_class, tensor_keys), tensors
 
     def _learn_on_meta(self, reference_class: type, float_module: torch.nn.Module) -> bool:
-        """Learn the layout of `float_module`'s configuration from from_float run on its meta stand-in;
-        False when there is nothing (more) to learn or from_float must run on the module itself."""
+        """Learn the layout of `float_module`'s class and parameter signature from from_float run on its
+        meta stand-in; False when there is nothing (more) to learn or from_float must run on the module
+        itself."""
         if _FLOAT_CLASS.get(reference_class) is not type(float_module) or _registration_hooks():
             return False
+        if not _as_constructed(reference_class, float_module.__dict__, None):
+            return False  # a template must come from a module whose attributes the constructor would store
         if reference_class in self._schemas:
             keyed = self._key(reference_class, float_module)
             if keyed is None or keyed[0] in self._layouts:
@@ -272,8 +283,20 @@ class ReferenceBuilder:
         keyed = self._key(reference_class, float_module)
         if keyed is None or keyed[0] in self._layouts:
             return False
-        layout = self._layouts[keyed[0]] = _Layout.of(template, float_module, schema)
-        return layout is not None
+        layout = self._layouts[keyed[0]] = _Layout.of(template, standin, schema)
+        return layout is not None and layout.takes(float_module)
+
+
+def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[str, ...] | None) -> bool:
+    """Whether the constructor attributes in `source` (a float module's __dict__) are, in type and value,
+    what from_float's constructor would store, and are called `names` in that order (when given)."""
+    derived = constructor_attributes(reference_class, source)
+    if derived is None or (names is not None and tuple(derived) != names):
+        return False
+    try:
+        return all(_frozen(value) == _frozen(source[name]) for name, value in derived.items())
+    except (KeyError, _Unsupported):
+        return False
 
 
 def _registration_hooks() -> bool:
@@ -308,9 +331,10 @@ def _meta_standin(float_module: torch.nn.Module) -> torch.nn.Module:
 
 
 def _tensor_key(tensor: Any) -> tuple | None:
-    """What a float parameter contributes to the key: its presence, class, shape, dtype and device."""
+    """What a float parameter contributes to the key: its presence, class and dtype (the constructor
+    allocates and initialises in that dtype; shapes and devices change nothing in the layout)."""
     if tensor is None:
         return None
     if not isinstance(tensor, torch.Tensor):
         raise _Unsupported
-    return (type(tensor), tensor.shape, tensor.dtype, tensor.device)
+    return (type(tensor), tensor.dtype)

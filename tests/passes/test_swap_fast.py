@@ -193,6 +193,129 @@ def test_builder_equals_from_float(configs, picks, which, decomposed):
     assert builder.plan(reference_class, make()) is not None
 
 
+# Values a user (or a buggy transform) might leave in a float module's constructor attributes after
+# construction: the value as a list or tuple, with an element changed, other numbers and strings, None.
+OTHER_VALUES = st.one_of(st.integers(-3, 4), st.sampled_from([0.5, 1.0, True, None, "same", "valid", "zeros",
+                                                              "reflect", "sum"]))
+
+
+@st.composite
+def altered_values(draw: st.DrawFn, current: Any) -> Any:
+    """Mostly the same kind of value with other contents (the changes a stale module shows), sometimes
+    another container type or another kind of value altogether."""
+    how = draw(st.sampled_from(["contents", "contents", "container", "other"]))
+    if isinstance(current, (tuple, list)) and current and how != "other":
+        items = list(current)
+        if how == "contents":
+            items[draw(st.integers(0, len(items) - 1))] = draw(st.one_of(st.integers(-1, 4), OTHER_VALUES))
+            return type(current)(items)
+        return (tuple if isinstance(current, list) else list)(items)
+    if type(current) is int and how != "other":
+        return draw(st.integers(-1, 6))
+    return draw(OTHER_VALUES)
+
+
+def _build_or_error(build: Callable[[], nn.Module]) -> tuple[Any, Any]:
+    """(module, warning messages) or (error type, message)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            module = build()
+        except Exception as error:  # noqa: BLE001 - the error itself is what is compared
+            return type(error), str(error)
+    return module, [str(w.message) for w in caught]
+
+
+@settings(max_examples=examples(400), deadline=None)
+@given(float_configs(), st.data(), st.integers(0, len(WEIGHT_OBSERVERS) - 1))
+def test_builder_equals_from_float_on_altered_modules(config, data, which):
+    """A float module whose constructor attribute was changed after construction, built after a module of
+    the same configuration taught the builder its class: the builder gives what from_float gives (the same
+    module, or the same error), with the same warnings."""
+    reference_class, make = config
+    builder = ReferenceBuilder()
+    torch.manual_seed(0)
+    try:
+        twin, altered = make(), make()
+    except (ValueError, RuntimeError):
+        reject()
+    builder.build(reference_class, twin, _qparams(twin, which, False))
+    assert builder.plan(reference_class, make()) is not None
+    names = sorted(n for n in vars(altered) if n not in ("training", "weight_qscheme") and not n.startswith("_")
+                   or n == "_reversed_padding_repeated_twice")
+    name = data.draw(st.sampled_from(names), label="attribute")
+    altered.__dict__[name] = data.draw(altered_values(altered.__dict__[name]), label="value")
+    qparams = _qparams(altered, which, False)
+    before = snapshot(altered)
+    got = _build_or_error(lambda: builder.build(reference_class, altered, qparams))
+    want = _build_or_error(lambda: reference_class.from_float(altered, qparams))
+    assert_unchanged(before, altered)
+    if isinstance(want[0], type):
+        assert got == want
+        return
+    assert not isinstance(got[0], type), got
+    assert got[1] == want[1]
+    assert_same_module(got[0], want[0], altered, qparams)
+
+
+def _check_altered(reference_class: type, make: Callable[[], nn.Module], name: str, value: Any) -> None:
+    builder = ReferenceBuilder()
+    twin, altered = make(), make()
+    builder.build(reference_class, twin, _qparams(twin, 2, False))
+    altered.__dict__[name] = value
+    qparams = _qparams(altered, 2, False)
+    got = _build_or_error(lambda: builder.build(reference_class, altered, qparams))
+    want = _build_or_error(lambda: reference_class.from_float(altered, qparams))
+    if isinstance(want[0], type):
+        assert got == want
+    else:
+        assert got[1] == want[1]
+        assert_same_module(got[0], want[0], altered, qparams)
+
+
+# One case per rule of constructor_attributes: each would build a module unlike from_float's (or none
+# where from_float raises) if the rule were missing.
+@pytest.mark.parametrize(("reference_class", "make", "name", "value"), [
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3, padding=1), "padding", (0, 0)),  # stale reversed padding
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3, padding="same"), "dilation", (2, 2)),  # 'same' split again
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "output_padding", (0, 1)),  # not passed: _pair(0)
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "transposed", True),
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "kernel_size", [3, 3]),  # _pair makes a tuple
+    (ref.Conv1d, lambda: nn.Conv1d(2, 2, 3), "stride", 2),  # _single of a number
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "_reversed_padding_repeated_twice", (1, 1, 1, 1)),
+    (ref.Conv2d, lambda: nn.Conv2d(2, 4, 3, groups=2), "groups", 3),  # raises
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3, padding="same"), "stride", (2, 2)),  # raises
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "padding_mode", "mirror"),  # raises
+    (ref.ConvTranspose2d, lambda: nn.ConvTranspose2d(2, 2, 3), "padding_mode", "reflect"),  # raises
+    (ref.ConvTranspose1d, lambda: nn.ConvTranspose1d(2, 2, 3, stride=2), "output_padding", 1),
+    (ref.Linear, lambda: nn.Linear(3, 2), "in_features", 5),  # stored as it is
+    (ref.Linear, lambda: nn.Linear(3, 2), "out_features", 0),  # a zero-size init warns
+    (ref.Embedding, lambda: nn.Embedding(5, 3), "padding_idx", -1),  # counted from the end
+    (ref.Embedding, lambda: nn.Embedding(5, 3), "padding_idx", 5),  # raises
+    (ref.Embedding, lambda: nn.Embedding(5, 3), "num_embeddings", 7),  # weight shape check raises
+    (ref.EmbeddingBag, lambda: nn.EmbeddingBag(5, 3), "padding_idx", -2),
+])
+def test_builder_equals_from_float_for_each_constructor_rule(reference_class, make, name, value):
+    _check_altered(reference_class, make, name, value)
+
+
+def test_a_new_configuration_of_a_known_class_is_built_from_its_class_layout(monkeypatch):
+    builder = ReferenceBuilder()
+    first = nn.Conv2d(3, 8, 3, padding=1)
+    builder.build(ref.Conv2d, first, _qparams(first, 2, False))
+    calls = []
+    original = ref.Conv2d.from_float
+    monkeypatch.setattr(ref.Conv2d, "from_float", classmethod(lambda cls, *a: (calls.append(a), original(*a))[1]))
+    others = [nn.Conv2d(8, 16, 5, stride=2, padding=2), nn.Conv2d(16, 16, 3, groups=16, dilation=2, padding="same"),
+              nn.Conv2d(4, 6, (1, 7), padding=(0, 3), padding_mode="reflect")]
+    got = [builder.build(ref.Conv2d, f, _qparams(f, 2, False)) for f in others]
+    assert calls == []
+    monkeypatch.undo()
+    for module, f in zip(got, others):
+        q = _qparams(f, 2, False)
+        assert_same_module(module, ref.Conv2d.from_float(f, q), f, q)
+
+
 def test_builder_results_do_not_share_buffers_or_tables():
     builder = ReferenceBuilder()
     floats = [nn.Conv2d(2, 4, 3, padding="same") for _ in range(3)]
