@@ -166,7 +166,8 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     float32 operations as torch's. The final qparams of observers with the base class's `_calculate_qparams`
     are computed together too (`minmax_qparams`); others call their own.
     """
-    plain = [o for o in observers if _plain_histogram(o)]
+    # prepare_fx shares one observer between the nodes whose outputs share qparams: search each once
+    plain = [o for o in {id(o): o for o in observers}.values() if _plain_histogram(o)]
     groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
     own: list[tuple[Any, int, int]] = []
     for observer, (start, end) in zip(plain, _histogram_bin_searches(plain)):
@@ -382,6 +383,7 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> li
 
 
 _CHUNK_ELEMENTS = 1 << 16
+_ONE_GRAIN = 32768  # at::internal::GRAIN_SIZE: longer vectors are summed in pieces, then the pieces
 
 
 class _ErrorWork:
@@ -430,6 +432,9 @@ class _ErrorWork:
         # + get_norm(-half width, end - end's dst bin center)
         delta_end = torch.sub(end, torch.mul(high_bin, width, out=scratch).add_(half), out=scratch)
         norm.add_(torch.sub(_cube(delta_end, out=begin), _cube(neg_half), out=begin).div_(3).mul_(density))
+        if norm.shape[1] <= _ONE_GRAIN:
+            # torch sums a vector this short in one piece, the very loop that sums each row of a matrix
+            return norm.sum(dim=1).tolist()
         return [norm[k].clone().sum().item() for k in range(n)]
 
 

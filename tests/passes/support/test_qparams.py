@@ -98,10 +98,10 @@ HISTOGRAM_DTYPES = [
 
 
 @st.composite
-def histogram_states(draw):
+def histogram_states(draw, bin_counts=(1, 2, 7, 64, 256, 2048)):
     """A HistogramObserver with a drawn histogram and range, degenerate ones included: all-zero counts, mass
     in one bin, a zero-width or huge range, few or many bins."""
-    bins = draw(st.sampled_from([1, 2, 7, 64, 256, 2048]))
+    bins = draw(st.sampled_from(bin_counts))
     observer = HistogramObserver(bins=bins, **draw(st.sampled_from(HISTOGRAM_DTYPES)))
     shape = draw(st.sampled_from(["random", "zeros", "one_bin", "spiky"]))
     g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
@@ -123,7 +123,8 @@ def histogram_states(draw):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(histogram_states(), min_size=1, max_size=4), st.data())
+# (40,000 bins: above torch's reduction grain, where a vector is summed in pieces)
+@given(st.lists(histogram_states((1, 2, 7, 64, 256, 2048, 40000)), min_size=1, max_size=4), st.data())
 def test_batched_quantization_errors_match_torch(observers, data):
     """quantization_errors equals torch's _compute_quantization_error bit for bit, range by range, with the
     ranges of several observers (alike or not in bin count and dtype) scored in one call."""
@@ -177,6 +178,20 @@ def test_lockstep_histogram_searches_match_torch(specs):
     for observer in observers:
         scale, zero_point = observer.calculate_qparams()
         assert got[id(observer)] == (float(scale), int(zero_point))
+
+
+def test_a_shared_observer_is_searched_once(monkeypatch):
+    """prepare_fx shares one observer between nodes whose outputs share qparams: it is searched once."""
+    observer = HistogramObserver()
+    observer(_data(0, 1.0, 0))
+    scored = []
+    original = qparams.quantization_errors
+    monkeypatch.setattr(qparams, "quantization_errors",
+                        lambda requests: (scored.extend(r for _, r in requests), original(requests))[1])
+    once = batched_histogram_qparams([observer])
+    searched = len(scored)
+    assert batched_histogram_qparams([observer, observer, observer]) == once
+    assert len(scored) == 2 * searched
 
 
 def _torch_candidates(observer: HistogramObserver, limit: int) -> list[tuple[int, int]]:
