@@ -220,6 +220,7 @@ class ReferenceBuilder:
     def __init__(self) -> None:
         self._schemas: dict[type, _Schema] = {}
         self._layouts: dict[tuple, _Layout | None] = {}
+        self._as_constructed: dict[tuple, bool] = {}  # (class, frozen attributes) -> Layout.takes
         self._axes = _AxisTensors()
 
     def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
@@ -245,7 +246,21 @@ class ReferenceBuilder:
         if keyed is None:
             return None
         layout = self._layouts.get(keyed[0])
-        return None if layout is None or not layout.takes(float_module) else (layout, keyed[1])
+        return None if layout is None or not self._takes(layout, float_module, keyed[1]) else (layout, keyed[1])
+
+    def _takes(self, layout: _Layout, float_module: torch.nn.Module, tensors: tuple) -> bool:
+        """layout.takes(float_module), remembered per attribute values and parameter shapes (what
+        constructor_attributes reads; repeated layers repeat them)."""
+        source = float_module.__dict__
+        try:
+            attributes = tuple([_frozen(source[name]) for name in layout.schema.attributes])
+        except (KeyError, _Unsupported):
+            return False
+        key = (layout.reference_class, attributes, tuple([None if t is None else t.shape for t in tensors]))
+        known = self._as_constructed.get(key)
+        if known is None:
+            known = self._as_constructed[key] = layout.takes(float_module)
+        return known
 
     def _key(self, reference_class: type, float_module: torch.nn.Module) -> tuple[tuple, tuple] | None:
         """The layout key of `float_module` (its reference class and the class and dtype of each float
@@ -284,7 +299,7 @@ class ReferenceBuilder:
         if keyed is None or keyed[0] in self._layouts:
             return False
         layout = self._layouts[keyed[0]] = _Layout.of(template, standin, schema)
-        return layout is not None and layout.takes(float_module)
+        return layout is not None and self._takes(layout, float_module, keyed[1])
 
 
 def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[str, ...] | None) -> bool:

@@ -299,6 +299,20 @@ def test_builder_equals_from_float_for_each_constructor_rule(reference_class, ma
     _check_altered(reference_class, make, name, value)
 
 
+def test_an_embedding_whose_weight_lost_its_shape_gets_from_floats_error():
+    builder = ReferenceBuilder()
+    twin, altered = nn.Embedding(5, 3), nn.Embedding(5, 3)
+    for module in (twin, twin, altered):  # twice: the second build comes from the remembered answer
+        if module is altered:
+            altered.weight = nn.Parameter(torch.randn(6, 3))
+        qparams = _qparams(module, 2, False)
+        got = _build_or_error(lambda: builder.build(ref.Embedding, module, qparams))
+        want = _build_or_error(lambda: ref.Embedding.from_float(module, qparams))
+        assert (got[0] if isinstance(got[0], type) else type(got[0])) is (
+            want[0] if isinstance(want[0], type) else type(want[0]))
+    assert got == want and got[0] is AssertionError
+
+
 def test_a_new_configuration_of_a_known_class_is_built_from_its_class_layout(monkeypatch):
     builder = ReferenceBuilder()
     first = nn.Conv2d(3, 8, 3, padding=1)
