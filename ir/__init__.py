@@ -2,6 +2,7 @@
 
 from .args import DictArg, ListArg, Ref, SliceArg, TupleArg
 from .errors import (
+    CodegenError,
     ConvertAssertionError,
     ConvertError,
     ConvertValueError,
@@ -21,7 +22,7 @@ from .program import CallingConvention, ConvertOptions, Program, QuantFacts, Roo
 from .verify import verify
 
 __all__ = [
-    "CallingConvention", "ConvertAssertionError", "ConvertError", "ConvertValueError", "ConvertOptions", "DictArg", "Graph", "LiftError", "ListArg", "NameAllocator", "Namespace",
+    "CallingConvention", "CodegenError", "ConvertAssertionError", "ConvertError", "ConvertValueError", "ConvertOptions", "DictArg", "Graph", "LiftError", "ListArg", "NameAllocator", "Namespace",
     "Node", "NotObservedModelError", "PassError", "PipelineSpecError", "Program", "QfxError", "QuantFacts", "Ref",
     "RootInfo", "SliceArg", "TupleArg", "UnsupportedError", "VerificationError", "lift", "print_program", "ref",
     "verify",

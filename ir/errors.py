@@ -21,17 +21,78 @@ class VerificationError(QfxError):
 
     def __init__(self, problems: list[str], where: str = "") -> None:
         self.problems = list(problems)
+        self.where = where
         head = f"IR verification failed{(' ' + where) if where else ''}:"
         super().__init__("\n  ".join([head, *self.problems]))
 
+    def __reduce__(self) -> tuple:
+        # Exceptions unpickle as cls(*args); args here is the joined message, not the problem list.
+        return type(self), (self.problems, self.where)
 
-class PassError(QfxError):
+
+# The builtin exception types a wrapping error (PassError, CodegenError) takes on from the error it wraps,
+# most specific first, so code that catches torch's exception type (torch's convert raises these) still
+# catches qfx's.
+_MIRRORED: tuple[type[Exception], ...] = (
+    NotImplementedError, ZeroDivisionError, KeyError, IndexError, AssertionError, AttributeError,
+    TypeError, ValueError, LookupError, ArithmeticError, RuntimeError,
+)
+_MIRRORING_TYPES: dict[tuple[type, type], type] = {}
+
+
+class _WrappingError(QfxError):
+    """An error that wraps one escaping from qfx's own machinery, and is also of its builtin type (see
+    `mirrored_type`). Pickles by its `_rebuild_args` (errors travel back from worker processes)."""
+
+    _mirrors: type[Exception] | None = None  # the builtin type a mirrored_type class also is
+    message: str
+
+    def __str__(self) -> str:  # KeyError, mixed in by mirrored_type, would print the repr
+        return self.message
+
+    def _rebuild_args(self) -> tuple:
+        raise NotImplementedError
+
+    def __reduce__(self) -> tuple:
+        family = next(c for c in type(self).__mro__ if c.__module__ == __name__ and "[" not in c.__name__)
+        return _rebuild_wrapping_error, (family, self._mirrors, self._rebuild_args())
+
+
+def _rebuild_wrapping_error(family: type, mirrors: type[Exception] | None, args: tuple) -> QfxError:
+    kind = family if mirrors is None else mirrored_type(family, mirrors)
+    return kind(*args)
+
+
+def mirrored_type(family: type, cause: type[BaseException]) -> type:
+    """The `family` class (PassError, CodegenError) for a wrapped error of type `cause`: `family` itself,
+    also a subclass of the first builtin type in _MIRRORED that `cause` derives from."""
+    base = next((t for t in _MIRRORED if issubclass(cause, t)), None)
+    if base is None:
+        return family
+    kind = _MIRRORING_TYPES.get((family, base))
+    if kind is None:
+        kind = type(f"{family.__name__}[{base.__name__}]", (family, base), {
+            "__module__": __name__,
+            "__doc__": f"A {family.__name__} whose cause is a {base.__name__} (so it is one too).",
+            "_mirrors": base,
+        })
+        kind = _MIRRORING_TYPES.setdefault((family, base), kind)
+    return kind
+
+
+def _one_line(message: object) -> str:
+    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+
+
+class PassError(_WrappingError):
     """A pass failed; carries the pass name, the node and module it was working on (when known) and the
-    last program that was good. The message is one line."""
+    last program that was good. The message is one line. Pickled, it leaves `last_good` behind (its
+    modules and tensors need not pickle)."""
 
     def __init__(self, pass_name: str, message: str, last_good: object, ran: tuple[str, ...],
                  node: str | None = None, module: str | None = None) -> None:
         self.pass_name = pass_name
+        self.cause_message = message
         self.last_good = last_good
         self.ran = ran
         self.node = node
@@ -39,36 +100,31 @@ class PassError(QfxError):
         done = ", ".join(ran) if ran else "none"
         at = f" at node '{node}'" if node else ""
         at += f" (module {module})" if module else ""
-        text = "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
-        self.message = f"pass '{pass_name}' failed{at}: {text} (passes already run: {done})"
+        self.message = f"pass '{pass_name}' failed{at}: {_one_line(message)} (passes already run: {done})"
         super().__init__(self.message)
 
-    def __str__(self) -> str:  # KeyError, mixed in by pass_error_type, would print the repr
-        return self.message
-
-
-# The builtin exception types a PassError takes on from the error that escaped a pass, most specific first,
-# so code that catches torch's exception type (torch's convert raises these) still catches qfx's.
-_MIRRORED: tuple[type[Exception], ...] = (
-    NotImplementedError, ZeroDivisionError, KeyError, IndexError, AssertionError, AttributeError,
-    TypeError, ValueError, LookupError, ArithmeticError, RuntimeError,
-)
-_PASS_ERROR_TYPES: dict[type, type[PassError]] = {}
+    def _rebuild_args(self) -> tuple:
+        return (self.pass_name, self.cause_message, None, self.ran, self.node, self.module)
 
 
 def pass_error_type(cause: type[BaseException]) -> type[PassError]:
-    """The PassError class for an error of type `cause` escaping a pass: PassError itself, also a subclass
-    of the first builtin type in _MIRRORED that `cause` derives from."""
-    base = next((t for t in _MIRRORED if issubclass(cause, t)), None)
-    if base is None:
-        return PassError
-    kind = _PASS_ERROR_TYPES.get(base)
-    if kind is None:
-        kind = _PASS_ERROR_TYPES.setdefault(base, type(f"PassError[{base.__name__}]", (PassError, base), {
-            "__module__": __name__,
-            "__doc__": f"A PassError whose cause is a {base.__name__} (so it is one too).",
-        }))
-    return kind
+    """The PassError class for an error of type `cause` escaping a pass."""
+    return mirrored_type(PassError, cause)
+
+
+class CodegenError(_WrappingError):
+    """Emitting the GraphModule of a converted program failed; names the node being emitted (when known)
+    and the failing error. One line."""
+
+    def __init__(self, message: str, node: str | None = None) -> None:
+        self.cause_message = message
+        self.node = node
+        at = f" at node '{node}'" if node else ""
+        self.message = f"code generation failed{at}: {_one_line(message)}"
+        super().__init__(self.message)
+
+    def _rebuild_args(self) -> tuple:
+        return (self.cause_message, self.node)
 
 
 class PipelineSpecError(QfxError, ValueError):

@@ -9,6 +9,7 @@ from torch.fx import GraphModule
 from torch.fx.immutable_collections import immutable_dict
 
 from qfx.ir.args import thaw
+from qfx.ir.errors import CodegenError, QfxError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.ir.program import Program, QuantFacts
 
@@ -18,7 +19,22 @@ PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
 
 
 def codegen(program: Program) -> GraphModule:
-    """Emit the GraphModule `program` describes. Modules and tensors are shared, never copied or mutated."""
+    """Emit the GraphModule `program` describes. Modules and tensors are shared, never copied or mutated.
+
+    A failure is a CodegenError (also of the failing error's builtin type) naming the node being emitted;
+    nothing reachable from `program` has been changed."""
+    try:
+        return _emit(program)
+    except QfxError:
+        raise
+    except Exception as exc:
+        from qfx.passes.manager import failing_node  # (the pass manager imports the lowering passes)
+
+        node, _ = failing_node(exc.__traceback__, program)
+        raise mirrored_type(CodegenError, type(exc))(f"{type(exc).__name__}: {exc}", node) from exc
+
+
+def _emit(program: Program) -> GraphModule:
     graph = torch.fx.Graph(tracer_cls=program.root.tracer_cls, tracer_extras=dict(program.root.tracer_extras) or None)
     if program.root.codegen is not None:
         graph._codegen = program.root.codegen
@@ -42,7 +58,12 @@ def codegen(program: Program) -> GraphModule:
     gm.meta.update(meta)
     _install_root_extras(gm, program)
     for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
-        setattr(gm, name, value)
+        try:
+            setattr(gm, name, value)
+        except Exception as exc:
+            raise mirrored_type(CodegenError, type(exc))(
+                f"the preserved attribute '{name}' cannot be set on the converted GraphModule ({exc}); leave it "
+                "out of the preserved_attributes of the prepare/convert custom config") from exc
     return gm
 
 

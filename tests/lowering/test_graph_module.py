@@ -107,3 +107,33 @@ def test_graph_module_of_a_lifted_model_matches_torch():
     assert _layout(ours) == _layout(theirs)
     assert list(ours.state_dict()) == list(theirs.state_dict())
     assert ours.code == theirs.code
+
+
+def test_a_failure_while_emitting_names_the_node_and_keeps_its_type(monkeypatch):
+    """An error escaping code generation is a CodegenError naming the node being emitted, also of the
+    error's builtin type; the program it came from still emits afterwards."""
+    import pickle
+
+    from qfx.ir import CodegenError
+    from qfx.lowering.codegen import codegen
+
+    codegen_module = importlib.import_module("qfx.lowering.codegen")
+    program = lift(torch.fx.symbolic_trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU())), observed=False)
+    original = codegen_module._append_node
+
+    def failing(graph, op, target, args, kwargs, name, *rest):
+        if name == "_1":
+            raise KeyError("no such thing")
+        return original(graph, op, target, args, kwargs, name, *rest)
+
+    monkeypatch.setattr(codegen_module, "_append_node", failing)
+    try:
+        codegen(program)
+    except CodegenError as error:
+        assert isinstance(error, KeyError)
+        assert str(error) == "code generation failed at node '_1': KeyError: 'no such thing'"
+        assert str(pickle.loads(pickle.dumps(error))) == str(error)
+    else:
+        raise AssertionError("codegen did not fail")
+    monkeypatch.undo()
+    assert codegen(program).code == torch.fx.symbolic_trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU())).code

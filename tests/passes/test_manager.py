@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 
 import pytest
 import torch
@@ -150,6 +151,29 @@ def test_failing_pass_names_itself_and_keeps_last_good(program):
     assert isinstance(err.__cause__, KeyError)
     assert err.last_good == Pipeline.parse("dce").run(program)
     assert "sigmoid" not in err.last_good.graph.by_name
+
+
+@pytest.mark.parametrize("cause", [KeyError("gone"), ValueError("bad"), OSError("disk"), QfxError("own words")])
+def test_pass_errors_pickle_without_the_last_good_program(program, cause):
+    """A PassError sent back from a worker process arrives as the same kind of error, with its message,
+    pass, node and the passes that ran; the last good program stays behind."""
+    def boom(p):
+        raise cause
+
+    with pytest.raises(PassError) as info:
+        (Pipeline.parse("dce") + [Pass("boom", boom)]).run(program)
+    clone = pickle.loads(pickle.dumps(info.value))
+    assert type(clone) is type(info.value)
+    assert isinstance(clone, type(cause)) == isinstance(info.value, type(cause))  # mirrored builtin types
+    assert (str(clone), clone.pass_name, clone.ran, clone.node, clone.module) == (
+        str(info.value), "boom", ("dce",), info.value.node, info.value.module)
+    assert clone.last_good is None
+
+
+def test_verification_errors_pickle_with_their_problems():
+    error = VerificationError(["node 'a' reads 'b', defined nowhere", "two outputs"], "after pass 'x'")
+    clone = pickle.loads(pickle.dumps(error))
+    assert type(clone) is VerificationError and str(clone) == str(error) and clone.problems == error.problems
 
 
 def test_first_pass_failure_lists_none(program):
