@@ -45,23 +45,33 @@ class Bottleneck(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet50(nn.Module):
-    """ResNet-50: stem, four stages of [3, 4, 6, 3] bottlenecks (widths 64..512), pool, classifier."""
+class StagedClassifier(nn.Module):
+    """The ResNet/RegNet layout: stem, stages of blocks, global average pool, flatten, linear classifier."""
 
-    def __init__(self, classes: int = 1000) -> None:
+    def __init__(self, stem: nn.Module, block: Callable[[int, int, int], nn.Module], cin: int,
+                 stages: tuple[tuple[int, int, int], ...], expansion: int = 1, classes: int = 1000) -> None:
+        """`stages`: (width, blocks, stride of the first block); a block maps cin to width * expansion."""
         super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1))
-        blocks, cin = [], 64
-        for width, count, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        self.stem = stem
+        blocks = []
+        for width, count, stride in stages:
             for i in range(count):
-                blocks.append(Bottleneck(cin, width, stride if i == 0 else 1))
-                cin = width * 4
+                blocks.append(block(cin, width, stride if i == 0 else 1))
+                cin = width * expansion
         self.blocks = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cin, classes)
 
     def forward(self, x):
         return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+
+
+class ResNet50(StagedClassifier):
+    """ResNet-50: stem, four stages of [3, 4, 6, 3] bottlenecks (widths 64..512), pool, classifier."""
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__(nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1)), Bottleneck, 64,
+                         ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)), expansion=4, classes=classes)
 
 
 class InvertedResidual(nn.Module):
@@ -351,23 +361,12 @@ class BasicBlock(nn.Module):
         return self.relu(self.body(x) + self.shortcut(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(StagedClassifier):
     """ResNet-18: stem, four stages of [2, 2, 2, 2] basic blocks (widths 64..512), pool, classifier."""
 
     def __init__(self, classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1))
-        blocks, cin = [], 64
-        for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            for i in range(2):
-                blocks.append(BasicBlock(cin, width, stride if i == 0 else 1))
-                cin = width
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+        super().__init__(nn.Sequential(*_conv_bn(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1)), BasicBlock, 64,
+                         ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)), classes=classes)
 
 
 class YBlock(nn.Module):
@@ -391,24 +390,13 @@ class YBlock(nn.Module):
         return self.relu(self.shortcut(x) + self.c(h * self.se(h)))
 
 
-class RegNetY400MF(nn.Module):
+class RegNetY400MF(StagedClassifier):
     """RegNetY-400MF: 3x3 stem (32), four stages of [1, 3, 6, 6] Y blocks (widths 48, 104, 208, 440), pool,
     classifier."""
 
     def __init__(self, classes: int = 1000) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(*_conv_bn(3, 32, 3, 2))
-        blocks, cin = [], 32
-        for width, depth in ((48, 1), (104, 3), (208, 6), (440, 6)):
-            for i in range(depth):
-                blocks.append(YBlock(cin, width, 2 if i == 0 else 1))
-                cin = width
-        self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, classes)
-
-    def forward(self, x):
-        return self.fc(torch.flatten(self.pool(self.blocks(self.stem(x))), 1))
+        super().__init__(nn.Sequential(*_conv_bn(3, 32, 3, 2)), YBlock, 32,
+                         ((48, 1, 2), (104, 3, 2), (208, 6, 2), (440, 6, 2)), classes=classes)
 
 
 def _basic_conv(cin: int, cout: int, kernel: int = 1, stride: int = 1) -> nn.Sequential:

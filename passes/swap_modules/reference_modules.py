@@ -220,7 +220,7 @@ class ReferenceBuilder:
     def __init__(self) -> None:
         self._schemas: dict[type, _Schema] = {}
         self._layouts: dict[tuple, _Layout | None] = {}
-        self._as_constructed: dict[tuple, bool] = {}  # (class, frozen attributes) -> Layout.takes
+        self._as_constructed: dict[tuple, bool] = {}  # (class, attributes, parameter shapes) -> takes
         self._axes = _AxisTensors()
 
     def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
