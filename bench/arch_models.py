@@ -461,16 +461,16 @@ class ChannelsFirstLayerNorm(nn.Module):
 
 class ConvNeXtBlock(nn.Module):
     """ConvNeXt's block: 7x7 depthwise conv, channels-last LayerNorm, Linear 4x, GELU, Linear, layer scale
-    (a learnt per-channel gamma), residual add."""
+    (a learnt per-channel gamma, initially `layer_scale`), residual add."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, layer_scale: float = 1e-6) -> None:
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.fc1 = nn.Linear(dim, 4 * dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(4 * dim, dim)
-        self.gamma = nn.Parameter(torch.full((dim,), 1e-6))
+        self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
 
     def forward(self, x):
         h = self.norm(self.dwconv(x).permute(0, 2, 3, 1))

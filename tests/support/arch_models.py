@@ -2,9 +2,13 @@
 
 Each model is tiny (a convert takes well under a second) but has the structure of a real architecture or of
 one lowering rule: a ResNet bottleneck, MobileNet inverted residuals with squeeze-excitation, a transformer
-block, recurrent nets, embedding bags, transposed convs, functional conv/linear (+relu), binary ops with
-scalars, copy ops, norms and activations, onednn's fused Conv+Add(+ReLU) and Linear+Tanh/LeakyReLU, and a
-region left float by a None qconfig. `tests/support/models.py` turns them into `Case`s.
+block, the distinctive blocks of the bench's larger architectures (a RegNetY block with group convs and
+sigmoid squeeze-excitation, GoogLeNet's Inception with ceil_mode pools, ConvNeXt's 7x7 depthwise conv with
+channels-last LayerNorm and layer scale, Swin's shifted-window attention with relative position bias,
+torch.roll and patch merging), recurrent nets, embedding bags, transposed convs, functional conv/linear
+(+relu), binary ops with scalars, copy ops, norms and activations, onednn's fused Conv+Add(+ReLU) and
+Linear+Tanh/LeakyReLU, and a region left float by a None qconfig. `tests/support/models.py` turns them into
+`Case`s.
 """
 
 from __future__ import annotations
@@ -12,6 +16,18 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from bench.arch_models import (
+    ChannelsFirstLayerNorm,
+    ConvNeXtBlock,
+    Inception,
+    PatchMerging,
+    StagedClassifier,
+    SwinBlock,
+    YBlock,
+    _basic_conv,
+    _conv_bn,
+)
 
 
 class Bottleneck(nn.Module):
@@ -366,3 +382,72 @@ class FloatIsland(nn.Module):
         h = self.relu(self.head(x))
         i = self.island(h) + h
         return self.tail(i), i
+
+
+# the patterns of the bench's larger architectures (bench/arch_models.py), at test size ---------------------
+
+
+class YBlockNet(StagedClassifier):
+    """A RegNetY-shaped net: 3x3 stem, a strided Y block (four groups of width 4) with a projection shortcut
+    and an identity one, pool, flatten, classifier. (Not group width 2: torch's fbgemm kernels for two
+    channels per group give run-to-run different outputs.)"""
+
+    def __init__(self) -> None:
+        super().__init__(nn.Sequential(*_conv_bn(3, 8, 3, 2)),
+                         lambda cin, width, stride: YBlock(cin, width, stride, group_width=4), 8, ((16, 2, 2),),
+                         classes=5)
+
+
+class InceptionNet(nn.Module):
+    """A GoogLeNet-shaped net: strided stem, an Inception block, a ceil_mode max pool (8x8 -> 4x4, where floor
+    would give 3x3), a second Inception block, adaptive pool, flatten, dropout, classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = _basic_conv(3, 8, 3, 2)
+        self.inception1 = Inception(8, 4, 4, 6, 2, 4, 4)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.inception2 = Inception(18, 6, 4, 6, 2, 2, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.2)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.inception2(self.pool1(self.inception1(self.stem(x))))
+        return self.fc(self.dropout(torch.flatten(self.pool(x), 1)))
+
+
+class ConvNeXtBlockNet(nn.Module):
+    """A ConvNeXt-shaped net: 4x4 stride-4 stem + channels-first LayerNorm, a block, LayerNorm + 2x2 stride-2
+    downsampling conv, a block, mean over [-2, -1], LayerNorm, classifier. Layer scale starts at 0.1 (not
+    ConvNeXt's 1e-6), so the blocks' branches show in the outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 4, 4), ChannelsFirstLayerNorm(8), ConvNeXtBlock(8, 0.1),
+                                      ChannelsFirstLayerNorm(8), nn.Conv2d(8, 12, 2, 2), ConvNeXtBlock(12, 0.1))
+        self.norm = nn.LayerNorm(12, eps=1e-6)
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x):
+        return self.head(self.norm(self.features(x).mean([-2, -1])))
+
+
+class SwinBlockNet(nn.Module):
+    """A Swin-shaped net on a (B, 3, 16, 16) input: 4x4 conv patch embedding + channels-last LayerNorm (a 4x4
+    map, dim 8), a window block and a shifted-window block (window 2, heads 2), patch merging, LayerNorm,
+    mean over [1, 2], classifier."""
+
+    def __init__(self, image: int = 16, patch: int = 4, dim: int = 8, heads: int = 2, window: int = 2) -> None:
+        super().__init__()
+        side = image // patch
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.embed_norm = nn.LayerNorm(dim)
+        self.stages = nn.Sequential(SwinBlock(dim, heads, side, window, shifted=False),
+                                    SwinBlock(dim, heads, side, window, shifted=True), PatchMerging(dim))
+        self.norm = nn.LayerNorm(2 * dim)
+        self.head = nn.Linear(2 * dim, 5)
+
+    def forward(self, x):
+        x = self.embed_norm(self.patch_embed(x).permute(0, 2, 3, 1))
+        return self.head(self.norm(self.stages(x)).mean([1, 2]))
