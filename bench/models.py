@@ -196,10 +196,12 @@ CACHE_FORMAT = 1  # bump when the stored form changes
 
 
 def _cache_key(family: str, blocks: int, mapping: str) -> str:
-    # The torch version, this file and the architectures' file decide what prepare_fx produces.
+    # The torch version and this file decide what prepare_fx produces; for an architecture, its file too
+    # (editing an architecture does not throw away the families' models, some of which take many minutes).
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{torch.__version__}|{family}|{blocks}|{mapping}".encode())
     digest.update(Path(__file__).read_bytes())
-    digest.update(Path(__file__).with_name("arch_models.py").read_bytes())
+    if family in ARCHITECTURES:
+        digest.update(Path(__file__).with_name("arch_models.py").read_bytes())
     return digest.hexdigest()[:16]
 
 
