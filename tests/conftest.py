@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 
 import pytest
@@ -74,11 +75,19 @@ class InputUnchanged(BaseInstrument):
     """Snapshots each pass's input before it runs and fails the pass if the input changed.
 
     Re-entrant: a pass may run a nested pipeline (standalone modules); snapshots form a stack matched
-    by (pass, program) identity, and entries left behind by a nested failure are dropped."""
+    by (pass, program) identity, and entries left behind by a nested failure are dropped. Each thread has
+    its own stack (the concurrency tests run pipelines in several threads at once)."""
 
     def __init__(self) -> None:
-        self._stack: list[tuple[Pass, object, ProgramSnapshot]] = []
+        self._local = threading.local()
         self.checked = 0
+
+    @property
+    def _stack(self) -> list[tuple[Pass, object, ProgramSnapshot]]:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
 
     def before_pass(self, index: int, p: Pass, program: object) -> None:
         self._stack.append((p, program, snapshot_program(program)))
