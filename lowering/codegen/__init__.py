@@ -12,6 +12,7 @@ from qfx.ir.args import thaw
 from qfx.ir.errors import CodegenError, QfxError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.ir.program import Program, QuantFacts
+from qfx.passes.manager import failing_node
 
 from .graph_module import graph_module
 
@@ -28,8 +29,6 @@ def codegen(program: Program) -> GraphModule:
     except QfxError:
         raise
     except Exception as exc:
-        from qfx.passes.manager import failing_node  # (the pass manager imports the lowering passes)
-
         node, _ = failing_node(exc.__traceback__, program)
         raise mirrored_type(CodegenError, type(exc))(f"{type(exc).__name__}: {exc}", node) from exc
 
