@@ -7,7 +7,7 @@ attributes the graph no longer uses, and attaches the preserved attributes conve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 import torch
@@ -20,16 +20,13 @@ from .manager import register
 from .support.root_attributes import PRESERVED_ATTRS_KEY
 
 
-def has_quantization_leftovers(module: torch.nn.Module) -> bool:
-    """Whether `module` or a descendant carries a qconfig, an attached observer or an observer hook."""
-    for m in module.modules():
-        if "qconfig" in m.__dict__ or _attached_observer(m) is not None:
-            return True
-        if any(h is _observer_forward_hook for h in m._forward_hooks.values()):
-            return True
-        if any(h is _observer_forward_pre_hook for h in m._forward_pre_hooks.values()):
-            return True
-    return False
+def has_own_leftovers(module: torch.nn.Module) -> bool:
+    """Whether `module` itself (not counting its children) carries a qconfig, an attached observer or an
+    observer hook."""
+    if "qconfig" in module.__dict__ or _attached_observer(module) is not None:
+        return True
+    return (any(h is _observer_forward_hook for h in module._forward_hooks.values())
+            or any(h is _observer_forward_pre_hook for h in module._forward_pre_hooks.values()))
 
 
 def _attached_observer(module: torch.nn.Module) -> Any:
@@ -40,18 +37,21 @@ def _attached_observer(module: torch.nn.Module) -> Any:
 
 def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torch.nn.Module]) -> torch.nn.Module:
     """A copy of `module` (sharing its tensors) with torch's `_remove_qconfig` applied to it and its
-    descendants; `module` itself is untouched. Modules without leftovers are returned as they are."""
-    if id(module) in memo:
-        return memo[id(module)]
-    if not has_quantization_leftovers(module):
+    descendants; `module` itself is untouched. A module without leftovers in it or below it is returned as
+    it is (so each module of a tree is looked at once, whatever its depth)."""
+    known = memo.get(id(module))
+    if known is not None:
+        return known
+    children = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
+                for name, child in module._modules.items()}
+    if not has_own_leftovers(module) and all(children[name] is child for name, child in module._modules.items()):
         memo[id(module)] = module
         return module
     clean = object.__new__(type(module))
     clean.__dict__.update(module.__dict__)
     # The copy shares the containers in __dict__; give it its own before changing them.
     state = clean.__dict__
-    state["_modules"] = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
-                         for name, child in module._modules.items()}
+    state["_modules"] = children
     state["_forward_hooks"] = type(module._forward_hooks)(
         (k, h) for k, h in module._forward_hooks.items() if h is not _observer_forward_hook)
     state["_forward_pre_hooks"] = type(module._forward_pre_hooks)(
@@ -91,15 +91,37 @@ def cleanup(program: Program) -> Program:
 
 def _under_any(path: str, roots: set[str]) -> bool:
     """Whether `path` is a strict descendant of one of `roots`."""
-    parts = path.split(".")
-    return any(".".join(parts[:i]) in roots for i in range(1, len(parts)))
+    return any(ancestor in roots for ancestor in _ancestors(path))
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """The strict ancestors of a dotted path, nearest first ("a.b.c" -> "a.b", "a")."""
+    end = path.rfind(".")
+    while end > 0:
+        yield path[:end]
+        end = path.rfind(".", 0, end)
 
 
 def _relink_children(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """`modules` with every entry that lies in the tree of another entry replaced by the object that tree
+    holds at its path. Walks down from the entries no other entry's tree reaches, through the paths that
+    lead to entries only."""
     out = dict(modules)
-    for path in sorted(modules, key=lambda p: p.count(".")):
-        parent = out[path]
-        for sub, child in parent.named_modules(remove_duplicate=False):
-            if sub and f"{path}.{sub}" in out:
-                out[f"{path}.{sub}"] = child
+    leads = {ancestor for path in modules for ancestor in _ancestors(path)}
+    reached: set[str] = set()
+    for top in sorted(modules, key=lambda p: p.count(".")):
+        if top in reached:
+            continue
+        stack = [(top, out[top])]
+        while stack:
+            path, module = stack.pop()
+            for name, child in module._modules.items():
+                if child is None:
+                    continue
+                sub = f"{path}.{name}"
+                if sub in out:
+                    out[sub] = child
+                    reached.add(sub)
+                if sub in leads:
+                    stack.append((sub, child))
     return out
