@@ -7,7 +7,8 @@ logic, not floor: they are computed once, untimed, by `floor_work`.
 
 Each piece is timed done the fastest exact way known: per-channel min and max as separate row reductions
 (torch's aminmax along rows is several times slower), per-channel quantization by qfx's vectorised one
-(torch's quantizes one element at a time); a convert cannot do them faster without doing less.
+(torch's quantizes one element at a time), prepacking in the mode qfx packs in (inference mode where that
+is exact); a convert cannot do them faster without doing less.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.fx import GraphModule
 
+from qfx.lowering.support.engine import packing_mode
 from qfx.lowering.support.weight_quantize import quantize_per_channel
 
 PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
@@ -50,13 +52,25 @@ class FloorWork:
 
 
 def _prepack(module: nn.Module) -> Callable[[torch.Tensor], Any]:
+    """The engine's prepack op for `module`'s quantized weight, run in the mode qfx packs in (the fastest
+    exact one, see qfx.lowering.support.engine.packing_mode)."""
     bias = None if module.bias is None else module.bias.detach()
     if isinstance(module, nn.Linear):
-        return lambda q: torch.ops.quantized.linear_prepack(q, bias)
-    op = {nn.Conv1d: torch.ops.quantized.conv1d_prepack, nn.Conv2d: torch.ops.quantized.conv2d_prepack,
-          nn.Conv3d: torch.ops.quantized.conv3d_prepack}[type(module)]
-    args = (list(module.stride), list(module.padding), list(module.dilation), module.groups)
-    return lambda q: op(q, bias, *args)
+        def op(q: torch.Tensor) -> Any:
+            return torch.ops.quantized.linear_prepack(q, bias)
+    else:
+        conv = {nn.Conv1d: torch.ops.quantized.conv1d_prepack, nn.Conv2d: torch.ops.quantized.conv2d_prepack,
+                nn.Conv3d: torch.ops.quantized.conv3d_prepack}[type(module)]
+        args = (list(module.stride), list(module.padding), list(module.dilation), module.groups)
+
+        def op(q: torch.Tensor) -> Any:
+            return conv(q, bias, *args)
+
+    def pack(q: torch.Tensor) -> Any:
+        with packing_mode(q, bias):
+            return op(q)
+
+    return pack
 
 
 def floor_work(observed: GraphModule) -> FloorWork:

@@ -19,6 +19,7 @@ times faster); everything else they read is the reference module's own.
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import functools
 from typing import Any, Callable
 
@@ -190,17 +191,53 @@ def _placeholder_free(q_class: type) -> type:
         else:
             object.__setattr__(self, name, value)
 
-    namespace: dict[str, Any] = {"__init__": __init__, "__setattr__": __setattr__, "__module__": __name__,
-                                 "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>"}
-    if issubclass(q_class, _ConvNd):
-        def set_weight_bias(self: Any, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
-            if "scale" in self.__dict__:
-                q_class.set_weight_bias(self, weight, bias)
-            else:
-                self.__dict__["_packed_params"] = None  # the constructor's placeholder, packed over at once
+    conv = issubclass(q_class, _ConvNd)
 
-        namespace["set_weight_bias"] = set_weight_bias
+    def set_weight_bias(self: Any, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        if conv and "scale" not in self.__dict__:
+            self.__dict__["_packed_params"] = None  # the constructor's placeholder, packed over at once
+            return
+        with packing_mode(weight, bias):
+            q_class.set_weight_bias(self, weight, bias)
+
+    namespace: dict[str, Any] = {"__init__": __init__, "__setattr__": __setattr__, "__module__": __name__,
+                                 "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>",
+                                 "set_weight_bias": set_weight_bias}
     return type(q_class.__name__, (q_class,), namespace)
+
+
+def packing_mode(weight: Any, bias: Any) -> contextlib.AbstractContextManager:
+    """The mode to run a linear or conv prepack op of `weight` and `bias` in: inference mode where that
+    packs the same weight and the packed params keep no tensor made during the call, else the current one.
+
+    fbgemm's prepack reads every channel's scale and zero point with a tensor select and `item()` (tens
+    of thousands of them on a ResNet); without autograd's view tracking those cost a fraction. fbgemm keeps
+    only the packed integers, plain vectors of the qparams and the bias it was given (the bias itself when
+    contiguous), so the packed params are the same, and no inference tensor can reach the converted model.
+    That holds for qint8 weights with no bias or a contiguous float32 one, under the fbgemm engine, and under
+    x86 where it packs with fbgemm (oneDNN, which keeps a copy of the weight, takes over on CPUs with
+    AVX512-VNNI)."""
+    engine = torch.backends.quantized.engine
+    if engine != "fbgemm" and (engine != "x86" or _onednn_may_pack()):
+        return contextlib.nullcontext()
+    if not (isinstance(weight, torch.Tensor) and weight.dtype == torch.qint8 and weight.device.type == "cpu"):
+        return contextlib.nullcontext()
+    if bias is not None and not (isinstance(bias, torch.Tensor) and bias.dtype == torch.float32
+                                 and bias.device.type == "cpu" and bias.is_contiguous()):
+        return contextlib.nullcontext()
+    return torch.inference_mode()
+
+
+@functools.cache
+def _onednn_may_pack() -> bool:
+    """Whether the x86 engine may pack with oneDNN here: unless this is a Linux machine whose CPU flags
+    lack avx512_vnni (torch's test for it), assume it may."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            flags = [line.split() for line in cpuinfo if line.startswith("flags")]
+    except OSError:
+        return True
+    return not flags or any("avx512_vnni" in line for line in flags)
 
 
 # An instance dict to replay: (name, how, what) per entry, `how` one of these.

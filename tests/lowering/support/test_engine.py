@@ -28,7 +28,7 @@ from qfx.lowering.support.engine import quantized_from_reference
 from tests.support.snapshot import diff_values, freeze_value, module_state
 from qfx.testing.strategies import examples
 
-ENGINES = [e for e in ("x86", "qnnpack") if e in torch.backends.quantized.supported_engines]
+ENGINES = [e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines]
 CONV = {1: (torch.nn.Conv1d, nnqr.Conv1d, nnq.Conv1d, nniq.ConvReLU1d, nni.ConvReLU1d),
         2: (torch.nn.Conv2d, nnqr.Conv2d, nnq.Conv2d, nniq.ConvReLU2d, nni.ConvReLU2d),
         3: (torch.nn.Conv3d, nnqr.Conv3d, nnq.Conv3d, nniq.ConvReLU3d, nni.ConvReLU3d)}
@@ -46,12 +46,12 @@ def lowerings(draw):
     kind = draw(st.sampled_from(["linear", "linear_relu", "dynamic_linear", "dynamic_linear_relu", "conv",
                                  "conv_relu"]))
     torch.manual_seed(draw(st.integers(0, 1000)))
-    bias = draw(st.booleans())
+    bias = draw(st.sampled_from([True, False, "strided"]))  # "strided": a bias that is not contiguous
     per_channel = draw(st.booleans())
     scale, zero_point = torch.tensor(draw(st.floats(0.01, 1.0))), torch.tensor(draw(st.integers(0, 255)))
     if kind.endswith("linear") or kind.endswith("linear_relu"):
         n_in, n_out = draw(st.integers(1, 9)), draw(st.integers(1, 9))
-        linear = torch.nn.Linear(n_in, n_out, bias=bias)
+        linear = _with_bias(torch.nn.Linear(n_in, n_out, bias=bool(bias)), bias)
         ref = _reference(linear, nnqr.Linear, per_channel)
         x = torch.randn(2, n_in)
         if kind.endswith("relu"):
@@ -66,12 +66,31 @@ def lowerings(draw):
     n_in, n_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
     kernel = draw(st.integers(1, 3))
     conv = float_class(n_in, n_out, kernel, stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, 1)),
-                       dilation=draw(st.integers(1, 2)), groups=groups, bias=bias)
+                       dilation=draw(st.integers(1, 2)), groups=groups, bias=bool(bias))
+    conv = _with_bias(conv, bias)
     ref = _reference(conv, reference_class, per_channel)
     x = torch.quantize_per_tensor(torch.randn(1, n_in, *([7] * dims)), 0.05, 3, torch.quint8)
     if kind == "conv_relu":
         return fused_q_class, _fused(fused_class(conv, torch.nn.ReLU()), ref), (scale, zero_point), x
     return q_class, ref, (scale, zero_point), x
+
+
+def _with_bias(module: torch.nn.Module, bias: bool | str) -> torch.nn.Module:
+    if bias == "strided":
+        module.bias = torch.nn.Parameter(torch.randn(2 * module.bias.numel())[::2])
+    return module
+
+
+def _inference_tensors(module: torch.nn.Module) -> list[str]:
+    """Where the module holds an inference tensor: its state_dict, and the unpacked packed params."""
+    found = [k for k, v in module.state_dict().items() if isinstance(v, torch.Tensor) and torch.is_inference(v)]
+    for name, sub in module.named_modules():
+        packed = sub.__dict__.get("_packed_params")
+        if isinstance(packed, torch.ScriptObject):
+            for i, t in enumerate(packed.unpack()[:2]):
+                if isinstance(t, torch.Tensor) and torch.is_inference(t):
+                    found.append(f"{name}._packed_params[{i}]")
+    return found
 
 
 def _fused(fused: torch.nn.Module, reference: torch.nn.Module) -> torch.nn.Module:
@@ -99,11 +118,45 @@ def test_same_module_as_from_reference(engine_name, data):
         assert not diff_values([s for *_, s in _tree(ours)], [s for *_, s in _tree(theirs)])
         assert not diff_values(freeze_value(ours.state_dict()), freeze_value(theirs.state_dict()))
         assert repr(ours) == repr(theirs)
+        assert not _inference_tensors(ours)  # (packing may run in inference mode: nothing of it is kept)
         a, b = ours(x), theirs(x)
         assert torch.equal(a.int_repr() if a.is_quantized else a, b.int_repr() if b.is_quantized else b)
         assert type(pickle.loads(pickle.dumps(ours))) is q_class
     finally:
         torch.backends.quantized.engine = previous
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+@pytest.mark.parametrize("bias", [True, False, "strided"])
+def test_fbgemm_packs_in_inference_mode_and_others_as_called(monkeypatch, engine_name, bias):
+    modes = []
+    for op in ("conv2d_prepack", "linear_prepack"):
+        original = getattr(torch.ops.quantized, op)
+        monkeypatch.setattr(torch.ops.quantized, op, lambda *a, original=original: (
+            modes.append(torch.is_inference_mode_enabled()), original(*a))[1])
+    monkeypatch.setattr(torch.backends.quantized, "engine", engine_name)
+    conv = _with_bias(torch.nn.Conv2d(4, 6, 3, bias=bool(bias)), bias)
+    linear = _with_bias(torch.nn.Linear(4, 6, bias=bool(bias)), bias)
+    for q_class, ref in ((nnq.Conv2d, _reference(conv, nnqr.Conv2d, True)),
+                         (nnq.Linear, _reference(linear, nnqr.Linear, True))):
+        module = quantized_from_reference(q_class, ref, torch.tensor(0.1), torch.tensor(0), where="test")
+        assert not _inference_tensors(module)
+    fbgemm = engine_name == "fbgemm" or (engine_name == "x86" and not engine._onednn_may_pack())
+    assert modes[-2:] == [fbgemm and bias != "strided"] * 2
+
+
+def test_onednn_is_assumed_where_the_cpu_flags_cannot_be_read(monkeypatch):
+    engine._onednn_may_pack.cache_clear()
+    try:
+        def unreadable(*args, **kwargs):
+            raise OSError("no /proc here")
+
+        monkeypatch.setattr("builtins.open", unreadable)
+        assert engine._onednn_may_pack()
+    finally:
+        monkeypatch.undo()
+        engine._onednn_may_pack.cache_clear()
+    assert engine._onednn_may_pack() == ("avx512_vnni" in open("/proc/cpuinfo").read())
 
 
 def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(monkeypatch):
