@@ -59,8 +59,6 @@ _CACHE_LIMIT = 4096
 _call_forms: dict[int, tuple] = {}  # id(call_function target) -> (target, *_call_form(target))
 _torch_names: dict[int, tuple] = {}  # id(obj) -> (obj, the dotted name FX writes for a torch object, or None)
 _candidates: dict[str, tuple[str, bool]] = {}  # global name hint -> (identifier, has a numeric suffix)
-_float_texts: dict[float, str] = {}  # nonzero float -> repr (scales recur in every quantize/dequantize)
-_attr_paths: dict[str, str] = {}  # get_attr/call_module target -> `self.a.b` / `getattr(self.a, "0")`
 
 
 def _remember(table: dict, key: Any, value: Any) -> Any:
@@ -249,13 +247,6 @@ class _Emitter:
             if kind is Ref:  # the common cases inline: this runs for almost every argument
                 reads[a.name] = None
                 parts.append(a.name)
-            elif kind is float:
-                text = _float_texts.get(a)
-                if text is None:
-                    text = repr(a)
-                    if a:  # not ±0.0, which compare equal but print differently
-                        _remember(_float_texts, a, text)
-                parts.append(text)
             elif kind in _REPR_LEAVES:
                 parts.append(repr(a))
             else:
@@ -444,9 +435,6 @@ def _attr_path(base: str, path: str) -> str:
 
 
 def _self_path(target: str) -> str:
-    text = _attr_paths.get(target)
-    if text is None:
-        if type(target) is not str:
-            raise _Unsupported("module or attribute target is not a string")
-        text = _remember(_attr_paths, target, _attr_path("self", target))
-    return text
+    if type(target) is not str:
+        raise _Unsupported("module or attribute target is not a string")
+    return _attr_path("self", target)
