@@ -6,7 +6,7 @@ import copy
 import itertools
 
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.ao.quantization.observer import (
     HistogramObserver,
@@ -254,3 +254,59 @@ def test_many_rows_are_scored_in_chunks_exactly():
     for (observer, ranges), scored in zip(requests, got):
         want = [observer._compute_quantization_error(start, end) for start, end in ranges]
         assert [float(x).hex() for x in scored] == [float(x).hex() for x in want]
+
+
+@st.composite
+def floor_division_cases(draw):
+    """float32 numerators and per-row widths whose quotients stay below 2**21, as the histogram scoring
+    hands them to `_floor_quotients`: exact multiples of the width and their float32 neighbours (where a
+    rounded quotient lands on an integer the exact one does not reach), signed zeros, random values."""
+    rows, columns = draw(st.integers(1, 4)), draw(st.integers(1, 64))
+    exponent = draw(st.integers(-120, 100))
+    widths = torch.tensor([draw(st.floats(1.0, 2.0)) * 2.0**exponent for _ in range(rows)], dtype=torch.float32)
+    k = torch.randint(-2**21 + 2, 2**21 - 2, (rows, columns), generator=torch.Generator().manual_seed(
+        draw(st.integers(0, 2**16))))
+    k = torch.where(torch.rand(rows, columns) < 0.5, k % 300 - 20, k)  # mostly near the clamp range
+    multiples = (k.to(torch.float32) * widths[:, None])
+    nudge = draw(st.sampled_from(["none", "up", "down", "random"]))
+    if nudge == "up":
+        x = torch.nextafter(multiples, torch.full_like(multiples, float("inf")))
+    elif nudge == "down":
+        x = torch.nextafter(multiples, torch.full_like(multiples, float("-inf")))
+    elif nudge == "random":
+        x = multiples + torch.rand(rows, columns) * widths[:, None]
+    else:
+        x = multiples
+    x[0, 0] = draw(st.sampled_from([0.0, -0.0, float(x[0, 0])]))
+    return x.to(torch.float32), widths[:, None], draw(st.sampled_from([0, 1, 255, 65535, 2**32 - 1]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(floor_division_cases())
+def test_floor_quotients_equal_torchs_floor_division(case):
+    x, width, top = case
+    assume(bool((x.abs() / width < 2.0**21).all()))
+    want = torch.div(x, width, rounding_mode="floor").clamp_(0, top)
+    work = qparams._ErrorWork(x.shape[0], x.shape[1], torch.device("cpu"))
+    got = torch.empty_like(x)
+    work._floor_quotients(x, width.double(), top, got)
+    assert torch.equal(got, want)  # (equal as numbers: only a zero's sign may differ, which scoring never sees)
+
+
+def test_huge_bin_quotients_take_torchs_floor_division(monkeypatch):
+    """qint32's 2**32 destination bins put begin / width far above 2**21, where torch's float32 floor
+    division and the exact floor part ways: those rows are scored with torch's; 8-bit rows are not."""
+    used = []
+    real = qparams._ErrorWork._floor_quotients
+    monkeypatch.setattr(qparams._ErrorWork, "_floor_quotients",
+                        lambda self, *args: (used.append(self.bins), real(self, *args))[1])
+    for dtype, expect_fast in ((torch.qint32, False), (torch.quint8, True)):
+        observer = HistogramObserver(dtype=dtype)
+        observer.histogram = torch.rand(observer.bins, generator=torch.Generator().manual_seed(0)) * 100
+        observer.min_val, observer.max_val = torch.tensor(-3.7), torch.tensor(11.3)
+        ranges = [(0, 2047), (5, 2000), (100, 1900), (311, 1277)]
+        want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+        used.clear()
+        got, = quantization_errors([(observer, ranges)])
+        assert [float(x).hex() for x in got] == [float(x).hex() for x in want]
+        assert bool(used) == expect_fast
