@@ -4,7 +4,7 @@ On x86 CPUs torch quantizes per channel one element at a time (about 8 ns per el
 lowered ResNet-50 convert). Each element is `clamp(nearbyint(x * (1.0f / scale) + zero_point), qmin, qmax)`
 in float32: the product and the sum are rounded separately (no fused multiply-add), ties go to even. The
 same operations on whole tensors (one multiply, one add, round, clamp, cast) give the same integers at
-a fraction of the cost. Anything this module does not reproduce exactly (non-finite weights or scales,
+a fraction of the cost on all but small weights (those take torch's loop). Anything this module does not reproduce exactly (non-finite weights or scales,
 other dtypes or layouts, zero points torch rejects) is left to torch, so its results and errors stay torch's.
 """
 
@@ -16,6 +16,9 @@ from typing import Any
 import torch
 
 _CHUNK_ELEMENTS = 65536
+# Below this many elements torch's element-at-a-time loop (about 5 ns an element) beats the dozen tensor
+# operations (about 0.15 ms) the vectorised path costs whatever the size: depthwise and small convs.
+_TORCH_FASTER_BELOW = 32768
 _ZERO_POINT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _INTEGER_RANGE = {torch.qint8: (-128, 127, torch.int8), torch.quint8: (0, 255, torch.uint8)}
 
@@ -24,7 +27,8 @@ def quantize_per_channel(weight: torch.Tensor, scales: torch.Tensor, zero_points
                          dtype: torch.dtype) -> torch.Tensor:
     """`torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)`: the same quantized tensor
     (integers, per-channel scales and zero points, axis, strides), or the same error."""
-    found = _vectorised(weight, scales, zero_points, axis, dtype)
+    small = isinstance(weight, torch.Tensor) and weight.numel() < _TORCH_FASTER_BELOW
+    found = None if small else _vectorised(weight, scales, zero_points, axis, dtype)
     if found is None:
         return torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
     return found
@@ -45,9 +49,10 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         return None  # torch refuses these; let it say so
     with torch.no_grad():
         inverse = torch.reciprocal(scales.to(torch.float32))
-        # Finite weights and scales make no NaN (an overflow to inf clamps as torch's does); the sum is
-        # finite only if every weight is.
-        if not (bool(torch.isfinite(inverse).all()) and bool(torch.isfinite(weight.sum()))):
+        # Finite weights and scales make no NaN (an overflow to inf clamps as torch's does); the sum of
+        # both sums is finite only if every weight and every inverse scale is (or it overflowed: then
+        # torch does it).
+        if not bool(torch.isfinite(weight.sum().add_(inverse.sum()))):
             return None
         integers = _quantized_integers(weight, inverse, zero_points.to(torch.float32), axis, qmin, qmax, storage)
     return torch._make_per_channel_quantized_tensor(integers, scales.to(torch.float64),
@@ -65,7 +70,9 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
     row_length = math.prod(weight.shape[axis + 1:])
     rows = weight.reshape(-1, row_length)
     repeat = rows.shape[0] // channels
-    inverse, zero_points = inverse.repeat(repeat)[:, None], zero_points.repeat(repeat)[:, None]
+    if repeat > 1:  # (Tensor.repeat costs more than the small weights' whole arithmetic)
+        inverse, zero_points = inverse.repeat(repeat), zero_points.repeat(repeat)
+    inverse, zero_points = inverse[:, None], zero_points[:, None]
     out = torch.empty(rows.shape, dtype=storage)
     step = max(1, _CHUNK_ELEMENTS // row_length)
     buffer = torch.empty(min(rows.shape[0], step) * row_length)

@@ -15,6 +15,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qfx.lowering.support import weight_quantize
 from qfx.lowering.support.weight_quantize import _vectorised, quantize_per_channel
 
 DTYPES = {torch.qint8: (-128, 127), torch.quint8: (0, 255)}
@@ -61,8 +62,24 @@ def quantizations(draw: st.DrawFn) -> tuple:
 def test_equals_torch_quantize_per_channel(case: tuple) -> None:
     weight, scales, zero_points, axis, dtype = case
     expected = torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
-    assert _vectorised(weight, scales, zero_points, axis, dtype) is not None
+    found = _vectorised(weight, scales, zero_points, axis, dtype)
+    assert found is not None
+    _same(found, expected)
     _same(quantize_per_channel(weight, scales, zero_points, axis, dtype), expected)
+
+
+def test_small_weights_take_torchs_loop_and_large_ones_the_vectorised_path(monkeypatch) -> None:
+    calls = []
+    real = weight_quantize._vectorised
+    monkeypatch.setattr(weight_quantize, "_vectorised", lambda *a: (calls.append(a[0].numel()), real(*a))[1])
+    for shape in ((32, 3, 3, 3), (576, 1, 3, 3), (64, 512), (256, 64, 3, 3)):
+        weight = torch.randn(*shape)
+        scales = weight.abs().flatten(1).amax(dim=1) / 127 + 1e-6
+        zero_points = torch.zeros(shape[0], dtype=torch.int64)
+        _same(quantize_per_channel(weight, scales, zero_points, 0, torch.qint8),
+              torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8))
+    assert calls == [64 * 512, 256 * 64 * 9]
+    assert all(n >= weight_quantize._TORCH_FASTER_BELOW for n in calls)
 
 
 def test_random_weights_at_scale() -> None:
@@ -78,9 +95,9 @@ def test_random_weights_at_scale() -> None:
 def test_a_weight_that_requires_grad_is_quantized_the_same() -> None:
     weight = torch.randn(4, 3, 2, 2, requires_grad=True)
     scales, zero_points = torch.full((4,), 0.1), torch.zeros(4, dtype=torch.int64)
-    assert _vectorised(weight, scales, zero_points, 0, torch.qint8) is not None
-    _same(quantize_per_channel(weight, scales, zero_points, 0, torch.qint8),
-          torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8))
+    found = _vectorised(weight, scales, zero_points, 0, torch.qint8)
+    assert found is not None
+    _same(found, torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8))
 
 
 @pytest.mark.parametrize("case", ["nan", "zero scale", "channels last", "float64 weight", "qint32",
