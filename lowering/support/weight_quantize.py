@@ -4,8 +4,9 @@ On x86 CPUs torch quantizes per channel one element at a time (about 8 ns per el
 lowered ResNet-50 convert). Each element is `clamp(nearbyint(x * (1.0f / scale) + zero_point), qmin, qmax)`
 in float32: the product and the sum are rounded separately (no fused multiply-add), ties go to even. The
 same operations on whole tensors (one multiply, one add, round, clamp, cast) give the same integers at
-a fraction of the cost on all but small weights (those take torch's loop). Anything this module does not reproduce exactly (non-finite weights or scales,
-other dtypes or layouts, zero points torch rejects) is left to torch, so its results and errors stay torch's.
+a fraction of the cost, except on small weights, which keep torch's loop. Anything this module does not
+reproduce exactly (non-finite weights or scales, other dtypes or layouts, zero points torch rejects) is left
+to torch, so its results and errors stay torch's.
 """
 
 from __future__ import annotations
