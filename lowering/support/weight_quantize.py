@@ -46,7 +46,8 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
             and _cpu_vector(zero_points, channels) and zero_points.dtype in _ZERO_POINT_DTYPES):
         return None
     qmin, qmax, storage = limits
-    if channels and not qmin <= int(zero_points.min()) <= int(zero_points.max()) <= qmax:
+    lowest, highest = (int(zero_points.min()), int(zero_points.max())) if channels else (0, 0)
+    if not qmin <= lowest <= highest <= qmax:
         return None  # torch refuses these; let it say so
     with torch.no_grad():
         inverse = torch.reciprocal(scales.to(torch.float32))
@@ -55,14 +56,18 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         # torch does it).
         if not bool(torch.isfinite(weight.sum().add_(inverse.sum()))):
             return None
-        integers = _quantized_integers(weight, inverse, zero_points.to(torch.float32), axis, qmin, qmax, storage)
+        # All-zero points (symmetric weights) add nothing: adding 0.0 only turns -0.0 into 0.0, which
+        # rounds and casts to the same integer.
+        shift = None if lowest == highest == 0 else zero_points.to(torch.float32)
+        integers = _quantized_integers(weight, inverse, shift, axis, qmin, qmax, storage)
     return torch._make_per_channel_quantized_tensor(integers, scales.to(torch.float64),
                                                     zero_points.to(torch.int64), axis)
 
 
-def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor, axis: int,
+def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor | None, axis: int,
                         qmin: int, qmax: int, storage: torch.dtype) -> torch.Tensor:
-    """clamp(round(weight * inverse + zero_point), qmin, qmax) per channel, as `storage` integers.
+    """clamp(round(weight * inverse + zero_point), qmin, qmax) per channel, as `storage` integers (no
+    addition when `zero_points` is None).
 
     The weight is taken as rows (everything before the axis, by channel) of the elements after it, and
     done in cache-sized runs of rows through one float buffer: a float intermediate the size of the weight
@@ -71,9 +76,11 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
     row_length = math.prod(weight.shape[axis + 1:])
     rows = weight.reshape(-1, row_length)
     repeat = rows.shape[0] // channels
-    if repeat > 1:  # (Tensor.repeat costs more than the small weights' whole arithmetic)
-        inverse, zero_points = inverse.repeat(repeat), zero_points.repeat(repeat)
-    inverse, zero_points = inverse[:, None], zero_points[:, None]
+    if repeat > 1:
+        inverse = inverse.repeat(repeat)
+        zero_points = None if zero_points is None else zero_points.repeat(repeat)
+    inverse = inverse[:, None]
+    zero_points = None if zero_points is None else zero_points[:, None]
     out = torch.empty(rows.shape, dtype=storage)
     step = max(1, _CHUNK_ELEMENTS // row_length)
     buffer = torch.empty(min(rows.shape[0], step) * row_length)
@@ -81,7 +88,9 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
         stop = min(start + step, rows.shape[0])
         work = buffer[:(stop - start) * row_length].view(stop - start, row_length)
         torch.mul(rows[start:stop], inverse[start:stop], out=work)
-        work.add_(zero_points[start:stop]).round_().clamp_(qmin, qmax)
+        if zero_points is not None:
+            work.add_(zero_points[start:stop])
+        work.round_().clamp_(qmin, qmax)
         out[start:stop].copy_(work)
     return out.view(weight.shape)
 

@@ -131,3 +131,15 @@ def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
     else:
         found = quantize_per_channel(weight, scales, zero_points, axis, dtype)
         assert torch.equal(found.int_repr(), expected.int_repr()) and found.stride() == expected.stride()
+
+
+@pytest.mark.parametrize("dtype", sorted(DTYPES, key=str))
+def test_all_zero_zero_points_skip_the_addition_exactly(dtype) -> None:
+    # symmetric weights: tiny negatives and -0.0 scale to -0.0, which must still become integer 0
+    weight = torch.tensor([[-0.0, -1e-9, 1e-9, 0.0, -0.05, 0.05, -3.0, 3.0]] * 3) * torch.tensor([[1.0], [2.0], [4.0]])
+    weight = weight.repeat(1, 5000)  # (past the size below which torch's loop is used)
+    scales = torch.tensor([0.1, 0.2, 0.4])
+    zero_points = torch.zeros(3, dtype=torch.int64)
+    found = _vectorised(weight, scales, zero_points, 0, dtype)
+    assert found is not None
+    _same(found, torch.quantize_per_channel(weight, scales, zero_points, 0, dtype))
