@@ -46,7 +46,7 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
             and _cpu_vector(zero_points, channels) and zero_points.dtype in _ZERO_POINT_DTYPES):
         return None
     qmin, qmax, storage = limits
-    lowest, highest = (int(zero_points.min()), int(zero_points.max())) if channels else (0, 0)
+    lowest, highest = int(zero_points.min()), int(zero_points.max())  # (a plain weight has channels)
     if not qmin <= lowest <= highest <= qmax:
         return None  # torch refuses these; let it say so
     with torch.no_grad():
