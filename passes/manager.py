@@ -8,16 +8,13 @@ of that.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from types import TracebackType
-from typing import Any, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import attrs
-import torch
 
 from qfx.ir.errors import PassError, PipelineSpecError, QfxError, pass_error_type
-from qfx.ir.graph import Node
 from qfx.ir.program import Program
+from qfx.ir.tracebacks import failing_node
 
 from .instruments import Instrument
 
@@ -124,37 +121,3 @@ class Pipeline:
     def __add__(self, other: "Pipeline | Iterable[Pass]") -> "Pipeline":
         extra = other.passes if isinstance(other, Pipeline) else tuple(other)
         return Pipeline(self.passes + extra)
-
-
-_QFX_DIRS = tuple(Path(__file__).resolve().parents[1] / d for d in ("ir", "passes", "lowering", "qfx"))
-
-
-def failing_node(tb: TracebackType | None, program: Program) -> tuple[str | None, str | None]:
-    """(node name, "'target': ModuleClass") of the node a failing pass was working on, or Nones.
-
-    Read from the traceback: the innermost qfx frame that holds a node (an IR node or, for passes that edit
-    a private FX graph, an FX node) in a local called `node`, or failing that in any local. The module is
-    the node's call_module target, looked up in `program`."""
-    found: Any = None
-    while tb is not None:
-        frame = tb.tb_frame
-        path = Path(frame.f_code.co_filename)
-        if any(path.is_relative_to(d) for d in _QFX_DIRS):
-            local = frame.f_locals
-            candidate = local.get("node")
-            if not _is_node(candidate):
-                candidate = next((v for v in local.values() if _is_node(v)), None)
-            if candidate is not None:
-                found = candidate
-        tb = tb.tb_next
-    if found is None:
-        return None, None
-    module = None
-    if found.op == "call_module" and isinstance(found.target, str):
-        held = program.modules.get(found.target)
-        module = f"'{found.target}': {type(held).__name__}" if held is not None else f"'{found.target}'"
-    return found.name, module
-
-
-def _is_node(value: Any) -> bool:
-    return isinstance(value, (Node, torch.fx.Node))

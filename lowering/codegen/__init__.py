@@ -12,7 +12,7 @@ from qfx.ir.args import thaw
 from qfx.ir.errors import CodegenError, QfxError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.ir.program import Program, QuantFacts
-from qfx.passes.manager import failing_node
+from qfx.ir.tracebacks import failing_node
 
 from .graph_module import graph_module
 

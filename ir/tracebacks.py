@@ -1,0 +1,46 @@
+"""Which node a failure happened at, read from the failure's traceback (for the pass manager's and codegen's
+error messages)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import torch
+
+from .graph import Node
+from .program import Program
+
+_QFX_DIRS = tuple(Path(__file__).resolve().parents[1] / d for d in ("ir", "passes", "lowering", "qfx"))
+
+
+def failing_node(tb: TracebackType | None, program: Program) -> tuple[str | None, str | None]:
+    """(node name, "'target': ModuleClass") of the node a failing pass was working on, or Nones.
+
+    Read from the traceback: the innermost qfx frame that holds a node (an IR node or, for passes that edit
+    a private FX graph, an FX node) in a local called `node`, or failing that in any local. The module is
+    the node's call_module target, looked up in `program`."""
+    found: Any = None
+    while tb is not None:
+        frame = tb.tb_frame
+        path = Path(frame.f_code.co_filename)
+        if any(path.is_relative_to(d) for d in _QFX_DIRS):
+            local = frame.f_locals
+            candidate = local.get("node")
+            if not _is_node(candidate):
+                candidate = next((v for v in local.values() if _is_node(v)), None)
+            if candidate is not None:
+                found = candidate
+        tb = tb.tb_next
+    if found is None:
+        return None, None
+    module = None
+    if found.op == "call_module" and isinstance(found.target, str):
+        held = program.modules.get(found.target)
+        module = f"'{found.target}': {type(held).__name__}" if held is not None else f"'{found.target}'"
+    return found.name, module
+
+
+def _is_node(value: Any) -> bool:
+    return isinstance(value, (Node, torch.fx.Node))
