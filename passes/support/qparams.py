@@ -213,8 +213,8 @@ def _plain_histogram(observer: Any) -> bool:
     histogram = observer.histogram
     if histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins:
         return False
-    # uncalibrated: torch warns and returns defaults
-    return not (bool(observer.min_val == float("inf")) and bool(observer.max_val == float("-inf")))
+    # uncalibrated: torch warns and returns defaults (lift checked that the range buffers hold one value)
+    return not (observer.min_val.item() == math.inf and observer.max_val.item() == -math.inf)
 
 
 def _float32(value: float) -> float:
