@@ -37,7 +37,7 @@ def quantize_per_channel(weight: torch.Tensor, scales: torch.Tensor, zero_points
 
 def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: Any) -> torch.Tensor | None:
     """The quantized tensor for a contiguous float32 CPU weight quantized to qint8 or quint8 with valid
-    per-channel parameters, finite weights and finite inverse scales; None otherwise."""
+    per-channel parameters whose scaled values are all finite; None otherwise."""
     limits = _INTEGER_RANGE.get(dtype)
     if limits is None or type(axis) is not int or not _plain_weight(weight) or not 0 <= axis < weight.dim():
         return None
@@ -51,27 +51,27 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         return None  # torch refuses these; let it say so
     with torch.no_grad():
         inverse = torch.reciprocal(scales.to(torch.float32))
-        # Finite weights and scales make no NaN (an overflow to inf clamps as torch's does); the sum of
-        # both sums is finite only if every weight and every inverse scale is (or it overflowed: then
-        # torch does it).
-        if not bool(torch.isfinite(weight.sum().add_(inverse.sum()))):
-            return None
         # All-zero points (symmetric weights) add nothing: adding 0.0 only turns -0.0 into 0.0, which
         # rounds and casts to the same integer.
         shift = None if lowest == highest == 0 else zero_points.to(torch.float32)
         integers = _quantized_integers(weight, inverse, shift, axis, qmin, qmax, storage)
+    if integers is None:
+        return None
     return torch._make_per_channel_quantized_tensor(integers, scales.to(torch.float64),
                                                     zero_points.to(torch.int64), axis)
 
 
 def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor | None, axis: int,
-                        qmin: int, qmax: int, storage: torch.dtype) -> torch.Tensor:
+                        qmin: int, qmax: int, storage: torch.dtype) -> torch.Tensor | None:
     """clamp(round(weight * inverse + zero_point), qmin, qmax) per channel, as `storage` integers (no
-    addition when `zero_points` is None).
+    addition when `zero_points` is None); None when a scaled value is not finite (NaN or infinite weights or
+    inverse scales, or an overflowing product), where torch's own loop must decide.
 
     The weight is taken as rows (everything before the axis, by channel) of the elements after it, and
     done in cache-sized runs of rows through one float buffer: a float intermediate the size of the weight
-    would cost more in fresh pages than the arithmetic does."""
+    would cost more in fresh pages than the arithmetic does. The finiteness check sums each run of scaled
+    values while it is in the cache (the sum is finite only if every value is, or it overflowed, which
+    hands the weight to torch too)."""
     channels = weight.shape[axis]
     row_length = math.prod(weight.shape[axis + 1:])
     rows = weight.reshape(-1, row_length)
@@ -84,14 +84,18 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
     out = torch.empty(rows.shape, dtype=storage)
     step = max(1, _CHUNK_ELEMENTS // row_length)
     buffer = torch.empty(min(rows.shape[0], step) * row_length)
+    scaled_sum = torch.zeros(())
     for start in range(0, rows.shape[0], step):
         stop = min(start + step, rows.shape[0])
         work = buffer[:(stop - start) * row_length].view(stop - start, row_length)
         torch.mul(rows[start:stop], inverse[start:stop], out=work)
         if zero_points is not None:
             work.add_(zero_points[start:stop])
+        scaled_sum.add_(work.sum())
         work.round_().clamp_(qmin, qmax)
         out[start:stop].copy_(work)
+    if not math.isfinite(scaled_sum.item()):
+        return None
     return out.view(weight.shape)
 
 

@@ -100,13 +100,21 @@ def test_a_weight_that_requires_grad_is_quantized_the_same() -> None:
     _same(found, torch.quantize_per_channel(weight, scales, zero_points, 0, torch.qint8))
 
 
-@pytest.mark.parametrize("case", ["nan", "zero scale", "channels last", "float64 weight", "qint32",
-                                  "negative axis", "zero point above range", "float zero points"])
+@pytest.mark.parametrize("case", ["nan", "inf", "zero scale", "zero scale, weight not zero", "overflow",
+                                  "channels last", "float64 weight", "qint32", "negative axis",
+                                  "zero point above range", "float zero points"])
 def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
     weight, scales = torch.randn(4, 3, 2, 2), torch.full((4,), 0.1)
     zero_points, axis, dtype = torch.zeros(4, dtype=torch.int64), 0, torch.qint8
     if case == "nan":
         weight[1, 0, 0, 0] = float("nan")
+    elif case == "inf":
+        weight[3, 2, 1, 0] = float("-inf")
+    elif case == "zero scale, weight not zero":
+        scales[1] = 0.0
+    elif case == "overflow":
+        weight[0, 0, 0, 1] = 3e38
+        scales[0] = 1e-3
     elif case == "zero scale":
         weight[2].zero_()
         scales[2] = 0.0
