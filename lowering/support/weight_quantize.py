@@ -76,11 +76,8 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
     row_length = math.prod(weight.shape[axis + 1:])
     rows = weight.reshape(-1, row_length)
     repeat = rows.shape[0] // channels
-    if repeat > 1:
-        inverse = inverse.repeat(repeat)
-        zero_points = None if zero_points is None else zero_points.repeat(repeat)
-    inverse = inverse[:, None]
-    zero_points = None if zero_points is None else zero_points[:, None]
+    inverse = _per_row(inverse, repeat)
+    zero_points = None if zero_points is None else _per_row(zero_points, repeat)
     out = torch.empty(rows.shape, dtype=storage)
     step = max(1, _CHUNK_ELEMENTS // row_length)
     buffer = torch.empty(min(rows.shape[0], step) * row_length)
@@ -97,6 +94,12 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
     if not math.isfinite(scaled_sum.item()):
         return None
     return out.view(weight.shape)
+
+
+def _per_row(values: torch.Tensor, repeat: int) -> torch.Tensor:
+    """Per-channel `values` as a column for `repeat` blocks of channel rows (no Tensor.repeat for one
+    block: it costs more than a small weight's whole arithmetic)."""
+    return (values.repeat(repeat) if repeat > 1 else values)[:, None]
 
 
 def _plain_weight(weight: Any) -> bool:
