@@ -25,14 +25,22 @@ def test_collector_state_is_restored():
         gc.enable()
 
 
+def _tracked_in_a_generation(obj: object) -> bool:
+    return any(o is obj for generation in range(3) for o in gc.get_objects(generation=generation))
+
+
 def test_a_process_that_froze_objects_keeps_them_frozen():
+    # the freeze count alone is no test: frozen objects that die meanwhile leave the permanent generation
+    kept = [[0]]
     gc.freeze()
     try:
         frozen = gc.get_freeze_count()
-        assert frozen > 0
+        assert frozen > 0 and not _tracked_in_a_generation(kept)
         with gc_paused():
-            [[i] for i in range(100)]
-        assert gc.get_freeze_count() == frozen
+            made = [[i] for i in range(100)]
+        assert not _tracked_in_a_generation(kept), "an object the process froze was unfrozen"
+        assert _tracked_in_a_generation(made), "what was allocated while paused was frozen"
+        assert gc.get_freeze_count() <= frozen
         assert gc.isenabled()
     finally:
         gc.unfreeze()
