@@ -54,18 +54,24 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         # All-zero points (symmetric weights) add nothing: adding 0.0 only turns -0.0 into 0.0, which
         # rounds and casts to the same integer.
         shift = None if lowest == highest == 0 else zero_points.to(torch.float32)
-        integers = _quantized_integers(weight, inverse, shift, axis, qmin, qmax, storage)
-    if integers is None:
-        return None
-    return torch._make_per_channel_quantized_tensor(integers, scales.to(torch.float64),
-                                                    zero_points.to(torch.int64), axis)
+        # The quantized tensor torch.quantize_per_channel allocates, written through an integer view of
+        # its storage (building it from an integer tensor would copy every byte once more).
+        quantized = torch._empty_per_channel_affine_quantized(
+            weight.shape, scales=scales.to(torch.float64), zero_points=zero_points.to(torch.int64), axis=axis,
+            dtype=dtype)
+        integers = torch.empty(0, dtype=storage).set_(quantized.untyped_storage(), 0, weight.shape,
+                                                      quantized.stride())
+        if not _quantize_into(integers, weight, inverse, shift, axis, qmin, qmax):
+            return None
+    return quantized
 
 
-def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor | None, axis: int,
-                        qmin: int, qmax: int, storage: torch.dtype) -> torch.Tensor | None:
-    """clamp(round(weight * inverse + zero_point), qmin, qmax) per channel, as `storage` integers (no
-    addition when `zero_points` is None); None when a scaled value is not finite (NaN or infinite weights or
-    inverse scales, or an overflowing product), where torch's own loop must decide.
+def _quantize_into(out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor | None,
+                   axis: int, qmin: int, qmax: int) -> bool:
+    """Write clamp(round(weight * inverse + zero_point), qmin, qmax) per channel into the contiguous integer
+    tensor `out` of the weight's shape (no addition when `zero_points` is None); False when a scaled value
+    is not finite (NaN or infinite weights or inverse scales, or an overflowing product), where torch's own
+    loop must decide.
 
     The weight is taken as rows (everything before the axis, by channel) of the elements after it, and
     done in cache-sized runs of rows through one float buffer: a float intermediate the size of the weight
@@ -78,7 +84,7 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
     repeat = rows.shape[0] // channels
     inverse = _per_row(inverse, repeat)
     zero_points = None if zero_points is None else _per_row(zero_points, repeat)
-    out = torch.empty(rows.shape, dtype=storage)
+    out = out.view(rows.shape)
     step = max(1, _CHUNK_ELEMENTS // row_length)
     buffer = torch.empty(min(rows.shape[0], step) * row_length)
     scaled_sum = torch.zeros(())
@@ -91,9 +97,7 @@ def _quantized_integers(weight: torch.Tensor, inverse: torch.Tensor, zero_points
         scaled_sum.add_(work.sum())
         work.round_().clamp_(qmin, qmax)
         out[start:stop].copy_(work)
-    if not math.isfinite(scaled_sum.item()):
-        return None
-    return out.view(weight.shape)
+    return math.isfinite(scaled_sum.item())
 
 
 def _per_row(values: torch.Tensor, repeat: int) -> torch.Tensor:
