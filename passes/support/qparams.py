@@ -14,6 +14,7 @@ import functools
 import itertools
 import math
 import operator
+import struct
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator
 
@@ -217,8 +218,15 @@ def _plain_histogram(observer: Any) -> bool:
     return not (observer.min_val.item() == math.inf and observer.max_val.item() == -math.inf)
 
 
+_FLOAT32 = struct.Struct("f")
+
+
 def _float32(value: float) -> float:
-    return float(numpy.float32(value))
+    """`value` rounded to float32 (to nearest, ties to even), as a Python float."""
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except OverflowError:  # beyond float32's largest finite value after rounding: infinite, with its sign
+        return float(numpy.float32(value))
 
 
 _STEP = 1e-5  # torch's quantile step
@@ -403,17 +411,13 @@ class _ErrorWork:
         width): torch's float32 operations in torch's order, on [rows, bins] buffers with per-row float32
         columns for torch's Python numbers; `top` is the last destination bin."""
         n = len(rows)
-
-        def column(values: Iterable[float]) -> torch.Tensor:
-            return torch.tensor(list(values), dtype=torch.float32, device=self.device).unsqueeze(1)
-
-        bin_width = column(row[4] for row in rows)
-        width = column(row[5] for row in rows)
-        half = column(row[5] / 2 for row in rows)
-        neg_half = column(-row[5] / 2 for row in rows)
+        # One float32 column per Python number torch uses (rounded as torch rounds it into an operand).
         # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64
         # difference is once promoted for the float multiplication.
-        starts = column(float(row[3]) for row in rows)
+        columns = torch.tensor([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
+                                [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]],
+                               dtype=torch.float32, device=self.device).unsqueeze(2)
+        bin_width, width, half, neg_half, starts = columns.unbind()
         histogram, begin, end, density = self.histogram[:n], self.begin[:n], self.end[:n], self.density[:n]
         low_bin, high_bin, scratch, norm = self.low_bin[:n], self.high_bin[:n], self.scratch[:n], self.norm[:n]
         torch.stack([row[2].histogram for row in rows], out=histogram)
@@ -431,8 +435,9 @@ class _ErrorWork:
         # norm = 0 + get_norm(begin - begin's dst bin center, dst_bin_width / 2): torch's delta_end there is
         # a vector filled with the half width, whose cube is the column's.
         delta_begin = torch.sub(begin, torch.add(low_bin, 0.5, out=scratch).mul_(width), out=scratch)
+        # (torch adds this into a zero vector, which turns -0.0 into 0.0; not needed here: each row's sum
+        # starts from 0.0, and x + -0.0 is x + 0.0 for every x but -0.0, which such a sum never holds)
         torch.sub(_cube(half), _cube(delta_begin, out=norm), out=norm).div_(3).mul_(density)
-        norm.add_(0.0)  # torch adds into a zero vector: that turns -0.0 into 0.0
         # + (high bin - low bin - 1) * get_norm(-half width, half width)
         whole = torch.mul(density, torch.sub(_cube(half), _cube(neg_half)).div_(3), out=scratch)
         norm.add_(torch.sub(high_bin, low_bin, out=low_bin).sub_(1).mul_(whole))
