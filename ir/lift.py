@@ -14,7 +14,7 @@ from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
 from .program import ConvertOptions, Program, QuantFacts, RootInfo
-from .validate import check_devices, check_graph, check_observers, is_observer, module_tensors
+from .validate import check_graph, check_model_devices, check_observers, is_observer
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -79,7 +79,7 @@ def lift_reporting(
         attributes[target] = value
     uncalibrated: list[str] = []
     if observed:
-        check_devices([*module_tensors({"": gm, **modules}), *attributes.items()])
+        check_model_devices({"": gm, **modules}, attributes)
         uncalibrated = check_observers((n.name, n.target, modules[n.target]) for n in nodes
                                        if n.op == "call_module" and is_observer(modules.get(n.target)))
 

@@ -227,6 +227,22 @@ def check_devices(tensors: Iterable[tuple[str, Any]]) -> None:
         )
 
 
+def check_model_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any]) -> None:
+    """`check_devices` over every parameter and buffer the modules hold themselves and the tensor
+    attributes. The devices are gathered first without naming a tensor (most models pass); only a model
+    that fails is scanned again for the names the error gives."""
+    try:
+        devices = {tensor.device for module in modules.values() for table in (module._parameters, module._buffers)
+                   for tensor in table.values() if tensor is not None}
+    except AttributeError:  # something other than a tensor in a table: the named scan skips it
+        devices = None
+    if devices is not None:
+        devices.update(value.device for value in attributes.values() if isinstance(value, torch.Tensor))
+        if len(devices) <= 1 and not any(device.type == "meta" for device in devices):
+            return
+    check_devices([*module_tensors(modules), *attributes.items()])
+
+
 def module_tensors(modules: Mapping[str, torch.nn.Module]) -> Iterable[tuple[str, Any]]:
     """(qualified name, tensor) for every parameter and buffer the modules hold themselves."""
     for prefix, module in modules.items():

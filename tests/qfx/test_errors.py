@@ -36,7 +36,7 @@ from qfx.graphview import GraphvizMissingError, render
 from qfx.ir import errors as E
 from qfx.ir.edit import GraphEditError, GraphEditor
 from qfx.ir.lift import lift
-from qfx.ir.validate import check_devices
+from qfx.ir.validate import check_devices, check_model_devices
 from qfx.passes import Pipeline, register
 from qfx.passes.apply_qconfig_mapping import QConfigMismatchError
 from qfx.passes.apply_qconfig_mapping.qconfig_assign import FusedQConfigError
@@ -380,6 +380,30 @@ def test_mixed_devices() -> None:
     with pytest.raises(E.DeviceError, match=r"several devices \('a' on cpu, 'b' on cuda:0\); move it"):
         check_devices([("a", torch.zeros(1)), ("b", elsewhere)])
     check_devices([("a", torch.zeros(1)), ("b", torch.ones(2))])  # one device: fine
+
+
+class _ReportsADevice:
+    device = torch.device("cuda", 0)
+
+
+def test_model_devices_are_checked_as_every_named_tensor_is() -> None:
+    """check_model_devices gathers devices without names first; what it accepts and the errors it raises
+    are check_devices' over the modules' own tensors and the tensor attributes."""
+    root, child = torch.nn.Module(), torch.nn.Linear(2, 2)
+    root.register_buffer("scale", torch.ones(1))
+    modules = {"": root, "fc": child}
+    check_model_devices(modules, {"table": torch.zeros(3), "name": "not a tensor"})
+    child.register_buffer("elsewhere", torch.zeros(1).as_subclass(_FakeDevice))
+    with pytest.raises(E.DeviceError, match=r"several devices \('scale' on cpu, 'fc.elsewhere' on cuda:0\)"):
+        check_model_devices(modules, {})
+    del child.elsewhere
+    with pytest.raises(E.DeviceError, match=r"tensor 'table' of the observed model is on the meta device"):
+        check_model_devices(modules, {"table": torch.zeros(3, device="meta")})
+    # objects in a table that are not tensors are skipped, as the named scan skips them
+    child._buffers["odd"] = _ReportsADevice()
+    check_model_devices(modules, {})
+    child._buffers["odd"] = object()
+    check_model_devices(modules, {})
 
 
 def _product_error_classes() -> dict[str, type]:
