@@ -232,15 +232,22 @@ def check_model_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapp
     attributes. The devices are gathered first without naming a tensor (most models pass); only a model
     that fails is scanned again for the names the error gives."""
     try:
-        devices = {tensor.device for module in modules.values() for table in (module._parameters, module._buffers)
-                   for tensor in table.values() if tensor is not None}
+        devices = tensor_devices(modules.values(), attributes)
     except AttributeError:  # something other than a tensor in a table: the named scan skips it
         devices = None
-    if devices is not None:
-        devices.update(value.device for value in attributes.values() if isinstance(value, torch.Tensor))
-        if len(devices) <= 1 and not any(device.type == "meta" for device in devices):
-            return
+    if devices is not None and len(devices) <= 1 and not any(device.type == "meta" for device in devices):
+        return
     check_devices([*module_tensors(modules), *attributes.items()])
+
+
+def tensor_devices(modules: Iterable[torch.nn.Module], attributes: Mapping[str, Any]) -> set[torch.device]:
+    """The devices of the parameters and buffers the modules hold themselves (what parameters(recurse=False)
+    and buffers(recurse=False) yield, read straight from the tables: this runs over every module of large
+    models) and of the tensor attributes."""
+    devices = {tensor.device for module in modules for table in (module._parameters, module._buffers)
+               for tensor in table.values() if tensor is not None}
+    devices.update(value.device for value in attributes.values() if isinstance(value, torch.Tensor))
+    return devices
 
 
 def module_tensors(modules: Mapping[str, torch.nn.Module]) -> Iterable[tuple[str, Any]]:

@@ -12,6 +12,7 @@ import warnings
 from qfx.ir.errors import ConvertAssertionError
 from qfx.ir.frozendict import FrozenDict
 from qfx.ir.program import Program
+from qfx.ir.validate import tensor_devices
 
 PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
 _INSTANCE_ATTRIBUTES = frozenset({"training", "meta", "graph", "code"})
@@ -97,16 +98,7 @@ _DEVICE_CACHE: dict[tuple[int, int], tuple] = {}
 
 
 def _find_unique_device(program: Program) -> torch.device | None:
-    # Each module's own parameters and buffers (what parameters(recurse=False) yields, without the
-    # generator machinery: this runs over every module of large models, so in one comprehension).
-    devices: set[torch.device] = {
-        tensor.device
-        for module in program.modules.values()
-        for table in (module._parameters, module._buffers)
-        for tensor in table.values()
-        if tensor is not None
-    }
-    devices.update(v.device for v in program.attributes.values() if isinstance(v, torch.Tensor))
+    devices = tensor_devices(program.modules.values(), program.attributes)
     if devices == {torch.device("cpu"), torch.device("meta")}:
         warnings.warn(
             "Both 'meta' and 'cpu' are present in the list of devices. Module can have one device. We Select 'cpu'.",
