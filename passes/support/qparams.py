@@ -16,7 +16,7 @@ import math
 import operator
 import struct
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy
 import torch
@@ -259,17 +259,47 @@ def _first_from(low: int, high: int, holds: Callable[[int], bool]) -> int:
     return low
 
 
-def _candidate_ranges(observer: Any) -> Iterator[tuple[int, int]]:
-    """The (start bin, end bin) ranges torch's search scores, in its order, assuming each is accepted.
+def _cumulative_histograms(observers: list[Any]) -> list[tuple[float, Sequence[float]]]:
+    """(torch.sum(histogram).item(), torch.cumsum(histogram, 0)) of each observer, as torch's search takes
+    them, the cumulative counts as exact Python floats read from a float32 array.
+
+    Histograms of one bin count and device are stacked and reduced together: torch accumulates each row of
+    a cumulative sum on its own, and sums a row of up to one grain in one piece, as it sums the vector."""
+    out: list[tuple[float, Sequence[float]] | None] = [None] * len(observers)
+    groups: dict[tuple[int, Any], list[int]] = defaultdict(list)
+    for k, observer in enumerate(observers):
+        histogram = observer.histogram
+        groups[(histogram.numel(), histogram.device)].append(k)
+    for (bins, _), members in groups.items():
+        if bins > _ONE_GRAIN or len(members) == 1:
+            for k in members:
+                histogram = observers[k].histogram
+                out[k] = (torch.sum(histogram).item(), _float32_array(torch.cumsum(histogram, dim=0)))
+            continue
+        stacked = torch.stack([observers[k].histogram for k in members])
+        totals = stacked.sum(dim=1).tolist()
+        cumulative = _float32_array(torch.cumsum(stacked, dim=1))
+        for row, (k, total) in enumerate(zip(members, totals)):
+            out[k] = (total, cumulative[row * bins:(row + 1) * bins])
+    return out  # type: ignore[return-value]
+
+
+def _float32_array(values: torch.Tensor) -> array.array:
+    """A float32 tensor's values, flattened, in an array whose items read as exact Python floats."""
+    return array.array("f", values.cpu().numpy().tobytes())
+
+
+def _candidate_ranges(observer: Any, counts: tuple[float, Sequence[float]] | None = None
+                      ) -> Iterator[tuple[int, int]]:
+    """The (start bin, end bin) ranges torch's search scores, in its order, assuming each is accepted;
+    `counts` is the observer's entry of `_cumulative_histograms` (None: computed here).
 
     torch's loop makes one 1e-5 step per iteration. Steps in which neither bound passes a bin only lower
     beta; those runs are skipped at once (the first step at which the upper bound passes the end bin's
     cumulative count, or the loop ends, is found by bisection over the exact betas)."""
     alphas, betas = _quantile_bounds()
     bins = observer.bins
-    total = torch.sum(observer.histogram).item()
-    # float32 values read as exact Python floats, without making a Python float per bin up front
-    cumulative = array.array("f", torch.cumsum(observer.histogram, dim=0).cpu().numpy().tobytes())
+    total, cumulative = _cumulative_histograms([observer])[0] if counts is None else counts
     ka = kb = 0  # steps taken by alpha and by beta
     start_bin, end_bin = 0, bins - 1
     while alphas[ka] < betas[kb]:
@@ -321,9 +351,9 @@ def _next_moving_step(alpha: float, betas: list[float], kb: int, count: float, t
 class _Search:
     """One observer's HistogramObserver._non_linear_param_search, advanced a batch of candidates at a time."""
 
-    def __init__(self, observer: Any) -> None:
+    def __init__(self, observer: Any, counts: tuple[float, Sequence[float]]) -> None:
         self.observer = observer
-        self.candidates = _candidate_ranges(observer)
+        self.candidates = _candidate_ranges(observer, counts)
         self.start_bin, self.end_bin = 0, observer.bins - 1
         self.norm_min = float("inf")
         self.done = False
@@ -346,8 +376,9 @@ class _Search:
 def _histogram_bin_searches(observers: list[Any]) -> list[tuple[int, int]]:
     """The (start bin, end bin) HistogramObserver._non_linear_param_search settles on for each observer: all
     searches advance together, their candidates scored in growing batches until each stops."""
-    searches = [_Search(o) for o in observers]
+    searches = [_Search(o, counts) for o, counts in zip(observers, _cumulative_histograms(observers))]
     active = searches
+    scorers = ErrorScorers()
     # Most searches stop at their second or third candidate, few go on for long: score two, then one,
     # then twice as many each round.
     sizes = itertools.chain([2, 1, 2, 4, 8, 16, 32], itertools.repeat(64))
@@ -355,37 +386,42 @@ def _histogram_bin_searches(observers: list[Any]) -> list[tuple[int, int]]:
         size = next(sizes)
         batches = [(search, search.next_batch(size)) for search in active]
         batches = [(search, batch) for search, batch in batches if batch]
-        norms = quantization_errors([(search.observer, batch) for search, batch in batches])
+        norms = quantization_errors([(search.observer, batch) for search, batch in batches], scorers)
         for (search, batch), scored in zip(batches, norms):
             search.consume(batch, scored)
         active = [search for search in active if not search.done]
     return [(search.start_bin, search.end_bin) for search in searches]
 
 
-def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]]) -> list[list[float]]:
+def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]],
+                        scorers: "ErrorScorers | None" = None) -> list[list[float]]:
     """For each (observer, ranges) request: HistogramObserver._compute_quantization_error(start, end) for each
     (start, end) in ranges, bit for bit. One row per range (rows of all requests with the same bin count,
     destination bin count and device computed together); every element computed by the same float32
     operations in the same order (the per-range and per-observer Python numbers become float32 columns, as
-    torch turns them into float32 operands), each row summed on its own as torch sums its vector."""
+    torch turns them into float32 operands), each row summed on its own as torch sums its vector.
+    `scorers` holds work buffers to reuse across calls (a search scores many rounds); None: fresh ones."""
+    scorers = ErrorScorers() if scorers is None else scorers
     out = [[0.0] * len(ranges) for _, ranges in requests]
     groups: dict[tuple[int, int, Any], list[tuple[int, int, Any, int, float, float]]] = defaultdict(list)
     for r, (observer, ranges) in enumerate(requests):
         bins, dst_nbins = observer.bins, observer.dst_nbins
         bin_width = (observer.max_val.item() - observer.min_val.item()) / bins
+        rows = groups[(bins, dst_nbins, observer.histogram.device)]
         for i, (start, end) in enumerate(ranges):
             width = bin_width * (end - start + 1) / dst_nbins
             if width != 0.0:
-                groups[(bins, dst_nbins, observer.histogram.device)].append((r, i, observer, start, bin_width, width))
+                rows.append((r, i, observer, start, bin_width, width))
     for (bins, dst_nbins, device), rows in groups.items():
-        # Rows go in chunks of about 64k elements through one set of work buffers: the intermediates stay
-        # in the cache, and no operation pays for fresh memory (one big batch, or new tensors per
-        # operation, are several times slower per row).
-        per_chunk = min(len(rows), max(1, _CHUNK_ELEMENTS // bins))
-        work = _ErrorWork(per_chunk, bins, device)
+        if not rows:
+            continue
+        work = scorers.work(bins, device)
+        densities = work.density_rows({id(row[2]): (row[2], row[4]) for row in rows})
+        per_chunk = work.rows
         for k in range(0, len(rows), per_chunk):
             chunk = rows[k:k + per_chunk]
-            for (r, i, *_), error in zip(chunk, work.errors(chunk, dst_nbins - 1)):
+            indices = [densities[id(row[2])] for row in chunk]
+            for (r, i, *_), error in zip(chunk, work.errors(chunk, indices, dst_nbins - 1)):
                 out[r][i] = error
     return out
 
@@ -394,22 +430,69 @@ _CHUNK_ELEMENTS = 1 << 16
 _ONE_GRAIN = 32768  # at::internal::GRAIN_SIZE: longer vectors are summed in pieces, then the pieces
 
 
+class ErrorScorers:
+    """The work buffers of `quantization_errors`, one set per (bin count, device), made when first needed
+    and reused by later calls: rows go in chunks of about 64k elements through one set of buffers, so the
+    intermediates stay in the cache and no operation pays for fresh memory (one big batch, or new tensors
+    per operation, are several times slower per row)."""
+
+    def __init__(self) -> None:
+        self._works: dict[tuple[int, Any], _ErrorWork] = {}
+
+    def work(self, bins: int, device: Any) -> "_ErrorWork":
+        """The buffers for histograms of `bins` bins on `device`."""
+        work = self._works.get((bins, device))
+        if work is None:
+            work = self._works[(bins, device)] = _ErrorWork(max(1, _CHUNK_ELEMENTS // bins), bins, device)
+        return work
+
+
 class _ErrorWork:
-    """Work buffers for scoring up to `rows` ranges of histograms with `bins` bins at a time."""
+    """Work buffers for scoring up to `rows` ranges of histograms with `bins` bins at a time, and the
+    density of each observer scored so far (its histogram must not change while this is in use)."""
 
     def __init__(self, rows: int, bins: int, device: Any) -> None:
         self.device = device
+        self.rows = rows
         self.bins = bins
         self.src_bin = torch.arange(bins, dtype=torch.float32, device=device)
         empty = torch.empty((rows, bins), dtype=torch.float32, device=device)
-        self.histogram, self.begin, self.end, self.density, self.low_bin, self.high_bin, self.scratch, self.norm = (
-            empty, *(torch.empty_like(empty) for _ in range(7)))
-        self.quotient = torch.empty((rows, bins), dtype=torch.float64, device=device)
+        self._buffers = (empty, *(torch.empty_like(empty) for _ in range(6)),
+                         torch.empty((rows, bins), dtype=torch.float64, device=device))
+        self._views: dict[int, tuple[torch.Tensor, ...]] = {}
+        # torch's Python-number operands as float32 tensors: the same float32 arithmetic, without wrapping
+        # a number into a tensor on every operation
+        self._half, self._one, self._three = (torch.tensor(v, dtype=torch.float32, device=device)
+                                              for v in (0.5, 1.0, 3.0))
+        self._densities = torch.empty((0, bins), dtype=torch.float32, device=device)
+        self._density_row: dict[int, tuple[int, Any]] = {}
 
-    def errors(self, rows: list[tuple], top: int) -> list[float]:
+    def density_rows(self, observers: dict[int, tuple[Any, float]]) -> dict[int, int]:
+        """{id(observer): its row of the density table} for {id(observer): (observer, bin width)}; the
+        densities not yet held (torch's histogram / bin_width, in float32) are computed together."""
+        new = [(key, observer, bin_width) for key, (observer, bin_width) in observers.items()
+               if key not in self._density_row]
+        if new:
+            widths = torch.tensor([bin_width for *_, bin_width in new], dtype=torch.float32, device=self.device)
+            fresh = torch.stack([observer.histogram for _, observer, _ in new]).div_(widths.unsqueeze(1))
+            first = self._densities.shape[0]
+            self._densities = torch.cat([self._densities, fresh]) if first else fresh
+            for k, (key, observer, _) in enumerate(new):
+                self._density_row[key] = (first + k, observer)  # the observer held: its id stays its own
+        return {key: self._density_row[key][0] for key in observers}
+
+    def _first_rows(self, n: int) -> tuple[torch.Tensor, ...]:
+        """The buffers' first `n` rows (views made once per row count)."""
+        views = self._views.get(n)
+        if views is None:
+            views = self._views[n] = tuple(buffer[:n] for buffer in self._buffers)
+        return views
+
+    def errors(self, rows: list[tuple], densities: list[int], top: int) -> list[float]:
         """The quantization error of each row (request, index, observer, start bin, bin width, dst bin
-        width): torch's float32 operations in torch's order, on [rows, bins] buffers with per-row float32
-        columns for torch's Python numbers; `top` is the last destination bin."""
+        width), whose observer's density is row `densities[k]` of the table: torch's float32 operations in
+        torch's order, on [rows, bins] buffers with per-row float32 columns for torch's Python numbers;
+        `top` is the last destination bin."""
         n = len(rows)
         # One float32 column per Python number torch uses (rounded as torch rounds it into an operand).
         # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64
@@ -418,37 +501,35 @@ class _ErrorWork:
                                 [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]],
                                dtype=torch.float32, device=self.device).unsqueeze(2)
         bin_width, width, half, neg_half, starts = columns.unbind()
-        histogram, begin, end, density = self.histogram[:n], self.begin[:n], self.end[:n], self.density[:n]
-        low_bin, high_bin, scratch, norm = self.low_bin[:n], self.high_bin[:n], self.scratch[:n], self.norm[:n]
-        torch.stack([row[2].histogram for row in rows], out=histogram)
+        half_cube, neg_half_cube = _cube(half), _cube(neg_half)
+        begin, end, density, low_bin, high_bin, scratch, norm, quotient = self._first_rows(n)
+        torch.index_select(self._densities, 0, torch.tensor(densities, device=self.device), out=density)
 
         torch.sub(self.src_bin, starts, out=begin).mul_(bin_width)
         torch.add(begin, bin_width, out=end)
         if self._quotients_are_small(rows):
             width64 = width.double()
-            self._floor_quotients(begin, width64, top, low_bin)
-            self._floor_quotients(end, width64, top, high_bin)
+            _floor_quotients(begin, width64, top, quotient, low_bin)
+            _floor_quotients(end, width64, top, quotient, high_bin)
         else:
             torch.div(begin, width, rounding_mode="floor", out=low_bin).clamp_(0, top)
             torch.div(end, width, rounding_mode="floor", out=high_bin).clamp_(0, top)
-        torch.div(histogram, bin_width, out=density)
         # norm = 0 + get_norm(begin - begin's dst bin center, dst_bin_width / 2): torch's delta_end there is
         # a vector filled with the half width, whose cube is the column's.
-        delta_begin = torch.sub(begin, torch.add(low_bin, 0.5, out=scratch).mul_(width), out=scratch)
+        delta_begin = torch.sub(begin, torch.add(low_bin, self._half, out=scratch).mul_(width), out=scratch)
         # (torch adds this into a zero vector, which turns -0.0 into 0.0; not needed here: each row's sum
         # starts from 0.0, and x + -0.0 is x + 0.0 for every x but -0.0, which such a sum never holds)
-        torch.sub(_cube(half), _cube(delta_begin, out=norm), out=norm).div_(3).mul_(density)
+        torch.sub(half_cube, _cube(delta_begin, out=norm), out=norm).div_(self._three).mul_(density)
         # + (high bin - low bin - 1) * get_norm(-half width, half width)
-        whole = torch.mul(density, torch.sub(_cube(half), _cube(neg_half)).div_(3), out=scratch)
-        norm.add_(torch.sub(high_bin, low_bin, out=low_bin).sub_(1).mul_(whole))
+        whole = torch.mul(density, torch.sub(half_cube, neg_half_cube).div_(self._three), out=scratch)
+        norm.add_(torch.sub(high_bin, low_bin, out=low_bin).sub_(self._one).mul_(whole))
         # + get_norm(-half width, end - end's dst bin center)
         delta_end = torch.sub(end, torch.mul(high_bin, width, out=scratch).add_(half), out=scratch)
-        norm.add_(torch.sub(_cube(delta_end, out=begin), _cube(neg_half), out=begin).div_(3).mul_(density))
+        norm.add_(torch.sub(_cube(delta_end, out=begin), neg_half_cube, out=begin).div_(self._three).mul_(density))
         if norm.shape[1] <= _ONE_GRAIN:
             # torch sums a vector this short in one piece, the very loop that sums each row of a matrix
             return norm.sum(dim=1).tolist()
         return [norm[k].clone().sum().item() for k in range(n)]
-
 
     def _quotients_are_small(self, rows: list[tuple]) -> bool:
         """Whether every begin/end of these rows is finite and below 2**21 destination bin widths (with
@@ -457,21 +538,21 @@ class _ErrorWork:
         return all(row[5] > 1e-37 and reach * row[4] < 1e37 and reach * row[4] < row[5] * 2.0**21
                    for row in rows)
 
-    def _floor_quotients(self, x: torch.Tensor, width64: torch.Tensor, top: int, out: torch.Tensor) -> None:
-        """clamp(torch.div(x, width, rounding_mode="floor"), 0, top) into `out`, for float32 `x` and widths
-        (`width64`, the float32 widths as float64) whose quotients are finite and below 2**21.
 
-        torch's floor division of float32 numbers costs fifteen times a division; for quotients below 2**22
-        it is the floor of the exact quotient (its fmod-based steps are off by less than a half). The
-        quotient of two float32 numbers taken in float64 has that floor too: a non-integer quotient below
-        2**28 lies at least 2**-25 from every integer, far more than float64's rounding moves it. Clamped,
-        it is an integer below 2**21, exact in float32; only the sign of a zero may differ, which no later
-        step sees (the bin index is only added to or multiplied into something nonzero)."""
-        n = x.shape[0]
-        quotient = self.quotient[:n]
-        torch.div(x, width64, out=quotient)
-        quotient.floor_().clamp_(0, top)
-        out.copy_(quotient)
+def _floor_quotients(x: torch.Tensor, width64: torch.Tensor, top: int, quotient: torch.Tensor,
+                     out: torch.Tensor) -> None:
+    """clamp(torch.div(x, width, rounding_mode="floor"), 0, top) into `out`, for float32 `x` and widths
+    (`width64`, the float32 widths as float64) whose quotients are finite and below 2**21; `quotient` is a
+    float64 buffer of x's shape.
+
+    torch's floor division of float32 numbers costs fifteen times a division; for quotients below 2**22
+    it is the floor of the exact quotient (its fmod-based steps are off by less than a half). The
+    quotient of two float32 numbers taken in float64 has that floor too: a non-integer quotient below
+    2**28 lies at least 2**-25 from every integer, far more than float64's rounding moves it. Clamped,
+    it is an integer below 2**21, exact in float32; only the sign of a zero may differ, which no later
+    step sees (the bin index is only added to or multiplied into something nonzero)."""
+    torch.div(x, width64, out=quotient).floor_().clamp_(0, top)
+    out.copy_(quotient)
 
 
 def _cube(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -187,7 +187,8 @@ def test_a_shared_observer_is_searched_once(monkeypatch):
     scored = []
     original = qparams.quantization_errors
     monkeypatch.setattr(qparams, "quantization_errors",
-                        lambda requests: (scored.extend(r for _, r in requests), original(requests))[1])
+                        lambda requests, scorers=None: (scored.extend(r for _, r in requests),
+                                                        original(requests, scorers))[1])
     once = batched_histogram_qparams([observer])
     searched = len(scored)
     assert batched_histogram_qparams([observer, observer, observer]) == once
@@ -287,9 +288,8 @@ def test_floor_quotients_equal_torchs_floor_division(case):
     x, width, top = case
     assume(bool((x.abs() / width < 2.0**21).all()))
     want = torch.div(x, width, rounding_mode="floor").clamp_(0, top)
-    work = qparams._ErrorWork(x.shape[0], x.shape[1], torch.device("cpu"))
     got = torch.empty_like(x)
-    work._floor_quotients(x, width.double(), top, got)
+    qparams._floor_quotients(x, width.double(), top, torch.empty_like(x, dtype=torch.float64), got)
     assert torch.equal(got, want)  # (equal as numbers: only a zero's sign may differ, which scoring never sees)
 
 
@@ -297,9 +297,8 @@ def test_huge_bin_quotients_take_torchs_floor_division(monkeypatch):
     """qint32's 2**32 destination bins put begin / width far above 2**21, where torch's float32 floor
     division and the exact floor part ways: those rows are scored with torch's; 8-bit rows are not."""
     used = []
-    real = qparams._ErrorWork._floor_quotients
-    monkeypatch.setattr(qparams._ErrorWork, "_floor_quotients",
-                        lambda self, *args: (used.append(self.bins), real(self, *args))[1])
+    real = qparams._floor_quotients
+    monkeypatch.setattr(qparams, "_floor_quotients", lambda x, *args: (used.append(x.shape), real(x, *args))[1])
     for dtype, expect_fast in ((torch.qint32, False), (torch.quint8, True)):
         observer = HistogramObserver(dtype=dtype)
         observer.histogram = torch.rand(observer.bins, generator=torch.Generator().manual_seed(0)) * 100
