@@ -267,18 +267,28 @@ def check_observers(observer_nodes: Iterable[tuple[str, str, Any]]) -> list[str]
     never saw data, as "'target' (node 'name')" (convert then uses their default qparams, as torch does)."""
     uncalibrated: list[str] = []
     for node_name, target, module in observer_nodes:
-        observer = module
-        where = f"observer '{target}' ({type(module).__name__}, node '{node_name}')"
-        if isinstance(module, FakeQuantizeBase):
-            observer = getattr(module, "activation_post_process", None)
-            if not isinstance(observer, ObserverBase):
-                raise ObserverStateError(
-                    f"{where}: its activation_post_process is {_describe(observer)}, not an observer; "
-                    "re-run prepare_qat_fx instead of editing the fake-quantize"
-                )
-        if _never_calibrated(observer, where):
-            uncalibrated.append(f"'{target}' (node '{node_name}')")
+        try:
+            observer = module
+            if isinstance(module, FakeQuantizeBase):
+                observer = getattr(module, "activation_post_process", None)
+                if not isinstance(observer, ObserverBase):
+                    raise ObserverStateError(
+                        f"{_observer_where(node_name, target, module)}: its activation_post_process is "
+                        f"{_describe(observer)}, not an observer; re-run prepare_qat_fx instead of editing "
+                        "the fake-quantize"
+                    )
+            if _never_calibrated(observer):
+                uncalibrated.append(f"'{target}' (node '{node_name}')")
+        except _BadState as bad:
+            raise ObserverStateError(
+                f"{_observer_where(node_name, target, module)}: {bad}; re-run prepare_fx (and calibrate) "
+                "instead of editing the observer, or restore it with load_state_dict"
+            ) from None
     return uncalibrated
+
+
+def _observer_where(node_name: str, target: str, module: Any) -> str:
+    return f"observer '{target}' ({type(module).__name__}, node '{node_name}')"
 
 
 def warn_uncalibrated(uncalibrated: list[str], stacklevel: int = 3) -> None:
@@ -297,49 +307,43 @@ def warn_uncalibrated(uncalibrated: list[str], stacklevel: int = 3) -> None:
         )
 
 
-def _never_calibrated(observer: ObserverBase, where: str) -> bool:
-    """Check one observer's buffers (raising ObserverStateError if malformed); True if it never saw data."""
+class _BadState(Exception):
+    """What is wrong with an observer's state (check_observers names the observer and the way out)."""
+
+
+def _never_calibrated(observer: ObserverBase) -> bool:
+    """Check one observer's buffers (raising _BadState if malformed); True if it never saw data."""
     if isinstance(observer, PerChannelMinMaxObserver):
-        low, high = _buffer(observer, "min_val", where), _buffer(observer, "max_val", where)
+        low, high = _buffer(observer, "min_val"), _buffer(observer, "max_val")
         if low.dim() != 1 or low.shape != high.shape:
-            raise _malformed(where, f"min_val and max_val must be 1-D and of one shape, got shapes "
-                                    f"{tuple(low.shape)} and {tuple(high.shape)}")
+            raise _BadState(f"min_val and max_val must be 1-D and of one shape, got shapes "
+                            f"{tuple(low.shape)} and {tuple(high.shape)}")
         return low.numel() == 0
     if isinstance(observer, (MinMaxObserver, HistogramObserver)):
-        low, high = _buffer(observer, "min_val", where), _buffer(observer, "max_val", where)
+        low, high = _buffer(observer, "min_val"), _buffer(observer, "max_val")
         for name, t in (("min_val", low), ("max_val", high)):
             if t.numel() != 1:
-                raise _malformed(where, f"{name} must hold one value, got shape {tuple(t.shape)}")
+                raise _BadState(f"{name} must hold one value, got shape {tuple(t.shape)}")
         if isinstance(observer, HistogramObserver):
-            histogram = _buffer(observer, "histogram", where)
+            histogram = _buffer(observer, "histogram")
             if histogram.dim() != 1:
-                raise _malformed(where, f"histogram must be 1-D, got shape {tuple(histogram.shape)}")
+                raise _BadState(f"histogram must be 1-D, got shape {tuple(histogram.shape)}")
         return float(low) == math.inf and float(high) == -math.inf
     if isinstance(observer, FixedQParamsObserver):
-        _buffer(observer, "scale", where)
-        _buffer(observer, "zero_point", where, floating=False)
+        _buffer(observer, "scale")
+        _buffer(observer, "zero_point", floating=False)
     return False
 
 
-def _buffer(observer: ObserverBase, name: str, where: str, floating: bool = True) -> torch.Tensor:
+def _buffer(observer: ObserverBase, name: str, floating: bool = True) -> torch.Tensor:
     value = getattr(observer, name, None)
     if value is None:
-        raise ObserverStateError(
-            f"{where}: buffer '{name}' is missing; re-run prepare_fx (and calibrate) instead of editing the "
-            "observer, or restore it with load_state_dict"
-        )
+        raise _BadState(f"buffer '{name}' is missing")
     if not isinstance(value, torch.Tensor):
-        raise _malformed(where, f"buffer '{name}' is {_describe(value)}, not a tensor")
+        raise _BadState(f"buffer '{name}' is {_describe(value)}, not a tensor")
     if floating and not value.is_floating_point():
-        raise _malformed(where, f"buffer '{name}' has dtype {value.dtype}, expected a floating-point tensor")
+        raise _BadState(f"buffer '{name}' has dtype {value.dtype}, expected a floating-point tensor")
     return value
-
-
-def _malformed(where: str, what: str) -> ObserverStateError:
-    return ObserverStateError(
-        f"{where}: {what}; re-run prepare_fx (and calibrate) instead of editing the observer, or restore "
-        "it with load_state_dict"
-    )
 
 
 def is_observer(module: Any) -> bool:

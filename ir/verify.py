@@ -16,37 +16,43 @@ def problems(program: Program) -> list[str]:
     defined: set[str] = set()
     outputs = 0
     used = program.namespace.used
+    last = len(graph.nodes) - 1
+    modules, attributes = program.modules, program.attributes
     for i, node in enumerate(graph.nodes):
-        where = f"node '{node.name}' (#{i}, {node.op} {node.target!r})"
-        if node.op not in OPS:
-            out.append(f"{where}: unknown op")
-        if node.name in defined:
-            out.append(f"{where}: duplicate name")
-        if node.name not in used:
-            out.append(f"{where}: name not recorded in the namespace")
-        if not _is_fx_name(node.name):
-            out.append(f"{where}: not a name FX would give a node (an identifier that shadows no keyword, "
-                       "builtin or FX global)")
-        for name in node.inputs():
-            if name not in defined:
-                state = "later" if name in graph.by_name else "nowhere"
-                out.append(f"{where}: reads '%{name}', which is defined {state}")
-        if node.op in ("call_module", "get_attr"):
-            if not isinstance(node.target, str):
-                out.append(f"{where}: target must be a qualified name")
-            elif node.op == "call_module" and node.target not in program.modules:
-                out.append(f"{where}: no submodule '{node.target}' in the module table")
-            elif node.op == "get_attr" and node.target not in program.modules and node.target not in program.attributes:
-                out.append(f"{where}: no attribute '{node.target}' in the tables")
-        elif node.op in ("call_method", "placeholder") and not isinstance(node.target, str):
-            out.append(f"{where}: target must be a string")
-        elif node.op == "call_function" and not callable(node.target):
-            out.append(f"{where}: target is not callable")
-        if node.op == "output":
+        found: list[str] = []  # this node's problems, named below (naming every node would cost more)
+        op, name, target = node.op, node.name, node.target
+        if op not in OPS:
+            found.append("unknown op")
+        if name in defined:
+            found.append("duplicate name")
+        if name not in used:
+            found.append("name not recorded in the namespace")
+        if not _is_fx_name(name):
+            found.append("not a name FX would give a node (an identifier that shadows no keyword, builtin or "
+                         "FX global)")
+        for read in node.inputs():
+            if read not in defined:
+                state = "later" if read in graph.by_name else "nowhere"
+                found.append(f"reads '%{read}', which is defined {state}")
+        if op == "call_module" or op == "get_attr":
+            if not isinstance(target, str):
+                found.append("target must be a qualified name")
+            elif op == "call_module" and target not in modules:
+                found.append(f"no submodule '{target}' in the module table")
+            elif op == "get_attr" and target not in modules and target not in attributes:
+                found.append(f"no attribute '{target}' in the tables")
+        elif (op == "call_method" or op == "placeholder") and not isinstance(target, str):
+            found.append("target must be a string")
+        elif op == "call_function" and not callable(target):
+            found.append("target is not callable")
+        if op == "output":
             outputs += 1
-            if i != len(graph.nodes) - 1:
-                out.append(f"{where}: the output node must be last")
-        defined.add(node.name)
+            if i != last:
+                found.append("the output node must be last")
+        if found:
+            where = f"node '{name}' (#{i}, {op} {target!r})"
+            out.extend(f"{where}: {problem}" for problem in found)
+        defined.add(name)
     if outputs != 1:
         out.append(f"graph has {outputs} output nodes; exactly one is required")
     if program.quant is not None:
