@@ -242,6 +242,19 @@ def test_candidate_ranges_follow_torchs_steps(observer):
     assert ours == _torch_candidates(observer, limit)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(histogram_states((7, 64, 2048, 40000)), sparse_histograms()), min_size=1, max_size=6))
+def test_cumulative_histograms_of_many_observers_are_torchs(observers):
+    """The totals and cumulative counts of alike observers, reduced together, are each observer's own
+    torch.sum(histogram).item() and torch.cumsum(histogram, 0), bit for bit (above one grain of bins each
+    observer is reduced alone)."""
+    got = qparams._cumulative_histograms(observers)
+    for observer, (total, cumulative) in zip(observers, got):
+        want = torch.cumsum(observer.histogram, dim=0)
+        assert float(total).hex() == torch.sum(observer.histogram).item().hex()
+        assert [float(x).hex() for x in cumulative] == [float(x).hex() for x in want.tolist()]
+
+
 def test_many_rows_are_scored_in_chunks_exactly():
     """More ranges than one chunk holds (several chunks per bin count) are each scored as torch scores them."""
     observers = []
