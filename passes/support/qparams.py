@@ -194,12 +194,12 @@ def _searched_range(observer: Any, start_bin: int, end_bin: int) -> tuple[torch.
 
 
 def _searched_range_floats(observer: Any, start_bin: int, end_bin: int) -> tuple[float, float]:
-    """`_searched_range` as Python floats, by the same float32 operations on numpy float32 scalars (the
-    range's ends are float32 0-dim tensors; each step rounds to float32 as torch's does)."""
-    f32 = numpy.float32
-    low, high = f32(observer.min_val.item()), f32(observer.max_val.item())
-    bin_width = (high - low) / f32(observer.bins)
-    return float(low + bin_width * f32(start_bin)), float(low + bin_width * f32(end_bin + 1))
+    """`_searched_range` as Python floats, by the same float32 operations: the range's ends are float32
+    0-dim tensors, and each step is done on Python floats and rounded to float32 (an operation on float32
+    values taken in float64 and rounded to float32 is the float32 operation's result)."""
+    low, high = observer.min_val.item(), observer.max_val.item()  # float32 values, exact as Python floats
+    bin_width = _float32(_float32(high - low) / observer.bins)
+    return _float32(low + _float32(bin_width * start_bin)), _float32(low + _float32(bin_width * (end_bin + 1)))
 
 
 def _plain_histogram(observer: Any) -> bool:
@@ -212,7 +212,8 @@ def _plain_histogram(observer: Any) -> bool:
             or kind._get_norm is not HistogramObserver._get_norm):
         return False
     histogram = observer.histogram
-    if histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins:
+    if (histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins
+            or not histogram.numel()):
         return False
     # uncalibrated: torch warns and returns defaults (lift checked that the range buffers hold one value)
     return not (observer.min_val.item() == math.inf and observer.max_val.item() == -math.inf)
@@ -406,8 +407,8 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]],
     groups: dict[tuple[int, int, Any], list[tuple[int, int, Any, int, float, float]]] = defaultdict(list)
     for r, (observer, ranges) in enumerate(requests):
         bins, dst_nbins = observer.bins, observer.dst_nbins
-        bin_width = (observer.max_val.item() - observer.min_val.item()) / bins
-        rows = groups[(bins, dst_nbins, observer.histogram.device)]
+        bin_width, device = scorers.facts(observer)
+        rows = groups[(bins, dst_nbins, device)]
         for i, (start, end) in enumerate(ranges):
             width = bin_width * (end - start + 1) / dst_nbins
             if width != 0.0:
@@ -438,6 +439,16 @@ class ErrorScorers:
 
     def __init__(self) -> None:
         self._works: dict[tuple[int, Any], _ErrorWork] = {}
+        self._facts: dict[int, tuple[float, Any, Any]] = {}
+
+    def facts(self, observer: Any) -> tuple[float, Any]:
+        """(torch's Python bin width, the histogram's device) of `observer`, read once per observer (its
+        range and histogram must not change while this is in use)."""
+        known = self._facts.get(id(observer))
+        if known is None:
+            bin_width = (observer.max_val.item() - observer.min_val.item()) / observer.bins
+            known = self._facts[id(observer)] = (bin_width, observer.histogram.device, observer)
+        return known[0], known[1]
 
     def work(self, bins: int, device: Any) -> "_ErrorWork":
         """The buffers for histograms of `bins` bins on `device`."""

@@ -255,6 +255,18 @@ def test_cumulative_histograms_of_many_observers_are_torchs(observers):
         assert [float(x).hex() for x in cumulative] == [float(x).hex() for x in want.tolist()]
 
 
+@settings(max_examples=60, deadline=None)
+@given(histogram_states(), st.data())
+def test_searched_range_as_floats_is_torchs_tensor_arithmetic(observer, data):
+    """The searched range's ends computed on Python floats rounded to float32 equal torch's float32 tensor
+    arithmetic (HistogramObserver's new_min / new_max), huge and degenerate ranges included."""
+    start = data.draw(st.integers(0, observer.bins - 1))
+    end = data.draw(st.integers(start, observer.bins - 1))
+    low, high = qparams._searched_range_floats(observer, start, end)
+    want_low, want_high = qparams._searched_range(observer, start, end)
+    assert (float(low).hex(), float(high).hex()) == (want_low.item().hex(), want_high.item().hex())
+
+
 def test_many_rows_are_scored_in_chunks_exactly():
     """More ranges than one chunk holds (several chunks per bin count) are each scored as torch scores them."""
     observers = []
