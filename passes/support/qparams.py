@@ -9,7 +9,6 @@ tensor per group of alike observers gives bit-identical numbers. Observers this 
 
 from __future__ import annotations
 
-import array
 import functools
 import itertools
 import math
@@ -262,7 +261,7 @@ def _first_from(low: int, high: int, holds: Callable[[int], bool]) -> int:
 
 def _cumulative_histograms(observers: list[Any]) -> list[tuple[float, Sequence[float]]]:
     """(torch.sum(histogram).item(), torch.cumsum(histogram, 0)) of each observer, as torch's search takes
-    them, the cumulative counts as exact Python floats read from a float32 array.
+    them, the cumulative counts as exact Python floats read from float32 memory.
 
     Histograms of one bin count and device are stacked and reduced together: torch accumulates each row of
     a cumulative sum on its own, and sums a row of up to one grain in one piece, as it sums the vector."""
@@ -285,9 +284,10 @@ def _cumulative_histograms(observers: list[Any]) -> list[tuple[float, Sequence[f
     return out  # type: ignore[return-value]
 
 
-def _float32_array(values: torch.Tensor) -> array.array:
-    """A float32 tensor's values, flattened, in an array whose items read as exact Python floats."""
-    return array.array("f", values.cpu().numpy().tobytes())
+def _float32_array(values: torch.Tensor) -> memoryview:
+    """A contiguous float32 tensor's values, flattened, as a sequence whose items read as exact Python
+    floats: a view of the tensor's own memory (copying large buffers costs more than reading them)."""
+    return memoryview(values.cpu().contiguous().numpy()).cast("B").cast("f")
 
 
 def _candidate_ranges(observer: Any, counts: tuple[float, Sequence[float]] | None = None
