@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 import attrs
+import torch
 
 from .frozendict import FrozenDict, frozen_dict, frozen_dict_or_none
 from .graph import Graph, Node
@@ -136,16 +137,17 @@ class Program:
         table = dict(self.modules)
         for path, new in replacements.items():
             old = self.modules.get(path)
-            if old is not None:
+            if old is not None and _may_have_descendants(old):
                 for sub, _ in old.named_modules(remove_duplicate=False):
                     if sub:
                         key = f"{path}.{sub}"
                         if key in table:
                             del table[key]
             table[path] = new
-            for sub, child in new.named_modules(remove_duplicate=False):
-                if sub:
-                    table[f"{path}.{sub}"] = child
+            if _may_have_descendants(new):
+                for sub, child in new.named_modules(remove_duplicate=False):
+                    if sub:
+                        table[f"{path}.{sub}"] = child
         return attrs.evolve(self, modules=FrozenDict(table))
 
     def without_modules(self, paths: Iterable[str]) -> "Program":
@@ -165,3 +167,10 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
+
+
+def _may_have_descendants(module: Any) -> bool:
+    """False only for a module whose named_modules() is nn.Module's and that has no children (it yields
+    the module alone): most swapped modules, whose walk `with_modules` then skips."""
+    walk = getattr(type(module), "named_modules", None)
+    return walk is not torch.nn.Module.named_modules or bool(module._modules)

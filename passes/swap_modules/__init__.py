@@ -88,13 +88,14 @@ def swap_modules(program: Program) -> Program:
     custom_classes = custom_module_classes(mapping)
     device = unique_device(program)
     work = _Workspace(program, options)
-    fast = FastPaths.plan(_weighted_modules(program, classes), classes, device)
+    is_observer = _ObserverTest()
+    fast = FastPaths.plan(_weighted_modules(program, classes, is_observer), classes, device)
 
     for node in program.graph.nodes:
         if node.op != "call_module":
             continue
         module = work.module(node.target)
-        if _is_activation_post_process(module) or isinstance(module, DeQuantStub):
+        if is_observer(module) or isinstance(module, DeQuantStub):
             continue
         if is_observed_standalone(module):
             _swap_standalone(node, module, work)
@@ -112,11 +113,29 @@ def swap_modules(program: Program) -> Program:
     return result
 
 
-def _weighted_modules(program: Program, classes: WeightedClasses) -> list[torch.nn.Module]:
+def _weighted_modules(program: Program, classes: WeightedClasses,
+                      is_observer: "_ObserverTest") -> list[torch.nn.Module]:
     """The input modules the loop below may hand to convert_weighted (observers skipped first, as it does)."""
     called = (program.modules[node.target] for node in program.graph.nodes if node.op == "call_module")
-    return [module for module in called
-            if not _is_activation_post_process(module) and classes.is_weighted(module)]
+    return [module for module in called if not is_observer(module) and classes.is_weighted(module)]
+
+
+class _ObserverTest:
+    """torch's `_is_activation_post_process`, remembered per class: for a module that is not a scripted
+    one it is an isinstance test against observer base classes, so its class decides it (scripted modules,
+    whose answer comes from their qualified name, are asked every time)."""
+
+    def __init__(self) -> None:
+        self._by_class: dict[type, bool] = {}
+
+    def __call__(self, module: torch.nn.Module) -> bool:
+        kind = type(module)
+        known = self._by_class.get(kind)
+        if known is None:
+            known = _is_activation_post_process(module)
+            if module.__class__ is kind and not isinstance(module, torch.jit.RecursiveScriptModule):
+                self._by_class[kind] = known
+        return known
 
 
 def _swap_standalone(node: Node, module: torch.fx.GraphModule, work: _Workspace) -> None:
