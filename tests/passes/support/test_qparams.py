@@ -267,6 +267,22 @@ def test_searched_range_as_floats_is_torchs_tensor_arithmetic(observer, data):
     assert (float(low).hex(), float(high).hex()) == (want_low.item().hex(), want_high.item().hex())
 
 
+def test_searched_range_as_floats_on_ordinary_ranges():
+    """The same on ordinary calibrated ranges, where every rounding step shows (skipping the rounding of
+    the bin offset before adding the minimum gives other floats for most of these)."""
+    g = torch.Generator().manual_seed(0)
+    observer = HistogramObserver()
+    for _ in range(200):
+        low = float(torch.rand((), generator=g)) * -10
+        observer.min_val = torch.tensor(low)
+        observer.max_val = torch.tensor(low + 0.1 + float(torch.rand((), generator=g)) * 20)
+        start = int(torch.randint(0, observer.bins, (), generator=g))
+        end = int(torch.randint(start, observer.bins, (), generator=g))
+        low_end, high_end = qparams._searched_range_floats(observer, start, end)
+        want_low, want_high = qparams._searched_range(observer, start, end)
+        assert (low_end, high_end) == (want_low.item(), want_high.item())
+
+
 def test_many_rows_are_scored_in_chunks_exactly():
     """More ranges than one chunk holds (several chunks per bin count) are each scored as torch scores them."""
     observers = []
