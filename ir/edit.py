@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 from .args import Arg, Ref
 from .errors import QfxError
 from .graph import Node
+from .namespace import NameAllocator
 from .program import Program
 from .rewrite import candidate_name
 
@@ -30,16 +31,32 @@ class GraphEditor:
 
     def __init__(self, program: Program) -> None:
         self.program = program
-        self.names = program.namespace.allocator()
-        nodes = program.graph.nodes
-        names = [node.name for node in nodes]
-        self._nodes: dict[str, Node] = dict(zip(names, nodes))
-        # the circular list: _HEAD -> first -> ... -> last -> _HEAD
-        self._next: dict[str, str] = dict(zip([_HEAD, *names], [*names, _HEAD]))
-        self._prev: dict[str, str] = dict(zip([*names, _HEAD], [_HEAD, *names]))
+        # Until the first edit the editor reads the program's own graph: most passes match nothing in
+        # most graphs, and then never pay for the private copy (`_own`).
+        self._names: NameAllocator | None = None
+        self._nodes: dict[str, Node] = program.graph.by_name
+        self._next: dict[str, str] | None = None
+        self._prev: dict[str, str] | None = None
         # Users are built on first need: most passes match nothing in most graphs and never ask.
         self._users: dict[str, dict[str, None]] | None = None
         self.changed = False
+
+    @property
+    def names(self) -> NameAllocator:
+        """The allocator new nodes are named by (made on first use)."""
+        if self._names is None:
+            self._names = self.program.namespace.allocator()
+        return self._names
+
+    def _own(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The private copy edits work on: the node table and the circular list, made at the first edit."""
+        if self._next is None or self._prev is None:
+            names = [node.name for node in self.program.graph.nodes]
+            self._nodes = dict(self._nodes)
+            # the circular list: _HEAD -> first -> ... -> last -> _HEAD
+            self._next = dict(zip([_HEAD, *names], [*names, _HEAD]))
+            self._prev = dict(zip([*names, _HEAD], [_HEAD, *names]))
+        return self._next, self._prev
 
     # -- reading -------------------------------------------------------------------------------------
 
@@ -78,21 +95,41 @@ class GraphEditor:
         """The nodes in order, as FX's `for n in graph.nodes` sees them while the loop body edits the graph:
         after yielding a node it continues from that node's successor as of then (an erased node keeps the
         successor it had when it was erased)."""
-        name = self._next[_HEAD]
-        while name != _HEAD:
-            node = self._nodes.get(name)
-            if node is not None:
+        if self._next is None:
+            for node in self.program.graph.nodes:
                 yield node
-            name = self._next[name]
+                if self._next is not None:  # the loop body made the first edit: go on in the copy
+                    name = self._next[node.name]
+                    break
+            else:
+                return
+        else:
+            name = self._next[_HEAD]
+        successors = self._next
+        while name != _HEAD:
+            found = self._nodes.get(name)
+            if found is not None:
+                yield found
+            name = successors[name]
 
     def walk_reversed(self) -> Iterator[Node]:
         """The nodes in reverse order (FX's `reversed(graph.nodes)`), with the same rule as `walk`."""
-        name = self._prev[_HEAD]
-        while name != _HEAD:
-            node = self._nodes.get(name)
-            if node is not None:
+        if self._prev is None:
+            for node in reversed(self.program.graph.nodes):
                 yield node
-            name = self._prev[name]
+                if self._prev is not None:
+                    name = self._prev[node.name]
+                    break
+            else:
+                return
+        else:
+            name = self._prev[_HEAD]
+        predecessors = self._prev
+        while name != _HEAD:
+            found = self._nodes.get(name)
+            if found is not None:
+                yield found
+            name = predecessors[name]
 
     def nodes(self) -> list[Node]:
         """The current nodes, in order."""
@@ -103,6 +140,7 @@ class GraphEditor:
     def update(self, name: str, **changes: Any) -> Node:
         """Change fields of node `name` (target, args, kwargs, ...) in place; users are kept in step."""
         old = self[name]
+        self._own()
         new = old.evolve(**changes)
         if "args" in changes or "kwargs" in changes:
             self._drop_uses(old)
@@ -117,6 +155,7 @@ class GraphEditor:
         changed = node.with_inputs_replaced({old: new})
         if changed is node:
             return node
+        self._own()
         self._drop_uses(node)
         self._add_uses(changed)
         self._nodes[name] = changed
@@ -138,12 +177,13 @@ class GraphEditor:
         if table[name]:
             users = ", ".join(table[name])
             raise GraphEditError(f"cannot erase node '{name}': it still has users ({users})")
+        successors, predecessors = self._own()
         self._drop_uses(node)
         del self._nodes[name]
         del table[name]
-        prev, nxt = self._prev[name], self._next[name]
-        self._next[prev] = nxt
-        self._prev[nxt] = prev
+        prev, nxt = predecessors[name], successors[name]
+        successors[prev] = nxt
+        predecessors[nxt] = prev
         # (self._next[name] is kept, so a walk standing on the erased node goes on from its old successor)
         self.changed = True
 
@@ -159,32 +199,37 @@ class GraphEditor:
                       kwargs: Iterable[tuple[str, Arg]] = (), *, name: str | None = None,
                       meta: Any = None, type_expr: Any = None) -> Ref:
         """A new node right before `anchor` (FX's `inserting_before(anchor)` + `create_node`)."""
+        anchor = self[anchor].name
         node = self._new_node(op, target, args, kwargs, name, meta, type_expr)
-        self._link_after(self._prev[self[anchor].name], node.name)
+        _, predecessors = self._own()
+        self._link_after(predecessors[anchor], node.name)
         return Ref(node.name)
 
     def move_after(self, anchor: str, name: str) -> None:
         """Move node `name` to right after `anchor` (FX's `anchor.append(node)`)."""
         self[anchor], self[name]
-        if anchor == name or self._next[anchor] == name:
+        successors, predecessors = self._own()
+        if anchor == name or successors[anchor] == name:
             return
-        prev, nxt = self._prev[name], self._next[name]
-        self._next[prev] = nxt
-        self._prev[nxt] = prev
+        prev, nxt = predecessors[name], successors[name]
+        successors[prev] = nxt
+        predecessors[nxt] = prev
         self._link_after(anchor, name)
 
     def _link_after(self, anchor: str, name: str) -> None:
-        nxt = self._next[anchor]
-        self._next[anchor] = name
-        self._prev[name] = anchor
-        self._next[name] = nxt
-        self._prev[nxt] = name
+        successors, predecessors = self._own()
+        nxt = successors[anchor]
+        successors[anchor] = name
+        predecessors[name] = anchor
+        successors[name] = nxt
+        predecessors[nxt] = name
         self.changed = True
 
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: Any, type_expr: Any) -> Node:
         node_name = self.names.fresh(name if name is not None else candidate_name(target))
         node = Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, meta)
+        self._own()
         self._nodes[node_name] = node
         if self._users is not None:
             self._users[node_name] = {}
@@ -213,5 +258,6 @@ class GraphEditor:
         The input program itself when nothing was edited and nothing else changes."""
         if not self.changed and not changes:
             return self.program
-        return self.program.evolve(graph=self.program.graph.with_nodes(self.walk()),
-                                   namespace=self.names.freeze(), **changes)
+        namespace = self._names.freeze() if self._names is not None else self.program.namespace
+        return self.program.evolve(graph=self.program.graph.with_nodes(self.walk()), namespace=namespace,
+                                   **changes)

@@ -117,3 +117,45 @@ def test_walk_while_editing_matches_fx(case):
     assert ours_seen == fx_seen
     assert editor_state(editor) == fx_state(graph)
     verify(editor.finish())
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(traced_models())
+def test_walk_reversed_while_editing_matches_fx(case):
+    """Walking backwards while inserting a node before each call and erasing unused nodes visits what FX's
+    `reversed(graph.nodes)` loop visits (the first edit comes mid-walk, after the output)."""
+    gm = case[0] if isinstance(case, tuple) else case
+    program = lift(gm, observed=False)
+    graph = copy.deepcopy(gm).graph
+    fx_seen, ours_seen = [], []
+    for n in reversed(graph.nodes):
+        fx_seen.append(n.name)
+        if n.op == "call_function" and n.target is not torch.sigmoid:
+            with graph.inserting_before(n):
+                graph.call_function(torch.sigmoid, (n.args[0],) if n.args else ())
+        elif n.op not in ("placeholder", "output") and not n.users:
+            graph.erase_node(n)
+    editor = GraphEditor(program)
+    for node in editor.walk_reversed():
+        ours_seen.append(node.name)
+        if node.op == "call_function" and node.target is not torch.sigmoid:
+            editor.insert_before(node.name, "call_function", torch.sigmoid,
+                                 (node.args[0],) if node.args else ())
+        elif node.op not in ("placeholder", "output") and not editor.users(node.name):
+            editor.erase(node.name)
+    assert ours_seen == fx_seen
+    assert editor_state(editor) == fx_state(graph)
+    assert print_program(program) == print_program(lift(gm, observed=False))  # the input is untouched
+
+
+def test_an_editor_that_edits_nothing_gives_back_its_program():
+    """No edit, however much the pass reads (walks, users, lookups): the input program itself comes back."""
+    gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))
+    program = lift(gm, observed=False)
+    editor = GraphEditor(program)
+    names = [node.name for node in editor.walk()]
+    assert [node.name for node in editor.walk_reversed()] == names[::-1]
+    assert all(editor[name] is program.graph[name] for name in names)
+    editor.users(names[1])
+    editor.replace_input(names[-1], "no_such_input", Ref(names[0]))  # reads nothing it names: no edit
+    assert editor.finish() is program
