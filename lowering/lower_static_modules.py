@@ -65,7 +65,16 @@ def lower_static_modules(program: Program) -> Program:
     are left as they are. The one-input walk runs first, then (on the table it leaves) the two-input walk.
     """
     program = _lower_walk(program, two_inputs=False)
+    if not _calls_module_of(program, TWO_INPUT_LOWERING):
+        # (the walk would match nothing; a quantize node it would reject, the first walk rejected)
+        return program
     return _lower_walk(program, two_inputs=True)
+
+
+def _calls_module_of(program: Program, table: Mapping[type, Any]) -> bool:
+    """Whether some call_module node of the graph calls a module whose class is in `table`."""
+    modules = program.modules
+    return any(node.op == "call_module" and type(modules.get(node.target)) in table for node in program.graph.nodes)
 
 
 def _lower_walk(program: Program, two_inputs: bool) -> Program:
