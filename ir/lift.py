@@ -77,9 +77,10 @@ def lift_reporting(
         if isinstance(value, torch.nn.Module):
             raise LiftError(f"'{target}' is a module missing from named_modules(); cannot lift it")
         attributes[target] = value
+    module_table, attribute_table = FrozenDict(modules), FrozenDict(attributes)
     uncalibrated: list[str] = []
     if observed:
-        check_model_devices({"": gm, **modules}, attributes)
+        check_model_devices(module_table, attribute_table, root=gm)
         uncalibrated = check_observers((n.name, n.target, modules[n.target]) for n in nodes
                                        if n.op == "call_module" and is_observer(modules.get(n.target)))
 
@@ -97,8 +98,8 @@ def lift_reporting(
     )
     program = check_graph(Program(
         graph=Graph(pvector(nodes)),
-        modules=FrozenDict(modules),
-        attributes=FrozenDict(attributes),
+        modules=module_table,
+        attributes=attribute_table,
         namespace=namespace,
         root=root,
         quant=lift_quant_facts(facts) if facts is not None else None,

@@ -24,6 +24,7 @@ from torch.ao.quantization.observer import (
 )
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 
+from .frozendict import FrozenDict
 from .errors import (
     ArgumentError,
     ConfigAttributeError,
@@ -227,24 +228,50 @@ def check_devices(tensors: Iterable[tuple[str, Any]]) -> None:
         )
 
 
-def check_model_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any]) -> None:
-    """`check_devices` over every parameter and buffer the modules hold themselves and the tensor
-    attributes. The devices are gathered first without naming a tensor (most models pass); only a model
-    that fails is scanned again for the names the error gives."""
+def check_model_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any],
+                        root: torch.nn.Module | None = None) -> None:
+    """`check_devices` over every parameter and buffer the modules (and `root`, if given) hold themselves
+    and the tensor attributes. The devices are gathered first without naming a tensor (most models pass;
+    those of the tables are remembered, see `table_devices`); only a model that fails is scanned again for
+    the names the error gives."""
     try:
-        devices = tensor_devices(modules.values(), attributes)
+        devices = set(table_devices(modules, attributes))
+        if root is not None:
+            devices |= tensor_devices([root], {})
     except AttributeError:  # something other than a tensor in a table: the named scan skips it
         devices = None
     if devices is not None and len(devices) <= 1 and not any(device.type == "meta" for device in devices):
         return
-    check_devices([*module_tensors(modules), *attributes.items()])
+    named = {"": root, **modules} if root is not None else modules
+    check_devices([*module_tensors(named), *attributes.items()])
+
+
+def table_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any]) -> frozenset:
+    """`tensor_devices` of a program's module and attribute tables. For immutable tables (FrozenDicts) the
+    answer for the last pair asked about is remembered: lift and the passes of one pipeline run ask about
+    the same tables (the modules in them must not move meanwhile, as nothing in a Program may change)."""
+    known = _TABLE_DEVICES.get("last")
+    if known is not None and known[0] is modules and known[1] is attributes:
+        return known[2]
+    devices = frozenset(tensor_devices(modules.values(), attributes))
+    if type(modules) is FrozenDict and type(attributes) is FrozenDict:
+        _TABLE_DEVICES["last"] = (modules, attributes, devices)
+    return devices
+
+
+_TABLE_DEVICES: dict[str, tuple[Any, Any, frozenset]] = {}
+
+
+def forget_table_devices() -> None:
+    """Drop the remembered tables (which hold the modules of the last program asked about)."""
+    _TABLE_DEVICES.clear()
 
 
 def tensor_devices(modules: Iterable[torch.nn.Module], attributes: Mapping[str, Any]) -> set[torch.device]:
     """The devices of the parameters and buffers the modules hold themselves (what parameters(recurse=False)
     and buffers(recurse=False) yield, read straight from the tables: this runs over every module of large
     models) and of the tensor attributes."""
-    devices = {tensor.device for module in modules for table in (module._parameters, module._buffers)
+    devices = {tensor.device for module in modules for table in (module._parameters, module._buffers) if table
                for tensor in table.values() if tensor is not None}
     devices.update(value.device for value in attributes.values() if isinstance(value, torch.Tensor))
     return devices

@@ -16,7 +16,7 @@ from torch.fx import GraphModule
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
 from qfx.ir.lift import lift_reporting
 from qfx.ir.program import ConvertOptions, Program
-from qfx.ir.validate import check_arguments, warn_uncalibrated
+from qfx.ir.validate import check_arguments, forget_table_devices, warn_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
 from qfx.passes.pipelines import pipeline_for
@@ -159,9 +159,12 @@ def convert(
 
 def _run(model: GraphModule, options: ConvertOptions, instruments: Sequence[Instrument]) -> GraphModule:
     with gc_paused():
-        program, uncalibrated = lift_reporting(model, options=options)
-        warn_uncalibrated(uncalibrated, stacklevel=4)
-        return codegen(convert_program(program, instruments))
+        try:
+            program, uncalibrated = lift_reporting(model, options=options)
+            warn_uncalibrated(uncalibrated, stacklevel=4)
+            return codegen(convert_program(program, instruments))
+        finally:
+            forget_table_devices()  # it holds the model's modules: the caller may want them freed
 
 
 def _convert_fx(

@@ -12,7 +12,7 @@ import warnings
 from qfx.ir.errors import ConvertAssertionError
 from qfx.ir.frozendict import FrozenDict
 from qfx.ir.program import Program
-from qfx.ir.validate import tensor_devices
+from qfx.ir.validate import table_devices
 
 PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
 _INSTANCE_ATTRIBUTES = frozenset({"training", "meta", "graph", "code"})
@@ -84,21 +84,7 @@ def _as_tensor(value: Any, device: Any) -> torch.Tensor:
 
 def unique_device(program: Program) -> torch.device | None:
     """The one device all parameters and buffers of the model live on (None if it has none)."""
-    key = (id(program.modules), id(program.attributes))
-    cached = _DEVICE_CACHE.get(key)
-    if cached is not None and cached[0] is program.modules and cached[1] is program.attributes:
-        return cached[2]
-    device = _find_unique_device(program)
-    _DEVICE_CACHE.clear()  # one entry is enough: passes of one pipeline run ask about the same tables
-    _DEVICE_CACHE[key] = (program.modules, program.attributes, device)
-    return device
-
-
-_DEVICE_CACHE: dict[tuple[int, int], tuple] = {}
-
-
-def _find_unique_device(program: Program) -> torch.device | None:
-    devices = tensor_devices(program.modules.values(), program.attributes)
+    devices = set(table_devices(program.modules, program.attributes))
     if devices == {torch.device("cpu"), torch.device("meta")}:
         warnings.warn(
             "Both 'meta' and 'cpu' are present in the list of devices. Module can have one device. We Select 'cpu'.",
@@ -111,3 +97,5 @@ def _find_unique_device(program: Program) -> torch.device | None:
             f"prepare only works with cpu or single-device CUDA modules, but got devices {devices}"
         )
     return next(iter(devices)) if devices else None
+
+

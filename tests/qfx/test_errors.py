@@ -36,7 +36,8 @@ from qfx.graphview import GraphvizMissingError, render
 from qfx.ir import errors as E
 from qfx.ir.edit import GraphEditError, GraphEditor
 from qfx.ir.lift import lift
-from qfx.ir.validate import check_devices, check_model_devices
+from qfx.ir.frozendict import FrozenDict
+from qfx.ir.validate import check_devices, check_model_devices, table_devices
 from qfx.passes import Pipeline, register
 from qfx.passes.apply_qconfig_mapping import QConfigMismatchError
 from qfx.passes.apply_qconfig_mapping.qconfig_assign import FusedQConfigError
@@ -404,6 +405,34 @@ def test_model_devices_are_checked_as_every_named_tensor_is() -> None:
     check_model_devices(modules, {})
     child._buffers["odd"] = object()
     check_model_devices(modules, {})
+
+
+def test_model_devices_name_the_root_tensors_first() -> None:
+    """With the root given apart from the tables (as lift checks), its own tensors count and are named
+    first, as in one table with the root at ''; the tables alone may be on one device."""
+    root, child = torch.nn.Module(), torch.nn.Linear(2, 2)
+    root.register_buffer("scale", torch.zeros(1).as_subclass(_FakeDevice))
+    modules = FrozenDict({"fc": child})
+    attributes = FrozenDict()
+    assert table_devices(modules, attributes) == {torch.device("cpu")}
+    with pytest.raises(E.DeviceError, match=r"several devices \('scale' on cuda:0, 'fc.weight' on cpu\)"):
+        check_model_devices(modules, attributes, root=root)
+
+
+def test_table_devices_are_remembered_for_immutable_tables_only() -> None:
+    """The devices of the last pair of FrozenDict tables are remembered; plain dicts, which may change, are
+    looked at every time, and other tables get their own answer."""
+    child = torch.nn.Linear(2, 2)
+    plain = {"fc": child}
+    assert table_devices(plain, {}) == {torch.device("cpu")}
+    plain["odd"] = torch.nn.Module()
+    plain["odd"].register_buffer("elsewhere", torch.zeros(1).as_subclass(_FakeDevice))
+    assert table_devices(plain, {}) == {torch.device("cpu"), torch.device("cuda", 0)}
+    frozen, attributes = FrozenDict({"fc": child}), FrozenDict()
+    first = table_devices(frozen, attributes)
+    assert table_devices(frozen, attributes) is first
+    other = FrozenDict({"odd": plain["odd"]})
+    assert table_devices(other, attributes) == {torch.device("cuda", 0)}
 
 
 def _product_error_classes() -> dict[str, type]:
