@@ -36,7 +36,21 @@ class StandaloneSwap:
 
 def is_observed_standalone(module: Any) -> bool:
     """True for a GraphModule that prepare_fx produced for a standalone module."""
+    if _has_no_meta(module):
+        return False  # torch's test starts with hasattr(module, "meta")
     return _is_observed_standalone_module(module)
+
+
+def _has_no_meta(module: Any) -> bool:
+    """Whether `module` certainly has no attribute `meta`: a module with nn.Module's attribute lookup and
+    no `meta` in its class, instance dict or tables (asking hasattr would raise and catch an error)."""
+    kind = type(module)
+    if (not isinstance(module, torch.nn.Module) or kind.__getattr__ is not torch.nn.Module.__getattr__
+            or kind.__getattribute__ is not object.__getattribute__ or hasattr(kind, "meta")):
+        return False
+    state = module.__dict__
+    return not any("meta" in table for table in (state, state.get("_parameters", ()), state.get("_buffers", ()),
+                                                  state.get("_modules", ())))
 
 
 def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: ConvertOptions) -> StandaloneSwap:

@@ -37,16 +37,10 @@ _REPORTED_QSCHEME = {
 }
 
 
-def constructor_key(constructor: Any) -> tuple | None:
-    """What determines the observers `constructor` builds: the class and its arguments. prepare wraps
-    constructors with a per-module `factory_kwargs` callable that only picks the module's device, so
-    callable arguments count by name only. None when the arguments are not hashable."""
-    partial = getattr(constructor, "p", None)
-    if partial is None or not hasattr(partial, "func"):
-        return None
+def _partial_key(partial: Any) -> tuple | None:
+    """(function, args, sorted keywords) of a functools.partial, or None when they are not hashable."""
+    key = (partial.func, partial.args, tuple(sorted(partial.keywords.items())))
     try:
-        key = (partial.func, partial.args, tuple(sorted(partial.keywords.items())),
-               tuple(sorted(getattr(constructor, "callable_args", {}) or {})))
         hash(key)
     except TypeError:
         return None
@@ -54,17 +48,34 @@ def constructor_key(constructor: Any) -> tuple | None:
 
 
 class ConstructorKeys:
-    """`constructor_key` per constructor object, each computed once: a pass asks about the constructors of
-    the same qconfig objects more than once."""
+    """What determines the observers a constructor builds (its class and arguments), as a key; None when
+    the arguments are not hashable. prepare wraps constructors with a per-module `factory_kwargs` callable
+    that only picks the module's device, so callable arguments count by name only.
+
+    Each constructor object's key is computed once (a pass asks about the constructors of the same qconfig
+    objects more than once), and since prepare gives each module its own wrapper around one shared
+    partial, the partial's part of the key is remembered per partial too."""
 
     def __init__(self) -> None:
         self._known: dict[int, tuple[Any, tuple | None]] = {}
+        self._partials: dict[int, tuple[Any, tuple | None]] = {}
 
     def __call__(self, constructor: Any) -> tuple | None:
         known = self._known.get(id(constructor))
         if known is None or known[0] is not constructor:
-            known = self._known[id(constructor)] = (constructor, constructor_key(constructor))
+            known = self._known[id(constructor)] = (constructor, self._key(constructor))
         return known[1]
+
+    def _key(self, constructor: Any) -> tuple | None:
+        partial = getattr(constructor, "p", None)
+        if partial is None or not hasattr(partial, "func"):
+            return None
+        known = self._partials.get(id(partial))
+        if known is None or known[0] is not partial:
+            known = self._partials[id(partial)] = (partial, _partial_key(partial))
+        if known[1] is None:
+            return None
+        return (*known[1], tuple(sorted(getattr(constructor, "callable_args", {}) or {})))
 
 
 @attrs.frozen

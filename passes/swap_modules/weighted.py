@@ -13,6 +13,8 @@ their configuration (reference_modules.py). Each falls back to torch's way on it
 from __future__ import annotations
 
 import copy
+import copyreg
+import functools
 from typing import Any, Iterable
 
 import attrs
@@ -96,9 +98,13 @@ class WeightedClasses:
         return known[1]
 
     def _is_weighted(self, module: torch.nn.Module) -> bool:
-        kind = type_before_parametrizations(module)
+        kind = type(module)
+        # A class found in the tables is the module's own (parametrizing a module gives it a generated
+        # subclass); only other modules need torch's slower type_before_parametrizations.
         if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
-            return False
+            kind = type_before_parametrizations(module)
+            if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
+                return False
         if kind in self.fused and type_before_parametrizations(first_member(module)) not in self.root_to_reference:
             return False
         return True
@@ -272,7 +278,23 @@ def weight_qparams(
 
 def _container_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A new module object with the same attributes and its own table of children (children shared)."""
-    clone = copy.copy(module)
+    kind = type(module)
+    if _copies_as_module(kind):
+        # what copy.copy does for such a class: a bare instance given the module's state by __setstate__
+        clone = kind.__new__(kind)
+        clone.__setstate__(module.__getstate__())
+    else:
+        clone = copy.copy(module)
     clone.__dict__["_modules"] = dict(module._modules)
     return clone
+
+
+@functools.cache
+def _copies_as_module(kind: type) -> bool:
+    """Whether copy.copy of a `kind` instance is nn.Module's: no copy hook or registered reducer, object's
+    reduce protocol and __new__, nn.Module's __getstate__ and __setstate__."""
+    return (not hasattr(kind, "__copy__") and copyreg.dispatch_table.get(kind) is None
+            and kind.__reduce_ex__ is object.__reduce_ex__ and kind.__reduce__ is object.__reduce__
+            and kind.__new__ is object.__new__ and kind.__getstate__ is torch.nn.Module.__getstate__
+            and kind.__setstate__ is torch.nn.Module.__setstate__)
 

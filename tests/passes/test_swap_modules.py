@@ -670,3 +670,81 @@ def test_the_remembered_observer_test_answers_as_torchs():
     test = _ObserverTest()
     for module in modules + modules:
         assert test(module) == _is_activation_post_process(module)
+
+
+class _CopiesItself(nn.Sequential):
+    def __copy__(self) -> "_CopiesItself":
+        clone = _CopiesItself()
+        clone.__dict__.update(self.__dict__)
+        clone.copied = True
+        return clone
+
+
+class _KeepsLess(nn.Sequential):
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("qconfig", None)
+        return state
+
+
+@pytest.mark.parametrize("module", [
+    torch.ao.nn.intrinsic.LinearReLU(nn.Linear(2, 2), nn.ReLU()),
+    torch.ao.nn.intrinsic.ConvBnReLU2d(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), nn.ReLU()),
+    _CopiesItself(nn.Linear(2, 2)),
+    _KeepsLess(nn.Linear(2, 2)),
+])
+def test_container_copy_is_copy_copy_with_its_own_children_table(module):
+    """swap-modules' copy of a fused container is copy.copy's (its own dict, the same values; a class's
+    own copying hooks are honoured) with a table of children of its own."""
+    from qfx.passes.swap_modules.weighted import _container_copy
+    module.qconfig = "the qconfig"
+    module._compiled_call_impl = "dropped by nn.Module's __getstate__"
+    expected = copy.copy(module)
+    clone = _container_copy(module)
+    assert type(clone) is type(expected) and clone is not module
+    assert list(clone.__dict__) == list(expected.__dict__)
+    assert all(clone.__dict__[k] is v for k, v in expected.__dict__.items() if k != "_modules")
+    assert clone._modules == module._modules and clone._modules is not module._modules
+
+
+class _MetaProperty(nn.Module):
+    @property
+    def meta(self) -> dict:
+        return {}
+
+
+class _LooksUpAnything(nn.Module):
+    def __getattr__(self, name: str) -> Any:
+        return {} if name == "meta" else super().__getattr__(name)
+
+
+def _with(setup: Any) -> nn.Module:
+    module = nn.Linear(2, 2)
+    setup(module)
+    return module
+
+
+@pytest.mark.parametrize("module, quick", [
+    (nn.Linear(2, 2), True), (nn.Sequential(nn.ReLU()), True), (_MetaProperty(), False),
+    (_LooksUpAnything(), False),
+    (_with(lambda m: setattr(m, "meta", {})), False),
+    (_with(lambda m: m.register_buffer("meta", torch.zeros(1))), False),
+    (_with(lambda m: m.add_module("meta", nn.ReLU())), False),
+    (_with(lambda m: m.register_parameter("meta", nn.Parameter(torch.zeros(1)))), False),
+    (torch.fx.symbolic_trace(nn.ReLU()), False),
+])
+def test_the_quick_no_meta_answer_agrees_with_hasattr(module, quick):
+    """is_observed_standalone answers 'no' without asking hasattr only for modules that have no `meta`;
+    for the others it answers (or fails) as torch's test does."""
+    from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
+
+    from qfx.passes.swap_modules.standalone import _has_no_meta, is_observed_standalone
+    assert _has_no_meta(module) is quick
+    assert hasattr(module, "meta") is not quick
+
+    def outcome(test: Any) -> Any:
+        try:
+            return test(module)
+        except Exception as exc:  # noqa: BLE001  (a buffer named meta makes torch's `in` fail)
+            return type(exc)
+    assert outcome(is_observed_standalone) == outcome(_is_observed_standalone_module)
