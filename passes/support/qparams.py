@@ -562,7 +562,9 @@ def _floor_quotients(x: torch.Tensor, width64: torch.Tensor, top: int, quotient:
     2**28 lies at least 2**-25 from every integer, far more than float64's rounding moves it. Clamped,
     it is an integer below 2**21, exact in float32; only the sign of a zero may differ, which no later
     step sees (the bin index is only added to or multiplied into something nonzero)."""
-    torch.div(x, width64, out=quotient).floor_().clamp_(0, top)
+    # (x is widened into the buffer first: dividing the float32 x by float64 widths directly would widen
+    # it into a fresh tensor on every call)
+    quotient.copy_(x).div_(width64).floor_().clamp_(0, top)
     out.copy_(quotient)
 
 
