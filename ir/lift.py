@@ -13,7 +13,7 @@ from .errors import LiftError, NotObservedModelError
 from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
-from .program import ConvertOptions, Program, QuantFacts, RootInfo
+from .program import ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
 from .validate import check_graph, check_model_devices, check_observers, is_observer
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
@@ -65,7 +65,7 @@ def lift_reporting(
         if n.op in ("get_attr", "call_module"):
             targets[n.target] = None
 
-    modules = {name: m for name, m in gm.named_modules(remove_duplicate=False) if name}
+    modules = {name: m for name, m in named_submodules(gm) if name}
     attributes = {}
     for target in targets:
         if target in modules:

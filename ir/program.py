@@ -138,14 +138,14 @@ class Program:
         for path, new in replacements.items():
             old = self.modules.get(path)
             if old is not None and _may_have_descendants(old):
-                for sub, _ in old.named_modules(remove_duplicate=False):
+                for sub, _ in named_submodules(old):
                     if sub:
                         key = f"{path}.{sub}"
                         if key in table:
                             del table[key]
             table[path] = new
             if _may_have_descendants(new):
-                for sub, child in new.named_modules(remove_duplicate=False):
+                for sub, child in named_submodules(new):
                     if sub:
                         table[f"{path}.{sub}"] = child
         return attrs.evolve(self, modules=FrozenDict(table))
@@ -174,3 +174,22 @@ def _may_have_descendants(module: Any) -> bool:
     the module alone): most swapped modules, whose walk `with_modules` then skips."""
     walk = getattr(type(module), "named_modules", None)
     return walk is not torch.nn.Module.named_modules or bool(module._modules)
+
+
+def named_submodules(module: Any) -> list[tuple[str, Any]]:
+    """`module.named_modules(remove_duplicate=False)` as a list: (qualified name, module), the module itself
+    first as "". Walked with a stack instead of torch's nested generators, whose cost grows with depth,
+    unless some module in the tree has a named_modules of its own (then that of `module` is asked)."""
+    plain = torch.nn.Module.named_modules
+    found: list[tuple[str, Any]] = []
+    stack: list[tuple[str, Any]] = [("", module)]
+    while stack:
+        prefix, current = stack.pop()
+        if getattr(type(current), "named_modules", None) is not plain:
+            return list(module.named_modules(remove_duplicate=False))
+        found.append((prefix, current))
+        children = current._modules
+        if children:
+            dot = f"{prefix}." if prefix else ""
+            stack.extend(reversed([(dot + name, child) for name, child in children.items() if child is not None]))
+    return found

@@ -565,3 +565,34 @@ def test_name_allocation_fast_path_matches_torch_fx(prefix, candidates):
         assert ours.fresh(name) == fx_ns.create_name(name, None)
     frozen = ours.freeze()
     assert set(frozen.used) == fx_ns._used_names and dict(frozen.base_count) == fx_ns._base_count
+
+
+class _ListsItsOwn(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(2, 2)
+
+    def named_modules(self, memo=None, prefix="", remove_duplicate=True):  # type: ignore[override]
+        yield prefix, self  # hides its child
+
+
+def _odd_tree() -> nn.Module:
+    shared = nn.ReLU()
+    tree = nn.Sequential(nn.Sequential(nn.Linear(2, 2), shared), shared, nn.Sequential())
+    tree.add_module("missing", None)
+    tree[0].add_module("deep", nn.Sequential(nn.Sequential(nn.Tanh())))
+    return tree
+
+
+@settings(max_examples=examples(40), deadline=None)
+@given(traced_models())
+def test_named_submodules_lists_what_named_modules_lists(case):
+    """The stack walk gives named_modules(remove_duplicate=False)'s list: same names, objects and order
+    (shared and missing children, and a module listing its own, included)."""
+    from qfx.ir.program import named_submodules
+    gm = case[0] if isinstance(case, tuple) else case
+    for module in (gm, _odd_tree(), nn.Sequential(_ListsItsOwn(), nn.ReLU())):
+        expected = list(module.named_modules(remove_duplicate=False))
+        found = named_submodules(module)
+        assert [name for name, _ in found] == [name for name, _ in expected]
+        assert all(a is b for (_, a), (_, b) in zip(found, expected))
