@@ -24,7 +24,6 @@ from torch.ao.quantization.observer import (
 )
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 
-from .frozendict import FrozenDict
 from .errors import (
     ArgumentError,
     ConfigAttributeError,
@@ -33,6 +32,7 @@ from .errors import (
     ObserverStateError,
     UncalibratedObserverWarning,
 )
+from .frozendict import FrozenDict
 from .program import Program
 from .verify import problems
 

@@ -97,5 +97,3 @@ def unique_device(program: Program) -> torch.device | None:
             f"prepare only works with cpu or single-device CUDA modules, but got devices {devices}"
         )
     return next(iter(devices)) if devices else None
-
-

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import copyreg
-import functools
 from typing import Any, Iterable
 
 import attrs
@@ -105,8 +104,10 @@ class WeightedClasses:
             kind = type_before_parametrizations(module)
             if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
                 return False
-        if kind in self.fused and type_before_parametrizations(first_member(module)) not in self.root_to_reference:
-            return False
+        if kind in self.fused:
+            first = first_member(module)
+            return type(first) in self.root_to_reference or (
+                type_before_parametrizations(first) in self.root_to_reference)
         return True
 
     def reference_class(self, module: torch.nn.Module) -> type | None:
@@ -289,7 +290,6 @@ def _container_copy(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-@functools.cache
 def _copies_as_module(kind: type) -> bool:
     """Whether copy.copy of a `kind` instance is nn.Module's: no copy hook or registered reducer, object's
     reduce protocol and __new__, nn.Module's __getstate__ and __setstate__."""
