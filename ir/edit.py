@@ -95,41 +95,31 @@ class GraphEditor:
         """The nodes in order, as FX's `for n in graph.nodes` sees them while the loop body edits the graph:
         after yielding a node it continues from that node's successor as of then (an erased node keeps the
         successor it had when it was erased)."""
-        if self._next is None:
-            for node in self.program.graph.nodes:
-                yield node
-                if self._next is not None:  # the loop body made the first edit: go on in the copy
-                    name = self._next[node.name]
-                    break
-            else:
-                return
-        else:
-            name = self._next[_HEAD]
-        successors = self._next
-        while name != _HEAD:
-            found = self._nodes.get(name)
-            if found is not None:
-                yield found
-            name = successors[name]
+        return self._walk(forward=True)
 
     def walk_reversed(self) -> Iterator[Node]:
         """The nodes in reverse order (FX's `reversed(graph.nodes)`), with the same rule as `walk`."""
-        if self._prev is None:
-            for node in reversed(self.program.graph.nodes):
+        return self._walk(forward=False)
+
+    def _walk(self, forward: bool) -> Iterator[Node]:
+        links = self._next if forward else self._prev
+        if links is None:  # unedited so far: the program's own order, until the loop body edits
+            nodes = self.program.graph.nodes
+            for node in nodes if forward else reversed(nodes):
                 yield node
-                if self._prev is not None:
-                    name = self._prev[node.name]
+                links = self._next if forward else self._prev
+                if links is not None:
+                    name = links[node.name]
                     break
             else:
                 return
         else:
-            name = self._prev[_HEAD]
-        predecessors = self._prev
+            name = links[_HEAD]
         while name != _HEAD:
             found = self._nodes.get(name)
             if found is not None:
                 yield found
-            name = predecessors[name]
+            name = links[name]
 
     def nodes(self) -> list[Node]:
         """The current nodes, in order."""

@@ -93,59 +93,37 @@ def test_edits_match_fx(case, edits):
 
 
 @settings(max_examples=examples(30), deadline=None)
-@given(traced_models())
-def test_walk_while_editing_matches_fx(case):
-    """Walking while inserting a node after each one and erasing unused nodes visits what FX's loop visits."""
+@given(traced_models(), st.booleans())
+def test_walk_while_editing_matches_fx(case, forward):
+    """Walking (forwards, or backwards as FX's `reversed(graph.nodes)`) while inserting a node next to each
+    call and erasing unused nodes visits what FX's loop visits; the first edit comes mid-walk."""
     gm = case[0] if isinstance(case, tuple) else case
     program = lift(gm, observed=False)
+    printed = print_program(program)
     graph = copy.deepcopy(gm).graph
     fx_seen, ours_seen = [], []
-    for n in graph.nodes:
+    for n in graph.nodes if forward else reversed(graph.nodes):
         fx_seen.append(n.name)
         if n.op == "call_function" and n.target is not torch.sigmoid:
-            with graph.inserting_after(n):
-                graph.call_function(torch.sigmoid, (n,))
+            with graph.inserting_after(n) if forward else graph.inserting_before(n):
+                graph.call_function(torch.sigmoid, (n,) if forward else (n.args[0],) if n.args else ())
         elif n.op not in ("placeholder", "output") and not n.users:
             graph.erase_node(n)
     editor = GraphEditor(program)
-    for node in editor.walk():
+    for node in editor.walk() if forward else editor.walk_reversed():
         ours_seen.append(node.name)
         if node.op == "call_function" and node.target is not torch.sigmoid:
-            editor.insert_after(node.name, "call_function", torch.sigmoid, (Ref(node.name),))
+            if forward:
+                editor.insert_after(node.name, "call_function", torch.sigmoid, (Ref(node.name),))
+            else:
+                editor.insert_before(node.name, "call_function", torch.sigmoid,
+                                     (node.args[0],) if node.args else ())
         elif node.op not in ("placeholder", "output") and not editor.users(node.name):
             editor.erase(node.name)
     assert ours_seen == fx_seen
     assert editor_state(editor) == fx_state(graph)
     verify(editor.finish())
-
-
-@settings(max_examples=examples(30), deadline=None)
-@given(traced_models())
-def test_walk_reversed_while_editing_matches_fx(case):
-    """Walking backwards while inserting a node before each call and erasing unused nodes visits what FX's
-    `reversed(graph.nodes)` loop visits (the first edit comes mid-walk, after the output)."""
-    gm = case[0] if isinstance(case, tuple) else case
-    program = lift(gm, observed=False)
-    graph = copy.deepcopy(gm).graph
-    fx_seen, ours_seen = [], []
-    for n in reversed(graph.nodes):
-        fx_seen.append(n.name)
-        if n.op == "call_function" and n.target is not torch.sigmoid:
-            with graph.inserting_before(n):
-                graph.call_function(torch.sigmoid, (n.args[0],) if n.args else ())
-        elif n.op not in ("placeholder", "output") and not n.users:
-            graph.erase_node(n)
-    editor = GraphEditor(program)
-    for node in editor.walk_reversed():
-        ours_seen.append(node.name)
-        if node.op == "call_function" and node.target is not torch.sigmoid:
-            editor.insert_before(node.name, "call_function", torch.sigmoid,
-                                 (node.args[0],) if node.args else ())
-        elif node.op not in ("placeholder", "output") and not editor.users(node.name):
-            editor.erase(node.name)
-    assert ours_seen == fx_seen
-    assert editor_state(editor) == fx_state(graph)
-    assert print_program(program) == print_program(lift(gm, observed=False))  # the input is untouched
+    assert print_program(program) == printed  # the input is untouched
 
 
 def test_an_editor_that_edits_nothing_gives_back_its_program():
