@@ -167,13 +167,15 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     are computed together too (`minmax_qparams`); others call their own.
     """
     # prepare_fx shares one observer between the nodes whose outputs share qparams: search each once
-    plain = [o for o in {id(o): o for o in observers}.values() if _plain_histogram(o)]
+    searchable = [o for o in {id(o): o for o in observers}.values() if _searchable(o)]
+    ranges = _observed_ranges(searchable)
+    plain = [o for o in searchable if _calibrated(*ranges[id(o)])]
     groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
     own: list[tuple[Any, int, int]] = []
-    for observer, (start, end) in zip(plain, _histogram_bin_searches(plain)):
+    for observer, (start, end) in zip(plain, _histogram_bin_searches(plain, ranges)):
         key = None
         if type(observer)._calculate_qparams is UniformQuantizationObserverBase._calculate_qparams:
-            low, high = _searched_range_floats(observer, start, end)
+            low, high = _searched_range_floats(observer, start, end, ranges[id(observer)])
             key = _group_key(observer, low, high, observer.min_val.device)
         if key is None:
             own.append((observer, start, end))
@@ -192,17 +194,32 @@ def _searched_range(observer: Any, start_bin: int, end_bin: int) -> tuple[torch.
     return observer.min_val + bin_width * start_bin, observer.min_val + bin_width * (end_bin + 1)
 
 
-def _searched_range_floats(observer: Any, start_bin: int, end_bin: int) -> tuple[float, float]:
+def _searched_range_floats(observer: Any, start_bin: int, end_bin: int,
+                           observed: tuple[float, float] | None = None) -> tuple[float, float]:
     """`_searched_range` as Python floats, by the same float32 operations: the range's ends are float32
     0-dim tensors, and each step is done on Python floats and rounded to float32 (an operation on float32
-    values taken in float64 and rounded to float32 is the float32 operation's result)."""
-    low, high = observer.min_val.item(), observer.max_val.item()  # float32 values, exact as Python floats
+    values taken in float64 and rounded to float32 is the float32 operation's result). `observed` is the
+    observer's (min_val, max_val) as read by `_observed_ranges` (None: read here)."""
+    # float32 values, exact as Python floats
+    low, high = observed if observed is not None else (observer.min_val.item(), observer.max_val.item())
     bin_width = _float32(_float32(high - low) / observer.bins)
     return _float32(low + _float32(bin_width * start_bin)), _float32(low + _float32(bin_width * (end_bin + 1)))
 
 
 def _plain_histogram(observer: Any) -> bool:
     """A calibrated HistogramObserver whose search and scoring are torch's own, with a float32 histogram."""
+    return _searchable(observer) and _calibrated(observer.min_val.item(), observer.max_val.item())
+
+
+def _calibrated(low: float, high: float) -> bool:
+    """Whether an observer with this (min_val, max_val) saw data: an uncalibrated one (torch warns and
+    returns defaults) still holds (inf, -inf). Lift checked that the range buffers hold one value each."""
+    return not (low == math.inf and high == -math.inf)
+
+
+def _searchable(observer: Any) -> bool:
+    """A HistogramObserver whose search and scoring are torch's own, with a float32 histogram (calibrated
+    or not)."""
     kind = type(observer)
     if not isinstance(observer, HistogramObserver) or (
             kind.calculate_qparams is not HistogramObserver.calculate_qparams
@@ -211,11 +228,32 @@ def _plain_histogram(observer: Any) -> bool:
             or kind._get_norm is not HistogramObserver._get_norm):
         return False
     histogram = observer.histogram
-    if (histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins
-            or not histogram.numel()):
-        return False
-    # uncalibrated: torch warns and returns defaults (lift checked that the range buffers hold one value)
-    return not (observer.min_val.item() == math.inf and observer.max_val.item() == -math.inf)
+    return not (histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins
+                or not histogram.numel())
+
+
+def _observed_ranges(observers: list[Any]) -> dict[int, tuple[float, float]]:
+    """{id(observer): (min_val.item(), max_val.item())} for each observer, the values of each buffer kind
+    read with one stack when that works (alike tensors on the CPU; a stack promotes mixed float dtypes,
+    which keeps every value), else one observer at a time."""
+    if not observers:
+        return {}
+    lows, highs = [o.min_val for o in observers], [o.max_val for o in observers]
+    try:
+        low_values, high_values = (_stacked_values(tensors) for tensors in (lows, highs))
+    except (RuntimeError, TypeError, NotImplementedError):
+        low_values = high_values = None
+    if low_values is None or high_values is None:
+        low_values, high_values = [t.item() for t in lows], [t.item() for t in highs]
+    return {id(o): (low, high) for o, low, high in zip(observers, low_values, high_values)}
+
+
+def _stacked_values(tensors: list[torch.Tensor]) -> list[float] | None:
+    """The one value of each CPU tensor as Python numbers, from one stack; None when they do not stack so."""
+    stacked = torch.stack(tensors)
+    if stacked.device.type != "cpu" or stacked.numel() != len(tensors):
+        return None
+    return stacked.reshape(-1).tolist()
 
 
 _FLOAT32 = struct.Struct("f")
@@ -374,12 +412,14 @@ class _Search:
             self.start_bin, self.end_bin = start, end
 
 
-def _histogram_bin_searches(observers: list[Any]) -> list[tuple[int, int]]:
+def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float, float]] | None = None
+                            ) -> list[tuple[int, int]]:
     """The (start bin, end bin) HistogramObserver._non_linear_param_search settles on for each observer: all
-    searches advance together, their candidates scored in growing batches until each stops."""
+    searches advance together, their candidates scored in growing batches until each stops. `ranges` may
+    hold the observers' `_observed_ranges`."""
     searches = [_Search(o, counts) for o, counts in zip(observers, _cumulative_histograms(observers))]
     active = searches
-    scorers = ErrorScorers()
+    scorers = ErrorScorers(ranges)
     # Most searches stop at their second or third candidate, few go on for long: score two, then one,
     # then twice as many each round.
     sizes = itertools.chain([2, 1, 2, 4, 8, 16, 32], itertools.repeat(64))
@@ -437,16 +477,19 @@ class ErrorScorers:
     intermediates stay in the cache and no operation pays for fresh memory (one big batch, or new tensors
     per operation, are several times slower per row)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ranges: dict[int, tuple[float, float]] | None = None) -> None:
         self._works: dict[tuple[int, Any], _ErrorWork] = {}
         self._facts: dict[int, tuple[float, Any, Any]] = {}
+        self._ranges = ranges or {}
 
     def facts(self, observer: Any) -> tuple[float, Any]:
         """(torch's Python bin width, the histogram's device) of `observer`, read once per observer (its
-        range and histogram must not change while this is in use)."""
+        range and histogram must not change while this is in use; its range may come from the ranges
+        this was made with)."""
         known = self._facts.get(id(observer))
         if known is None:
-            bin_width = (observer.max_val.item() - observer.min_val.item()) / observer.bins
+            low, high = self._ranges.get(id(observer)) or (observer.min_val.item(), observer.max_val.item())
+            bin_width = (high - low) / observer.bins
             known = self._facts[id(observer)] = (bin_width, observer.histogram.device, observer)
         return known[0], known[1]
 
