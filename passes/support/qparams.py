@@ -233,27 +233,8 @@ def _searchable(observer: Any) -> bool:
 
 
 def _observed_ranges(observers: list[Any]) -> dict[int, tuple[float, float]]:
-    """{id(observer): (min_val.item(), max_val.item())} for each observer, the values of each buffer kind
-    read with one stack when that works (alike tensors on the CPU; a stack promotes mixed float dtypes,
-    which keeps every value), else one observer at a time."""
-    if not observers:
-        return {}
-    lows, highs = [o.min_val for o in observers], [o.max_val for o in observers]
-    try:
-        low_values, high_values = (_stacked_values(tensors) for tensors in (lows, highs))
-    except (RuntimeError, TypeError, NotImplementedError):
-        low_values = high_values = None
-    if low_values is None or high_values is None:
-        low_values, high_values = [t.item() for t in lows], [t.item() for t in highs]
-    return {id(o): (low, high) for o, low, high in zip(observers, low_values, high_values)}
-
-
-def _stacked_values(tensors: list[torch.Tensor]) -> list[float] | None:
-    """The one value of each CPU tensor as Python numbers, from one stack; None when they do not stack so."""
-    stacked = torch.stack(tensors)
-    if stacked.device.type != "cpu" or stacked.numel() != len(tensors):
-        return None
-    return stacked.reshape(-1).tolist()
+    """{id(observer): (min_val.item(), max_val.item())} for each observer, read once for the whole search."""
+    return {id(o): (o.min_val.item(), o.max_val.item()) for o in observers}
 
 
 _FLOAT32 = struct.Struct("f")

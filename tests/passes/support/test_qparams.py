@@ -351,23 +351,3 @@ def test_huge_bin_quotients_take_torchs_floor_division(monkeypatch):
         assert [float(x).hex() for x in got] == [float(x).hex() for x in want]
         assert bool(used) == expect_fast
 
-
-def _range_observer(low: torch.Tensor, high: torch.Tensor) -> HistogramObserver:
-    observer = HistogramObserver()
-    observer.min_val, observer.max_val = low, high
-    return observer
-
-
-def test_observed_ranges_are_each_observers_items():
-    """The ranges read with one stack are what `.item()` reads from each observer: float32 and float64
-    buffers mixed, infinities, a buffer of shape [1]; buffers that do not stack are read one at a time."""
-    f32, f64 = torch.float32, torch.float64
-    alike = [_range_observer(torch.tensor(v, dtype=f32), torch.tensor(w, dtype=f32))
-             for v, w in [(-1.5, 2.25), (float("inf"), float("-inf")), (1e-40, 3.4e38)]]
-    mixed = alike + [_range_observer(torch.tensor(0.1, dtype=f64), torch.tensor(0.2, dtype=f32))]
-    unstackable = alike + [_range_observer(torch.tensor([0.5]), torch.tensor([0.75]))]
-    for observers in (alike, mixed, unstackable, []):
-        expected = {id(o): (o.min_val.item(), o.max_val.item()) for o in observers}
-        found = qparams._observed_ranges(observers)
-        assert found == expected
-        assert all(type(v) is float for pair in found.values() for v in pair)
