@@ -249,14 +249,34 @@ def check_model_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapp
 def table_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any]) -> frozenset:
     """`tensor_devices` of a program's module and attribute tables. For immutable tables (FrozenDicts) the
     answer for the last pair asked about is remembered: lift and the passes of one pipeline run ask about
-    the same tables (the modules in them must not move meanwhile, as nothing in a Program may change)."""
+    the same tables (the modules in them must not move meanwhile, as nothing in a Program may change).
+
+    A pass that swaps some modules makes a new table sharing the rest; when the last tables asked about
+    were on one device, only the entries that are not the same objects as there are looked at: if their
+    tensors are all on that device, so are the new tables' (the shared entries' are)."""
+    immutable = type(modules) is FrozenDict and type(attributes) is FrozenDict
     known = _TABLE_DEVICES.get("last")
     if known is not None and known[0] is modules and known[1] is attributes:
         return known[2]
-    devices = frozenset(tensor_devices(modules.values(), attributes))
-    if type(modules) is FrozenDict and type(attributes) is FrozenDict:
+    devices = _devices_beside(known, modules, attributes) if known is not None and immutable else None
+    if devices is None:
+        devices = frozenset(tensor_devices(modules.values(), attributes))
+    if immutable:
         _TABLE_DEVICES["last"] = (modules, attributes, devices)
     return devices
+
+
+def _devices_beside(known: tuple[Any, Any, frozenset], modules: Mapping[str, torch.nn.Module],
+                    attributes: Mapping[str, Any]) -> frozenset | None:
+    """The devices of the tables, from the remembered ones when they were on one device and every entry
+    not shared with them is on it too; None when that does not settle it."""
+    old_modules, old_attributes, old_devices = known
+    if len(old_devices) != 1:
+        return None
+    fresh = [module for path, module in modules.items() if old_modules.get(path) is not module]
+    fresh_attributes = {} if attributes is old_attributes else {
+        name: value for name, value in attributes.items() if old_attributes.get(name) is not value}
+    return old_devices if tensor_devices(fresh, fresh_attributes) == old_devices else None
 
 
 _TABLE_DEVICES: dict[str, tuple[Any, Any, frozenset]] = {}

@@ -37,7 +37,7 @@ from qfx.ir import errors as E
 from qfx.ir.edit import GraphEditError, GraphEditor
 from qfx.ir.lift import lift
 from qfx.ir.frozendict import FrozenDict
-from qfx.ir.validate import check_devices, check_model_devices, table_devices
+from qfx.ir.validate import check_devices, check_model_devices, forget_table_devices, table_devices
 from qfx.passes import Pipeline, register
 from qfx.passes.apply_qconfig_mapping import QConfigMismatchError
 from qfx.passes.apply_qconfig_mapping.qconfig_assign import FusedQConfigError
@@ -433,6 +433,27 @@ def test_table_devices_are_remembered_for_immutable_tables_only() -> None:
     assert table_devices(frozen, attributes) is first
     other = FrozenDict({"odd": plain["odd"]})
     assert table_devices(other, attributes) == {torch.device("cuda", 0)}
+
+
+def test_table_devices_of_a_table_sharing_entries_with_the_last_one() -> None:
+    """A new table that shares entries with the last one asked about (as after a pass swapped some
+    modules) is answered from its other entries when those settle it, else by a full walk."""
+    shared, attributes = torch.nn.Linear(2, 2), FrozenDict()
+    forget_table_devices()
+    assert table_devices(FrozenDict({"a": shared, "b": torch.nn.Linear(2, 2)}), attributes) == {torch.device("cpu")}
+    # the shared entry is not looked at again (the Program contract: its modules do not change) ...
+    shared.register_buffer("moved", torch.zeros(1).as_subclass(_FakeDevice))
+    assert table_devices(FrozenDict({"a": shared, "b": torch.nn.Linear(3, 3)}), attributes) == {torch.device("cpu")}
+    # ... while fresh entries on another device, or with no tensors at all, take the full walk
+    elsewhere = torch.nn.Module()
+    elsewhere.register_buffer("x", torch.zeros(1).as_subclass(_FakeDevice))
+    assert table_devices(FrozenDict({"a": shared, "c": elsewhere}), attributes) == {
+        torch.device("cpu"), torch.device("cuda", 0)}
+    forget_table_devices()
+    plain = torch.nn.Linear(2, 2)
+    assert table_devices(FrozenDict({"a": plain}), attributes) == {torch.device("cpu")}
+    assert table_devices(FrozenDict({"r": torch.nn.ReLU()}), attributes) == frozenset()
+    forget_table_devices()
 
 
 def _product_error_classes() -> dict[str, type]:
