@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import copyreg
+import types
 from typing import Any, Iterable
 
 import attrs
@@ -26,7 +27,7 @@ from torch.ao.quantization.backend_config.utils import (
     get_root_module_to_quantized_reference_module,
 )
 from torch.ao.quantization.fx.qconfig_mapping_utils import _is_qconfig_supported_by_dtype_configs
-from torch.ao.quantization.utils import get_qparam_dict, weight_is_quantized
+from torch.ao.quantization.utils import get_qconfig_dtypes, get_qparam_dict, weight_is_quantized
 from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qfx.ir.errors import ConvertError
@@ -60,6 +61,9 @@ class WeightedClasses:
     # is_weighted(module)) and (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
     _weighted: dict = attrs.field(factory=dict, repr=False, eq=False)
     _applies: dict = attrs.field(factory=dict, repr=False, eq=False)
+    # qconfig key -> the qconfig's dtypes (torch's get_qconfig_dtypes, which builds both observers), read
+    # once for all the module classes asked about
+    _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def of(cls, backend_config: Any) -> "WeightedClasses":
@@ -85,7 +89,15 @@ class WeightedClasses:
             return _swap_applies(self, qconfig, kind)
         cached = self._swappable.get((key, kind))
         if cached is None:
-            cached = self._swappable[(key, kind)] = _swap_applies(self, qconfig, kind)
+            dtype_configs = self.pattern_to_dtype_configs.get(kind, [])
+            if not dtype_configs:  # (torch's check then builds no observer)
+                cached = False
+            else:
+                dtypes = self._dtypes.get(key)
+                if dtypes is None:
+                    dtypes = self._dtypes[key] = _QConfigDtypes(*get_qconfig_dtypes(qconfig))
+                cached = _is_qconfig_supported_by_dtype_configs(dtypes, dtype_configs) and weight_is_quantized(dtypes)
+            self._swappable[(key, kind)] = cached
         return cached
 
     def is_weighted(self, module: torch.nn.Module) -> bool:
@@ -130,6 +142,21 @@ def first_member(fused: torch.nn.Module) -> torch.nn.Module:
     for member in fused._modules.values():
         return member
     raise IndexError(f"index 0 is out of range for the empty {type(fused).__name__}")
+
+
+class _QConfigDtypes:
+    """A stand-in qconfig for torch's dtype checks: its activation() and weight() give objects with the
+    dtypes (and dynamic flag) the real qconfig's observers have, without building observers."""
+
+    def __init__(self, activation_dtype: Any, weight_dtype: Any, activation_is_dynamic: bool) -> None:
+        self._activation = types.SimpleNamespace(dtype=activation_dtype, is_dynamic=activation_is_dynamic)
+        self._weight = types.SimpleNamespace(dtype=weight_dtype)
+
+    def activation(self) -> Any:
+        return self._activation
+
+    def weight(self) -> Any:
+        return self._weight
 
 
 def _swap_applies(classes: "WeightedClasses", qconfig: Any, kind: type) -> bool:

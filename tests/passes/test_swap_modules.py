@@ -748,3 +748,26 @@ def test_the_quick_no_meta_answer_agrees_with_hasattr(module, quick):
         except Exception as exc:  # noqa: BLE001  (a buffer named meta makes torch's `in` fail)
             return type(exc)
     assert outcome(is_observed_standalone) == outcome(_is_observed_standalone_module)
+
+
+def test_the_swap_support_check_answers_as_torchs_own():
+    """Whether a class with a qconfig gets a reference module, read from the qconfig's dtypes once per
+    qconfig: torch's dtype-config check and weight test on the qconfig itself give the same answers."""
+    from torch.ao.quantization import (default_dynamic_qconfig, float16_dynamic_qconfig, float16_static_qconfig,
+                                       float_qparams_weight_only_qconfig, get_default_qconfig,
+                                       per_channel_dynamic_qconfig)
+    from torch.ao.quantization.backend_config import get_native_backend_config
+    from torch.ao.quantization.fx.qconfig_mapping_utils import _is_qconfig_supported_by_dtype_configs
+    from torch.ao.quantization.utils import weight_is_quantized
+
+    from qfx.passes.swap_modules.weighted import WeightedClasses
+    qconfigs = [get_default_qconfig("x86"), get_default_qconfig("qnnpack"), default_dynamic_qconfig,
+                float16_dynamic_qconfig, float16_static_qconfig, float_qparams_weight_only_qconfig,
+                per_channel_dynamic_qconfig]
+    classes = WeightedClasses.of(get_native_backend_config())
+    kinds = [*classes.root_to_reference, *classes.fused, nn.ReLU]
+    for qconfig in qconfigs:
+        for kind in kinds:
+            configs = classes.pattern_to_dtype_configs.get(kind, [])
+            expected = _is_qconfig_supported_by_dtype_configs(qconfig, configs) and weight_is_quantized(qconfig)
+            assert classes.reference_swap_applies(qconfig, kind) is expected, (qconfig, kind)
