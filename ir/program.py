@@ -137,17 +137,16 @@ class Program:
         table = dict(self.modules)
         for path, new in replacements.items():
             old = self.modules.get(path)
-            if old is not None and _may_have_descendants(old):
+            if old is not None:
                 for sub, _ in named_submodules(old):
                     if sub:
                         key = f"{path}.{sub}"
                         if key in table:
                             del table[key]
             table[path] = new
-            if _may_have_descendants(new):
-                for sub, child in named_submodules(new):
-                    if sub:
-                        table[f"{path}.{sub}"] = child
+            for sub, child in named_submodules(new):
+                if sub:
+                    table[f"{path}.{sub}"] = child
         return attrs.evolve(self, modules=FrozenDict(table))
 
     def without_modules(self, paths: Iterable[str]) -> "Program":
@@ -167,13 +166,6 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
-
-
-def _may_have_descendants(module: Any) -> bool:
-    """False only for a module whose named_modules() is nn.Module's and that has no children (it yields
-    the module alone): most swapped modules, whose walk `with_modules` then skips."""
-    walk = getattr(type(module), "named_modules", None)
-    return walk is not torch.nn.Module.named_modules or bool(module._modules)
 
 
 def named_submodules(module: Any) -> list[tuple[str, Any]]:

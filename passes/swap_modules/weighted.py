@@ -61,8 +61,7 @@ class WeightedClasses:
     # is_weighted(module)) and (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
     _weighted: dict = attrs.field(factory=dict, repr=False, eq=False)
     _applies: dict = attrs.field(factory=dict, repr=False, eq=False)
-    # qconfig key -> the qconfig's dtypes (torch's get_qconfig_dtypes, which builds both observers), read
-    # once for all the module classes asked about
+    # qconfig key -> a stand-in holding the qconfig's dtypes, read once for all the module classes asked about
     _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
@@ -89,15 +88,10 @@ class WeightedClasses:
             return _swap_applies(self, qconfig, kind)
         cached = self._swappable.get((key, kind))
         if cached is None:
-            dtype_configs = self.pattern_to_dtype_configs.get(kind, [])
-            if not dtype_configs:  # (torch's check then builds no observer)
-                cached = False
-            else:
-                dtypes = self._dtypes.get(key)
-                if dtypes is None:
-                    dtypes = self._dtypes[key] = _QConfigDtypes(*get_qconfig_dtypes(qconfig))
-                cached = _is_qconfig_supported_by_dtype_configs(dtypes, dtype_configs) and weight_is_quantized(dtypes)
-            self._swappable[(key, kind)] = cached
+            dtypes = self._dtypes.get(key)
+            if dtypes is None:
+                dtypes = self._dtypes[key] = _QConfigDtypes(qconfig)
+            cached = self._swappable[(key, kind)] = _swap_applies(self, dtypes, kind)
         return cached
 
     def is_weighted(self, module: torch.nn.Module) -> bool:
@@ -145,18 +139,26 @@ def first_member(fused: torch.nn.Module) -> torch.nn.Module:
 
 
 class _QConfigDtypes:
-    """A stand-in qconfig for torch's dtype checks: its activation() and weight() give objects with the
-    dtypes (and dynamic flag) the real qconfig's observers have, without building observers."""
+    """A stand-in for a qconfig in torch's dtype checks: its activation() and weight() give objects with
+    the dtypes (and dynamic flag) of the qconfig's observers, built once, when first asked (torch's
+    get_qconfig_dtypes builds both observers)."""
 
-    def __init__(self, activation_dtype: Any, weight_dtype: Any, activation_is_dynamic: bool) -> None:
-        self._activation = types.SimpleNamespace(dtype=activation_dtype, is_dynamic=activation_is_dynamic)
-        self._weight = types.SimpleNamespace(dtype=weight_dtype)
+    def __init__(self, qconfig: Any) -> None:
+        self._qconfig = qconfig
+        self._observers: tuple[Any, Any] | None = None
+
+    def _read(self) -> tuple[Any, Any]:
+        if self._observers is None:
+            activation_dtype, weight_dtype, activation_is_dynamic = get_qconfig_dtypes(self._qconfig)
+            self._observers = (types.SimpleNamespace(dtype=activation_dtype, is_dynamic=activation_is_dynamic),
+                               types.SimpleNamespace(dtype=weight_dtype))
+        return self._observers
 
     def activation(self) -> Any:
-        return self._activation
+        return self._read()[0]
 
     def weight(self) -> Any:
-        return self._weight
+        return self._read()[1]
 
 
 def _swap_applies(classes: "WeightedClasses", qconfig: Any, kind: type) -> bool:
