@@ -63,13 +63,13 @@ def freeze(value: Any, node_name: Callable[[Any], str | None]) -> Arg:
         return Ref(name)
     kind = type(value)
     if kind is tuple:
-        return tuple(freeze(v, node_name) for v in value)
+        return tuple([v if type(v) in _LEAVES else freeze(v, node_name) for v in value])
     if isinstance(value, list):
-        return ListArg(tuple(freeze(v, node_name) for v in value))
+        return ListArg(tuple([freeze(v, node_name) for v in value]))
     if isinstance(value, dict):
-        return DictArg(tuple((k, freeze(v, node_name)) for k, v in value.items()))
+        return DictArg(tuple([(k, freeze(v, node_name)) for k, v in value.items()]))
     if isinstance(value, tuple):
-        return TupleArg(kind, tuple(freeze(v, node_name) for v in value))
+        return TupleArg(kind, tuple([freeze(v, node_name) for v in value]))
     if kind is slice:
         return SliceArg(freeze(value.start, node_name), freeze(value.stop, node_name), freeze(value.step, node_name))
     return value
@@ -81,7 +81,8 @@ def thaw(value: Arg, resolve: Callable[[str], Any]) -> Any:
     if kind is Ref:
         return resolve(value.name)
     if kind is tuple:
-        return tuple(thaw(v, resolve) for v in value)
+        return tuple([resolve(v.name) if type(v) is Ref else thaw(v, resolve) if type(v) in _CONTAINERS else v
+                      for v in value])
     if kind is ListArg:
         return [thaw(v, resolve) for v in value.items]
     if kind is DictArg:
@@ -151,6 +152,8 @@ def _map_items(items: tuple, fn: Callable[[Ref], Arg]) -> tuple:
 # The argument types that may hold references, and those plus Ref itself (every other value is a leaf).
 _CONTAINERS = frozenset({tuple, ListArg, TupleArg, DictArg, SliceArg})
 _MAY_HOLD_REFS = _CONTAINERS | {Ref}
+# Plain values FX arguments often hold, which freeze keeps as they are.
+_LEAVES = frozenset({int, float, bool, str, type(None)})
 
 
 def render(value: Arg) -> str:

@@ -73,7 +73,7 @@ class Node:
         if not mapping or not any(name in mapping for name in self.input_name_tuple()):
             return self
         fn = lambda r: mapping.get(r.name, r)  # noqa: E731  (mapping.get may resolve chains)
-        kwargs = tuple((k, map_refs(v, fn)) for k, v in self.kwargs) if self.kwargs else ()
+        kwargs = tuple([(k, map_refs(v, fn)) for k, v in self.kwargs]) if self.kwargs else ()
         # (the constructor directly: attrs.evolve re-reads the class's fields on every call)
         return Node(self.name, self.op, self.target, map_refs(self.args, fn), kwargs, self.type, self.meta)
 

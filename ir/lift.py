@@ -14,7 +14,7 @@ from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
 from .program import ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
-from .validate import check_graph, check_model_devices, check_observers, is_observer
+from .validate import check_graph, check_model_devices, check_observers
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -58,7 +58,7 @@ def lift_reporting(
     for n in fx_graph.nodes:
         try:
             args = freeze(tuple(n.args), node_name)
-            kwargs = tuple((k, freeze(v, node_name)) for k, v in n.kwargs.items())
+            kwargs = tuple([(k, freeze(v, node_name)) for k, v in n.kwargs.items()])
         except Exception as exc:  # pragma: no cover - defensive
             raise LiftError(f"node '{n.name}': cannot represent its arguments ({exc})") from exc
         nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, frozen_meta(n.meta)))
@@ -82,7 +82,7 @@ def lift_reporting(
     if observed:
         check_model_devices(module_table, attribute_table, root=gm)
         uncalibrated = check_observers((n.name, n.target, modules[n.target]) for n in nodes
-                                       if n.op == "call_module" and is_observer(modules.get(n.target)))
+                                       if n.op == "call_module" and n.target in modules)
 
     ns = fx_graph._graph_namespace
     namespace = Namespace(frozenset(ns._used_names), FrozenDict(ns._base_count))

@@ -291,10 +291,23 @@ def tensor_devices(modules: Iterable[torch.nn.Module], attributes: Mapping[str, 
     """The devices of the parameters and buffers the modules hold themselves (what parameters(recurse=False)
     and buffers(recurse=False) yield, read straight from the tables: this runs over every module of large
     models) and of the tensor attributes."""
-    devices = {tensor.device for module in modules for table in (module._parameters, module._buffers) if table
-               for tensor in table.values() if tensor is not None}
+    modules = modules if isinstance(modules, (list, tuple)) else list(modules)
+    # Most models are on the CPU: a plain tensor's is_cpu is a cheaper read than its device, which builds a
+    # torch.device (a subclass may report a device of its own, so it is asked for that)
+    on_cpu = {type(tensor) in _PLAIN_TENSORS and tensor.is_cpu for module in modules
+              for table in (module._parameters, module._buffers) if table
+              for tensor in table.values() if tensor is not None}
+    if False in on_cpu:
+        devices = {tensor.device for module in modules for table in (module._parameters, module._buffers)
+                   if table for tensor in table.values() if tensor is not None}
+    else:
+        devices = {_CPU} if on_cpu else set()
     devices.update(value.device for value in attributes.values() if isinstance(value, torch.Tensor))
     return devices
+
+
+_CPU = torch.device("cpu")
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 def module_tensors(modules: Mapping[str, torch.nn.Module]) -> Iterable[tuple[str, Any]]:
@@ -306,17 +319,21 @@ def module_tensors(modules: Mapping[str, torch.nn.Module]) -> Iterable[tuple[str
                 yield f"{dot}{name}", value
 
 
-def check_observers(observer_nodes: Iterable[tuple[str, str, Any]]) -> list[str]:
+def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
     """The observers convert will read have well-formed state.
 
-    Takes (node name, module target, module) for every call_module node whose module is an observer or
-    fake-quantize. Raises ObserverStateError for a missing or malformed buffer. Returns the observers that
-    never saw data, as "'target' (node 'name')" (convert then uses their default qparams, as torch does)."""
+    Takes (node name, module target, module) for call_module nodes and looks at those whose module is an
+    observer or a fake-quantize. Raises ObserverStateError for a missing or malformed buffer. Returns the
+    observers that never saw data, as "'target' (node 'name')" (convert then uses their default qparams,
+    as torch does)."""
     uncalibrated: list[str] = []
-    for node_name, target, module in observer_nodes:
+    classes = _ClassFacts()
+    for node_name, target, module in module_calls:
+        if not (classes.is_a(module, ObserverBase) or classes.is_a(module, FakeQuantizeBase)):
+            continue
         try:
             observer = module
-            if isinstance(module, FakeQuantizeBase):
+            if classes.is_a(module, FakeQuantizeBase):
                 observer = getattr(module, "activation_post_process", None)
                 if not isinstance(observer, ObserverBase):
                     raise ObserverStateError(
@@ -324,7 +341,7 @@ def check_observers(observer_nodes: Iterable[tuple[str, str, Any]]) -> list[str]
                         f"{_describe(observer)}, not an observer; re-run prepare_qat_fx instead of editing "
                         "the fake-quantize"
                     )
-            if _never_calibrated(observer):
+            if _never_calibrated(observer, classes):
                 uncalibrated.append(f"'{target}' (node '{node_name}')")
         except _BadState as bad:
             raise ObserverStateError(
@@ -332,6 +349,40 @@ def check_observers(observer_nodes: Iterable[tuple[str, str, Any]]) -> list[str]
                 "instead of editing the observer, or restore it with load_state_dict"
             ) from None
     return uncalibrated
+
+
+class _ClassFacts:
+    """isinstance and attribute lookups answered per class, for one check over many observers of few classes:
+    observer classes are ABCs, whose isinstance runs Python code, and a buffer read through nn.Module's
+    __getattr__ first fails the ordinary lookup."""
+
+    def __init__(self) -> None:
+        self._is_a: dict[tuple[type, type], bool] = {}
+        self._has: dict[tuple[type, str], bool] = {}
+
+    def is_a(self, value: Any, kind: type) -> bool:
+        """isinstance(value, kind)."""
+        own = type(value)
+        if value.__class__ is not own:  # isinstance also asks __class__: only a plain object is its class
+            return isinstance(value, kind)
+        known = self._is_a.get((own, kind))
+        if known is None:
+            known = self._is_a[(own, kind)] = isinstance(value, kind)
+        return known
+
+    def attribute(self, module: torch.nn.Module, name: str) -> Any:
+        """getattr(module, name, None), read from the buffer table where the ordinary lookup would end up
+        there (nothing of that name on the class or in the instance dict)."""
+        own = type(module)
+        on_class = self._has.get((own, name))
+        if on_class is None:
+            on_class = self._has[(own, name)] = hasattr(own, name)
+        state = module.__dict__
+        if not on_class and name not in state and name not in state.get("_parameters", ()):
+            buffers = state.get("_buffers")
+            if buffers is not None and name in buffers:
+                return buffers[name]
+        return getattr(module, name, None)
 
 
 def _observer_where(node_name: str, target: str, module: Any) -> str:
@@ -358,32 +409,32 @@ class _BadState(Exception):
     """What is wrong with an observer's state (check_observers names the observer and the way out)."""
 
 
-def _never_calibrated(observer: ObserverBase) -> bool:
+def _never_calibrated(observer: ObserverBase, classes: "_ClassFacts") -> bool:
     """Check one observer's buffers (raising _BadState if malformed); True if it never saw data."""
-    if isinstance(observer, PerChannelMinMaxObserver):
-        low, high = _buffer(observer, "min_val"), _buffer(observer, "max_val")
+    if classes.is_a(observer, PerChannelMinMaxObserver):
+        low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
         if low.dim() != 1 or low.shape != high.shape:
             raise _BadState(f"min_val and max_val must be 1-D and of one shape, got shapes "
                             f"{tuple(low.shape)} and {tuple(high.shape)}")
         return low.numel() == 0
-    if isinstance(observer, (MinMaxObserver, HistogramObserver)):
-        low, high = _buffer(observer, "min_val"), _buffer(observer, "max_val")
+    if classes.is_a(observer, MinMaxObserver) or classes.is_a(observer, HistogramObserver):
+        low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
         for name, t in (("min_val", low), ("max_val", high)):
             if t.numel() != 1:
                 raise _BadState(f"{name} must hold one value, got shape {tuple(t.shape)}")
-        if isinstance(observer, HistogramObserver):
-            histogram = _buffer(observer, "histogram")
+        if classes.is_a(observer, HistogramObserver):
+            histogram = _buffer(observer, "histogram", classes)
             if histogram.dim() != 1:
                 raise _BadState(f"histogram must be 1-D, got shape {tuple(histogram.shape)}")
         return float(low) == math.inf and float(high) == -math.inf
-    if isinstance(observer, FixedQParamsObserver):
-        _buffer(observer, "scale")
-        _buffer(observer, "zero_point", floating=False)
+    if classes.is_a(observer, FixedQParamsObserver):
+        _buffer(observer, "scale", classes)
+        _buffer(observer, "zero_point", classes, floating=False)
     return False
 
 
-def _buffer(observer: ObserverBase, name: str, floating: bool = True) -> torch.Tensor:
-    value = getattr(observer, name, None)
+def _buffer(observer: ObserverBase, name: str, classes: "_ClassFacts", floating: bool = True) -> torch.Tensor:
+    value = classes.attribute(observer, name)
     if value is None:
         raise _BadState(f"buffer '{name}' is missing")
     if not isinstance(value, torch.Tensor):
@@ -391,11 +442,6 @@ def _buffer(observer: ObserverBase, name: str, floating: bool = True) -> torch.T
     if floating and not value.is_floating_point():
         raise _BadState(f"buffer '{name}' has dtype {value.dtype}, expected a floating-point tensor")
     return value
-
-
-def is_observer(module: Any) -> bool:
-    """Whether convert reads `module` as an activation observer (an observer or a fake-quantize)."""
-    return isinstance(module, (ObserverBase, FakeQuantizeBase))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch.fx.graph import _illegal_names, _name_regex
+from torch.fx.graph import _illegal_names
 
 from .errors import VerificationError
 from .graph import OPS
@@ -79,5 +79,6 @@ def verify(program: Program, where: str = "") -> Program:
 
 
 def _is_fx_name(name: str) -> bool:
-    """Whether FX's namespace would hand out `name` unchanged (codegen relies on it, not renaming nodes)."""
-    return isinstance(name, str) and _name_regex.match(name) is not None and name not in _illegal_names
+    """Whether FX's namespace would hand out `name` unchanged (codegen relies on it, not renaming nodes): an
+    ASCII identifier (FX replaces every other character) that is no keyword, builtin or FX global."""
+    return isinstance(name, str) and name.isascii() and name.isidentifier() and name not in _illegal_names

@@ -69,8 +69,9 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
     root = torch.nn.Module()
     root.training = program.root.training
     gm = GraphModule(root, empty, class_name=program.root.class_name)
+    on_class: dict[tuple[type, str], bool] = {}
     for target in table:
-        if not _install(gm, target, table):
+        if not _install(gm, target, table, on_class):
             _copy_attr(source, gm, target)
     with serving(graph, code):
         gm.graph = graph
@@ -88,13 +89,22 @@ def _direct_install_possible(program: Program) -> bool:
                 or module_globals._global_parameter_registration_hooks)
 
 
-def _free(module: torch.nn.Module, name: str) -> bool:
-    """Whether `name` is unused on `module` in every place attribute lookup and Module.__setattr__ look."""
-    return (name not in module.__dict__ and name not in module._parameters and name not in module._buffers
-            and name not in module._modules and not hasattr(type(module), name))
+def _free(module: torch.nn.Module, name: str, on_class: dict[tuple[type, str], bool]) -> bool:
+    """Whether `name` is unused on `module` in every place attribute lookup and Module.__setattr__ look
+    (`on_class` remembers what the classes hold, for this GraphModule's build)."""
+    state = module.__dict__
+    if (name in state or name in state["_parameters"] or name in state["_buffers"]
+            or name in state["_modules"]):
+        return False
+    kind = type(module)
+    known = on_class.get((kind, name))
+    if known is None:
+        known = on_class[(kind, name)] = hasattr(kind, name)
+    return not known
 
 
-def _install(gm: GraphModule, target: str, table: dict[str, Any]) -> bool:
+def _install(gm: GraphModule, target: str, table: dict[str, Any],
+             on_class: dict[tuple[type, str], bool]) -> bool:
     """Do what `_copy_attr(root, gm, target)` does when that is plainly putting entries into module tables;
     False (having changed nothing) when `target` needs `_copy_attr` itself."""
     *prefix, field = target.split(".")
@@ -109,18 +119,19 @@ def _install(gm: GraphModule, target: str, table: dict[str, Any]) -> bool:
                 return True  # the whole parent was installed already, and with it this target
             to_module = existing
             continue
-        if not _free(to_module, item):
+        if not _free(to_module, item, on_class):
             return False
         parent = torch.nn.Module()
         created.append((to_module, item, parent))
         to_module = parent
     value = table[target]
     if isinstance(value, torch.Tensor):
-        if not _free(to_module, field) or (isinstance(value, torch.nn.Parameter) and value.grad_fn is not None):
+        is_parameter = isinstance(value, torch.nn.Parameter)
+        if not _free(to_module, field, on_class) or (is_parameter and value.grad_fn is not None):
             return False
-        slot = to_module._parameters if isinstance(value, torch.nn.Parameter) else to_module._buffers
+        slot = to_module._parameters if is_parameter else to_module._buffers
     elif isinstance(value, torch.nn.Module):
-        if not _free(to_module, field):
+        if not _free(to_module, field, on_class):
             return False
         slot = to_module._modules
     else:

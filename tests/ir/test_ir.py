@@ -136,7 +136,7 @@ def test_verify_name_outside_namespace(program):
         verify(_broken(program, nodes))
 
 
-@pytest.mark.parametrize("bad", ["list", "torch", "class", "2fast", "a-b"])
+@pytest.mark.parametrize("bad", ["list", "torch", "class", "2fast", "a-b", "a\n", "x_\u0661", "\u00e4"])
 def test_verify_names_fx_would_rename(program, bad):
     old = program.graph.nodes[1].name
     nodes = [n.with_inputs_replaced({old: Ref(bad)}) for n in program.graph.nodes]

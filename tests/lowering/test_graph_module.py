@@ -77,8 +77,9 @@ def test_install_matches_copy_attr(table, training):
     actual = GraphModule(nn.Module(), torch.fx.Graph())
     try:
         source = _source(table, training)
+        on_class: dict = {}
         for target in table:
-            if not gmod._install(actual, target, table):
+            if not gmod._install(actual, target, table, on_class):
                 gmod._copy_attr(source, actual, target)
     except Exception as exc:  # noqa: BLE001
         assert isinstance(expected, Exception) and type(exc) is type(expected) and str(exc) == str(expected)

@@ -26,6 +26,7 @@ import pytest
 import torch
 import torch.nn as nn
 from torch.ao.quantization import QConfigMapping, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+from torch.ao.quantization.observer import HistogramObserver
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
@@ -107,6 +108,16 @@ def _reshape_buffer(m: torch.fx.GraphModule) -> None:
 def _non_tensor_buffer(m: torch.fx.GraphModule) -> None:
     del m.activation_post_process_0._buffers["max_val"]
     m.activation_post_process_0.max_val = "large"
+
+
+class _MinValOnClass(HistogramObserver):
+    """An observer whose class answers `min_val` before the buffer table is asked (a data descriptor)."""
+
+    min_val = property(lambda self: torch.zeros(3))
+
+
+def _buffer_shadowed_by_class(m: torch.fx.GraphModule) -> None:
+    m.activation_post_process_0.__class__ = _MinValOnClass
 
 
 def _integer_buffer(m: torch.fx.GraphModule) -> None:
@@ -220,6 +231,8 @@ TABLE: list[Row] = [
         r"buffer 'min_val' is missing", AttributeError),
     Row("observer-buffer-shape", E.ObserverStateError, edited(_reshape_buffer), ref,
         r"observer 'activation_post_process_0' .*min_val must hold one value, got shape \(3,\)", RuntimeError),
+    Row("observer-buffer-shadowed-by-class", E.ObserverStateError, edited(_buffer_shadowed_by_class), ref,
+        r"observer 'activation_post_process_0' \(_MinValOnClass.*min_val must hold one value, got shape \(3,\)"),
     Row("observer-buffer-not-a-tensor", E.ObserverStateError, edited(_non_tensor_buffer), ref,
         r"buffer 'max_val' is str 'large', not a tensor", TypeError),
     Row("observer-buffer-dtype", E.ObserverStateError, edited(_integer_buffer), ref,
@@ -400,6 +413,10 @@ def test_model_devices_are_checked_as_every_named_tensor_is() -> None:
     del child.elsewhere
     with pytest.raises(E.DeviceError, match=r"tensor 'table' of the observed model is on the meta device"):
         check_model_devices(modules, {"table": torch.zeros(3, device="meta")})
+    child.register_buffer("unmade", torch.zeros(1, device="meta"))  # a plain tensor off the CPU
+    with pytest.raises(E.DeviceError, match=r"tensor 'fc.unmade' of the observed model is on the meta device"):
+        check_model_devices(modules, {})
+    del child.unmade
     # objects in a table that are not tensors are skipped, as the named scan skips them
     child._buffers["odd"] = _ReportsADevice()
     check_model_devices(modules, {})
