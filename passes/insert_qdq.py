@@ -21,7 +21,6 @@ import warnings
 from typing import Any
 
 import torch
-from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
@@ -32,6 +31,7 @@ from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
 
 from .manager import register
+from .support.observers import ObserverTest
 from .support.qparams import batched_histogram_qparams, batched_per_tensor_qparams
 from .support.root_attributes import AttributeAllocator, unique_device
 
@@ -98,7 +98,7 @@ class _QdqRewrite:
         self._device: Any = "unset"
         self._per_tensor: dict[int, tuple[float, int]] | None = None
         self.modules = program.modules
-        self._observer_classes: dict[type, bool] = {}
+        self.is_observer = ObserverTest()
         self._plain_lookup_classes: dict[type, bool] = {}
 
     @property
@@ -106,17 +106,6 @@ class _QdqRewrite:
         if self._device == "unset":
             self._device = unique_device(self.program)
         return self._device
-
-    def is_observer(self, module: Any) -> bool:
-        """torch's `_is_activation_post_process`, remembered per class for this run (except for script
-        modules: all share one class, and the answer depends on the compiled class name)."""
-        kind = type(module)
-        known = self._observer_classes.get(kind)
-        if known is None:
-            known = _is_activation_post_process(module)
-            if not isinstance(module, torch.jit.ScriptModule):
-                self._observer_classes[kind] = known
-        return known
 
     def converts_itself(self, observer: Any) -> bool:
         """`hasattr(observer, "convert")`, torch's test for observers with their own conversion; without the

@@ -21,7 +21,6 @@ import attrs
 import torch
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.backend_config import get_native_backend_config
-from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.stubs import DeQuantStub
 from torch.nn.utils.parametrize import type_before_parametrizations
 
@@ -30,6 +29,7 @@ from qfx.ir.graph import Node
 from qfx.ir.program import CallingConvention, ConvertOptions, Program
 
 from ..manager import register
+from ..support.observers import ObserverTest
 from ..support.root_attributes import unique_device
 from .custom import convert_custom, custom_module_classes
 from .standalone import convert_standalone, is_observed_standalone
@@ -88,7 +88,7 @@ def swap_modules(program: Program) -> Program:
     custom_classes = custom_module_classes(mapping)
     device = unique_device(program)
     work = _Workspace(program, options)
-    is_observer = _ObserverTest()
+    is_observer = ObserverTest()
     fast = FastPaths.plan(_weighted_modules(program, classes, is_observer), classes, device)
 
     for node in program.graph.nodes:
@@ -114,28 +114,10 @@ def swap_modules(program: Program) -> Program:
 
 
 def _weighted_modules(program: Program, classes: WeightedClasses,
-                      is_observer: "_ObserverTest") -> list[torch.nn.Module]:
+                      is_observer: ObserverTest) -> list[torch.nn.Module]:
     """The input modules the loop below may hand to convert_weighted (observers skipped first, as it does)."""
     called = (program.modules[node.target] for node in program.graph.nodes if node.op == "call_module")
     return [module for module in called if not is_observer(module) and classes.is_weighted(module)]
-
-
-class _ObserverTest:
-    """torch's `_is_activation_post_process`, remembered per class: for a module that is not a scripted
-    one it is an isinstance test against observer base classes, so its class decides it (scripted modules,
-    whose answer comes from their qualified name, are asked every time)."""
-
-    def __init__(self) -> None:
-        self._by_class: dict[type, bool] = {}
-
-    def __call__(self, module: torch.nn.Module) -> bool:
-        kind = type(module)
-        known = self._by_class.get(kind)
-        if known is None:
-            known = _is_activation_post_process(module)
-            if module.__class__ is kind and not isinstance(module, torch.jit.RecursiveScriptModule):
-                self._by_class[kind] = known
-        return known
 
 
 def _swap_standalone(node: Node, module: torch.fx.GraphModule, work: _Workspace) -> None:

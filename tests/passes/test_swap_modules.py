@@ -657,21 +657,6 @@ def test_full_convert_equals_torch(case):
         assert_same_outputs(got, expected, *example)
 
 
-def test_the_remembered_observer_test_answers_as_torchs():
-    """swap-modules' per-class memo of `_is_activation_post_process` gives torch's answer for observers,
-    fake-quantizes, plain modules and scripted modules (a scripted observer and a scripted Linear share a
-    class, so they are asked every time), asked twice each."""
-    from torch.ao.quantization.observer import _is_activation_post_process
-    from qfx.passes.swap_modules import _ObserverTest
-
-    modules = [torch.ao.quantization.MinMaxObserver(), torch.ao.quantization.FakeQuantize(), nn.Linear(2, 2),
-               torch.jit.script(torch.ao.quantization.MinMaxObserver()), torch.jit.script(nn.Linear(2, 2)),
-               nn.ReLU()]
-    test = _ObserverTest()
-    for module in modules + modules:
-        assert test(module) == _is_activation_post_process(module)
-
-
 class _CopiesItself(nn.Sequential):
     def __copy__(self) -> "_CopiesItself":
         clone = _CopiesItself()
