@@ -157,7 +157,7 @@ class _Layout:
         device = float_module.weight.device
         if _plain_qparams(qparams):
             axis = qparams["axis"] if qparams["qscheme"] in _PER_CHANNEL else 0
-            _write_weight_qparams(module, qparams, axes.get(axis, device))
+            _write_weight_qparams(module, qparams, axis, axes.get(axis, device))
         else:
             module._init_weight_qparams(qparams, device)
         return module
@@ -193,18 +193,19 @@ def _plain_qparams(qparams: Any) -> bool:
     return qscheme not in _PER_CHANNEL or type(qparams.get("axis")) is int
 
 
-def _write_weight_qparams(module: torch.nn.Module, qparams: dict[str, Any], axis: torch.Tensor) -> None:
+def _write_weight_qparams(module: torch.nn.Module, qparams: dict[str, Any], axis: int,
+                          axis_tensor: torch.Tensor) -> None:
     """Set what _init_weight_qparams sets for plain qparams, in its order, straight into the module's
-    tables. `axis` is the new `weight_axis` buffer."""
+    tables. `axis_tensor` is the new `weight_axis` buffer, holding `axis`."""
     state = module.__dict__
     buffers = state["_buffers"]
     state["weight_qscheme"] = qparams["qscheme"]
     state["weight_dtype"] = qparams["dtype"]
     buffers["weight_scale"] = _copy(qparams["scale"])
     buffers["weight_zero_point"] = _copy(qparams["zero_point"])
-    buffers["weight_axis"] = axis
+    buffers["weight_axis"] = axis_tensor
     state["is_decomposed"] = qparams.get("is_decomposed", False)
-    state["weight_axis_int"] = axis.item()
+    state["weight_axis_int"] = axis  # what weight_axis.item() reads back
     state["weight_quant_min"] = qparams.get("quant_min")
     state["weight_quant_max"] = qparams.get("quant_max")
 

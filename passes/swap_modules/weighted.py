@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import attrs
 import torch
+import torch.nn.modules.module as module_globals
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.backend_config.utils import (
     get_fused_module_classes,
@@ -254,7 +255,7 @@ def convert_weighted(
     # A QAT module's to_float() built a container nobody else holds; any other fused module is the
     # program's, so it gets a new container sharing the untouched members.
     container = fused if swapped is not None else _container_copy(fused)
-    container[0] = reference
+    _set_first_member(container, reference)
     return container
 
 
@@ -317,6 +318,22 @@ def _container_copy(module: torch.nn.Module) -> torch.nn.Module:
         clone = copy.copy(module)
     clone.__dict__["_modules"] = dict(module._modules)
     return clone
+
+
+def _set_first_member(container: torch.nn.Module, member: torch.nn.Module) -> None:
+    """`container[0] = member` on a container nobody else holds: straight into its table of children when
+    that is all Sequential's indexing and nn.Module's __setattr__ would do (no registration hook to call,
+    nothing of the child's name elsewhere in the module to remove)."""
+    kind = type(container)
+    name = next(iter(container._modules), None)
+    state = container.__dict__
+    if (name is None or kind.__setitem__ is not torch.nn.Sequential.__setitem__
+            or kind.__setattr__ is not torch.nn.Module.__setattr__ or module_globals._global_module_registration_hooks
+            or name in state or name in state["_parameters"] or name in state["_buffers"]
+            or name in state["_non_persistent_buffers_set"]):
+        container[0] = member
+        return
+    container._modules[name] = member
 
 
 def _copies_as_module(kind: type) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 import torch
+import torch.ao.nn.intrinsic as nni
 import torch.nn as nn
 from torch.ao.quantization import (
     QConfigMapping,
@@ -690,6 +691,50 @@ def test_container_copy_is_copy_copy_with_its_own_children_table(module):
     assert list(clone.__dict__) == list(expected.__dict__)
     assert all(clone.__dict__[k] is v for k, v in expected.__dict__.items() if k != "_modules")
     assert clone._modules == module._modules and clone._modules is not module._modules
+
+
+class _RecordsSetattr(nni.LinearReLU):
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        object.__setattr__(self, "last_set", name)
+
+
+def _fused(setup: Any = None) -> nn.Module:
+    module = nni.LinearReLU(nn.Linear(2, 2), nn.ReLU())
+    if setup is not None:
+        setup(module)
+    return module
+
+
+@pytest.mark.parametrize("make", [
+    _fused, lambda: _RecordsSetattr(nn.Linear(2, 2), nn.ReLU()),
+    lambda: _fused(lambda m: m.__dict__.__setitem__("0", "an instance attribute of the child's name")),
+    lambda: _fused(lambda m: m._buffers.__setitem__("0", torch.zeros(1))),
+    lambda: _fused(lambda m: m._non_persistent_buffers_set.add("0")),
+])
+@pytest.mark.parametrize("hooked", [False, True])
+def test_setting_the_first_member_is_sequential_indexing(make, hooked):
+    """swap-modules puts the reference module into its fused container as `container[0] = member` does:
+    the same table of children and the same __dict__, a class's own __setattr__ and a global module
+    registration hook run (then it takes the indexing itself)."""
+    from qfx.passes.swap_modules.weighted import _set_first_member
+    expected, got, member = make(), make(), nn.Linear(2, 2)
+    seen = []
+    handle = (torch.nn.modules.module.register_module_module_registration_hook(
+        lambda module, name, child: seen.append(name)) if hooked else None)
+    try:
+        expected[0] = member
+        _set_first_member(got, member)
+    finally:
+        if handle is not None:
+            handle.remove()
+    assert list(got._modules) == list(expected._modules) and got[0] is member and expected[0] is member
+    assert list(got.__dict__) == list(expected.__dict__)
+    assert got.__dict__.get("0") == expected.__dict__.get("0")
+    assert list(got._buffers) == list(expected._buffers)
+    assert got._non_persistent_buffers_set == expected._non_persistent_buffers_set
+    assert getattr(got, "last_set", None) == getattr(expected, "last_set", None)
+    assert seen == (["0", "0"] if hooked else [])
 
 
 class _MetaProperty(nn.Module):
