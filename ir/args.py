@@ -12,14 +12,20 @@ from typing import Any, Callable, Iterator
 import attrs
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, init=False)
 class Ref:
     """A reference to the node called `name` in the same graph."""
 
     name: str
 
+    def __init__(self, name: str) -> None:
+        _set_ref_name(self, name)  # the slot's own setter: cheaper than attrs' frozen-attribute call
+
     def __repr__(self) -> str:
         return f"%{self.name}"
+
+
+_set_ref_name = Ref.__dict__["name"].__set__
 
 
 @attrs.frozen(slots=True)

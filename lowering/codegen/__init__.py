@@ -42,7 +42,7 @@ def _emit(program: Program) -> GraphModule:
     table: dict[str, Any] = {}
     for node in program.graph.nodes:
         args = thaw(node.args, resolve)
-        kwargs = {k: thaw(v, resolve) for k, v in node.kwargs}
+        kwargs = {k: thaw(v, resolve) for k, v in node.kwargs} if node.kwargs else {}
         meta = dict(node.meta)
         fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
         if node.op in ("get_attr", "call_module"):

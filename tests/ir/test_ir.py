@@ -596,3 +596,25 @@ def test_named_submodules_lists_what_named_modules_lists(case):
         found = named_submodules(module)
         assert [name for name, _ in found] == [name for name, _ in expected]
         assert all(a is b for (_, a), (_, b) in zip(found, expected))
+
+
+def test_nodes_and_refs_hold_exactly_what_they_were_made_with() -> None:
+    """Node's and Ref's own __init__ (slot setters, not attrs' generated one) sets every field: the given
+    values, the meta frozen (none: the shared empty meta), no input names yet; they stay frozen values."""
+    import attrs
+    from qfx.ir.frozendict import FrozenDict
+    from qfx.ir.graph import NO_META
+
+    ref = Ref("x")
+    made = Node("add", "call_function", operator.add, (ref, 1), (("alpha", 2),), int, {"k": [1]})
+    assert attrs.asdict(made, recurse=False) == {
+        "name": "add", "op": "call_function", "target": operator.add, "args": (ref, 1),
+        "kwargs": (("alpha", 2),), "type": int, "meta": {"k": [1]}, "_input_names": None}
+    assert type(made.meta) is FrozenDict and made.input_name_tuple() == ("x",)
+    assert Node("p", "placeholder", "p").meta is NO_META and Node("p", "placeholder", "p", meta=None).meta is NO_META
+    assert made.evolve(name="b") == Node("b", "call_function", operator.add, (ref, 1), (("alpha", 2),), int,
+                                         {"k": [1]})
+    assert attrs.asdict(ref) == {"name": "x"} and ref == Ref("x") and hash(ref) == hash(Ref("x"))
+    for value, field in ((made, "name"), (made, "meta"), (ref, "name")):
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            setattr(value, field, "other")
