@@ -52,15 +52,20 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
     # The copy shares the containers in __dict__; give it its own before changing them.
     state = clean.__dict__
     state["_modules"] = children
-    state["_forward_hooks"] = type(module._forward_hooks)(
-        (k, h) for k, h in module._forward_hooks.items() if h is not _observer_forward_hook)
-    state["_forward_pre_hooks"] = type(module._forward_pre_hooks)(
-        (k, h) for k, h in module._forward_pre_hooks.items() if h is not _observer_forward_pre_hook)
+    state["_forward_hooks"] = _without(module._forward_hooks, _observer_forward_hook)
+    state["_forward_pre_hooks"] = _without(module._forward_pre_hooks, _observer_forward_pre_hook)
     state.pop("qconfig", None)
     if _attached_observer(clean) is not None:
         delattr(clean, "activation_post_process")
     memo[id(module)] = clean
     return clean
+
+
+def _without(hooks: dict, hook: Any) -> dict:
+    """A new hook table of `hooks`' type holding its entries except `hook`."""
+    if not hooks:  # the common case, without a generator
+        return type(hooks)()
+    return type(hooks)((k, h) for k, h in hooks.items() if h is not hook)
 
 
 @register("cleanup")
