@@ -175,13 +175,19 @@ def named_submodules(module: Any) -> list[tuple[str, Any]]:
     plain = torch.nn.Module.named_modules
     found: list[tuple[str, Any]] = []
     stack: list[tuple[str, Any]] = [("", module)]
+    pop, push, add = stack.pop, stack.extend, found.append
+    plain_classes: dict[type, bool] = {}  # whether the class's named_modules is nn.Module's
     while stack:
-        prefix, current = stack.pop()
-        if getattr(type(current), "named_modules", None) is not plain:
+        prefix, current = pop()
+        kind = type(current)
+        is_plain = plain_classes.get(kind)
+        if is_plain is None:
+            is_plain = plain_classes[kind] = getattr(kind, "named_modules", None) is plain
+        if not is_plain:
             return list(module.named_modules(remove_duplicate=False))
-        found.append((prefix, current))
+        add((prefix, current))
         children = current._modules
         if children:
             dot = f"{prefix}." if prefix else ""
-            stack.extend(reversed([(dot + name, child) for name, child in children.items() if child is not None]))
+            push(reversed([(dot + name, child) for name, child in children.items() if child is not None]))
     return found
