@@ -291,17 +291,11 @@ def tensor_devices(modules: Iterable[torch.nn.Module], attributes: Mapping[str, 
     """The devices of the parameters and buffers the modules hold themselves (what parameters(recurse=False)
     and buffers(recurse=False) yield, read straight from the tables: this runs over every module of large
     models) and of the tensor attributes."""
-    modules = modules if isinstance(modules, (list, tuple)) else list(modules)
     # Most models are on the CPU: a plain tensor's is_cpu is a cheaper read than its device, which builds a
     # torch.device (a subclass may report a device of its own, so it is asked for that)
-    on_cpu = {type(tensor) in _PLAIN_TENSORS and tensor.is_cpu for module in modules
-              for table in (module._parameters, module._buffers) if table
-              for tensor in table.values() if tensor is not None}
-    if False in on_cpu:
-        devices = {tensor.device for module in modules for table in (module._parameters, module._buffers)
-                   if table for tensor in table.values() if tensor is not None}
-    else:
-        devices = {_CPU} if on_cpu else set()
+    devices = {_CPU if type(tensor) in _PLAIN_TENSORS and tensor.is_cpu else tensor.device
+               for module in modules for table in (module._parameters, module._buffers) if table
+               for tensor in table.values() if tensor is not None}
     devices.update(value.device for value in attributes.values() if isinstance(value, torch.Tensor))
     return devices
 
