@@ -8,8 +8,8 @@ logic, not floor: they are computed once, untimed, by `floor_work`.
 Each piece is timed done the fastest exact way known: per-channel min and max as separate row reductions
 (torch's aminmax along rows is several times slower), per-channel quantization by qfx's (vectorised, where
 torch quantizes one element at a time; torch's own loop for small weights, where that is faster), and
-prepacking in the mode qfx packs in (inference mode where that is exact); a convert cannot do them faster
-without doing less.
+prepacking in the mode qfx packs in (below autograd's view tracking where that packs the same); a convert
+cannot do them faster without doing less.
 """
 
 from __future__ import annotations

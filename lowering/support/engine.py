@@ -206,38 +206,29 @@ def _placeholder_free(q_class: type) -> type:
     return type(q_class.__name__, (q_class,), namespace)
 
 
+# Engines whose prepack ops keep a contiguous float32 CPU bias as the very tensor they were given.
+_KEEP_GIVEN_BIAS = ("fbgemm", "x86", "onednn")
+
+
 def packing_mode(weight: Any, bias: Any) -> contextlib.AbstractContextManager:
-    """The mode to run a linear or conv prepack op of `weight` and `bias` in: inference mode where that
-    packs the same weight and the packed params keep no tensor made during the call, else the current one.
+    """The mode to run a linear or conv prepack op of `weight` and `bias` in: below autograd's view
+    tracking (ADInplaceOrView) where that packs the very same params, else the current mode.
 
-    fbgemm's prepack reads every channel's scale and zero point with a tensor select and `item()` (tens
-    of thousands of them on a ResNet); without autograd's view tracking those cost a fraction. fbgemm keeps
-    only the packed integers, plain vectors of the qparams and the bias it was given (the bias itself when
-    contiguous), so the packed params are the same, and no inference tensor can reach the converted model.
-    That holds for qint8 weights with no bias or a contiguous float32 one, under the fbgemm engine, and under
-    x86 where it packs with fbgemm (oneDNN, which keeps a copy of the weight, takes over on CPUs with
-    AVX512-VNNI)."""
-    engine = torch.backends.quantized.engine
-    if engine != "fbgemm" and (engine != "x86" or _onednn_may_pack()):
+    Prepack ops read every output channel's scale and zero point with a tensor select and `item()` (tens
+    of thousands of them on a ResNet); outside that mode each select records the view it makes for
+    autograd, 10-20% of the packing time of a ResNet under fbgemm and oneDNN. The kernels are the same
+    either way, and so is every tensor the packed params keep, except a copy of a tensor that requires
+    grad (a strided bias, any bias under qnnpack, a float weight): packed in the current mode, that copy
+    carries autograd's history. So the mode applies when the weight requires no grad (a quantized one never
+    does) and the bias is None or requires no grad, or is kept as it is given (a contiguous float32 CPU
+    tensor under fbgemm, x86 and oneDNN)."""
+    if getattr(weight, "requires_grad", True) or not (bias is None or isinstance(bias, torch.Tensor)):
         return contextlib.nullcontext()
-    if not (isinstance(weight, torch.Tensor) and weight.dtype == torch.qint8 and weight.device.type == "cpu"):
-        return contextlib.nullcontext()
-    if bias is not None and not (isinstance(bias, torch.Tensor) and bias.dtype == torch.float32
-                                 and bias.device.type == "cpu" and bias.is_contiguous()):
-        return contextlib.nullcontext()
-    return torch.inference_mode()
-
-
-@functools.cache
-def _onednn_may_pack() -> bool:
-    """Whether the x86 engine may pack with oneDNN here: unless this is a Linux machine whose CPU flags
-    lack avx512_vnni (torch's test for it), assume it may."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            flags = [line.split() for line in cpuinfo if line.startswith("flags")]
-    except OSError:
-        return True
-    return not flags or any("avx512_vnni" in line for line in flags)
+    if bias is None or not bias.requires_grad or (
+            torch.backends.quantized.engine in _KEEP_GIVEN_BIAS and bias.dtype == torch.float32
+            and bias.device.type == "cpu" and bias.is_contiguous()):
+        return torch._C._AutoDispatchBelowADInplaceOrView()
+    return contextlib.nullcontext()
 
 
 # An instance dict to replay: (name, how, what) per entry, `how` one of these.

@@ -126,37 +126,82 @@ def test_same_module_as_from_reference(engine_name, data):
         torch.backends.quantized.engine = previous
 
 
+def _below_view_tracking() -> bool:
+    return torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.ADInplaceOrView)
+
+
 @pytest.mark.parametrize("engine_name", ENGINES)
 @pytest.mark.parametrize("bias", [True, False, "strided"])
-def test_fbgemm_packs_in_inference_mode_and_others_as_called(monkeypatch, engine_name, bias):
+def test_prepack_runs_below_view_tracking_where_the_engine_keeps_the_bias_given(monkeypatch, engine_name, bias):
     modes = []
     for op in ("conv2d_prepack", "linear_prepack"):
         original = getattr(torch.ops.quantized, op)
         monkeypatch.setattr(torch.ops.quantized, op, lambda *a, original=original: (
-            modes.append(torch.is_inference_mode_enabled()), original(*a))[1])
+            modes.append(_below_view_tracking()), original(*a))[1])
     monkeypatch.setattr(torch.backends.quantized, "engine", engine_name)
     conv = _with_bias(torch.nn.Conv2d(4, 6, 3, bias=bool(bias)), bias)
     linear = _with_bias(torch.nn.Linear(4, 6, bias=bool(bias)), bias)
     for q_class, ref in ((nnq.Conv2d, _reference(conv, nnqr.Conv2d, True)),
                          (nnq.Linear, _reference(linear, nnqr.Linear, True))):
-        module = quantized_from_reference(q_class, ref, torch.tensor(0.1), torch.tensor(0), where="test")
-        assert not _inference_tensors(module)
-    fbgemm = engine_name == "fbgemm" or (engine_name == "x86" and not engine._onednn_may_pack())
-    assert modes[-2:] == [fbgemm and bias != "strided"] * 2
+        quantized_from_reference(q_class, ref, torch.tensor(0.1), torch.tensor(0), where="test")
+    # the float modules' biases require grad: only a contiguous one, under an engine that keeps it as given
+    below = not bias or (bias is True and engine_name != "qnnpack")
+    assert modes[-2:] == [below] * 2
+    assert not _below_view_tracking()
 
 
-def test_onednn_is_assumed_where_the_cpu_flags_cannot_be_read(monkeypatch):
-    engine._onednn_may_pack.cache_clear()
+def _packed_tensor_facts(t: torch.Tensor | None, given: torch.Tensor | None) -> tuple | None:
+    """What tells two packed-params tensors apart besides their values."""
+    if t is None:
+        return None
+    return (t.dtype, t.shape, t.stride(), t.requires_grad, t.grad_fn is None, t.is_leaf, t._is_view(),
+            torch.is_inference(t), t is given)
+
+
+def _same_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    if a.is_quantized:
+        return (torch.equal(a.int_repr(), b.int_repr()) and a.qscheme() == b.qscheme()
+                and (torch.equal(a.q_per_channel_scales(), b.q_per_channel_scales())
+                     if a.qscheme() == torch.per_channel_affine else a.q_scale() == b.q_scale()))
+    return torch.equal(a, b)
+
+
+@pytest.mark.parametrize("engine_name", ENGINES)
+@settings(max_examples=examples(60), deadline=None)
+@given(data=st.data())
+def test_packing_mode_packs_the_params_the_current_mode_packs(engine_name, data):
+    """Whatever packing_mode chooses, the packed params equal those packed in the current mode: the same
+    unpacked values, and tensors alike in every way autograd or inference mode could mark them."""
+    previous = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine_name
     try:
-        def unreadable(*args, **kwargs):
-            raise OSError("no /proc here")
-
-        monkeypatch.setattr("builtins.open", unreadable)
-        assert engine._onednn_may_pack()
+        dims = data.draw(st.sampled_from([0, 1, 2] + ([3] if engine_name != "qnnpack" else [])))  # 0: linear
+        shape = (6, 4) if dims == 0 else (6, 4, *[3] * dims)
+        torch.manual_seed(data.draw(st.integers(0, 100)))
+        weight = torch.randn(shape)
+        if data.draw(st.booleans()) and engine_name != "qnnpack":
+            weight = torch.quantize_per_channel(weight, torch.rand(6) + 0.05, torch.zeros(6, dtype=torch.long), 0,
+                                                torch.qint8)
+        else:
+            weight = torch.quantize_per_tensor(weight, 0.05, 0, torch.qint8)
+        bias_kind = data.draw(st.sampled_from(["none", "plain", "strided", "parameter", "strided parameter"]))
+        bias = {"none": None, "plain": torch.randn(6), "strided": torch.randn(12)[::2],
+                "parameter": torch.nn.Parameter(torch.randn(6)),
+                "strided parameter": torch.nn.Parameter(torch.randn(12))[::2]}[bias_kind]
+        op = {0: torch.ops.quantized.linear_prepack, 1: torch.ops.quantized.conv1d_prepack,
+              2: torch.ops.quantized.conv2d_prepack, 3: torch.ops.quantized.conv3d_prepack}[dims]
+        extra = () if dims == 0 else ([1] * dims, [0] * dims, [1] * dims, 1)
+        plain = op(weight, bias, *extra)
+        with engine.packing_mode(weight, bias):
+            ours = op(weight, bias, *extra)
+        (w_plain, b_plain), (w_ours, b_ours) = plain.unpack()[:2], ours.unpack()[:2]
+        assert _same_values(w_ours, w_plain) and _same_values(b_ours, b_plain)
+        assert _packed_tensor_facts(w_ours, weight) == _packed_tensor_facts(w_plain, weight)
+        assert _packed_tensor_facts(b_ours, bias) == _packed_tensor_facts(b_plain, bias)
     finally:
-        monkeypatch.undo()
-        engine._onednn_may_pack.cache_clear()
-    assert engine._onednn_may_pack() == ("avx512_vnni" in open("/proc/cpuinfo").read())
+        torch.backends.quantized.engine = previous
 
 
 def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(monkeypatch):
