@@ -73,7 +73,9 @@ PENDING = "n/a (pending)"
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
-    """(seconds, result) of one call, with the garbage collector paused during it."""
+    """(seconds, result) of one call, with the garbage collector paused during it (and run before it, so
+    that no call pays for another's garbage)."""
+    gc.collect()
     gc.disable()
     try:
         start = time.perf_counter()
@@ -118,6 +120,7 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
     status, error = "ok", None
     ours = theirs = None
     for i in range(repeat):
+        ours = theirs = None  # each convert starts without the previous results in memory
         if status == "ok":
             timing = Timing()
             try:
