@@ -73,9 +73,7 @@ PENDING = "n/a (pending)"
 
 
 def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
-    """(seconds, result) of one call, with the garbage collector paused during it (and run before it, so
-    that no call pays for another's garbage)."""
-    gc.collect()
+    """(seconds, result) of one call, with the garbage collector paused during it."""
     gc.disable()
     try:
         start = time.perf_counter()
@@ -120,22 +118,32 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
     status, error = "ok", None
     ours = theirs = None
     for i in range(repeat):
-        ours = theirs = None  # each convert starts without the previous results in memory
+        # Each convert starts from the same state, as a fresh call would: earlier results dropped and the
+        # garbage collected (a lowered ResNet convert ran up to 1.6x slower, qfx's and torch's alike, while
+        # the last results were alive). Only the last round's results are kept, for the comparison.
+        keep = i == repeat - 1
+        code = None
         if status == "ok":
             timing = Timing()
             try:
-                seconds, ours = timed(ours_fn, observed.model, instruments=[timing])
+                gc.collect()
+                seconds, result = timed(ours_fn, observed.model, instruments=[timing])
                 qfx_runs.append(seconds)
                 pass_runs.append([(r.name, r.seconds, r.nodes_before, r.nodes_after) for r in timing.records])
+                code, ours = result.code, (result if keep else None)
+                del result
             except UnsupportedError as exc:
                 status, error = "pending", str(exc)
             except Exception as exc:  # report and carry on: one broken row must not sink the bench
                 status, error = "error", f"{type(exc).__name__}: {exc}"
-        seconds, theirs = timed(theirs_fn, copies[i])
+        gc.collect()
+        seconds, result = timed(theirs_fn, copies[i])
         torch_runs.append(seconds)
+        theirs = result if keep else None
+        del result
         copies[i] = None
-        if floor is not None and ours is not None:
-            floor_runs.append(floor_seconds(floor, ours.code, lowered=mode == "lowered"))
+        if floor is not None and code is not None:
+            floor_runs.append(floor_seconds(floor, code, lowered=mode == "lowered"))
     result: dict[str, Any] = {
         "status": status,
         "error": error,
