@@ -109,7 +109,6 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
     rounds, on qfx's generated code); equality of the results; purity of qfx. Returns the measurements, qfx's
     last result (None if it failed) and torch's last result."""
     _, ours_fn, theirs_fn = MODES[mode]
-    copies: list[GraphModule | None] = [copy.deepcopy(observed.model) for _ in range(repeat)]
     before = fingerprint(observed.model)
     qfx_runs: list[float] = []
     torch_runs: list[float] = []
@@ -117,33 +116,39 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
     pass_runs: list[list[tuple[str, float, int, int]]] = []
     status, error = "ok", None
     ours = theirs = None
-    for i in range(repeat):
-        # Each convert starts from the same state, as a fresh call would: earlier results dropped and the
-        # garbage collected (a lowered ResNet convert ran up to 1.6x slower, qfx's and torch's alike, while
-        # the last results were alive). Only the last round's results are kept, for the comparison.
-        keep = i == repeat - 1
-        code = None
-        if status == "ok":
-            timing = Timing()
-            try:
-                gc.collect()
-                seconds, result = timed(ours_fn, observed.model, instruments=[timing])
-                qfx_runs.append(seconds)
-                pass_runs.append([(r.name, r.seconds, r.nodes_before, r.nodes_after) for r in timing.records])
-                code, ours = result.code, (result if keep else None)
-                del result
-            except UnsupportedError as exc:
-                status, error = "pending", str(exc)
-            except Exception as exc:  # report and carry on: one broken row must not sink the bench
-                status, error = "error", f"{type(exc).__name__}: {exc}"
-        gc.collect()
-        seconds, result = timed(theirs_fn, copies[i])
-        torch_runs.append(seconds)
-        theirs = result if keep else None
-        del result
-        copies[i] = None
-        if floor is not None and code is not None:
-            floor_runs.append(floor_seconds(floor, code, lowered=mode == "lowered"))
+    # Each convert starts from the same state, as a fresh call would: earlier results dropped and the garbage
+    # collected (a lowered ResNet convert ran up to 1.6x slower, qfx's and torch's alike, while the last
+    # results were alive). Only the last round's results are kept, for the comparison. What exists before the
+    # rounds is frozen meanwhile, so that each collection only walks what the converts made.
+    gc.collect()
+    gc.freeze()
+    try:
+        for i in range(repeat):
+            keep = i == repeat - 1
+            code = None
+            if status == "ok":
+                timing = Timing()
+                try:
+                    gc.collect()
+                    seconds, result = timed(ours_fn, observed.model, instruments=[timing])
+                    qfx_runs.append(seconds)
+                    pass_runs.append([(r.name, r.seconds, r.nodes_before, r.nodes_after) for r in timing.records])
+                    code, ours = result.code, (result if keep else None)
+                    del result
+                except UnsupportedError as exc:
+                    status, error = "pending", str(exc)
+                except Exception as exc:  # report and carry on: one broken row must not sink the bench
+                    status, error = "error", f"{type(exc).__name__}: {exc}"
+            given = copy.deepcopy(observed.model)  # torch converts in place; made before timing
+            gc.collect()
+            seconds, result = timed(theirs_fn, given)
+            torch_runs.append(seconds)
+            theirs = result if keep else None
+            del result, given
+            if floor is not None and code is not None:
+                floor_runs.append(floor_seconds(floor, code, lowered=mode == "lowered"))
+    finally:
+        gc.unfreeze()
     result: dict[str, Any] = {
         "status": status,
         "error": error,
