@@ -118,7 +118,7 @@ def test_same_module_as_from_reference(engine_name, data):
         assert not diff_values([s for *_, s in _tree(ours)], [s for *_, s in _tree(theirs)])
         assert not diff_values(freeze_value(ours.state_dict()), freeze_value(theirs.state_dict()))
         assert repr(ours) == repr(theirs)
-        assert not _inference_tensors(ours)  # (packing may run in inference mode: nothing of it is kept)
+        assert not _inference_tensors(ours)  # (nothing made in a special mode reaches the module)
         a, b = ours(x), theirs(x)
         assert torch.equal(a.int_repr() if a.is_quantized else a, b.int_repr() if b.is_quantized else b)
         assert type(pickle.loads(pickle.dumps(ours))) is q_class
