@@ -25,7 +25,7 @@ from torch.ao.quantization.utils import get_qparam_dict
 
 from qfx.lowering.support import engine
 from qfx.lowering.support.engine import quantized_from_reference
-from tests.support.snapshot import diff_values, freeze_value, module_state
+from tests.support.snapshot import diff_tensors, diff_values, freeze_value, module_state
 from qfx.testing.strategies import examples
 
 ENGINES = [e for e in ("x86", "fbgemm", "qnnpack") if e in torch.backends.quantized.supported_engines]
@@ -158,16 +158,6 @@ def _packed_tensor_facts(t: torch.Tensor | None, given: torch.Tensor | None) -> 
             torch.is_inference(t), t is given)
 
 
-def _same_values(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    if a.is_quantized:
-        return (torch.equal(a.int_repr(), b.int_repr()) and a.qscheme() == b.qscheme()
-                and (torch.equal(a.q_per_channel_scales(), b.q_per_channel_scales())
-                     if a.qscheme() == torch.per_channel_affine else a.q_scale() == b.q_scale()))
-    return torch.equal(a, b)
-
-
 @pytest.mark.parametrize("engine_name", ENGINES)
 @settings(max_examples=examples(60), deadline=None)
 @given(data=st.data())
@@ -197,7 +187,8 @@ def test_packing_mode_packs_the_params_the_current_mode_packs(engine_name, data)
         with engine.packing_mode(weight, bias):
             ours = op(weight, bias, *extra)
         (w_plain, b_plain), (w_ours, b_ours) = plain.unpack()[:2], ours.unpack()[:2]
-        assert _same_values(w_ours, w_plain) and _same_values(b_ours, b_plain)
+        assert not diff_tensors(w_ours, w_plain, "weight")
+        assert (b_ours is None) == (b_plain is None) and (b_ours is None or not diff_tensors(b_ours, b_plain, "bias"))
         assert _packed_tensor_facts(w_ours, weight) == _packed_tensor_facts(w_plain, weight)
         assert _packed_tensor_facts(b_ours, bias) == _packed_tensor_facts(b_plain, bias)
     finally:
