@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import gc
+from typing import Iterator
 
-from qfx.api import gc_paused
+import pytest
+
+from qfx.api import _FrozenObjects, gc_paused
+
+
+@pytest.fixture(autouse=True)
+def _forget_frozen_objects() -> Iterator[None]:
+    """Each test starts in a process never seen freezing, whatever the tests before did."""
+    _FrozenObjects.seen = False
+    yield
+    _FrozenObjects.seen = False
 
 
 def test_collector_state_is_restored():
@@ -44,3 +55,29 @@ def test_a_process_that_froze_objects_keeps_them_frozen():
         assert gc.isenabled()
     finally:
         gc.unfreeze()
+
+
+def test_frozen_objects_are_counted_until_some_are_seen(monkeypatch: pytest.MonkeyPatch):
+    # counting walks every frozen object: a process seen freezing is not asked again, and its collector
+    # is left alone from then on (nothing it froze is ever unfrozen, nothing new frozen)
+    counts: list[int] = []
+    real = gc.get_freeze_count
+    monkeypatch.setattr(gc, "get_freeze_count", lambda: counts.append(real()) or counts[-1])
+    with gc_paused():
+        pass
+    assert counts == [0]
+    kept = [[0]]
+    gc.freeze()
+    try:
+        for _ in range(3):
+            with gc_paused():
+                made = [[i] for i in range(100)]
+            assert not _tracked_in_a_generation(kept)
+            assert _tracked_in_a_generation(made)
+        assert len(counts) == 2 and counts[1] > 0
+    finally:
+        gc.unfreeze()
+    with gc_paused():
+        made = [[i] for i in range(100)]
+    assert len(counts) == 2, "counted again after the process was seen freezing"
+    assert gc.isenabled() and _tracked_in_a_generation(made)
