@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterable
 
 import attrs
 import torch
+from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config
 
 from .frozendict import FrozenDict, frozen_dict, frozen_dict_or_none
 from .graph import Graph, Node
@@ -63,6 +65,14 @@ class QuantFacts:
     def has_none_qconfig(self, name: str) -> bool:
         """True when the user asked for node `name` not to be quantized (its qconfig is None)."""
         return name in self.node_name_to_qconfig and self.node_name_to_qconfig[name] is None
+
+
+@functools.cache
+def native_backend_config() -> BackendConfig:
+    """torch's get_native_backend_config(), the backend config of every convert not given one, built once
+    per process (building it takes about 0.5 ms). Every such convert shares it: like everything a Program
+    holds, it must not be changed."""
+    return get_native_backend_config()
 
 
 @attrs.frozen(slots=True)
@@ -138,15 +148,13 @@ class Program:
         for path, new in replacements.items():
             old = self.modules.get(path)
             if old is not None:
-                for sub, _ in named_submodules(old):
-                    if sub:
-                        key = f"{path}.{sub}"
-                        if key in table:
-                            del table[key]
+                for sub, _ in _descendants(old):
+                    key = f"{path}.{sub}"
+                    if key in table:
+                        del table[key]
             table[path] = new
-            for sub, child in named_submodules(new):
-                if sub:
-                    table[f"{path}.{sub}"] = child
+            for sub, child in _descendants(new):
+                table[f"{path}.{sub}"] = child
         return attrs.evolve(self, modules=FrozenDict(table))
 
     def without_modules(self, paths: Iterable[str]) -> "Program":
@@ -166,6 +174,14 @@ class Program:
 
     def __repr__(self) -> str:
         return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
+
+
+def _descendants(module: Any) -> list[tuple[str, Any]]:
+    """`named_submodules(module)` without the module itself. A module with nn.Module's named_modules and no
+    children (what most swaps put in and take out) has none, known without a walk."""
+    if getattr(type(module), "named_modules", None) is torch.nn.Module.named_modules and not module._modules:
+        return []
+    return [(name, sub) for name, sub in named_submodules(module) if name]
 
 
 def named_submodules(module: Any) -> list[tuple[str, Any]]:

@@ -8,14 +8,14 @@ import gc
 import warnings
 from typing import Any, Iterator, Sequence
 
-from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config
+from torch.ao.quantization.backend_config import BackendConfig
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from torch.fx import GraphModule
 
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
 from qfx.ir.lift import lift_reporting
-from qfx.ir.program import ConvertOptions, Program
+from qfx.ir.program import ConvertOptions, Program, native_backend_config
 from qfx.ir.validate import check_arguments, forget_table_devices, warn_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
@@ -70,7 +70,7 @@ def convert_options(
         )
         backend_config = BackendConfig.from_dict(backend_config)
     if backend_config is None:
-        backend_config = get_native_backend_config()
+        backend_config = native_backend_config()
     preserved_attributes = None
     if preserve_from is not None:
         names = convert_custom_config.preserved_attributes

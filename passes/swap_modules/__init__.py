@@ -20,13 +20,12 @@ import copy
 import attrs
 import torch
 from torch.ao.nn.intrinsic import _FusedModule
-from torch.ao.quantization.backend_config import get_native_backend_config
 from torch.ao.quantization.stubs import DeQuantStub
 from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qfx.ir.errors import ConvertError
 from qfx.ir.graph import Node
-from qfx.ir.program import CallingConvention, ConvertOptions, Program
+from qfx.ir.program import CallingConvention, ConvertOptions, Program, native_backend_config
 
 from ..manager import register
 from ..support.observers import ObserverTest
@@ -81,7 +80,7 @@ def swap_modules(program: Program) -> Program:
         )
     options = program.options
     if options.backend_config is None:  # a hand-made ConvertOptions; qfx.api always sets one
-        options = attrs.evolve(options, backend_config=get_native_backend_config())
+        options = attrs.evolve(options, backend_config=native_backend_config())
     classes = WeightedClasses.of(options.backend_config)
     custom_config = options.convert_custom_config
     mapping = custom_config.observed_to_quantized_mapping if custom_config is not None else {}
