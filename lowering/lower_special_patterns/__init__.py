@@ -18,6 +18,7 @@ from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
 
+from ..support.engine import quantized_from_reference
 from ..support.patterns import attribute_value, is_dequantize, module_of, preserved_meta
 from .tables import DEFAULT, FIXED_QPARAMS, QUANTIZED_MODULE, SKIPPED_KWARGS, SPECIAL
 
@@ -73,7 +74,8 @@ def _lower_one(editor: GraphEditor, q_node: Node, swaps: dict[str, Any]) -> None
         if quantized_cls is not None:
             scale = attribute_value(editor, q_node.args[1])
             zero_point = attribute_value(editor, q_node.args[2])
-            swaps[ref.target] = quantized_cls.from_reference(module, scale, zero_point)
+            swaps[ref.target] = quantized_from_reference(quantized_cls, module, scale, zero_point,
+                                                         where=f"node '{ref.name}' (module '{ref.target}')")
 
     for dq in dequantizes:
         editor.replace_input(ref.name, dq.name, dq.args[0])

@@ -4,9 +4,9 @@ The engine (`torch.backends.quantized.engine`) decides how `from_reference` pack
 engines refuse some modules (qnnpack has no fp16 linear prepack, for one). torch lets that RuntimeError
 through; qfx reports it as an `EngineError`, which is a RuntimeError too.
 
-`from_reference` of torch's quantized Linear and Conv modules runs their constructor, which quantizes and
-packs a placeholder weight of the full size, and then packs the real weight over it: half of the packing
-work is thrown away. For those classes qfx runs the same `from_reference` through a private subclass whose
+`from_reference` of torch's quantized Linear, Conv and ConvTranspose modules runs their constructor, which
+quantizes and packs a placeholder weight of the full size, and then packs the real weight over it: half of
+the packing work is thrown away. For those classes qfx runs the same `from_reference` through a private subclass whose
 constructor is called with the smallest shape the other arguments allow (the placeholder costs nothing) and
 then records the real shape attributes in place; the object that comes out is of torch's own class, with
 the same attributes in the same order, and only the real weight is packed.
@@ -118,9 +118,10 @@ def _shrink_linear(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
 
 
 def _shrink_conv(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-    """(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, ...) -> arguments for a
-    placeholder with one channel per group and a unit kernel, and the real sizes (the kernel as the
-    constructor normalises an iterable one: a tuple of it)."""
+    """(in_channels, out_channels, kernel_size, stride, padding, dilation or output_padding, groups, ...)
+    -> arguments for a placeholder with one channel per group and a unit kernel, and the real sizes (the
+    kernel as the constructor normalises an iterable one: a tuple of it). The conv and transposed conv
+    constructors both take groups seventh."""
     if len(args) < 3 or not isinstance(args[2], collections.abc.Iterable):
         return None
     in_channels, out_channels, kernel_size, *rest = args
@@ -134,14 +135,14 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
     **{cls: _shrink_linear for cls in (nnq.Linear, nniq.LinearReLU, nniq.LinearLeakyReLU, nniq.LinearTanh,
                                        nnqd.Linear, nniqd.LinearReLU)},
     **{cls: _shrink_conv for cls in (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nniq.ConvReLU1d, nniq.ConvReLU2d,
-                                     nniq.ConvReLU3d, nniq.ConvAdd2d, nniq.ConvAddReLU2d)},
+                                     nniq.ConvReLU3d, nniq.ConvAdd2d, nniq.ConvAddReLU2d, nnq.ConvTranspose1d,
+                                     nnq.ConvTranspose2d, nnq.ConvTranspose3d)},
 }
 
 
 # Classes whose from_reference reads the weight with get_quantized_weight and nothing it could not read
 # through a _QuantizingView.
-_READS_QUANTIZED_WEIGHT = frozenset({*_SHAPE_ARGUMENTS, nnq.ConvTranspose1d, nnq.ConvTranspose2d,
-                                     nnq.ConvTranspose3d})
+_READS_QUANTIZED_WEIGHT = frozenset(_SHAPE_ARGUMENTS)
 
 
 @functools.cache

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.ao.nn.quantized as nnq
 import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings
-from torch.ao.quantization import QConfigMapping, float16_static_qconfig
+from torch.ao.quantization import QConfigMapping, default_qconfig, float16_static_qconfig
 from torch.ao.quantization.backend_config.native import get_test_only_legacy_native_backend_config
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
@@ -21,6 +22,7 @@ from qfx.api import convert_options
 from qfx.ir import lift
 from qfx.ir.program import Program
 from qfx.lowering.lower_special_patterns.tables import SPECIAL
+from qfx.lowering.support.engine import EngineError
 from qfx.lowering.support.patterns import is_dequantize
 from qfx.passes import Pipeline
 from tests.support.lowering import REFERENCE_PREFIX, around_pass, observe
@@ -175,3 +177,19 @@ def test_no_pattern_left_and_idempotent(case: tuple[torch.fx.GraphModule, tuple]
 def around(observed: torch.fx.GraphModule) -> tuple[Program, Program]:
     """(the program before lower-special-patterns, the program after it)."""
     return around_pass(observed, "lower-special-patterns")
+
+
+def test_a_module_the_engine_cannot_build_is_a_typed_runtime_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = nn.Sequential(nn.ConvTranspose2d(3, 4, 2, stride=2)).eval()
+    observed = prepare_fx(model, QConfigMapping().set_global(default_qconfig), INPUTS)
+    observed(*INPUTS)
+
+    def refuse(*args):
+        raise RuntimeError("this engine has no such kernel")  # as an engine's prepack refuses a layout
+
+    monkeypatch.setattr(torch.ops.quantized, "conv_transpose2d_prepack", refuse)
+    with pytest.raises(RuntimeError, match="no such kernel"):
+        convert_fx(copy.deepcopy(observed))
+    engine = torch.backends.quantized.engine
+    with pytest.raises(EngineError, match=f"node '_0' \\(module '0'\\): the '{engine}' quantized engine.*no such kernel"):
+        qfx.convert_fx(observed)
