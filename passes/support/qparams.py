@@ -448,13 +448,15 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]],
     return out
 
 
-_CHUNK_ELEMENTS = 1 << 16
+# Rows per chunk: its seven float32 buffers and one float64 buffer (about 1.2 MB) stay in a core's L2 cache
+# (64k elements, 2.4 MB, ran 10-25% slower on a 2 MB-L2 Xeon; 8k pays more per-operation overhead).
+_CHUNK_ELEMENTS = 1 << 15
 _ONE_GRAIN = 32768  # at::internal::GRAIN_SIZE: longer vectors are summed in pieces, then the pieces
 
 
 class ErrorScorers:
     """The work buffers of `quantization_errors`, one set per (bin count, device), made when first needed
-    and reused by later calls: rows go in chunks of about 64k elements through one set of buffers, so the
+    and reused by later calls: rows go in chunks of about 32k elements through one set of buffers, so the
     intermediates stay in the cache and no operation pays for fresh memory (one big batch, or new tensors
     per operation, are several times slower per row)."""
 
