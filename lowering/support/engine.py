@@ -106,18 +106,38 @@ _BN_FUSED = (nni.ConvBn1d, nni.ConvBn2d, nni.ConvBn3d, nni.ConvBnReLU1d, nni.Con
              nni.LinearBn1d)
 
 
-Shrink = Callable[[tuple, dict], tuple[tuple, dict] | None]
+# A constructor's arguments -> (the arguments for the smallest placeholder, the real shape attributes, what
+# to do once built, or None), or None when they cannot be shrunk.
+Shrunk = tuple[tuple, dict[str, Any], Callable[[Any], None] | None]
+Shrink = Callable[[tuple, dict], Shrunk | None]
 
 
-def _shrink_linear(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+def _shrink_linear(args: tuple, kwargs: dict) -> Shrunk | None:
     """(in_features, out_features, ...) -> constructor arguments for a 1x1 placeholder, and the real sizes."""
     if len(args) < 2:
         return None
     in_features, out_features, *rest = args
-    return (1, 1, *rest), {"in_features": in_features, "out_features": out_features}
+    return (1, 1, *rest), {"in_features": in_features, "out_features": out_features}, None
 
 
-def _shrink_conv(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+def _shrink_embedding(args: tuple, kwargs: dict) -> Shrunk | None:
+    """(num_embeddings, embedding_dim, ..., _weight, ...) with a weight of that shape (the eighth argument of
+    both the Embedding and the EmbeddingBag constructor, as from_reference passes it) -> the arguments for
+    a small placeholder without a weight, the real sizes, and packing the weight once built. The constructor
+    packs a placeholder of the full size whatever the weight (EmbeddingPackedParams builds one), then packs
+    the weight over it; a missing or misshapen weight runs the constructor itself (and its check)."""
+    if len(args) < 8 or "_weight" in kwargs:
+        return None
+    num_embeddings, embedding_dim, weight = args[0], args[1], args[7]
+    if not isinstance(weight, torch.Tensor) or list(weight.shape) != [num_embeddings, embedding_dim]:
+        return None
+    # (8 columns: a valid packed row for every embedding dtype; 4-bit rows pack two values a byte)
+    small = (1, 8, *args[2:7], None, *args[8:])
+    return small, {"num_embeddings": num_embeddings, "embedding_dim": embedding_dim}, \
+        lambda module: module._packed_params.set_weight(weight)
+
+
+def _shrink_conv(args: tuple, kwargs: dict) -> Shrunk | None:
     """(in_channels, out_channels, kernel_size, stride, padding, dilation or output_padding, groups, ...)
     -> arguments for a placeholder with one channel per group and a unit kernel, and the real sizes (the
     kernel as the constructor normalises an iterable one: a tuple of it). The conv and transposed conv
@@ -128,7 +148,7 @@ def _shrink_conv(args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
     groups = rest[3] if len(rest) > 3 else kwargs.get("groups", 1)
     kernel = tuple(kernel_size)
     real = {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel}
-    return (groups, groups, (1,) * len(kernel), *rest), real
+    return (groups, groups, (1,) * len(kernel), *rest), real, None
 
 
 _SHAPE_ARGUMENTS: dict[type, Shrink] = {
@@ -137,6 +157,8 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
     **{cls: _shrink_conv for cls in (nnq.Conv1d, nnq.Conv2d, nnq.Conv3d, nniq.ConvReLU1d, nniq.ConvReLU2d,
                                      nniq.ConvReLU3d, nniq.ConvAdd2d, nniq.ConvAddReLU2d, nnq.ConvTranspose1d,
                                      nnq.ConvTranspose2d, nnq.ConvTranspose3d)},
+    nnq.Embedding: _shrink_embedding,
+    nnq.EmbeddingBag: _shrink_embedding,
 }
 
 
@@ -166,7 +188,7 @@ def _placeholder_free(q_class: type) -> type:
         if shrunk is None:
             q_class.__init__(self, *args, **kwargs)
             return
-        small_args, real = shrunk
+        small_args, real, finish = shrunk
         key = _layout_key(small_args, kwargs)
         layout = _LAYOUTS.get((q_class, key)) if key is not None else None
         state = self.__dict__
@@ -182,6 +204,8 @@ def _placeholder_free(q_class: type) -> type:
             if name not in state:
                 raise EngineError(f"{q_class.__qualname__}: its constructor did not set '{name}' as qfx expects")
             state[name] = value
+        if finish is not None:
+            finish(self)
 
     def __setattr__(self: Any, name: str, value: Any) -> None:
         state = self.__dict__

@@ -20,7 +20,12 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.ao.nn.quantized.reference as nnqr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.ao.quantization import default_per_channel_weight_observer, default_weight_observer
+from torch.ao.quantization import (
+    default_per_channel_weight_observer,
+    default_weight_observer,
+    float_qparams_weight_only_qconfig,
+    float_qparams_weight_only_qconfig_4bit,
+)
 from torch.ao.quantization.utils import get_qparam_dict
 
 from qfx.lowering.support import engine
@@ -47,11 +52,13 @@ def _reference(float_module: torch.nn.Module, reference_class: type, per_channel
 def lowerings(draw):
     """(quantized class, reference module, from_reference's extra arguments, an input the result takes)."""
     kind = draw(st.sampled_from(["linear", "linear_relu", "dynamic_linear", "dynamic_linear_relu", "conv",
-                                 "conv_relu", "conv_transpose"]))
+                                 "conv_relu", "conv_transpose", "embedding", "embedding_bag"]))
     torch.manual_seed(draw(st.integers(0, 1000)))
     bias = draw(st.sampled_from([True, False, "strided"]))  # "strided": a bias that is not contiguous
     per_channel = draw(st.booleans())
     scale, zero_point = torch.tensor(draw(st.floats(0.01, 1.0))), torch.tensor(draw(st.integers(0, 255)))
+    if kind.startswith("embedding"):
+        return _embedding_lowering(draw, kind)
     if kind.endswith("linear") or kind.endswith("linear_relu"):
         n_in, n_out = draw(st.integers(1, 9)), draw(st.integers(1, 9))
         linear = _with_bias(torch.nn.Linear(n_in, n_out, bias=bool(bias)), bias)
@@ -65,7 +72,7 @@ def lowerings(draw):
             torch.quantize_per_tensor(x, 0.05, 3, torch.quint8)
     dims = draw(st.sampled_from([1, 2] + ([3] if torch.backends.quantized.engine != "qnnpack" else [])))
     if kind == "conv_transpose":
-        return _transposed_lowering(draw, dims, bias, per_channel, scale, zero_point)
+        return _transposed_lowering(draw, dims, bias, scale, zero_point)
     float_class, reference_class, q_class, fused_q_class, fused_class = CONV[dims]
     groups = draw(st.integers(1, 3))
     n_in, n_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
@@ -80,8 +87,8 @@ def lowerings(draw):
     return q_class, ref, (scale, zero_point), x
 
 
-def _transposed_lowering(draw, dims: int, bias: bool | str, per_channel: bool, scale: torch.Tensor,
-                         zero_point: torch.Tensor) -> tuple:
+def _transposed_lowering(draw, dims: int, bias: bool | str, scale: torch.Tensor, zero_point: torch.Tensor) -> tuple:
+    """A transposed conv with per-tensor weights (prepare_fx refuses per-channel weight observers for them)."""
     float_class, reference_class, q_class = CONV_TRANSPOSE[dims]
     groups = draw(st.integers(1, 3))
     n_in, n_out = groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3))
@@ -89,9 +96,28 @@ def _transposed_lowering(draw, dims: int, bias: bool | str, per_channel: bool, s
     conv = float_class(n_in, n_out, draw(st.integers(1, 3)), stride=stride, padding=draw(st.integers(0, 1)),
                        output_padding=draw(st.integers(0, max(stride, dilation) - 1)), groups=groups,
                        bias=bool(bias), dilation=dilation)
-    ref = _reference(_with_bias(conv, bias), reference_class, per_channel)
+    ref = _reference(_with_bias(conv, bias), reference_class, False)
     x = torch.quantize_per_tensor(torch.randn(1, n_in, *([5] * dims)), 0.05, 3, torch.quint8)
     return q_class, ref, (scale, zero_point), x
+
+
+def _embedding_lowering(draw, kind: str) -> tuple:
+    """A weight-only Embedding or EmbeddingBag (8- or 4-bit rows, float qparams), and indices for it."""
+    rows, dim = draw(st.integers(1, 12)), 2 * draw(st.integers(1, 6))
+    four_bit = draw(st.booleans())
+    observer = (float_qparams_weight_only_qconfig_4bit if four_bit else float_qparams_weight_only_qconfig).weight()
+    max_norm = draw(st.sampled_from([None, 1.5]))
+    if kind == "embedding":
+        module = torch.nn.Embedding(rows, dim, padding_idx=draw(st.sampled_from([None, 0, -1])), max_norm=max_norm)
+        reference_class, q_class = nnqr.Embedding, nnq.Embedding
+    else:
+        module = torch.nn.EmbeddingBag(rows, dim, mode=draw(st.sampled_from(["sum", "mean", "max"])),
+                                       include_last_offset=draw(st.booleans()), max_norm=max_norm)
+        reference_class, q_class = nnqr.EmbeddingBag, nnq.EmbeddingBag
+    observer(module.weight)
+    ref = reference_class.from_float(module, get_qparam_dict(observer))
+    indices = torch.randint(0, rows, (6,))
+    return q_class, ref, (), indices
 
 
 def _with_bias(module: torch.nn.Module, bias: bool | str) -> torch.nn.Module:
@@ -233,11 +259,12 @@ def test_packing_mode_packs_the_params_the_current_mode_packs(engine_name, data)
 
 
 def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(monkeypatch):
-    """Convs (transposed ones too) pack only the real weight; linears pack their constructor's placeholders 1x1 the first time a
-    configuration is built and not at all after (the constructor's result is replayed): the throwaway
-    packing no longer scales with the layer."""
+    """Convs (transposed ones too) pack only the real weight; embeddings pack one-row placeholders first;
+    linears pack their constructor's placeholders 1x1 the first time a configuration is built and not at
+    all after (the constructor's result is replayed): the throwaway packing no longer scales with the
+    layer."""
     shapes = []
-    for op in ("conv2d_prepack", "conv_transpose2d_prepack", "linear_prepack"):
+    for op in ("conv2d_prepack", "conv_transpose2d_prepack", "linear_prepack", "embedding_bag_prepack"):
         original = getattr(torch.ops.quantized, op)
         monkeypatch.setattr(torch.ops.quantized, op,
                             lambda w, *rest, original=original: (shapes.append(tuple(w.shape)), original(w, *rest))[1])
@@ -250,6 +277,14 @@ def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(mo
     module = quantized_from_reference(nnq.ConvTranspose2d, ref, torch.tensor(0.1), torch.tensor(0), where="test")
     assert shapes == [(8, 8, 4, 4)]
     assert (module.in_channels, module.out_channels, module.kernel_size) == (8, 16, (4, 4))
+    shapes.clear()
+    embedding = torch.nn.EmbeddingBag(300, 16)
+    observer = float_qparams_weight_only_qconfig.weight()
+    observer(embedding.weight)
+    ref = nnqr.EmbeddingBag.from_float(embedding, get_qparam_dict(observer))
+    module = quantized_from_reference(nnq.EmbeddingBag, ref, where="test")
+    assert shapes == [(1, 8), (1, 8), (300, 16)]  # (the constructor packs its placeholder twice)
+    assert (module.num_embeddings, module.embedding_dim) == (300, 16)
     engine._LAYOUTS.clear()
     shapes.clear()
     ref = _reference(torch.nn.Linear(8, 16), nnqr.Linear, True)
