@@ -66,8 +66,8 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
 
 class _QuantizingView:
     """A reference module (or a fused module of them) as `from_reference` reads it: every attribute and
-    child is the module's, read-only, except that a per-channel affine qint8/quint8 weight is quantized by
-    `weight_quantize`."""
+    child is the module's, read-only, except that a per-channel (affine or float-qparams) qint8/quint8 weight
+    is quantized by `weight_quantize`."""
 
     __slots__ = ("_module",)
 
@@ -83,7 +83,7 @@ class _QuantizingView:
     def get_quantized_weight(self) -> torch.Tensor:
         module = self._module
         if (isinstance(module, ReferenceQuantizedModule) and not module.is_decomposed
-                and module.weight_qscheme == torch.per_channel_affine
+                and module.weight_qscheme in _PER_CHANNEL
                 and isinstance(module.weight_scale, torch.Tensor)
                 and isinstance(module.weight_zero_point, torch.Tensor)):
             return quantize_per_channel(module.weight, module.weight_scale, module.weight_zero_point,
@@ -93,12 +93,16 @@ class _QuantizingView:
 
 def _per_channel_weight(ref_module: Any) -> bool:
     """Whether `ref_module` (or the first module of a fused one, except those with a BatchNorm) holds a
-    per-channel affine weight: the case `_QuantizingView` speeds up."""
+    per-channel weight: the case `_QuantizingView` speeds up."""
     if isinstance(ref_module, _FusedModule):
         if type(ref_module) in _BN_FUSED:
             return False
         ref_module = ref_module[0]
-    return getattr(ref_module, "weight_qscheme", None) == torch.per_channel_affine
+    return getattr(ref_module, "weight_qscheme", None) in _PER_CHANNEL
+
+
+# The schemes whose weights reference modules quantize with torch.quantize_per_channel.
+_PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_affine_float_qparams)
 
 
 # torch's fused modules that must not reach from_reference with their BatchNorm (it checks their type).

@@ -4,7 +4,8 @@ On x86 CPUs torch quantizes per channel one element at a time (about 8 ns per el
 lowered ResNet-50 convert). Each element is `clamp(nearbyint(x * (1.0f / scale) + zero_point), qmin, qmax)`
 in float32: the product and the sum are rounded separately (no fused multiply-add), ties go to even. The
 same operations on whole tensors (one multiply, one add, round, clamp, cast) give the same integers at
-a fraction of the cost, except on small weights, which keep torch's loop. Anything this module does not
+a fraction of the cost, except on small weights, which keep torch's loop. Float qparams (embeddings' float
+zero points) take the same steps, the zero point added as a float32. Anything this module does not
 reproduce exactly (non-finite weights or scales, other dtypes or layouts, zero points torch rejects) is left
 to torch, so its results and errors stay torch's.
 """
@@ -37,18 +38,31 @@ def quantize_per_channel(weight: torch.Tensor, scales: torch.Tensor, zero_points
 
 def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: Any) -> torch.Tensor | None:
     """The quantized tensor for a contiguous float32 CPU weight quantized to qint8 or quint8 with valid
-    per-channel parameters whose scaled values are all finite; None otherwise."""
+    per-channel parameters (integer zero points, or float ones: float qparams) whose scaled values are all
+    finite; None otherwise."""
     limits = _INTEGER_RANGE.get(dtype)
     if limits is None or type(axis) is not int or not _plain_weight(weight) or not 0 <= axis < weight.dim():
         return None
     channels = weight.shape[axis]
     if not (_cpu_vector(scales, channels) and scales.dtype in (torch.float32, torch.float64)
-            and _cpu_vector(zero_points, channels) and zero_points.dtype in _ZERO_POINT_DTYPES):
+            and _cpu_vector(zero_points, channels)):
         return None
     qmin, qmax, storage = limits
-    lowest, highest = int(zero_points.min()), int(zero_points.max())  # (a plain weight has channels)
-    if not qmin <= lowest <= highest <= qmax:
-        return None  # torch refuses these; let it say so
+    if zero_points.dtype in _ZERO_POINT_DTYPES:
+        lowest, highest = int(zero_points.min()), int(zero_points.max())  # (a plain weight has channels)
+        if not qmin <= lowest <= highest <= qmax:
+            return None  # torch refuses these; let it say so
+        # torch keeps these qparams as float64 scales and int64 zero points
+        kept = scales.to(torch.float64), zero_points.to(torch.int64)
+    elif zero_points.dtype in (torch.float32, torch.float64):
+        # Float qparams: any zero point is added as it is (in float32); a zero scale, which torch takes as
+        # 1, is left to torch.
+        if not bool(scales.ne(0).all()):
+            return None
+        lowest, highest = float(zero_points.min()), float(zero_points.max())
+        kept = scales, zero_points  # (torch keeps float32 copies of both)
+    else:
+        return None
     with torch.no_grad():
         inverse = torch.reciprocal(scales.to(torch.float32))
         # All-zero points (symmetric weights) add nothing: adding 0.0 only turns -0.0 into 0.0, which
@@ -56,9 +70,8 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         shift = None if lowest == highest == 0 else zero_points.to(torch.float32)
         # The quantized tensor torch.quantize_per_channel allocates, written through an integer view of
         # its storage (building it from an integer tensor would copy every byte once more).
-        quantized = torch._empty_per_channel_affine_quantized(
-            weight.shape, scales=scales.to(torch.float64), zero_points=zero_points.to(torch.int64), axis=axis,
-            dtype=dtype)
+        quantized = torch._empty_per_channel_affine_quantized(weight.shape, scales=kept[0], zero_points=kept[1],
+                                                              axis=axis, dtype=dtype)
         integers = torch.empty(0, dtype=storage).set_(quantized.untyped_storage(), 0, weight.shape,
                                                       quantized.stride())
         if not _quantize_into(integers, weight, inverse, shift, axis, qmin, qmax):

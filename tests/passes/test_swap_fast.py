@@ -32,7 +32,13 @@ from torch.ao.quantization.utils import get_qparam_dict
 import qfx.api as api
 from qfx.passes.swap_modules import weighted as swap_weighted
 from qfx.passes.swap_modules.reference_modules import ReferenceBuilder
-from qfx.passes.swap_modules.weight_qparams import ConstructorKeys, WeightObserverConfig, WeightQParamTable, batched_weight_qparams
+from qfx.passes.swap_modules.weight_qparams import (
+    ConstructorKeys,
+    WeightObserverConfig,
+    WeightQParamTable,
+    _row_ranges_with_zero_signs,
+    batched_weight_qparams,
+)
 from tests.support.snapshot import assert_same_model, assert_same_outputs, assert_unchanged, diff_values, snapshot
 from qfx.testing.strategies import examples
 
@@ -639,3 +645,33 @@ def test_builder_never_initialises_real_weights(monkeypatch, reference_class, ma
     monkeypatch.undo()
     for module, f, q in zip(got, floats, qparams):
         assert_same_module(module, reference_class.from_float(f, q), f, q)
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(data=st.data())
+def test_row_ranges_keep_the_zero_signs_aminmax_gives(data):
+    """Float-qparams zero points show the sign of a zero minimum: the row ranges equal aminmax's bit for bit
+    on rows of any length full of signed zeros (and NaN rows, which the observer gets)."""
+    rows, columns = data.draw(st.integers(1, 40)), data.draw(st.integers(1, 300))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    values = torch.randn(rows, columns, generator=g)
+    signs = torch.where(torch.rand(rows, columns, generator=g) < 0.5, 1.0, -1.0)
+    zeros = torch.where(torch.rand(rows, columns, generator=g) < 0.5, 0.0, -0.0)
+    kind = data.draw(st.sampled_from(["mixed", "non-negative", "non-positive", "zeros", "nan"]))
+    share = data.draw(st.sampled_from([0.05, 0.5, 0.95]))
+    some = torch.rand(rows, columns, generator=g) < share
+    if kind == "non-negative":
+        values = values.abs()
+    elif kind == "non-positive":
+        values = -values.abs()
+    elif kind == "zeros":
+        some = torch.ones(rows, columns, dtype=torch.bool)
+    elif kind == "nan":
+        values[0, columns // 2] = float("nan")
+    matrix = torch.where(some, zeros, values if kind != "mixed" else values * signs)
+    ours = _row_ranges_with_zero_signs(matrix)
+    theirs = torch.aminmax(matrix, dim=1)
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a.isnan(), b.isnan())
+        assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
+        assert torch.equal(torch.signbit(a), torch.signbit(b))

@@ -41,10 +41,16 @@ def quantizations(draw: st.DrawFn) -> tuple:
     channels = shape[axis]
     scale_dtype = draw(st.sampled_from([torch.float32, torch.float64]))
     scales = draw(st.lists(st.floats(1e-8, 1e3, allow_subnormal=False), min_size=channels, max_size=channels))
-    zero_points = draw(st.lists(st.sampled_from([qmin, qmax, 0, (qmin + qmax) // 2]) | st.integers(qmin, qmax),
-                                min_size=channels, max_size=channels))
+    if draw(st.booleans()):  # integer zero points, within the range (torch refuses others)
+        zero_points = draw(st.lists(st.sampled_from([qmin, qmax, 0, (qmin + qmax) // 2]) | st.integers(qmin, qmax),
+                                    min_size=channels, max_size=channels))
+        zp_dtype = draw(st.sampled_from([torch.int32, torch.int64]))
+    else:  # float qparams: any float zero point, halves (ties after the addition) included
+        zero_points = draw(st.lists(st.sampled_from([0.0, -0.0, 0.5, -2.5, float(qmin), float(qmax)])
+                                    | st.floats(-400, 400, width=32), min_size=channels, max_size=channels))
+        zp_dtype = draw(st.sampled_from([torch.float32, torch.float64]))
     scale_t = torch.tensor(scales, dtype=scale_dtype)
-    zp_t = torch.tensor(zero_points, dtype=draw(st.sampled_from([torch.int32, torch.int64])))
+    zp_t = torch.tensor(zero_points, dtype=zp_dtype)
     count = math.prod(shape)
     # A scaled value k/2 + tiny offset lands on, just beside, or far from a rounding tie.
     halves = draw(st.lists(st.integers(-2 * 300, 2 * 300), min_size=count, max_size=count))
@@ -102,7 +108,8 @@ def test_a_weight_that_requires_grad_is_quantized_the_same() -> None:
 
 @pytest.mark.parametrize("case", ["nan", "inf", "zero scale", "zero scale, weight not zero", "overflow",
                                   "channels last", "float64 weight", "qint32", "negative axis",
-                                  "zero point above range", "float zero points"])
+                                  "zero point above range", "float zero points, zero scale",
+                                  "half zero points"])
 def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
     weight, scales = torch.randn(4, 3, 2, 2), torch.full((4,), 0.1)
     zero_points, axis, dtype = torch.zeros(4, dtype=torch.int64), 0, torch.qint8
@@ -128,8 +135,11 @@ def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
         axis = -4
     elif case == "zero point above range":
         zero_points[0] = 300
-    else:
+    elif case == "float zero points, zero scale":  # torch divides by 1 there
         zero_points = zero_points.float()
+        scales[3] = 0.0
+    else:
+        zero_points = zero_points.half()
     assert _vectorised(weight, scales, zero_points, axis, dtype) is None
     try:
         expected = torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
