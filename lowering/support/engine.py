@@ -4,9 +4,9 @@ The engine (`torch.backends.quantized.engine`) decides how `from_reference` pack
 engines refuse some modules (qnnpack has no fp16 linear prepack, for one). torch lets that RuntimeError
 through; qfx reports it as an `EngineError`, which is a RuntimeError too.
 
-`from_reference` of torch's quantized Linear, Conv and ConvTranspose modules runs their constructor, which
-quantizes and packs a placeholder weight of the full size, and then packs the real weight over it: half of
-the packing work is thrown away. For those classes qfx runs the same `from_reference` through a private subclass whose
+`from_reference` of torch's quantized Linear, Conv, ConvTranspose, Embedding and dynamic LSTM/GRU modules
+runs their constructor, which quantizes and packs a placeholder weight of the full size (random ones for
+every layer of an RNN), and then packs the real weight over it: half of the packing work is thrown away. For those classes qfx runs the same `from_reference` through a private subclass whose
 constructor is called with the smallest shape the other arguments allow (the placeholder costs nothing) and
 then records the real shape attributes in place; the object that comes out is of torch's own class, with
 the same attributes in the same order, and only the real weight is packed.
@@ -124,6 +124,16 @@ def _shrink_linear(args: tuple, kwargs: dict) -> Shrunk | None:
     return (1, 1, *rest), {"in_features": in_features, "out_features": out_features}, None
 
 
+def _shrink_rnn(args: tuple, kwargs: dict) -> Shrunk | None:
+    """(input_size, hidden_size, ...) of a dynamic quantized LSTM or GRU -> arguments for one-feature
+    placeholder cells, and the real sizes. (The constructor quantizes and packs random placeholder weights
+    for every layer and direction; from_reference's set_weight_bias replaces all of them.)"""
+    if len(args) < 2:
+        return None
+    input_size, hidden_size, *rest = args
+    return (1, 1, *rest), {"input_size": input_size, "hidden_size": hidden_size}, None
+
+
 def _shrink_embedding(args: tuple, kwargs: dict) -> Shrunk | None:
     """(num_embeddings, embedding_dim, ..., _weight, ...) with a weight of that shape (the eighth argument of
     both the Embedding and the EmbeddingBag constructor, as from_reference passes it) -> the arguments for
@@ -163,12 +173,14 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
                                      nnq.ConvTranspose2d, nnq.ConvTranspose3d)},
     nnq.Embedding: _shrink_embedding,
     nnq.EmbeddingBag: _shrink_embedding,
+    nnqd.LSTM: _shrink_rnn,
+    nnqd.GRU: _shrink_rnn,
 }
 
 
 # Classes whose from_reference reads the weight with get_quantized_weight and nothing it could not read
 # through a _QuantizingView.
-_READS_QUANTIZED_WEIGHT = frozenset(_SHAPE_ARGUMENTS)
+_READS_QUANTIZED_WEIGHT = frozenset(c for c, shrink in _SHAPE_ARGUMENTS.items() if shrink is not _shrink_rnn)
 
 
 @functools.cache
@@ -230,8 +242,9 @@ def _placeholder_free(q_class: type) -> type:
             q_class.set_weight_bias(self, weight, bias)
 
     namespace: dict[str, Any] = {"__init__": __init__, "__setattr__": __setattr__, "__module__": __name__,
-                                 "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>",
-                                 "set_weight_bias": set_weight_bias}
+                                 "__qualname__": f"_placeholder_free.<{q_class.__qualname__}>"}
+    if shrink in (_shrink_linear, _shrink_conv):  # their set_weight_bias(weight, bias) packs one weight
+        namespace["set_weight_bias"] = set_weight_bias
     return type(q_class.__name__, (q_class,), namespace)
 
 

@@ -21,8 +21,11 @@ import torch.ao.nn.quantized.reference as nnqr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.ao.quantization import (
+    default_dynamic_qconfig,
     default_per_channel_weight_observer,
     default_weight_observer,
+    float16_dynamic_qconfig,
+    per_channel_dynamic_qconfig,
     float_qparams_weight_only_qconfig,
     float_qparams_weight_only_qconfig_4bit,
 )
@@ -52,13 +55,16 @@ def _reference(float_module: torch.nn.Module, reference_class: type, per_channel
 def lowerings(draw):
     """(quantized class, reference module, from_reference's extra arguments, an input the result takes)."""
     kind = draw(st.sampled_from(["linear", "linear_relu", "dynamic_linear", "dynamic_linear_relu", "conv",
-                                 "conv_relu", "conv_transpose", "embedding", "embedding_bag"]))
+                                 "conv_relu", "conv_transpose", "embedding", "embedding_bag", "dynamic_lstm",
+                                 "dynamic_gru"]))
     torch.manual_seed(draw(st.integers(0, 1000)))
     bias = draw(st.sampled_from([True, False, "strided"]))  # "strided": a bias that is not contiguous
     per_channel = draw(st.booleans())
     scale, zero_point = torch.tensor(draw(st.floats(0.01, 1.0))), torch.tensor(draw(st.integers(0, 255)))
     if kind.startswith("embedding"):
         return _embedding_lowering(draw, kind)
+    if kind in ("dynamic_lstm", "dynamic_gru"):
+        return _rnn_lowering(draw, kind)
     if kind.endswith("linear") or kind.endswith("linear_relu"):
         n_in, n_out = draw(st.integers(1, 9)), draw(st.integers(1, 9))
         linear = _with_bias(torch.nn.Linear(n_in, n_out, bias=bool(bias)), bias)
@@ -120,6 +126,28 @@ def _embedding_lowering(draw, kind: str) -> tuple:
     return q_class, ref, (), indices
 
 
+def _rnn_lowering(draw, kind: str) -> tuple:
+    """A reference LSTM or GRU as convert builds it (qint8 per-tensor or per-channel, or float16 weights)
+    for a dynamic quantized one, and an input sequence."""
+    float_class, reference_class, q_class = ((torch.nn.LSTM, nnqr.LSTM, nnqd.LSTM) if kind == "dynamic_lstm"
+                                             else (torch.nn.GRU, nnqr.GRU, nnqd.GRU))
+    input_size, hidden_size = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    # (without biases torch's from_reference fails: its set_weight_bias reads them)
+    module = float_class(input_size, hidden_size, num_layers=draw(st.integers(1, 2)),
+                         batch_first=draw(st.booleans()), bidirectional=draw(st.booleans()))
+    qconfig = draw(st.sampled_from([default_dynamic_qconfig, per_channel_dynamic_qconfig,
+                                    float16_dynamic_qconfig]))
+    qparams: dict = {"is_decomposed": False}
+    for name in module._flat_weights_names:
+        if name.startswith("weight"):
+            observer = qconfig.weight()
+            if observer.dtype == torch.qint8:
+                observer(getattr(module, name))
+            qparams[name] = get_qparam_dict(observer)
+    ref = reference_class.from_float(module, qparams)
+    return q_class, ref, (), torch.randn(3, 2, input_size)
+
+
 def _with_bias(module: torch.nn.Module, bias: bool | str) -> torch.nn.Module:
     if bias == "strided":
         module.bias = torch.nn.Parameter(torch.randn(2 * module.bias.numel())[::2])
@@ -178,6 +206,8 @@ def _outcome(module: torch.nn.Module, x: torch.Tensor) -> tuple[str, object]:
         out = module(x)
     except RuntimeError as exc:
         return "error", str(exc)
+    if isinstance(out, tuple):  # an RNN's (output, hidden state)
+        return "value", torch.cat([t.flatten() for t in torch.utils._pytree.tree_leaves(out)])
     return "value", out.int_repr() if out.is_quantized else out
 
 
