@@ -13,10 +13,13 @@ are what the constructor would store: otherwise from_float runs), new Parameters
 the weight qparams written as `_init_weight_qparams` writes them. No module's construction runs an
 initializer on real memory, whatever the shapes.
 
-Modules of other classes (RNNs, subclasses, parametrized modules), attribute values other than plain
-numbers, strings and tuples or lists of them, float modules whose attributes are not what their constructor
-derives from them, and processes with global module registration hooks take `from_float`. Nothing reachable
-from the float module is ever written to.
+Reference RNNs (LSTM, GRU and the cells) take `from_float` on a stand-in of the float module that reports
+one input feature and one hidden unit, so their constructor allocates and initialises tiny weights before
+`from_float` assigns the float module's; the result then gets the real sizes. Modules of other classes
+(subclasses, parametrized modules), attribute values other than plain numbers, strings and tuples or lists
+of them, float modules whose attributes are not what their constructor derives from them, and processes
+with global module registration hooks take `from_float`. Nothing reachable from the float module is ever
+written to.
 """
 
 from __future__ import annotations
@@ -234,6 +237,8 @@ class ReferenceBuilder:
         if plan is not None:
             layout, tensors = plan
             return layout.new(float_module, tensors, qparams, self._axes)
+        if _one_feature_standin_applies(reference_class, float_module):
+            return _from_one_feature_standin(reference_class, float_module, qparams)
         return reference_class.from_float(float_module, qparams)
 
     def plan(self, reference_class: type, float_module: torch.nn.Module) -> tuple[_Layout, tuple] | None:
@@ -313,6 +318,51 @@ def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[
         return all(_frozen(value) == _frozen(source[name]) for name, value in derived.items())
     except (KeyError, _Unsupported):
         return False
+
+
+# Reference RNNs: from_float builds the module from the float module's sizes (allocating and initialising
+# every weight), then assigns each of the float module's weights over the new ones.
+_RNN_FLOAT_CLASS: dict[type, type] = {
+    ref.LSTM: torch.nn.LSTM,
+    ref.GRU: torch.nn.GRU,
+    ref.RNNCell: torch.nn.RNNCell,
+    ref.LSTMCell: torch.nn.LSTMCell,
+    ref.GRUCell: torch.nn.GRUCell,
+}
+_SIZES = ("input_size", "hidden_size")
+
+
+def _one_feature_standin_applies(reference_class: type, float_module: torch.nn.Module) -> bool:
+    """Whether `_from_one_feature_standin` builds what from_float builds: a reference RNN of the float
+    module's own class, without projections (proj_size) and with plain Parameters, integer sizes and no
+    global registration hooks."""
+    if _RNN_FLOAT_CLASS.get(reference_class) is not type(float_module) or _registration_hooks():
+        return False
+    state = float_module.__dict__
+    return (all(type(state.get(name)) is int and state[name] > 0 for name in _SIZES)
+            and state.get("proj_size", 0) == 0
+            and all(type(p) is torch.nn.Parameter for p in float_module._parameters.values()))
+
+
+def _from_one_feature_standin(reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
+    """reference_class.from_float(float_module, qparams), run on a shallow stand-in of the float module
+    that reports one input feature and one hidden unit, so that the weights the constructor allocates and
+    initialises before from_float assigns the float module's over them are tiny; the result then gets the
+    real sizes in place. Nothing else the constructor keeps depends on the sizes: the weights are all
+    replaced, the weight qparams come from `qparams`, and the weak references to the constructor's weights
+    (`_flat_weight_refs`) are dead either way once those are replaced."""
+    kind = type(float_module)
+    standin = kind.__new__(kind)
+    standin.__dict__.update(float_module.__dict__)
+    for name in _SIZES:
+        standin.__dict__[name] = 1
+    module = reference_class.from_float(standin, qparams)
+    state = module.__dict__
+    for name in _SIZES:
+        if name not in state:
+            return reference_class.from_float(float_module, qparams)
+        state[name] = float_module.__dict__[name]
+    return module
 
 
 def _registration_hooks() -> bool:
