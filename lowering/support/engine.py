@@ -6,10 +6,11 @@ through; qfx reports it as an `EngineError`, which is a RuntimeError too.
 
 `from_reference` of torch's quantized Linear, Conv, ConvTranspose, Embedding and dynamic LSTM/GRU modules
 runs their constructor, which quantizes and packs a placeholder weight of the full size (random ones for
-every layer of an RNN), and then packs the real weight over it: half of the packing work is thrown away. For those classes qfx runs the same `from_reference` through a private subclass whose
-constructor is called with the smallest shape the other arguments allow (the placeholder costs nothing) and
-then records the real shape attributes in place; the object that comes out is of torch's own class, with
-the same attributes in the same order, and only the real weight is packed.
+every layer of an RNN), and then packs the real weight over it: half of the packing work is thrown away.
+For those classes qfx runs the same `from_reference` through a private subclass whose constructor is
+called with the smallest shape the other arguments allow (the placeholder costs nothing) and then records
+the real shape attributes in place; the object that comes out is of torch's own class, with the same
+attributes in the same order, and only the real weight is packed at its size.
 
 These `from_reference`s read the quantized weight through a view of the reference module whose
 `get_quantized_weight` quantizes per channel with `weight_quantize` (the same tensor as torch's, several

@@ -358,9 +358,9 @@ def _from_one_feature_standin(reference_class: type, float_module: torch.nn.Modu
         standin.__dict__[name] = 1
     module = reference_class.from_float(standin, qparams)
     state = module.__dict__
+    if not all(name in state for name in _SIZES):  # (not torch 2.13's layout: build it the plain way)
+        return reference_class.from_float(float_module, qparams)
     for name in _SIZES:
-        if name not in state:
-            return reference_class.from_float(float_module, qparams)
         state[name] = float_module.__dict__[name]
     return module
 
