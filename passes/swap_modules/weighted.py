@@ -34,6 +34,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 from qfx.ir.errors import ConvertError
 from qfx.ir.program import ConvertOptions, QuantFacts
 
+from .fake_quant import run_weight_fake_quant
 from .reference_modules import ReferenceBuilder
 from .weight_qparams import ConstructorKeys, WeightQParamTable
 
@@ -302,7 +303,7 @@ def weight_qparams(
             observer = fake_quant
             # PT2's decomposed QAT flow trusts the fake quant as trained; the others call it once more.
             if not (options.is_decomposed and options.is_reference):
-                observer(float_module.weight)
+                run_weight_fake_quant(observer, float_module.weight)
         qparams.update(get_qparam_dict(observer))
     return qparams
 
