@@ -61,6 +61,23 @@ class _Workspace:
             self.owned[target] = copy.deepcopy(self.program.modules[target])
         return self.owned[target]
 
+    def owned_qat_copy(self, target: str) -> torch.nn.Module:
+        """The QAT module at `target` as converting it may change it, made on first use and then reused:
+        a copy whose weight fake quant (which converting runs) is its own deep copy, when the module's
+        to_float is torch's (which only reads the module to build new ones); else a deep copy. The weights,
+        BatchNorm and other children are shared: copying the weights of a large QAT model costs more than
+        the rest of its convert."""
+        if target not in self.owned:
+            module = self.program.modules[target]
+            fake_quant = module.__dict__.get("_modules", {}).get("weight_fake_quant")
+            if not type(module).to_float.__module__.startswith("torch.ao.nn.") or fake_quant is None:
+                return self.owned_copy(target)
+            own = type(module).__new__(type(module))
+            own.__dict__.update(module.__dict__)
+            own.__dict__["_modules"] = {**module._modules, "weight_fake_quant": copy.deepcopy(fake_quant)}
+            self.owned[target] = own
+        return self.owned[target]
+
 
 @register("swap-modules")
 def swap_modules(program: Program) -> Program:
@@ -136,7 +153,7 @@ def _swap_weighted(
 ) -> None:
     if isinstance(module, classes.qat):
         # Converting runs the QAT module's weight fake quant, which torch does on the live module.
-        module = work.owned_copy(node.target)
+        module = work.owned_qat_copy(node.target)
     program = work.program
     new = convert_weighted(module, node.target, node.name, program.quant, work.options, classes, device, fast)
     if new is None:

@@ -32,6 +32,7 @@ from torch.ao.quantization.quantize_fx import (
 )
 
 import qfx.api as api
+import qfx.passes.swap_modules as swap_package
 from qfx.passes.swap_modules import standalone as swap_standalone
 from qfx.ir.errors import ConvertError
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
@@ -307,6 +308,29 @@ def test_qat_module_called_twice_replays_torch_fake_quant_runs():
     observed = observe(SharedQat(), mapping, (torch.randn(3, 4),), qat=True)
     program, result = swap(observed)
     assert_matches_torch(program, result, torch_reference(observed), {"linear"})
+
+
+def test_a_qat_module_is_converted_from_a_copy_owning_only_its_weight_fake_quant():
+    # torch's to_float only reads the module: the weights and BatchNorm are shared with the input, the fake
+    # quant that converting runs is the copy's own; a QAT class with a to_float of its own gets a deep copy
+    observed = observe(ConvBnLinear(), get_default_qat_qconfig_mapping("x86"), X, qat=True)
+    program = lift(observed, options=api.convert_options(is_reference=True, convert_custom_config=None))
+    work = swap_package._Workspace(program, program.options)
+    conv = work.owned_qat_copy("conv")
+    assert conv is work.owned_qat_copy("conv") and type(conv) is type(observed.conv)
+    assert conv.weight is observed.conv.weight and conv.bn is observed.conv.bn
+    assert conv.weight_fake_quant is not observed.conv.weight_fake_quant
+    assert torch.equal(conv.weight_fake_quant.scale, observed.conv.weight_fake_quant.scale)
+
+    class OwnToFloat(type(observed.linear)):
+        def to_float(self):
+            return super().to_float()
+
+    mine = copy.deepcopy(observed.linear)
+    mine.__class__ = OwnToFloat
+    program = program.with_modules({"linear": mine})
+    copied = swap_package._Workspace(program, program.options).owned_qat_copy("linear")
+    assert type(copied) is OwnToFloat and copied.weight is not mine.weight
 
 
 # ---------------------------------------------------------------------------------- standalone modules
