@@ -34,7 +34,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 from qfx.ir.errors import ConvertError
 from qfx.ir.program import ConvertOptions, QuantFacts
 
-from .fake_quant import run_weight_fake_quant
+from .qat import run_weight_fake_quant, to_float
 from .reference_modules import ReferenceBuilder
 from .weight_qparams import ConstructorKeys, WeightQParamTable
 
@@ -229,7 +229,7 @@ def convert_weighted(
     swapped: torch.nn.Module | None = None
     if isinstance(module, classes.qat):
         fake_quant = module.weight_fake_quant
-        module = module.to_float()
+        module = to_float(module)
         swapped = module
 
     if qconfig is None or facts.has_none_qconfig(node_name) or node_name not in facts.observed_node_names:

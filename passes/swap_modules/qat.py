@@ -1,0 +1,122 @@
+"""QAT modules converted as torch converts them, without the work whose result torch throws away.
+
+The weight fake quant. torch's convert calls a QAT module's `weight_fake_quant` on the float weight and then
+reads its qparams; the fake-quantized weight it returns is thrown away. For the usual fake quant
+(`FusedMovingAvgObsFakeQuantize`) that call is one fused op which updates the running min/max, computes the
+scale and zero point from them and fake-quantizes every element of the weight, the last step being most of
+its cost (three quarters on a 3x3 conv of 512 channels). The op does each step under its own flag, so it is
+run twice: once observing the weight with fake quantization off (the min/max update alone), once with
+observation off on a zero tensor of one element per channel (the qparams alone, from the updated min/max):
+the fake quant ends in the very state the call leaves it in.
+
+The float module. torch's `to_float` of the QAT Linear and Conv families constructs a float module of the
+QAT module's sizes (allocating and initialising a weight of the full size) and then assigns the QAT
+module's weight (or the weight with its BatchNorm folded in) over it. It runs here on a shallow stand-in of
+the QAT module that reports one feature (one channel per group and a unit kernel for convs), so that the
+constructor's weight is tiny; the float module then gets the real sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.ao.nn.intrinsic.qat as nniqat
+import torch.ao.nn.qat as nnqat
+import torch.nn.modules.module as module_globals
+from torch.ao.nn.intrinsic import _FusedModule
+from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
+
+
+def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
+    """Leave `fake_quant` as `fake_quant(weight)` leaves it (the result is not needed)."""
+    if not _plain_fused(fake_quant, weight):
+        fake_quant(weight)
+        return
+    observer = fake_quant.activation_post_process
+    qparam_args = (observer.min_val, observer.max_val, fake_quant.scale, fake_quant.zero_point,
+                   observer.averaging_constant, observer.quant_min, observer.quant_max, fake_quant.ch_axis,
+                   fake_quant.is_per_channel, fake_quant.is_symmetric_quant)
+    off = torch.zeros_like(fake_quant.fake_quant_enabled)
+    torch.fused_moving_avg_obs_fake_quant(weight, fake_quant.observer_enabled, off, *qparam_args)
+    shape = [1] * weight.dim()
+    if fake_quant.is_per_channel:
+        shape[fake_quant.ch_axis] = weight.shape[fake_quant.ch_axis]
+    torch.fused_moving_avg_obs_fake_quant(weight.new_zeros(shape), torch.zeros_like(fake_quant.observer_enabled),
+                                          fake_quant.fake_quant_enabled, *qparam_args)
+
+
+def _plain_fused(fake_quant: Any, weight: Any) -> bool:
+    """A FusedMovingAvgObsFakeQuantize whose call is its class's forward and nothing else (no hooks), with
+    fake quantization on (when it is off the call leaves the qparams as they are, uninitialised at first:
+    it is made as it is), on a float CPU weight of at least one dimension."""
+    if type(fake_quant) is not FusedMovingAvgObsFakeQuantize or "forward" in fake_quant.__dict__:
+        return False
+    if (fake_quant._forward_hooks or fake_quant._forward_pre_hooks or module_globals._global_forward_hooks
+            or module_globals._global_forward_pre_hooks):
+        return False
+    enabled = fake_quant.fake_quant_enabled
+    if not (isinstance(enabled, torch.Tensor) and enabled.numel() == 1 and int(enabled) == 1):
+        return False
+    return (isinstance(weight, torch.Tensor) and weight.is_floating_point() and weight.dim() > 0
+            and weight.device.type == "cpu"
+            and (not fake_quant.is_per_channel or 0 <= fake_quant.ch_axis < weight.dim()))
+
+
+# torch's to_float implementations that build the float module from the sizes below and then assign the
+# QAT module's weights (and bias) over its own.
+_LINEAR_SIZES = ("in_features", "out_features")
+_CONV_SIZES = ("in_channels", "out_channels", "kernel_size")
+_TO_FLOAT_SIZES = {
+    nnqat.Linear.to_float: _LINEAR_SIZES,
+    nniqat.LinearReLU.to_float: _LINEAR_SIZES,
+    nniqat.LinearBn1d.to_float: _LINEAR_SIZES,
+    nnqat.Conv2d.to_float: _CONV_SIZES,  # (the one of every QAT conv and conv-ReLU)
+    nniqat.ConvBn2d.to_float: _CONV_SIZES,  # (the one of every QAT conv-BatchNorm[-ReLU])
+}
+
+
+def to_float(module: Any) -> torch.nn.Module:
+    """`module.to_float()` of a QAT module (which it only reads), without a full-size throwaway weight
+    where its to_float is one of torch's (see the module docstring); else the module's own."""
+    sizes = _TO_FLOAT_SIZES.get(getattr(type(module), "to_float", None))
+    if sizes is None or _registration_hooks() or not _plain_sizes(module, sizes):
+        return module.to_float()
+    state = module.__dict__
+    standin = type(module).__new__(type(module))
+    standin.__dict__.update(state)
+    if sizes is _LINEAR_SIZES:
+        standin.__dict__.update(in_features=1, out_features=1)
+    else:
+        groups = state["groups"]
+        standin.__dict__.update(in_channels=groups, out_channels=groups, kernel_size=(1,) * len(state["kernel_size"]))
+    result = standin.to_float()
+    built = result[0] if isinstance(result, _FusedModule) else result
+    if type(built) not in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d) or not all(
+            name in built.__dict__ for name in sizes):
+        return module.to_float()  # (not torch 2.13's layout: build it the plain way)
+    for name in sizes:
+        built.__dict__[name] = state[name]
+    return result
+
+
+def _plain_sizes(module: Any, sizes: tuple[str, ...]) -> bool:
+    """Sizes the float module stores as given: positive ints, an int tuple kernel, numeric padding (a
+    "same" padding is derived from the kernel) and plain Parameters."""
+    state = module.__dict__
+    if sizes is _CONV_SIZES:
+        kernel, padding, groups = state.get("kernel_size"), state.get("padding"), state.get("groups")
+        if not (type(kernel) is tuple and all(type(k) is int for k in kernel) and type(padding) is tuple
+                and type(groups) is int and groups > 0):
+            return False
+        names = ("in_channels", "out_channels")
+    else:
+        names = sizes
+    return (all(type(state.get(name)) is int and state[name] > 0 for name in names)
+            and all(type(p) is torch.nn.Parameter for p in module._parameters.values() if p is not None))
+
+
+def _registration_hooks() -> bool:
+    """Global registration hooks would see the stand-in's tiny parameters: then to_float runs as it is."""
+    return bool(module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
+                or module_globals._global_module_registration_hooks)

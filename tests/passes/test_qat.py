@@ -1,0 +1,197 @@
+"""QAT helpers: run_weight_fake_quant leaves a weight fake quant exactly as calling it does, without its
+output; to_float builds exactly what a QAT module's to_float builds, without a full-size throwaway weight."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.ao.nn.intrinsic as nni
+import torch.ao.nn.intrinsic.qat as nniqat
+import torch.ao.nn.qat as nnqat
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.ao.quantization import MovingAveragePerChannelMinMaxObserver, get_default_qat_qconfig_mapping
+from torch.ao.quantization.fake_quantize import (
+    FusedMovingAvgObsFakeQuantize,
+    default_fused_per_channel_wt_fake_quant,
+    default_fused_wt_fake_quant,
+)
+
+from qfx.passes.swap_modules import qat as fq_module
+from qfx.passes.swap_modules.qat import run_weight_fake_quant, to_float
+from qfx.testing.strategies import examples
+from tests.support.snapshot import assert_unchanged, diff_values, freeze_value, snapshot
+
+CONSTRUCTORS = [get_default_qat_qconfig_mapping(backend).global_qconfig.weight for backend in ("x86", "qnnpack")]
+CONSTRUCTORS += [default_fused_wt_fake_quant, default_fused_per_channel_wt_fake_quant]
+# 4-bit per-channel weights; torch's op refuses per-channel axes other than 0 (qfx must fail alike)
+CONSTRUCTORS += [FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-8,
+                                                         quant_max=7, dtype=torch.qint8,
+                                                         qscheme=torch.per_channel_affine, ch_axis=axis)
+                 for axis in (0, 1)]
+
+
+def _state(fake_quant: torch.nn.Module) -> list[torch.Tensor]:
+    observer = fake_quant.activation_post_process
+    return [fake_quant.scale, fake_quant.zero_point, observer.min_val, observer.max_val,
+            fake_quant.observer_enabled, fake_quant.fake_quant_enabled]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+            and (not a.is_floating_point() or torch.equal(torch.signbit(a), torch.signbit(b))))
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(data=st.data())
+def test_the_fake_quant_ends_as_the_call_leaves_it(data):
+    fake_quant = data.draw(st.sampled_from(CONSTRUCTORS))()
+    shape = (data.draw(st.integers(1, 12)), data.draw(st.integers(1, 6)), *data.draw(st.sampled_from([(), (3,),
+                                                                                                     (2, 2)])))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    for _ in range(data.draw(st.integers(0, 2))):  # training steps before convert
+        _outcome(lambda: fake_quant(torch.randn(shape, generator=g) * 3))
+    if data.draw(st.booleans()):
+        fake_quant.disable_observer()  # frozen after training
+    scale = 10.0 ** data.draw(st.integers(-4, 3))
+    weight = torch.randn(shape, generator=g) * scale
+    kind = data.draw(st.sampled_from(["plain", "zero channel", "signed zeros", "constant"]))
+    if kind == "zero channel":
+        weight[0] = 0.0
+    elif kind == "signed zeros":
+        weight = torch.where(torch.rand(shape, generator=g) < 0.5, -0.0, weight.abs())
+    elif kind == "constant":
+        weight = torch.full(shape, scale)
+    ours, theirs = copy.deepcopy(fake_quant), copy.deepcopy(fake_quant)
+    assert _outcome(lambda: run_weight_fake_quant(ours, weight)) == _outcome(lambda: theirs(weight))
+    assert all(_same(a, b) for a, b in zip(_state(ours), _state(theirs)))
+
+
+def _outcome(call) -> str | None:
+    """None, or the message of the RuntimeError torch's op raises (per-channel fake quant off axis 0)."""
+    try:
+        call()
+    except RuntimeError as exc:
+        return str(exc)
+    return None
+
+
+def test_the_output_is_skipped_only_for_a_plain_fused_fake_quant_that_fake_quantizes(monkeypatch):
+    calls = []
+    real = torch.fused_moving_avg_obs_fake_quant
+    monkeypatch.setattr(torch, "fused_moving_avg_obs_fake_quant",
+                        lambda x, *rest: (calls.append(tuple(x.shape)), real(x, *rest))[1])
+    weight = torch.randn(6, 4, 3, 3)
+    run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), weight)
+    assert calls == [(6, 4, 3, 3), (6, 1, 1, 1)]  # the weight observed, qparams from one zero per channel
+
+    calls.clear()
+    off = default_fused_per_channel_wt_fake_quant()
+    off.disable_fake_quant()  # the call keeps the qparams it has: made as it is
+    hooked = default_fused_per_channel_wt_fake_quant()
+    hooked.register_forward_hook(lambda *args: None)
+    for fake_quant in (off, hooked):
+        run_weight_fake_quant(fake_quant, weight)
+    assert calls == [(6, 4, 3, 3), (6, 4, 3, 3)]
+    assert fq_module._plain_fused(default_fused_wt_fake_quant(), weight)
+
+
+# ---------------------------------------------------------------------------------------- to_float
+
+QAT_LINEAR = [nnqat.Linear, nniqat.LinearReLU, nniqat.LinearBn1d]
+QAT_CONV = {1: [nnqat.Conv1d, nniqat.ConvReLU1d, nniqat.ConvBn1d, nniqat.ConvBnReLU1d],
+            2: [nnqat.Conv2d, nniqat.ConvReLU2d, nniqat.ConvBn2d, nniqat.ConvBnReLU2d],
+            3: [nnqat.Conv3d, nniqat.ConvReLU3d, nniqat.ConvBn3d, nniqat.ConvBnReLU3d]}
+FLOAT_CONV = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
+BN = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+
+
+@st.composite
+def qat_modules(draw) -> nn.Module:
+    """A QAT Linear/Conv family module as prepare_qat_fx makes it, with trained-looking BatchNorm stats."""
+    torch.manual_seed(draw(st.integers(0, 1000)))
+    qconfig = get_default_qat_qconfig_mapping("x86").global_qconfig
+    if draw(st.booleans()):
+        kind = draw(st.sampled_from(QAT_LINEAR))
+        n_in, n_out = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+        bias = draw(st.booleans()) and kind is not nniqat.LinearBn1d
+        linear = nn.Linear(n_in, n_out, bias=bias)
+        if kind is nnqat.Linear:
+            return nnqat.Linear.from_float(_with_qconfig(linear, qconfig))
+        fused = nni.LinearReLU(linear, nn.ReLU()) if kind is nniqat.LinearReLU else nni.LinearBn1d(
+            nn.Linear(n_in, n_out), _trained(nn.BatchNorm1d(n_out)))
+        return kind.from_float(_with_qconfig(fused, qconfig))
+    dims = draw(st.sampled_from([1, 2, 3]))
+    kind = draw(st.sampled_from(QAT_CONV[dims]))
+    groups = draw(st.integers(1, 2))
+    padding = draw(st.sampled_from([0, 1, "same"]))
+    conv = FLOAT_CONV[dims](groups * draw(st.integers(1, 3)), groups * draw(st.integers(1, 3)),
+                            draw(st.integers(1, 3)), padding=padding, groups=groups, bias=draw(st.booleans()),
+                            padding_mode=draw(st.sampled_from(["zeros", "reflect"])) if padding != 0 else "zeros")
+    members = [conv]
+    if "Bn" in kind.__name__:
+        members.append(_trained(BN[dims](conv.out_channels)))
+    if "ReLU" in kind.__name__:
+        members.append(nn.ReLU())
+    float_kind = kind._FLOAT_MODULE
+    made = conv if float_kind is FLOAT_CONV[dims] else float_kind(*members)
+    module = kind.from_float(_with_qconfig(made, qconfig))
+    module.train(draw(st.booleans()))
+    return module
+
+
+def _with_qconfig(module: nn.Module, qconfig) -> nn.Module:
+    for sub in module.modules():  # (fused modules' from_float reads their first member's)
+        sub.qconfig = qconfig
+    return module
+
+
+def _trained(bn: nn.Module) -> nn.Module:
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-1, 1)
+    return bn
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(qat_modules())
+def test_to_float_builds_what_the_modules_to_float_builds(module):
+    before = snapshot(module)
+    ours, theirs = to_float(module), module.to_float()
+    assert [(n, type(m)) for n, m in ours.named_modules()] == [(n, type(m)) for n, m in theirs.named_modules()]
+    for (name, a), (_, b) in zip(ours.named_modules(), theirs.named_modules()):
+        assert list(a.__dict__) == list(b.__dict__) and list(a._modules) == list(b._modules)
+        own = [{k: v for k, v in m.__dict__.items() if k != "_modules"} for m in (a, b)]  # (children: above)
+        assert not diff_values(freeze_value(own[0]), freeze_value(own[1]), name or "module")
+    assert_unchanged(before, module)
+    first = ours[0] if isinstance(ours, nni._FusedModule) else ours
+    x = (torch.randn(2, first.in_features) if isinstance(first, nn.Linear)
+         else torch.randn(1, first.in_channels, *[5] * len(first.kernel_size)))
+    a, b = _forward(ours.eval(), x), _forward(theirs.eval(), x)
+    assert a[0] == b[0] and (torch.equal(a[1], b[1]) if a[0] == "value" else a[1] == b[1])
+
+
+def _forward(module: nn.Module, x: torch.Tensor) -> tuple[str, object]:
+    """("value", the output) or ("error", its message): some float modules torch builds (a "same" padding
+    with a padding mode) cannot run."""
+    try:
+        return "value", module(x)
+    except (RuntimeError, TypeError) as exc:
+        return "error", f"{type(exc).__name__}: {exc}"
+
+
+def test_to_float_runs_the_modules_own_where_it_does_not_know_it(monkeypatch):
+    calls = []
+    module = nnqat.Linear.from_float(_with_qconfig(nn.Linear(3, 4), get_default_qat_qconfig_mapping("x86").global_qconfig))
+
+    class Own(nnqat.Linear):
+        def to_float(self):
+            calls.append("own")
+            return super().to_float()
+
+    module.__class__ = Own
+    to_float(module)
+    assert calls == ["own"]
