@@ -31,6 +31,7 @@ from ..manager import register
 from ..support.observers import ObserverTest
 from ..support.root_attributes import unique_device
 from .custom import convert_custom, custom_module_classes
+from .qat import working_copy
 from .standalone import convert_standalone, is_observed_standalone
 from .weighted import FastPaths, WeightedClasses, convert_weighted
 
@@ -63,7 +64,7 @@ class _Workspace:
 
     def owned_qat_copy(self, target: str) -> torch.nn.Module:
         """The QAT module at `target` as converting it may change it, made on first use and then reused:
-        a copy whose weight fake quant (which converting runs) is its own deep copy, when the module's
+        a copy whose weight fake quant (which converting runs) is its own (`qat.working_copy`), when the module's
         to_float is torch's (which only reads the module to build new ones); else a deep copy. The weights,
         BatchNorm and other children are shared: copying the weights of a large QAT model costs more than
         the rest of its convert."""
@@ -74,7 +75,7 @@ class _Workspace:
                 return self.owned_copy(target)
             own = type(module).__new__(type(module))
             own.__dict__.update(module.__dict__)
-            own.__dict__["_modules"] = {**module._modules, "weight_fake_quant": copy.deepcopy(fake_quant)}
+            own.__dict__["_modules"] = {**module._modules, "weight_fake_quant": working_copy(fake_quant)}
             self.owned[target] = own
         return self.owned[target]
 

@@ -18,6 +18,7 @@ constructor's weight is tiny; the float module then gets the real sizes.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -26,6 +27,7 @@ import torch.ao.nn.qat as nnqat
 import torch.nn.modules.module as module_globals
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
+from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
 
 def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
@@ -46,14 +48,48 @@ def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
                                           fake_quant.fake_quant_enabled, *qparam_args)
 
 
-def _plain_fused(fake_quant: Any, weight: Any) -> bool:
-    """A FusedMovingAvgObsFakeQuantize whose call is its class's forward and nothing else (no hooks), with
-    fake quantization on (when it is off the call leaves the qparams as they are, uninitialised at first:
-    it is made as it is), on a float CPU weight of at least one dimension."""
+def working_copy(fake_quant: Any) -> Any:
+    """A copy of a weight fake quant for converting to run (and change): a plain fused one (see
+    `_only_its_op_runs`) shares everything but the four tensors its op writes in place (the running min and
+    max, the scale and the zero point), which are cloned; any other is deep-copied."""
+    if not _only_its_op_runs(fake_quant):
+        return copy.deepcopy(fake_quant)
+    observer = fake_quant.activation_post_process
+    own_observer = _sharing_copy(observer, {"min_val": observer.min_val.clone(), "max_val": observer.max_val.clone()})
+    return _sharing_copy(fake_quant, {"scale": fake_quant.scale.clone(), "zero_point": fake_quant.zero_point.clone()},
+                         {"activation_post_process": own_observer})
+
+
+def _sharing_copy(module: torch.nn.Module, buffers: dict[str, torch.Tensor],
+                  children: dict[str, torch.nn.Module] | None = None) -> torch.nn.Module:
+    """A new module object with `module`'s attributes and tables (tables of its own), `buffers` and
+    `children` in place of its own of those names."""
+    own = type(module).__new__(type(module))
+    own.__dict__.update(module.__dict__)
+    own.__dict__["_buffers"] = {**module._buffers, **buffers}
+    own.__dict__["_modules"] = {**module._modules, **(children or {})}
+    return own
+
+
+def _only_its_op_runs(fake_quant: Any) -> bool:
+    """A FusedMovingAvgObsFakeQuantize whose call is its class's forward and nothing else (no hooks) and
+    whose observer is one of torch's moving-average ones: calling it runs the fused op on its tensors."""
     if type(fake_quant) is not FusedMovingAvgObsFakeQuantize or "forward" in fake_quant.__dict__:
         return False
     if (fake_quant._forward_hooks or fake_quant._forward_pre_hooks or module_globals._global_forward_hooks
             or module_globals._global_forward_pre_hooks):
+        return False
+    observer = fake_quant._modules.get("activation_post_process")
+    return (type(observer) in (MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver)
+            and all(isinstance(t, torch.Tensor) for t in (observer.min_val, observer.max_val, fake_quant.scale,
+                                                          fake_quant.zero_point)))
+
+
+def _plain_fused(fake_quant: Any, weight: Any) -> bool:
+    """A fake quant whose call only runs its fused op (`_only_its_op_runs`), with fake quantization on (when
+    it is off the call leaves the qparams as they are, uninitialised at first: it is made as it is), on a
+    float CPU weight of at least one dimension."""
+    if not _only_its_op_runs(fake_quant):
         return False
     enabled = fake_quant.fake_quant_enabled
     if not (isinstance(enabled, torch.Tensor) and enabled.numel() == 1 and int(enabled) == 1):

@@ -195,3 +195,20 @@ def test_to_float_runs_the_modules_own_where_it_does_not_know_it(monkeypatch):
     module.__class__ = Own
     to_float(module)
     assert calls == ["own"]
+
+
+def test_a_working_copy_shares_all_but_what_the_fused_op_writes():
+    fake_quant = default_fused_per_channel_wt_fake_quant()
+    fake_quant(torch.randn(4, 3))
+    own = fq_module.working_copy(fake_quant)
+    observer, own_observer = fake_quant.activation_post_process, own.activation_post_process
+    written = [(own.scale, fake_quant.scale), (own.zero_point, fake_quant.zero_point),
+               (own_observer.min_val, observer.min_val), (own_observer.max_val, observer.max_val)]
+    assert all(a is not b and torch.equal(a, b) for a, b in written)
+    assert own.fake_quant_enabled is fake_quant.fake_quant_enabled and own_observer is not observer
+    before = [t.clone() for _, t in written]
+    run_weight_fake_quant(own, torch.randn(4, 3) * 10)
+    assert all(torch.equal(t, b) for (_, t), b in zip(written, before))  # the original is untouched
+    hooked = default_fused_per_channel_wt_fake_quant()
+    hooked.register_forward_pre_hook(lambda *args: None)
+    assert fq_module.working_copy(hooked).scale is not hooked.scale  # (deep-copied)
