@@ -8,8 +8,9 @@ For every (family, blocks, mapping) row it times, alternating qfx and torch runs
   * inference: the forward latency of qfx's lowered model, torch's lowered model and the float model;
 and checks that the results are equal (code, state_dict, outputs) and that qfx left its input alone.
 The real-architecture rows (bench/arch_models.py, x86 mapping) also time the tensor floor of each convert:
-the work no convert can skip (see `floor_seconds`). Everything runs on one thread. Results go to rich
-tables and, with every raw measurement, to a JSON file.
+the work no convert can skip (see `floor_seconds`). The other-kinds rows (bench/kinds.py: QAT convnets, a
+dynamic recurrent net, embedding tables, a transposed-conv decoder) time reference and lowered convert.
+Everything runs on one thread. Results go to rich tables and, with every raw measurement, to a JSON file.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from qfx.cli import MODES, differences, fingerprint, same_fingerprint
 
 from .arch_models import ARCHITECTURES
 from .floor import FloorWork, floor_seconds, floor_work
+from .kinds import KINDS, prepare_kind
 from .models import FAMILIES, MAPPINGS, Observed, default_cache_dir, float_model, observed_model
 from .plot import plot_results
 
@@ -55,8 +57,9 @@ QUICK_X86_BLOCKS = {"mlp": 10, "cnn": 4, "transformer": 1}
 # --huge adds MLP rows of 10,003 and 25,003 nodes (MinMax), to show qfx's time per node stays flat.
 HUGE_MLP_BLOCKS = (5000, 12500)
 QUICK_ARCHITECTURES = ("mobilenet_v3",)
-# Modes whose convert has a measured tensor floor on the architecture rows.
+# Modes whose convert has a measured tensor floor on the architecture rows, and that the kinds rows time.
 FLOOR_MODES = ("reference", "lowered")
+KIND_MODES = FLOOR_MODES
 # Inference latency: forward runs per model (alternating qfx, torch, float), and the largest graph timed.
 LATENCY_RUNS = 15
 QUICK_LATENCY_RUNS = 5
@@ -231,6 +234,13 @@ def arch_plan(args: argparse.Namespace) -> list[str]:
     return list(QUICK_ARCHITECTURES) if args.quick else list(ARCHITECTURES)
 
 
+def kind_plan(args: argparse.Namespace) -> list[str]:
+    """The other kinds of models to run (none with --quick unless named)."""
+    if args.kinds is not None:
+        return args.kinds
+    return [] if args.quick else list(KINDS)
+
+
 def warm_up() -> None:
     """One untimed pass over everything on a tiny model, so that no row pays for first calls (lazy imports,
     caches)."""
@@ -266,6 +276,17 @@ def run_row(observed: Observed, repeat: int, latency_runs: int, with_floor: bool
         if mode == "lowered" and ours is not None and latency_runs and observed.nodes <= LATENCY_MAX_NODES:
             row["latency"] = measure_latency(observed, ours, theirs, latency_runs)
         del ours, theirs
+    row["row_seconds"] = time.perf_counter() - started
+    return row
+
+
+def run_kind_row(observed: Observed, repeat: int) -> dict[str, Any]:
+    """Reference and lowered convert of one model of the other kinds (no floor, no latency)."""
+    started = time.perf_counter()
+    row: dict[str, Any] = {"family": observed.family, "blocks": 0, "mapping": observed.mapping,
+                           "nodes": observed.nodes, "prepare_seconds": observed.prepare_seconds, "convert": {}}
+    for mode in KIND_MODES:
+        row["convert"][mode], _, _ = measure_convert(observed, mode, repeat)
     row["row_seconds"] = time.perf_counter() - started
     return row
 
@@ -354,6 +375,24 @@ def arch_table(rows: list[dict[str, Any]], repeat: int) -> Table:
             qfx_ms, torch_ms, ratio, same = _convert_cells(c)
             over = c.get("over_floor")
             cells += [qfx_ms, torch_ms, ms(c.get("floor")), ratio, "-" if over is None else f"{over:.2f}", same]
+        table.add_row(*cells)
+    return table
+
+
+def kinds_table(rows: list[dict[str, Any]], repeat: int) -> Table:
+    """Other kinds of models: qfx and torch per mode, with torch/qfx."""
+    table = Table(title=escape(f"Other kinds of models, one thread: convert vs torch  [ms, median of {repeat}, "
+                               "alternating; x = torch/qfx]"), title_justify="left")
+    table.add_column("model")
+    table.add_column("what")
+    table.add_column("nodes", justify="right")
+    for mode in KIND_MODES:
+        for name in ("qfx", "torch", "x", "same"):
+            table.add_column(f"{SHORT[mode]} {name}", justify="right")
+    for r in rows:
+        cells = [r["family"], KINDS[r["family"]][0], f"{r['nodes']:,}"]
+        for mode in KIND_MODES:
+            cells += _convert_cells(r["convert"][mode])
         table.add_row(*cells)
     return table
 
@@ -485,7 +524,7 @@ def target_lines(rows: list[dict[str, Any]], arch_rows: Sequence[dict[str, Any]]
 
 def row_summary(r: dict[str, Any]) -> str:
     """One line per finished row, printed while the bench runs."""
-    label = r["family"] if r["family"] in ARCHITECTURES else f"{r['family']} blocks={r['blocks']}"
+    label = r["family"] if r["family"] in ARCHITECTURES or r["family"] in KINDS else f"{r['family']} blocks={r['blocks']}"
     parts = [f"{label} {r['mapping']}: {r['nodes']:,} nodes"]
     for mode, c in r["convert"].items():
         if c["status"] == "ok":
@@ -515,6 +554,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--arch", type=_arch_names, default=None,
                         help=f"comma-separated real architectures, from {', '.join(ARCHITECTURES)}, or 'none' "
                              f"(default: all; {', '.join(QUICK_ARCHITECTURES)} with --quick)")
+    parser.add_argument("--kinds", type=_kind_names, default=None,
+                        help=f"comma-separated other kinds of models, from {', '.join(KINDS)}, or 'none' "
+                             "(default: all; none with --quick)")
     parser.add_argument("--huge", action="store_true",
                         help=f"add MLP MinMax rows of {', '.join(f'{2 * b + 3:,}' for b in HUGE_MLP_BLOCKS)} nodes "
                              f"(the first run prepares them with prepare_fx, many minutes; then cached)")
@@ -543,6 +585,10 @@ def _names(known: dict[str, Any]) -> Callable[[str], list[str]]:
 
 def _arch_names(text: str) -> list[str]:
     return [] if text.strip() == "none" else _names(ARCHITECTURES)(text)
+
+
+def _kind_names(text: str) -> list[str]:
+    return [] if text.strip() == "none" else _names(KINDS)(text)
 
 
 def _ints(text: str) -> list[int]:
@@ -594,12 +640,14 @@ def _run(args: argparse.Namespace) -> int:
     rows_to_run = [(f, b, m, False) for f, b, m in plan(args)] + [(a, 0, "x86", True) for a in arch_plan(args)]
     latency_runs = QUICK_LATENCY_RUNS if args.quick else LATENCY_RUNS
     cache = None if args.no_cache else args.cache_dir
+    kinds_to_run = kind_plan(args)
     results: list[dict[str, Any]] = []
     arch_results: list[dict[str, Any]] = []
+    kind_results: list[dict[str, Any]] = []
     started = time.perf_counter()
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("warming up", total=len(rows_to_run))
+        task = progress.add_task("warming up", total=len(rows_to_run) + len(kinds_to_run))
         warm_up()
         for family, blocks, mapping, is_arch in rows_to_run:
             label = family if is_arch else f"{family} blocks={blocks} {mapping}"
@@ -611,12 +659,23 @@ def _run(args: argparse.Namespace) -> int:
             progress.console.print(row_summary(row), markup=False, highlight=False)
             progress.advance(task)
             del observed
+        for kind in kinds_to_run:
+            progress.update(task, description=f"{kind}: preparing")
+            observed = prepare_kind(kind)
+            progress.update(task, description=f"{kind} ({observed.nodes:,} nodes): timing")
+            row = run_kind_row(observed, args.repeat)
+            kind_results.append(row)
+            progress.console.print(row_summary(row), markup=False, highlight=False)
+            progress.advance(task)
+            del observed
     console.print()
     if results:
         console.print(foundation_table(results, args.repeat))
         console.print(convert_table(results, args.repeat))
     if arch_results:
         console.print(arch_table(arch_results, args.repeat))
+    if kind_results:
+        console.print(kinds_table(kind_results, args.repeat))
     latency = latency_table([*results, *arch_results], latency_runs)
     if latency is not None:
         console.print(latency)
@@ -624,21 +683,22 @@ def _run(args: argparse.Namespace) -> int:
         console.print(line, markup=False, highlight=False)
     for table in pass_tables(results + arch_results) or []:
         console.print(table)
-    notes = sorted({c["error"] for r in results + arch_results for c in r["convert"].values() if c["status"] != "ok"})
+    everything = results + arch_results + kind_results
+    notes = sorted({c["error"] for r in everything for c in r["convert"].values() if c["status"] != "ok"})
     for note in notes:
         console.print(f"note: qfx said: {note}", markup=False, highlight=False)
     total = time.perf_counter() - started
     payload = {"environment": environment(), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                      for k, v in vars(args).items()},
-               "total_seconds": total, "rows": results, "architectures": arch_results}
+               "total_seconds": total, "rows": results, "architectures": arch_results, "kinds": kind_results}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=1))
-    console.print(f"{len(results) + len(arch_results)} rows in {total:.0f} s on {torch.get_num_threads()} thread, "
+    console.print(f"{len(everything)} rows in {total:.0f} s on {torch.get_num_threads()} thread, "
                   f"load average {payload['environment']['load_average']}; every measurement written to {args.json}",
                   markup=False, highlight=False)
     for line in plot_results(payload, args.json.with_name("convert_time.png")):
         console.print(line, markup=False, highlight=False)
-    failed = [c for r in results + arch_results for c in r["convert"].values()
+    failed = [c for r in everything for c in r["convert"].values()
               if c["status"] == "error" or (c["status"] == "ok" and not (c["equal"] and c["input_unchanged"]))]
     return 1 if failed else 0
 

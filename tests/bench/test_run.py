@@ -13,6 +13,7 @@ from torch import nn
 from bench import run as bench_run
 from bench.arch_models import ARCHITECTURES
 from bench.floor import floor_seconds, floor_work
+from bench.kinds import KINDS
 from bench.models import observed_model
 from qfx.cli import MODES
 from qfx.compare import fingerprint, same_fingerprint
@@ -42,6 +43,8 @@ def test_the_quick_plan_has_a_lowered_row_and_an_architecture_row() -> None:
     args = bench_run.parse_args(["--quick"])
     assert "lowered" in MODES and bench_run.plan(args) and bench_run.arch_plan(args)
     assert bench_run.arch_plan(bench_run.parse_args(["--arch", "none"])) == []
+    assert bench_run.kind_plan(args) == [] and bench_run.kind_plan(bench_run.parse_args([])) == list(KINDS)
+    assert bench_run.kind_plan(bench_run.parse_args(["--kinds", "decoder"])) == ["decoder"]
     huge = bench_run.plan(bench_run.parse_args(["--families", "mlp", "--mappings", "minmax", "--huge"]))
     assert max(b for _, b, _ in huge) * 2 + 3 >= 25_000
 
@@ -50,7 +53,7 @@ def test_a_run_in_process_measures_every_table(tiny_arch: str, tmp_path: Path, c
     out = tmp_path / "results.json"
     threads = torch.get_num_threads()
     status = bench_run.main(["--families", "mlp", "--mappings", "minmax", "--sizes", "2,4", "--arch", tiny_arch,
-                             "--repeat", "2", "--no-cache", "--json", str(out)])
+                             "--kinds", "recurrent", "--repeat", "2", "--no-cache", "--json", str(out)])
     printed = " ".join(capsys.readouterr().out.split())
     assert status == 0, printed
     assert torch.get_num_threads() == threads  # the bench's one thread is restored
@@ -68,9 +71,14 @@ def test_a_run_in_process_measures_every_table(tiny_arch: str, tmp_path: Path, c
         assert arch["convert"][mode]["floor_weights"] == 3
         assert arch["convert"][mode]["floor"] > 0 and arch["convert"][mode]["over_floor"] > 0
     assert "floor" not in arch["convert"]["decomposed"]
+    (kind,) = payload["kinds"]
+    assert kind["family"] == "recurrent" and list(kind["convert"]) == list(bench_run.KIND_MODES)
+    for cell in kind["convert"].values():
+        assert cell["status"] == "ok" and cell["equal"] and cell["input_unchanged"], cell
     for text in ("Real architectures", "Inference latency", "low qfx", "target: faster than torch on every lowered row",
                  "target: >= 3x faster than torch on every real-architecture row",
-                 "target: within 2x of the tensor floor", "qfx µs/node as mlp minmax lowered grows"):
+                 "target: within 2x of the tensor floor", "qfx µs/node as mlp minmax lowered grows",
+                 "Other kinds of models"):
         assert text in printed
     assert (tmp_path / "convert_time.png").is_file()
 
