@@ -29,6 +29,8 @@ from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
+from .reference_modules import registration_hooks
+
 
 def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
     """Leave `fake_quant` as `fake_quant(weight)` leaves it (the result is not needed)."""
@@ -116,7 +118,7 @@ def to_float(module: Any) -> torch.nn.Module:
     """`module.to_float()` of a QAT module (which it only reads), without a full-size throwaway weight
     where its to_float is one of torch's (see the module docstring); else the module's own."""
     sizes = _TO_FLOAT_SIZES.get(getattr(type(module), "to_float", None))
-    if sizes is None or _registration_hooks() or not _plain_sizes(module, sizes):
+    if sizes is None or registration_hooks() or not _plain_sizes(module, sizes):
         return module.to_float()
     state = module.__dict__
     standin = type(module).__new__(type(module))
@@ -151,8 +153,3 @@ def _plain_sizes(module: Any, sizes: tuple[str, ...]) -> bool:
     return (all(type(state.get(name)) is int and state[name] > 0 for name in names)
             and all(type(p) is torch.nn.Parameter for p in module._parameters.values() if p is not None))
 
-
-def _registration_hooks() -> bool:
-    """Global registration hooks would see the stand-in's tiny parameters: then to_float runs as it is."""
-    return bool(module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
-                or module_globals._global_module_registration_hooks)

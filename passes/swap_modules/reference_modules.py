@@ -246,7 +246,7 @@ class ReferenceBuilder:
         module with and the float parameters it takes, or None when `build` calls from_float."""
         if _FLOAT_CLASS.get(reference_class) is not type(float_module):
             return None  # also excludes parametrized modules, whose class is a generated subclass
-        if _registration_hooks():
+        if registration_hooks():
             return None  # from_float's registrations call them
         keyed = self._key(reference_class, float_module)
         if keyed is None:
@@ -285,7 +285,7 @@ class ReferenceBuilder:
         """Learn the layout of `float_module`'s class and parameter signature from from_float run on its
         meta stand-in; False when there is nothing (more) to learn or from_float must run on the module
         itself."""
-        if _FLOAT_CLASS.get(reference_class) is not type(float_module) or _registration_hooks():
+        if _FLOAT_CLASS.get(reference_class) is not type(float_module) or registration_hooks():
             return False
         if not _as_constructed(reference_class, float_module.__dict__, None):
             return False  # a template must come from a module whose attributes the constructor would store
@@ -336,7 +336,7 @@ def _one_feature_standin_applies(reference_class: type, float_module: torch.nn.M
     """Whether `_from_one_feature_standin` builds what from_float builds: a reference RNN of the float
     module's own class, without projections (proj_size) and with plain Parameters, integer sizes and no
     global registration hooks."""
-    if _RNN_FLOAT_CLASS.get(reference_class) is not type(float_module) or _registration_hooks():
+    if _RNN_FLOAT_CLASS.get(reference_class) is not type(float_module) or registration_hooks():
         return False
     state = float_module.__dict__
     return (all(type(state.get(name)) is int and state[name] > 0 for name in _SIZES)
@@ -365,9 +365,9 @@ def _from_one_feature_standin(reference_class: type, float_module: torch.nn.Modu
     return module
 
 
-def _registration_hooks() -> bool:
-    """Whether global module/parameter/buffer registration hooks are set (from_float's registrations call
-    them, so only from_float itself may build modules then)."""
+def registration_hooks() -> bool:
+    """Whether global module/parameter/buffer registration hooks are set (a constructor's registrations call
+    them: then only the constructor itself may build modules, at their real sizes)."""
     return bool(module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
                 or module_globals._global_module_registration_hooks)
 
