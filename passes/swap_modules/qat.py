@@ -90,15 +90,27 @@ def _only_its_op_runs(fake_quant: Any) -> bool:
 def _plain_fused(fake_quant: Any, weight: Any) -> bool:
     """A fake quant whose call only runs its fused op (`_only_its_op_runs`), with fake quantization on (when
     it is off the call leaves the qparams as they are, uninitialised at first: it is made as it is), on a
-    float CPU weight of at least one dimension."""
+    float CPU weight of at least one dimension, whose running min/max (after observing it, if the observer
+    is on) hold one value per channel (one in all per tensor). (On others torch's op reads or writes out of
+    bounds: the call is made as it is.)"""
     if not _only_its_op_runs(fake_quant):
         return False
-    enabled = fake_quant.fake_quant_enabled
-    if not (isinstance(enabled, torch.Tensor) and enabled.numel() == 1 and int(enabled) == 1):
+    enabled, observing = fake_quant.fake_quant_enabled, fake_quant.observer_enabled
+    if not all(isinstance(flag, torch.Tensor) and flag.numel() == 1 for flag in (enabled, observing)):
         return False
-    return (isinstance(weight, torch.Tensor) and weight.is_floating_point() and weight.dim() > 0
-            and weight.device.type == "cpu"
-            and (not fake_quant.is_per_channel or 0 <= fake_quant.ch_axis < weight.dim()))
+    if int(enabled) != 1 or not (isinstance(weight, torch.Tensor) and weight.is_floating_point()
+                                 and weight.dim() > 0 and weight.device.type == "cpu"):
+        return False
+    if fake_quant.is_per_channel:
+        if not 0 <= fake_quant.ch_axis < weight.dim():
+            return False
+        values = weight.shape[fake_quant.ch_axis]
+    else:
+        values = 1
+    observer = fake_quant.activation_post_process
+    # (a per-channel observer that has not observed yet holds none; observing fills them)
+    fine = {values, 0} if int(observing) == 1 and fake_quant.is_per_channel else {values}
+    return observer.min_val.numel() in fine and observer.max_val.numel() in fine
 
 
 # torch's to_float implementations that build the float module from the sizes below and then assign the

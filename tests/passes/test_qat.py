@@ -212,3 +212,16 @@ def test_a_working_copy_shares_all_but_what_the_fused_op_writes():
     hooked = default_fused_per_channel_wt_fake_quant()
     hooked.register_forward_pre_hook(lambda *args: None)
     assert fq_module.working_copy(hooked).scale is not hooked.scale  # (deep-copied)
+
+
+def test_running_ranges_of_another_size_are_left_to_the_call():
+    # torch's op reads and writes out of bounds when the running min/max do not hold one value per channel:
+    # whatever it does then, qfx does not do it twice
+    observed = default_fused_per_channel_wt_fake_quant()
+    observed(torch.randn(4, 3))
+    unobserved = default_fused_per_channel_wt_fake_quant()
+    unobserved.disable_observer()
+    assert not fq_module._plain_fused(observed, torch.randn(6, 3))
+    assert not fq_module._plain_fused(unobserved, torch.randn(4, 3))
+    assert fq_module._plain_fused(observed, torch.randn(4, 3)) and fq_module._plain_fused(
+        default_fused_per_channel_wt_fake_quant(), torch.randn(6, 3))
