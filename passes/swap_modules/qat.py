@@ -32,6 +32,11 @@ from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAv
 from .reference_modules import registration_hooks
 
 
+# Below this many weight elements one call (fake quantization included) costs less than two (a 3x3
+# depthwise conv of 32 channels: 31 against 47 us; 1.5k elements: 66 against 75; 33k: 316 against 187).
+_ONE_CALL_FASTER_BELOW = 4096
+
+
 def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
     """Leave `fake_quant` as `fake_quant(weight)` leaves it (the result is not needed)."""
     if not _plain_fused(fake_quant, weight):
@@ -100,6 +105,8 @@ def _plain_fused(fake_quant: Any, weight: Any) -> bool:
         return False
     if int(enabled) != 1 or not (isinstance(weight, torch.Tensor) and weight.is_floating_point()
                                  and weight.dim() > 0 and weight.device.type == "cpu"):
+        return False
+    if weight.numel() < _ONE_CALL_FASTER_BELOW:
         return False
     if fake_quant.is_per_channel:
         if not 0 <= fake_quant.ch_axis < weight.dim():

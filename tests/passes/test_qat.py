@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.ao.nn.intrinsic as nni
 import torch.ao.nn.intrinsic.qat as nniqat
@@ -31,6 +32,12 @@ CONSTRUCTORS += [FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageP
                                                          quant_max=7, dtype=torch.qint8,
                                                          qscheme=torch.per_channel_affine, ch_axis=axis)
                  for axis in (0, 1)]
+
+
+@pytest.fixture(autouse=True)
+def _two_calls_for_every_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' weights are small, which take one call; here every weight takes the two-call path."""
+    monkeypatch.setattr(fq_module, "_ONE_CALL_FASTER_BELOW", 0)
 
 
 def _state(fake_quant: torch.nn.Module) -> list[torch.Tensor]:
@@ -225,3 +232,10 @@ def test_running_ranges_of_another_size_are_left_to_the_call():
     assert not fq_module._plain_fused(unobserved, torch.randn(4, 3))
     assert fq_module._plain_fused(observed, torch.randn(4, 3)) and fq_module._plain_fused(
         default_fused_per_channel_wt_fake_quant(), torch.randn(6, 3))
+
+
+def test_small_weights_take_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fq_module, "_ONE_CALL_FASTER_BELOW", 4096)
+    fake_quant = default_fused_per_channel_wt_fake_quant()
+    assert not fq_module._plain_fused(fake_quant, torch.randn(32, 1, 3, 3))
+    assert fq_module._plain_fused(fake_quant, torch.randn(64, 64))
