@@ -524,7 +524,8 @@ def target_lines(rows: list[dict[str, Any]], arch_rows: Sequence[dict[str, Any]]
 
 def row_summary(r: dict[str, Any]) -> str:
     """One line per finished row, printed while the bench runs."""
-    label = r["family"] if r["family"] in ARCHITECTURES or r["family"] in KINDS else f"{r['family']} blocks={r['blocks']}"
+    named = r["family"] in ARCHITECTURES or r["family"] in KINDS
+    label = r["family"] if named else f"{r['family']} blocks={r['blocks']}"
     parts = [f"{label} {r['mapping']}: {r['nodes']:,} nodes"]
     for mode, c in r["convert"].items():
         if c["status"] == "ok":

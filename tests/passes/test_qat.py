@@ -190,9 +190,10 @@ def _forward(module: nn.Module, x: torch.Tensor) -> tuple[str, object]:
         return "error", f"{type(exc).__name__}: {exc}"
 
 
-def test_to_float_runs_the_modules_own_where_it_does_not_know_it(monkeypatch):
+def test_to_float_runs_the_modules_own_where_it_does_not_know_it():
     calls = []
-    module = nnqat.Linear.from_float(_with_qconfig(nn.Linear(3, 4), get_default_qat_qconfig_mapping("x86").global_qconfig))
+    qconfig = get_default_qat_qconfig_mapping("x86").global_qconfig
+    module = nnqat.Linear.from_float(_with_qconfig(nn.Linear(3, 4), qconfig))
 
     class Own(nnqat.Linear):
         def to_float(self):
