@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 import torch
+from torch.ao.quantization.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
@@ -31,6 +32,20 @@ from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
 
 from .manager import register
+
+
+# torch's fake quants whose calculate_qparams is their observer's
+_HANDS_OVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQuantize.calculate_qparams)
+
+
+def _qparams_source(module: Any) -> Any:
+    """The module whose calculate_qparams() gives `module`'s: the observer a torch fake quant holds (read
+    from its own tables), else the module itself."""
+    if getattr(type(module), "calculate_qparams", None) in _HANDS_OVER:
+        observer = module.__dict__.get("_modules", {}).get("activation_post_process")
+        if observer is not None:
+            return observer
+    return module
 from .support.observers import ObserverTest
 from .support.qparams import batched_histogram_qparams, batched_per_tensor_qparams
 from .support.root_attributes import AttributeAllocator, unique_device
@@ -127,11 +142,13 @@ class _QdqRewrite:
 
     def per_tensor_qparams(self, observer: Any) -> tuple[float, int]:
         """(scale, zero_point) of a per-tensor observer as Python numbers, as torch derives them from
-        `calculate_qparams()`; computed for all alike observers of the graph at once on first use."""
+        `calculate_qparams()`; computed for all alike observers of the graph at once on first use (a fake
+        quant's by its observer's, to which its calculate_qparams hands over)."""
         if self._per_tensor is None:
-            observers = [self.modules[n.target] for n in self.program.graph.nodes
-                         if n.op == "call_module" and self.is_observer(self.modules[n.target])]
-            self._per_tensor = {**batched_per_tensor_qparams(observers), **batched_histogram_qparams(observers)}
+            sources = {id(module): _qparams_source(module) for n in self.program.graph.nodes
+                       if n.op == "call_module" and self.is_observer(module := self.modules[n.target])}
+            found = {**batched_per_tensor_qparams(sources.values()), **batched_histogram_qparams(sources.values())}
+            self._per_tensor = {key: found[id(source)] for key, source in sources.items() if id(source) in found}
         found = self._per_tensor.get(id(observer))
         if found is not None:
             return found

@@ -17,6 +17,7 @@ from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 from torch.fx import GraphModule
 
 from qfx.ir import lift
+import qfx.passes.insert_qdq as insert_qdq_module
 from qfx.passes.insert_qdq import _QdqRewrite, _is_per_channel, _underlying_dtype
 from qfx.passes.support.observers import ObserverTest
 from qfx.passes.support.qparams import batched_per_tensor_qparams
@@ -147,3 +148,30 @@ def test_converts_itself_is_hasattr_convert():
         assert [rewrite.converts_itself(o) for o in observers] == [hasattr(o, "convert") for o in observers]
     assert [rewrite.converts_itself(o) for o in observers] == [False, False, False, True, True, True, True, True,
                                                                 True, False]
+
+
+def test_fake_quants_qparams_are_their_observers_computed_together(monkeypatch):
+    """A QAT model's activation fake quants hand calculate_qparams over to their observers: insert-qdq
+    computes those in the batch (no call of the fake quants' own), with the numbers the calls give."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 1)).train()
+    x = torch.randn(2, 3, 8, 8)
+    observed = prepare_qat_fx(model, get_default_qat_qconfig_mapping("x86"), (x,))
+    for _ in range(3):
+        observed(torch.randn(2, 3, 8, 8))
+    observed.eval()
+    program = lift(observed)
+    fake_quants = [program.modules[n.target] for n in program.graph.nodes if n.op == "call_module"
+                   and type(program.modules[n.target]) is FusedMovingAvgObsFakeQuantize]
+    expected = {id(fq): (float(s), int(z)) for fq in fake_quants for s, z in [fq.calculate_qparams()]}
+    batched = []
+    real = insert_qdq_module.batched_per_tensor_qparams
+    monkeypatch.setattr(insert_qdq_module, "batched_per_tensor_qparams",
+                        lambda observers: (batched.extend(observers), real(observers))[1])
+    rewrite = _QdqRewrite(program)
+    assert fake_quants and {id(fq): rewrite.per_tensor_qparams(fq) for fq in fake_quants} == expected
+    assert {id(o) for o in batched} >= {id(fq.activation_post_process) for fq in fake_quants}
+    assert all(id(fq) in rewrite._per_tensor for fq in fake_quants)  # (found there, not asked one by one)
