@@ -32,20 +32,6 @@ from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
 
 from .manager import register
-
-
-# torch's fake quants whose calculate_qparams is their observer's
-_HANDS_OVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQuantize.calculate_qparams)
-
-
-def _qparams_source(module: Any) -> Any:
-    """The module whose calculate_qparams() gives `module`'s: the observer a torch fake quant holds (read
-    from its own tables), else the module itself."""
-    if getattr(type(module), "calculate_qparams", None) in _HANDS_OVER:
-        observer = module.__dict__.get("_modules", {}).get("activation_post_process")
-        if observer is not None:
-            return observer
-    return module
 from .support.observers import ObserverTest
 from .support.qparams import batched_histogram_qparams, batched_per_tensor_qparams
 from .support.root_attributes import AttributeAllocator, unique_device
@@ -61,6 +47,20 @@ STATIC_DTYPES_DECOMPOSED = (
     torch.float8_e5m2, torch.float8_e4m3fn,
 )
 STATIC_DTYPES_TORCH_OPS = (torch.quint8, torch.qint8, torch.qint32, torch.float8_e5m2, torch.float8_e4m3fn)
+
+# torch's fake quants whose calculate_qparams is their observer's
+_HANDS_OVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQuantize.calculate_qparams)
+
+
+def _qparams_source(module: Any) -> Any:
+    """The module whose calculate_qparams() gives `module`'s: the observer a torch fake quant holds (read
+    from its own tables), else the module itself."""
+    if getattr(type(module), "calculate_qparams", None) in _HANDS_OVER:
+        observer = module.__dict__.get("_modules", {}).get("activation_post_process")
+        if observer is not None:
+            return observer
+    return module
+
 
 # torch's helpers build their tables on every call; the answers only depend on the argument.
 _underlying_dtype = functools.cache(to_underlying_dtype)

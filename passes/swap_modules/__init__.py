@@ -31,7 +31,7 @@ from ..manager import register
 from ..support.observers import ObserverTest
 from ..support.root_attributes import unique_device
 from .custom import convert_custom, custom_module_classes
-from .qat import working_copy
+from .qat import working_module
 from .standalone import convert_standalone, is_observed_standalone
 from .weighted import FastPaths, WeightedClasses, convert_weighted
 
@@ -63,20 +63,10 @@ class _Workspace:
         return self.owned[target]
 
     def owned_qat_copy(self, target: str) -> torch.nn.Module:
-        """The QAT module at `target` as converting it may change it, made on first use and then reused:
-        a copy whose weight fake quant (which converting runs) is its own (`qat.working_copy`), when the module's
-        to_float is torch's (which only reads the module to build new ones); else a deep copy. The weights,
-        BatchNorm and other children are shared: copying the weights of a large QAT model costs more than
-        the rest of its convert."""
+        """The QAT module at `target` as converting may change it (`qat.working_module`), made on first use
+        and then reused."""
         if target not in self.owned:
-            module = self.program.modules[target]
-            fake_quant = module.__dict__.get("_modules", {}).get("weight_fake_quant")
-            if not type(module).to_float.__module__.startswith("torch.ao.nn.") or fake_quant is None:
-                return self.owned_copy(target)
-            own = type(module).__new__(type(module))
-            own.__dict__.update(module.__dict__)
-            own.__dict__["_modules"] = {**module._modules, "weight_fake_quant": working_copy(fake_quant)}
-            self.owned[target] = own
+            self.owned[target] = working_module(self.program.modules[target])
         return self.owned[target]
 
 

@@ -7,7 +7,9 @@ scale and zero point from them and fake-quantizes every element of the weight, t
 its cost (three quarters on a 3x3 conv of 512 channels). The op does each step under its own flag, so it is
 run twice: once observing the weight with fake quantization off (the min/max update alone), once with
 observation off on a zero tensor of one element per channel (the qparams alone, from the updated min/max):
-the fake quant ends in the very state the call leaves it in.
+the fake quant ends in the very state the call leaves it in. It runs on a working copy of the QAT module
+that shares everything but the weight fake quant, whose own copy shares everything but the four tensors the
+op writes (the input model is never changed, and a QAT model's weights are not copied).
 
 The float module. torch's `to_float` of the QAT Linear and Conv families constructs a float module of the
 QAT module's sizes (allocating and initialising a weight of the full size) and then assigns the QAT
@@ -29,7 +31,7 @@ from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
-from .reference_modules import registration_hooks
+from .reference_modules import give_real_sizes, registration_hooks, standin
 
 
 # Below this many weight elements one call (fake quantization included) costs less than two (a 3x3
@@ -55,6 +57,17 @@ def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
                                           fake_quant.fake_quant_enabled, *qparam_args)
 
 
+def working_module(module: Any) -> Any:
+    """A QAT module for converting to run its weight fake quant on and build float modules from: when its
+    to_float is torch's (which only reads the module), a copy sharing everything (the weights, BatchNorm,
+    other children) but the weight fake quant, which is a `working_copy`; else a deep copy. (Copying the
+    weights of a large QAT model costs more than the rest of its convert.)"""
+    fake_quant = module.__dict__.get("_modules", {}).get("weight_fake_quant")
+    if fake_quant is None or not type(module).to_float.__module__.startswith("torch.ao.nn."):
+        return copy.deepcopy(module)
+    return _sharing_copy(module, {}, {"weight_fake_quant": working_copy(fake_quant)})
+
+
 def working_copy(fake_quant: Any) -> Any:
     """A copy of a weight fake quant for converting to run (and change): a plain fused one (see
     `_only_its_op_runs`) shares everything but the four tensors its op writes in place (the running min and
@@ -62,20 +75,17 @@ def working_copy(fake_quant: Any) -> Any:
     if not _only_its_op_runs(fake_quant):
         return copy.deepcopy(fake_quant)
     observer = fake_quant.activation_post_process
-    own_observer = _sharing_copy(observer, {"min_val": observer.min_val.clone(), "max_val": observer.max_val.clone()})
+    own_observer = _sharing_copy(observer, {"min_val": observer.min_val.clone(), "max_val": observer.max_val.clone()},
+                                 {})
     return _sharing_copy(fake_quant, {"scale": fake_quant.scale.clone(), "zero_point": fake_quant.zero_point.clone()},
                          {"activation_post_process": own_observer})
 
 
 def _sharing_copy(module: torch.nn.Module, buffers: dict[str, torch.Tensor],
-                  children: dict[str, torch.nn.Module] | None = None) -> torch.nn.Module:
-    """A new module object with `module`'s attributes and tables (tables of its own), `buffers` and
-    `children` in place of its own of those names."""
-    own = type(module).__new__(type(module))
-    own.__dict__.update(module.__dict__)
-    own.__dict__["_buffers"] = {**module._buffers, **buffers}
-    own.__dict__["_modules"] = {**module._modules, **(children or {})}
-    return own
+                  children: dict[str, torch.nn.Module]) -> torch.nn.Module:
+    """A `standin` of `module` with tables of its own, holding `buffers` and `children` in place of its own
+    of those names."""
+    return standin(module, _buffers={**module._buffers, **buffers}, _modules={**module._modules, **children})
 
 
 def _only_its_op_runs(fake_quant: Any) -> bool:
@@ -140,20 +150,16 @@ def to_float(module: Any) -> torch.nn.Module:
     if sizes is None or registration_hooks() or not _plain_sizes(module, sizes):
         return module.to_float()
     state = module.__dict__
-    standin = type(module).__new__(type(module))
-    standin.__dict__.update(state)
     if sizes is _LINEAR_SIZES:
-        standin.__dict__.update(in_features=1, out_features=1)
+        small = {"in_features": 1, "out_features": 1}
     else:
         groups = state["groups"]
-        standin.__dict__.update(in_channels=groups, out_channels=groups, kernel_size=(1,) * len(state["kernel_size"]))
-    result = standin.to_float()
+        small = {"in_channels": groups, "out_channels": groups, "kernel_size": (1,) * len(state["kernel_size"])}
+    result = standin(module, **small).to_float()
     built = result[0] if isinstance(result, _FusedModule) else result
-    if type(built) not in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d) or not all(
-            name in built.__dict__ for name in sizes):
+    if type(built) not in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d) or not give_real_sizes(
+            built, module, sizes):
         return module.to_float()  # (not torch 2.13's layout: build it the plain way)
-    for name in sizes:
-        built.__dict__[name] = state[name]
     return result
 
 

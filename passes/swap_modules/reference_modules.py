@@ -351,18 +351,32 @@ def _from_one_feature_standin(reference_class: type, float_module: torch.nn.Modu
     real sizes in place. Nothing else the constructor keeps depends on the sizes: the weights are all
     replaced, the weight qparams come from `qparams`, and the weak references to the constructor's weights
     (`_flat_weight_refs`) are dead either way once those are replaced."""
-    kind = type(float_module)
-    standin = kind.__new__(kind)
-    standin.__dict__.update(float_module.__dict__)
-    for name in _SIZES:
-        standin.__dict__[name] = 1
-    module = reference_class.from_float(standin, qparams)
-    state = module.__dict__
-    if not all(name in state for name in _SIZES):  # (not torch 2.13's layout: build it the plain way)
+    module = reference_class.from_float(standin(float_module, **dict.fromkeys(_SIZES, 1)), qparams)
+    if not give_real_sizes(module, float_module, _SIZES):  # (not torch 2.13's layout: build it the plain way)
         return reference_class.from_float(float_module, qparams)
-    for name in _SIZES:
-        state[name] = float_module.__dict__[name]
     return module
+
+
+def standin(module: torch.nn.Module, **attributes: Any) -> torch.nn.Module:
+    """A new object of `module`'s class whose instance dict holds `module`'s entries (its tables shared, to be
+    only read) with `attributes` in place of its own: what a constructor-calling method is run on instead of
+    `module`."""
+    kind = type(module)
+    made = kind.__new__(kind)
+    made.__dict__.update(module.__dict__)
+    made.__dict__.update(attributes)
+    return made
+
+
+def give_real_sizes(built: torch.nn.Module, module: torch.nn.Module, names: tuple[str, ...]) -> bool:
+    """Put `module`'s value of each of `names` into `built`'s instance dict, where a stand-in's smaller size
+    went (same keys, same order); False, having changed nothing, when `built` lacks one of them."""
+    state = built.__dict__
+    if not all(name in state for name in names):
+        return False
+    for name in names:
+        state[name] = module.__dict__[name]
+    return True
 
 
 def registration_hooks() -> bool:
@@ -382,18 +396,13 @@ def _meta_standin(float_module: torch.nn.Module) -> torch.nn.Module:
     """A shallow stand-in for `float_module` (same class and attributes) whose parameters are meta tensors of
     the same shape, dtype and requires_grad: from_float on it constructs without touching real memory. The
     stand-in shares the float module's other tables and only reads them."""
-    kind = type(float_module)
-    standin = kind.__new__(kind)
-    state = dict(float_module.__dict__)
     parameters = {}
     for name, p in float_module._parameters.items():
         if p is not None and type(p) is not torch.nn.Parameter:
             raise _Unsupported
         parameters[name] = None if p is None else torch.nn.Parameter(
             torch.empty(p.shape, dtype=p.dtype, device="meta"), p.requires_grad)
-    state["_parameters"] = parameters
-    standin.__dict__.update(state)
-    return standin
+    return standin(float_module, _parameters=parameters)
 
 
 def _tensor_key(tensor: Any) -> tuple | None:
