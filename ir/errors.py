@@ -148,6 +148,23 @@ class ConvertValueError(ConvertError, ValueError):
     """A convert failure that torch reports as a ValueError (same message)."""
 
 
+class ConvertIndexError(ConvertError, IndexError):
+    """A convert failure that torch reports as an IndexError (it reads an argument the node does not have,
+    e.g. of a module called with keyword arguments)."""
+
+
+class ConvertKeyError(ConvertError, KeyError):
+    """A convert failure that torch reports as a KeyError (a lookup in one of its tables misses)."""
+
+    def __str__(self) -> str:  # (KeyError prints the repr of its argument)
+        return str(self.args[0]) if self.args else ""
+
+
+class ConvertAttributeError(ConvertError, AttributeError):
+    """A convert failure that torch reports as an AttributeError (it reads a node's attribute from a value
+    that is not a node)."""
+
+
 class ArgumentError(QfxError, TypeError):
     """A convert argument has the wrong type or content; the message names the argument and what to pass."""
 

@@ -11,7 +11,7 @@ from typing import Any, Callable
 import torch
 
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertAssertionError
+from qfx.ir.errors import ConvertAssertionError, ConvertKeyError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
@@ -68,10 +68,12 @@ def _lower_one(editor: GraphEditor, quantize: Node, relu: Node | None, op: Node)
         dequantized += 1
     if dequantized == 0:
         raise ConvertAssertionError(f"binary op node '{op.name}' reads no dequantize node; nothing to lower")
+    if op.target not in QUANTIZED_BINARY_OP:
+        raise ConvertAssertionError(f"binary op node '{op.name}': {op.target} has no quantized op to lower to")
     table = QUANTIZED_BINARY_OP if relu is None else QUANTIZED_BINARY_RELU_OP
-    if op.target not in table:
-        raise ConvertAssertionError(
-            f"binary op node '{op.name}': {op.target} has no quantized{' fused-ReLU' if relu else ''} op to lower to")
+    if op.target not in table:  # (torch looks it up in its table of fused ops: a KeyError)
+        raise ConvertKeyError(f"binary op node '{op.name}': {op.target} has no quantized fused-ReLU op to lower "
+                              f"to; leave the ReLU out of this pattern in the backend config")
     op = editor[op.name]
     args = op.args + ((scale, zero_point) if dequantized == 2 else ())
     quantized = editor.insert_after(quantize.name, "call_function", table[op.target], args,

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 
 from qfx.ir.args import Ref
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertAssertionError, ConvertValueError
+from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError, ConvertValueError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
 
-from .support.patterns import is_dequantize, module_of, skips_lowering
+from .support.patterns import first_input, is_dequantize, module_of, skips_lowering
 from .support.prepack import CONV_FUNCTIONALS, conv_prepack_args, conv_prepack_op, linear_prepack_op
 
 _quantized = torch.ops.quantized
@@ -63,9 +63,7 @@ def _lower_one(editor: GraphEditor, node: Node) -> None:
     func = node
     if _is_dynamic_relu(program, node):
         relu = node
-        func = editor.node(node.args[0]) if node.args else None
-        if func is None:
-            raise ConvertAssertionError(f"ReLU node '{node.name}' should read a node")
+        func = first_input(editor, node, "ReLU", ConvertAttributeError)
     if skips_lowering(program, func):
         return
     if func.op != "call_function" or func.target not in DYNAMIC_FUNCTIONALS:

@@ -16,10 +16,10 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.ao.nn.quantized.reference as nnqr
 
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertAttributeError, ConvertIndexError
 from qfx.ir.program import Program
 from qfx.lowering.support.engine import quantized_from_reference
-from qfx.lowering.support.patterns import is_dequantize
+from qfx.lowering.support.patterns import first_input, is_dequantize
 from qfx.passes.manager import register
 
 # reference (or fused) class -> (dynamically quantized class, the class a fused module's first child must
@@ -58,18 +58,14 @@ def lower_dynamic_modules(program: Program) -> Program:
         entry = DYNAMIC_LOWERING.get(type(ref_module))
         if entry is None:
             continue
-        dequantize = editor.node(node.args[0]) if node.args else None
-        if dequantize is None:
-            raise ConvertError(
-                f"dynamic reference module node '{node.name}' ({node.target}) should read a node as its "
-                f"first argument, it has args {node.args!r}")
+        dequantize = first_input(editor, node, "dynamic reference module", ConvertAttributeError)
         if not is_dequantize(dequantize) or not dequantize.args:
             continue
         quantize = editor.node(dequantize.args[0])
         if quantize is None or quantize.op != "call_function" or quantize.target is not torch.quantize_per_tensor_dynamic:
             continue
         if len(quantize.args) < 2:
-            raise ConvertError(
+            raise ConvertIndexError(
                 f"dynamic quantize node '{quantize.name}' before '{node.name}' should take the activation "
                 f"dtype as its second positional argument, it has args {quantize.args!r}")
         if not any(quantize.args[1] == dtype for dtype in DYNAMIC_ACTIVATION_DTYPES):

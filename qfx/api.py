@@ -8,6 +8,7 @@ import gc
 import warnings
 from typing import Any, Iterator, Sequence
 
+import torch
 from torch.ao.quantization.backend_config import BackendConfig
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
@@ -174,7 +175,10 @@ def convert(
 
 
 def _run(model: GraphModule, options: ConvertOptions, instruments: Sequence[Instrument]) -> GraphModule:
-    with gc_paused():
+    # Modules are built with torch's constructors, some of which draw random placeholder weights (an RNN
+    # cell's, a QAT module's float stand-in); torch's convert draws many more (every initializer it runs).
+    # Neither is part of the result: the global generator is left as it was found.
+    with gc_paused(), torch.random.fork_rng(devices=[]):
         try:
             program, uncalibrated = lift_reporting(model, options=options)
             warn_uncalibrated(uncalibrated, stacklevel=4)

@@ -43,6 +43,10 @@ class EngineError(ConvertError, RuntimeError):
     """The quantized engine cannot build a lowered module or op (torch fails with the same RuntimeError)."""
 
 
+class EngineNotImplementedError(EngineError, NotImplementedError):
+    """An EngineError whose cause is a NotImplementedError (an op with no kernel for these arguments)."""
+
+
 def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: str) -> Any:
     """`q_class.from_reference(ref_module, *args)`, built afresh under the current engine (never cached:
     the packing depends on the engine). A RuntimeError from torch becomes an EngineError naming `where`
@@ -59,7 +63,8 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
         return module
     except RuntimeError as exc:
         engine = torch.backends.quantized.engine
-        raise EngineError(
+        kind = EngineNotImplementedError if isinstance(exc, NotImplementedError) else EngineError
+        raise kind(
             f"{where}: the '{engine}' quantized engine cannot build {q_class.__module__}.{q_class.__qualname__} "
             f"({exc}); pick another engine with torch.backends.quantized.engine, or give this module a "
             f"qconfig that engine supports") from exc

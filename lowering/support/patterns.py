@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from qfx.ir.args import Arg, Ref
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertAssertionError
+from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 
@@ -65,15 +65,11 @@ def match_static_pattern(
     program = editor.program
     if node.op != "call_function" or node.target is not torch.quantize_per_tensor:
         return None
-    ref = editor.node(node.args[0]) if node.args else None
-    if ref is None:
-        raise ConvertAssertionError(f"quantize node '{node.name}' does not read a node")
+    ref = first_input(editor, node, "quantize", ConvertAssertionError)
     relu = None
     if is_relu(program, ref):
         relu = ref
-        ref = editor.node(relu.args[0]) if relu.args else None
-        if ref is None:
-            raise ConvertAssertionError(f"ReLU node '{relu.name}' before quantize '{node.name}' does not read a node")
+        ref = first_input(editor, relu, f"ReLU (before quantize '{node.name}')", ConvertAssertionError)
     if skips_lowering(program, ref):
         return None
     first = next(iter(matching), None)
@@ -95,11 +91,28 @@ def match_static_pattern(
     return StaticMatch(node, relu, ref) if found else None
 
 
+def first_input(editor: GraphEditor, node: Node, what: str, not_a_node: type[ConvertError]) -> Node:
+    """The node `node`'s first positional argument refers to, read as torch's lowering reads it: torch takes
+    `node.args[0]` (an IndexError when there is none, as for a module called with keyword arguments) and
+    uses it as a node (its error there when it is a constant is `not_a_node`'s builtin type)."""
+    if not node.args:
+        raise ConvertIndexError(
+            f"{what} node '{node.name}' has no positional argument, and lowering reads its first one; call "
+            f"it with its input as a positional argument")
+    found = editor.node(node.args[0])
+    if found is None:
+        raise not_a_node(f"{what} node '{node.name}' should read a node as its first argument, it reads "
+                         f"{node.args[0]!r}")
+    return found
+
+
 def dequantized_input(editor: GraphEditor, value: Arg) -> Arg:
     """What a dequantize node reads (its first argument)."""
     node = editor.node(value)
-    if node is None or not node.args:
+    if node is None:
         raise ConvertAssertionError(f"expected a dequantize node, got {value!r}")
+    if not node.args:
+        raise ConvertIndexError(f"dequantize node '{node.name}' has no positional argument")
     return node.args[0]
 
 

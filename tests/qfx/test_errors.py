@@ -39,6 +39,7 @@ from qfx.ir.edit import GraphEditError, GraphEditor
 from qfx.ir.lift import lift
 from qfx.ir.frozendict import FrozenDict
 from qfx.ir.validate import check_devices, check_model_devices, forget_table_devices, table_devices
+from qfx.lowering.support.engine import EngineNotImplementedError
 from qfx.passes import Pipeline, register
 from qfx.passes.apply_qconfig_mapping import QConfigMismatchError
 from qfx.passes.apply_qconfig_mapping.qconfig_assign import FusedQConfigError
@@ -74,6 +75,16 @@ def _zoo(name: str) -> torch.fx.GraphModule:
 
 def zoo(name: str) -> Callable[[], torch.fx.GraphModule]:
     return lambda: copy.deepcopy(_zoo(name))
+
+
+def _dynamic_linear_reading_constant() -> torch.fx.GraphModule:
+    """An observed dynamic Linear whose node was edited to read a constant."""
+    model = zoo("keyword_calls_dynamic")()
+    for node in model.graph.nodes:
+        if node.op == "call_module" and node.target == "fc":
+            node.args, node.kwargs = (3.0,), {}
+    model.recompile()
+    return model
 
 
 def edited(edit: Callable[[torch.fx.GraphModule], None]) -> Callable[[], torch.fx.GraphModule]:
@@ -296,6 +307,19 @@ TABLE: list[Row] = [
     Row("convert-time-mapping-fusion", FusedQConfigError, zoo("convert_time_qconfig_fusion_mismatch"),
         lambda m: ref(m, **convert_kwargs(CASES_BY_NAME["convert_time_qconfig_fusion_mismatch"])),
         r"During fusion, we need to specify the same qconfigs for all module types", LookupError),
+    # lowering where torch's lowering fails: the same builtin type
+    Row("lower-keyword-input", E.ConvertIndexError, zoo("keyword_calls_unquantized"), qfx.convert_fx,
+        r"ReLU node 'relu' has no positional argument, and lowering reads its first one; call it with its "
+        r"input as a positional argument", IndexError),
+    Row("lower-constant-input", E.ConvertAttributeError, _dynamic_linear_reading_constant, qfx.convert_fx,
+        r"dynamic reference module node 'fc' should read a node as its first argument, it reads 3.0",
+        AttributeError),
+    Row("lower-no-fused-relu-op", E.ConvertKeyError, zoo("matmul_relu_pattern"),
+        lambda m: qfx.convert_fx(m, **convert_kwargs(CASES_BY_NAME["matmul_relu_pattern"])),
+        r"binary op node 'matmul': .*matmul.* has no quantized fused-ReLU op to lower to; leave the ReLU out",
+        KeyError),
+    Row("engine-no-kernel", EngineNotImplementedError, zoo("fp16_dynamic_between_static"), qfx.convert_fx,
+        r"node 'b' \(module 'b'\): the '\w+' quantized engine cannot build .*Linear", NotImplementedError),
     # the IR and pipeline tools
     Row("verify", E.VerificationError, observed, _verify_broken, r"(?s)IR verification failed:.*defined nowhere"),
     Row("pipeline-spec-unknown", E.PipelineSpecError, lambda: None, lambda _: Pipeline.parse("dce,no-such-pass"),

@@ -384,6 +384,33 @@ class FloatIsland(nn.Module):
         return self.tail(i), i
 
 
+class KeywordCalls(nn.Module):
+    """A Linear and a ReLU module called with their input as a keyword argument: torch's lowering reads
+    each node's first positional argument (an IndexError where there is none)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(input=self.fc(input=x))
+
+
+class MatmulRelu(nn.Module):
+    def forward(self, x, y):
+        return torch.relu(torch.matmul(x, y))
+
+
+class LinearChain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
 # the patterns of the bench's larger architectures (bench/arch_models.py), at test size ---------------------
 
 

@@ -43,6 +43,10 @@ from torch.ao.quantization import (
     per_channel_dynamic_qconfig,
 )
 from torch.ao.quantization.backend_config import (
+    BackendConfig,
+    BackendPatternConfig,
+    DTypeConfig,
+    ObservationType,
     get_fbgemm_backend_config,
     get_onednn_backend_config,
     get_qnnpack_backend_config,
@@ -1054,6 +1058,16 @@ def _recommender_inputs() -> tuple:
     return (torch.randint(0, 30, (12,)), torch.tensor([0, 4, 7]), torch.randint(0, 30, (3, 2)))
 
 
+def _matmul_relu_backend() -> BackendConfig:
+    """matmul and matmul -> relu quantized as patterns of their own (torch has no quantized matmul-ReLU)."""
+    dtypes = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8, weight_dtype=torch.qint8,
+                         bias_dtype=torch.float)
+    own_observer = ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT
+    return BackendConfig("matmul_relu").set_backend_pattern_configs([
+        BackendPatternConfig(pattern).set_observation_type(own_observer).add_dtype_config(dtypes)
+        for pattern in (torch.matmul, (torch.matmul, torch.relu))])
+
+
 CASES: list[Case] = [
     Case("resnet_block", ResNetBlock, _randn((2, 3, 8, 8)), _x86, raw=True),
     Case("convs_fused", Convs, _randn((2, 3, 9, 9), (1, 1, 3, 3, 3)),
@@ -1235,6 +1249,15 @@ CASES: list[Case] = [
          lowered_engines=("onednn", "x86", "fbgemm", "qnnpack"),
          backend_config=get_onednn_backend_config),
     Case("float_island", am.FloatIsland, _randn((3, 6)), _float_island),
+    # torch's lowering fails on these: IndexError (keyword calls), KeyError (a fused matmul-ReLU, which has
+    # no quantized op), NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
+    Case("keyword_calls_static", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_qconfig)),
+    Case("keyword_calls_dynamic", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig)),
+    Case("keyword_calls_unquantized", am.KeywordCalls, _randn((3, 4)), QConfigMapping),
+    Case("matmul_relu_pattern", am.MatmulRelu, _randn((2, 4, 4), (2, 4, 4)), _qcm(global_=default_qconfig),
+         backend_config=_matmul_relu_backend),
+    Case("fp16_dynamic_between_static", am.LinearChain, _randn((3, 4)),
+         lambda: _x86().set_module_name("b", float16_dynamic_qconfig)),
 ]
 
 CASES_BY_NAME: dict[str, Case] = {c.name: c for c in CASES}
