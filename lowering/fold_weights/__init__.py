@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 
 from qfx.ir.args import Ref
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertError, ConvertKeyError
 from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 from qfx.ir.rewrite import candidate_name
@@ -66,9 +66,10 @@ def fold_weights(program: Program) -> Program:
             continue
         else:
             for name in node.input_name_tuple():
-                if owner.get(name, name) != name:
-                    raise ConvertError(f"node '{node.name}' reads '{name}', which weight folding removes "
-                                       f"with the prepack chain of '{owner[name]}'")
+                if owner.get(name, name) != name:  # (torch's copy of the graph has no entry for it: a KeyError)
+                    raise ConvertKeyError(f"node '{node.name}' reads '{name}', which weight folding removes "
+                                          f"with the prepack chain of '{owner[name]}'; give that node its own "
+                                          f"copy of the weight, or convert to a reference model")
             new = node.with_inputs_replaced(renamed).evolve(name=names.fresh(node.name))
         if new.name != node.name:
             renamed[node.name] = Ref(new.name)
@@ -89,8 +90,8 @@ def _scope_path(program: Program, prepack: Node) -> str:
     if not users:
         raise ConvertError(f"prepack node '{prepack.name}' has no user to name its packed weight after")
     scope = program.quant.node_name_to_scope.get(users[0]) if program.quant is not None else None
-    if scope is None:
-        raise ConvertError(f"node '{users[0]}' (reading prepack '{prepack.name}') has no recorded module scope")
+    if scope is None:  # (torch looks it up: a KeyError)
+        raise ConvertKeyError(f"node '{users[0]}' (reading prepack '{prepack.name}') has no recorded module scope")
     return scope[0]
 
 

@@ -397,6 +397,18 @@ class KeywordCalls(nn.Module):
         return self.relu(input=self.fc(input=x))
 
 
+class WeightReadTwice(nn.Module):
+    """A functional linear's weight also read by another op: lowering folds it into packed params."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+        self.b = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        return F.linear(x, self.w, self.b), self.w.sum()
+
+
 class MatmulRelu(nn.Module):
     def forward(self, x, y):
         return torch.relu(torch.matmul(x, y))

@@ -1250,12 +1250,13 @@ CASES: list[Case] = [
          backend_config=get_onednn_backend_config),
     Case("float_island", am.FloatIsland, _randn((3, 6)), _float_island),
     # torch's lowering fails on these: IndexError (keyword calls), KeyError (a fused matmul-ReLU, which has
-    # no quantized op), NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
+    # no quantized op; a folded weight read elsewhere), NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
     Case("keyword_calls_static", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_qconfig)),
     Case("keyword_calls_dynamic", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig)),
     Case("keyword_calls_unquantized", am.KeywordCalls, _randn((3, 4)), QConfigMapping),
     Case("matmul_relu_pattern", am.MatmulRelu, _randn((2, 4, 4), (2, 4, 4)), _qcm(global_=default_qconfig),
          backend_config=_matmul_relu_backend),
+    Case("weight_read_twice", am.WeightReadTwice, _randn((3, 4)), _x86),
     Case("fp16_dynamic_between_static", am.LinearChain, _randn((3, 4)),
          lambda: _x86().set_module_name("b", float16_dynamic_qconfig)),
 ]
