@@ -69,7 +69,7 @@ def match_static_pattern(
     relu = None
     if is_relu(program, ref):
         relu = ref
-        ref = first_input(editor, relu, f"ReLU (before quantize '{node.name}')", ConvertAssertionError)
+        ref = first_input(editor, relu, "ReLU", ConvertAssertionError)
     if skips_lowering(program, ref):
         return None
     first = next(iter(matching), None)
