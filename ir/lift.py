@@ -9,7 +9,7 @@ from pyrsistent import pvector
 from torch.fx import GraphModule
 
 from .args import freeze
-from .errors import LiftError, NotObservedModelError
+from .errors import ConvertAttributeError, LiftError, NotObservedModelError
 from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
@@ -102,10 +102,23 @@ def lift_reporting(
         attributes=attribute_table,
         namespace=namespace,
         root=root,
-        quant=lift_quant_facts(facts) if facts is not None else None,
+        quant=_quant_facts(facts, observed),
         options=options or ConvertOptions(),
     ))
     return program, uncalibrated
+
+
+def _quant_facts(facts: Any, observed: bool) -> QuantFacts | None:
+    """The quant facts of prepare's meta entry `facts`; None for none in an unobserved model."""
+    if facts is None and not observed:
+        return None
+    try:
+        return lift_quant_facts(facts)
+    except AttributeError as exc:  # (torch reads them as attributes too)
+        raise ConvertAttributeError(
+            f"the model's meta['{OBSERVED_ATTRS_KEY}'] is {type(facts).__name__}, not the "
+            f"ObservedGraphModuleAttrs prepare_fx records ({exc}); convert the model prepare_fx returned, "
+            "without editing its meta") from None
 
 
 def lift_quant_facts(attrs_obj: Any) -> QuantFacts:

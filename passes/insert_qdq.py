@@ -26,7 +26,7 @@ from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
 from qfx.ir.args import Arg, DictArg, ListArg, Ref, TupleArg
-from qfx.ir.errors import ConvertAssertionError, ConvertError, UnsupportedError
+from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError, UnsupportedError
 from qfx.ir.graph import Node
 from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
@@ -198,8 +198,9 @@ class _QdqRewrite:
     def _replace_with_dequantize_of(self, node: Node) -> None:
         """The node (an observer or DeQuantStub) goes; the value it read gets a dequantize after it."""
         source = node.args[0]
-        if not isinstance(source, Ref):
-            raise ConvertError(f"node '{node.name}': expected a node as its input, got {source!r}")
+        if not isinstance(source, Ref):  # (torch's assertion and text)
+            raise ConvertAssertionError(
+                f"Expecting the for call custom module node to be a Node, but got {source} (node '{node.name}')")
         self.builder.replace_uses(node.name, source)
         self._dequantize_after(source.name)
 
@@ -230,8 +231,8 @@ class _QdqRewrite:
         if isinstance(result, (tuple, ListArg, TupleArg)):
             items = result if isinstance(result, tuple) else result.items
             for idx in self.output_quantized_idxs:
-                if idx >= len(items) or idx < -len(items):
-                    raise ConvertError(
+                if idx >= len(items) or idx < -len(items):  # (torch indexes the outputs: an IndexError)
+                    raise ConvertIndexError(
                         f"output_quantized_idxs has index {idx}, but the model returns only {len(items)} values; "
                         "fix PrepareCustomConfig.set_output_quantized_indexes"
                     )
@@ -261,12 +262,15 @@ class _QdqRewrite:
     # -- observers ---------------------------------------------------------------------------------------
 
     def _convert_observer(self, node: Node, observer: Any) -> None:
+        x = node.args[0]
+        if not isinstance(x, Ref):  # torch asserts this before anything else (its text)
+            raise ConvertAssertionError(f"Expecting observed node to be a Node, but got {x} (observer node "
+                                        f"'{node.name}')")
         if self.decomposed and self.converts_itself(observer):
             raise UnsupportedError(
                 f"observer '{node.target}' ({type(observer).__name__}) converts itself with its own "
                 "`convert` method (a pt2e-style observer); qfx does not support such observers"
             )
-        x = node.args[0]
         # torch skips an observer when every producer and consumer asked for no quantization (a non-node
         # argument never counts as such).
         unwanted = (all(isinstance(a, Ref) and self.quant.has_none_qconfig(a.name) for a in node.args)
@@ -372,8 +376,6 @@ class _QdqRewrite:
         observer only exists for its consumer's input, the scope of its first (preferably F.linear) user
         (prefix "_input")."""
         observed = observer_node.args[0]
-        if not isinstance(observed, Ref):
-            raise ConvertError(f"observer node '{observer_node.name}' does not read a node")
         input_only = self.quant.has_none_qconfig(observed.name)
         if input_only:
             users = self.program.graph.users[observer_node.name]

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from qfx.ir.args import Ref, thaw
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertError, ConvertKeyError
 from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 
@@ -44,8 +44,8 @@ def evaluate_chain(program: Program, chain: list[Node]) -> Any:
     def value_of(name: str) -> Any:
         try:
             return values[name]
-        except KeyError:
-            raise ConvertError(f"weight folding: node '{name}' feeds a prepack chain from inside a nested "
+        except KeyError:  # (torch's copy of the chain has no entry for it either: a KeyError)
+            raise ConvertKeyError(f"weight folding: node '{name}' feeds a prepack chain from inside a nested "
                                "argument; only top-level arguments can be folded") from None
 
     for node in reversed(chain):

@@ -21,7 +21,7 @@ from torch.ao.quantization.qconfig_mapping import (
     QConfigMapping,
 )
 
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertAttributeError, ConvertError
 from qfx.ir.program import Program
 
 from ..manager import register
@@ -99,16 +99,19 @@ def apply_qconfig_mapping(program: Program) -> Program:
     if requested is None:
         return program
     facts = program.quant
-    if facts is None or facts.qconfig_mapping is None:
-        raise ConvertError(
-            "a qconfig_mapping was passed to convert, but the model carries no QConfigMapping from prepare "
-            "to compare it with; pass qconfig_mapping=None, or convert a model produced by prepare_fx"
-        )
+    if facts is None:
+        raise ConvertError("a qconfig_mapping was passed to convert, but the program carries no quantization "
+                           "facts; lift a model produced by prepare_fx")
     # torch's helpers below edit the mapping they are given: work on a private copy.
     mapping = copy.deepcopy(requested)
     if facts.is_qat:
         _update_qconfig_for_qat(mapping, program.options.backend_config)
     extend_for_fused_modules(program, mapping)
+    if facts.qconfig_mapping is None:  # (torch reads its global qconfig: an AttributeError)
+        raise ConvertAttributeError(
+            "a qconfig_mapping was passed to convert, but the model carries no QConfigMapping from prepare "
+            "to compare it with; pass qconfig_mapping=None, or convert a model produced by prepare_fx"
+        )
     check_only_narrows(facts.qconfig_mapping, mapping)
     table = assign_qconfigs(program, mapping)
     check_node_qconfigs_narrow(facts.node_name_to_qconfig, table, (n.name for n in program.graph.nodes))

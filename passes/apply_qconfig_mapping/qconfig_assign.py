@@ -26,7 +26,7 @@ from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.qconfig import QConfigAny, _add_module_to_qconfig_obs_ctr, qconfig_equals
 from torch.ao.quantization.qconfig_mapping import QConfigMapping
 
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertError, ConvertKeyError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 
@@ -82,7 +82,7 @@ def _scope(program: Program, node: Node) -> tuple[str, Any]:
     try:
         return scopes[node.name]
     except KeyError:
-        raise ConvertError(
+        raise ConvertKeyError(
             f"node '{node.name}' ({node.op} {node.target}) has no entry in prepare's node_name_to_scope, so the "
             "convert-time qconfig_mapping cannot be applied to it; convert the model prepare_fx returned, "
             "without editing its graph"
@@ -95,7 +95,7 @@ def _module_type(program: Program, path: str) -> Any:
     try:
         return type(program.modules[path])
     except KeyError:
-        raise ConvertError(
+        raise ConvertKeyError(
             f"'{path}' is not a submodule of the observed model, but a get_attr node reads an attribute of it; "
             "convert the model prepare_fx returned, without editing its graph"
         ) from None

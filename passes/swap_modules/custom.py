@@ -16,7 +16,7 @@ from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.utils import activation_is_statically_quantized, get_swapped_custom_module_class
 
 from qfx.ir.args import Ref, TupleArg
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertError, ConvertIndexError
 from qfx.ir.graph import Node
 from qfx.ir.program import CallingConvention, Program
 
@@ -65,7 +65,10 @@ def convert_custom(node: Node, observed: torch.nn.Module, program: Program, mapp
             _check_mha_args(node)
             convention = CallingConvention(quantized_args=MHA_ARGS, output="observer")
         else:
-            if not node.args or not isinstance(node.args[0], Ref):
+            if not node.args:  # (torch reads args[0]: an IndexError)
+                raise ConvertIndexError(f"custom module node '{node.name}' ({node.target}) has no positional "
+                                        "argument; call the module with its input as a positional argument")
+            if not isinstance(node.args[0], Ref):
                 raise _error(node, "Expected arg to be a Node")
             observer = output_observer(node, program)
             if observer is None:

@@ -87,6 +87,29 @@ def _dynamic_linear_reading_constant() -> torch.fx.GraphModule:
     return model
 
 
+def _observer_reads_constant(model: torch.fx.GraphModule) -> None:
+    node = next(n for n in model.graph.nodes if n.target == "activation_post_process_0")
+    node.args = (1.0,)
+    model.recompile()
+
+
+def _drop_observed_facts(model: torch.fx.GraphModule) -> None:
+    model.meta["_observed_graph_module_attrs"] = None
+
+
+def _drop_prepare_mapping(model: torch.fx.GraphModule) -> None:
+    facts = copy.copy(model.meta["_observed_graph_module_attrs"])
+    facts.qconfig_mapping = None
+    model.meta["_observed_graph_module_attrs"] = facts
+
+
+def _add_unscoped_node(model: torch.fx.GraphModule) -> None:
+    output = next(n for n in model.graph.nodes if n.op == "output")
+    with model.graph.inserting_before(output):
+        output.args = (model.graph.call_function(torch.neg, (output.args[0],)),)
+    model.recompile()
+
+
 def edited(edit: Callable[[torch.fx.GraphModule], None]) -> Callable[[], torch.fx.GraphModule]:
     """A fresh observed model, changed by `edit` (the damage the row is about)."""
     def make() -> torch.fx.GraphModule:
@@ -320,6 +343,21 @@ TABLE: list[Row] = [
         KeyError),
     Row("engine-no-kernel", EngineNotImplementedError, zoo("fp16_dynamic_between_static"), qfx.convert_fx,
         r"node 'b' \(module 'b'\): the '\w+' quantized engine cannot build .*Linear", NotImplementedError),
+    # graphs and meta edited after prepare: torch's exception types
+    Row("observer-reads-constant", E.ConvertAssertionError, edited(_observer_reads_constant),
+        qfx.convert_to_reference_decomposed_fx,
+        r"Expecting observed node to be a Node, but got 1.0 \(observer node 'activation_post_process_0'\)",
+        AssertionError),
+    Row("observed-facts-none", E.ConvertAttributeError, edited(_drop_observed_facts), ref,
+        r"the model's meta\['_observed_graph_module_attrs'\] is NoneType, not the ObservedGraphModuleAttrs "
+        r"prepare_fx records .*; convert the model prepare_fx returned", AttributeError),
+    Row("prepare-mapping-none", E.ConvertAttributeError, edited(_drop_prepare_mapping),
+        lambda m: ref(m, qconfig_mapping=get_default_qconfig_mapping()),
+        r"a qconfig_mapping was passed to convert, but the model carries no QConfigMapping from prepare",
+        AttributeError),
+    Row("node-without-scope", E.ConvertKeyError, edited(_add_unscoped_node),
+        lambda m: ref(m, qconfig_mapping=get_default_qconfig_mapping()),
+        r"node 'neg' \(call_function .*neg.*\) has no entry in prepare's node_name_to_scope", KeyError),
     # the IR and pipeline tools
     Row("verify", E.VerificationError, observed, _verify_broken, r"(?s)IR verification failed:.*defined nowhere"),
     Row("pipeline-spec-unknown", E.PipelineSpecError, lambda: None, lambda _: Pipeline.parse("dce,no-such-pass"),

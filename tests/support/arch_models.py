@@ -409,6 +409,29 @@ class WeightReadTwice(nn.Module):
         return F.linear(x, self.w, self.b), self.w.sum()
 
 
+class PaddingFromInput(nn.Module):
+    """A functional conv whose padding is read off the input (a node nested in its padding tuple)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 3, 3, 3))
+        self.b = nn.Parameter(torch.randn(3))
+
+    def forward(self, x):
+        p = x.size(0)
+        return F.conv2d(x, self.w, self.b, 1, (p, p))
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.lin(x)
+        return y, torch.relu(y)
+
+
 class MatmulRelu(nn.Module):
     def forward(self, x, y):
         return torch.relu(torch.matmul(x, y))

@@ -1257,6 +1257,9 @@ CASES: list[Case] = [
     Case("matmul_relu_pattern", am.MatmulRelu, _randn((2, 4, 4), (2, 4, 4)), _qcm(global_=default_qconfig),
          backend_config=_matmul_relu_backend),
     Case("weight_read_twice", am.WeightReadTwice, _randn((3, 4)), _x86),
+    Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),  # (KeyError when lowered)
+    Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,  # (IndexError in every mode)
+         prepare_custom_config=lambda: PrepareCustomConfig().set_output_quantized_indexes([2])),
     Case("fp16_dynamic_between_static", am.LinearChain, _randn((3, 4)),
          lambda: _x86().set_module_name("b", float16_dynamic_qconfig)),
 ]
