@@ -26,7 +26,7 @@ from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
 from qfx.ir.args import Arg, DictArg, ListArg, Ref, TupleArg
-from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError, UnsupportedError
+from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError, ConvertKeyError, UnsupportedError
 from qfx.ir.graph import Node
 from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
@@ -347,8 +347,8 @@ class _QdqRewrite:
             qmin, qmax = observer.quant_min, observer.quant_max
             qscheme = getattr(observer, "qscheme", torch.per_tensor_affine)
             eps = getattr(observer, "eps", torch.finfo(torch.float32).eps)
-            if qscheme not in CHOOSE_QPARAMS_BY_QSCHEME:
-                raise UnsupportedError(
+            if qscheme not in CHOOSE_QPARAMS_BY_QSCHEME:  # (torch looks it up in its table: a KeyError)
+                raise ConvertKeyError(
                     f"observer '{node.target}': dynamic quantization with qscheme {qscheme} has no decomposed "
                     "choose_qparams op; use per_tensor_affine or per_tensor_symmetric"
                 )

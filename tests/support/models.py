@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch.ao.quantization import (
     DeQuantStub,
     MinMaxObserver,
+    PlaceholderObserver,
     QConfig,
     QConfigMapping,
     QuantStub,
@@ -1058,6 +1059,12 @@ def _recommender_inputs() -> tuple:
     return (torch.randint(0, 30, (12,)), torch.tensor([0, 4, 7]), torch.randint(0, 30, (3, 2)))
 
 
+def _dynamic_per_channel_activation() -> QConfigMapping:
+    activation = PlaceholderObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=255, is_dynamic=True,
+                                               qscheme=torch.per_channel_affine)
+    return QConfigMapping().set_global(QConfig(activation=activation, weight=default_weight_observer))
+
+
 def _matmul_relu_backend() -> BackendConfig:
     """matmul and matmul -> relu quantized as patterns of their own (torch has no quantized matmul-ReLU)."""
     dtypes = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8, weight_dtype=torch.qint8,
@@ -1257,6 +1264,8 @@ CASES: list[Case] = [
     Case("matmul_relu_pattern", am.MatmulRelu, _randn((2, 4, 4), (2, 4, 4)), _qcm(global_=default_qconfig),
          backend_config=_matmul_relu_backend),
     Case("weight_read_twice", am.WeightReadTwice, _randn((3, 4)), _x86),
+    # decomposed: torch has no choose_qparams op for a per-channel dynamic activation (a KeyError)
+    Case("dynamic_per_channel_activation", am.LinearChain, _randn((3, 4)), _dynamic_per_channel_activation),
     Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),  # (KeyError when lowered)
     Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,  # (IndexError in every mode)
          prepare_custom_config=lambda: PrepareCustomConfig().set_output_quantized_indexes([2])),
