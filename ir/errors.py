@@ -148,6 +148,10 @@ class ConvertValueError(ConvertError, ValueError):
     """A convert failure that torch reports as a ValueError (same message)."""
 
 
+class ConvertNotImplementedError(ConvertError, NotImplementedError):
+    """A convert failure that torch reports as a NotImplementedError (a feature torch has dropped)."""
+
+
 class ConvertIndexError(ConvertError, IndexError):
     """A convert failure that torch reports as an IndexError (it reads an argument the node does not have,
     e.g. of a module called with keyword arguments)."""

@@ -26,7 +26,14 @@ from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
 from qfx.ir.args import Arg, DictArg, ListArg, Ref, TupleArg
-from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError, ConvertKeyError, UnsupportedError
+from qfx.ir.errors import (
+    ConvertAssertionError,
+    ConvertError,
+    ConvertIndexError,
+    ConvertKeyError,
+    ConvertNotImplementedError,
+    UnsupportedError,
+)
 from qfx.ir.graph import Node
 from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
@@ -75,6 +82,14 @@ CHOOSE_QPARAMS_BY_QSCHEME = {
 def observer_is_dynamic(observer: Any) -> bool:
     """Whether the observer asks for dynamic quantization."""
     return bool(getattr(observer, "is_dynamic", False))
+
+
+def _refuse_debug_handle(node: Node, entries: Any) -> None:
+    """torch's decomposed convert refuses an observer whose meta `entries` hold a pt2e numeric debug handle."""
+    if "numeric_debug_handle" in entries:
+        raise ConvertNotImplementedError(
+            f"observer node '{node.name}' carries a numeric debug handle: pt2e numeric suite has been migrated "
+            "to torchao (https://github.com/pytorch/ao); drop the handle from the node's meta")
 
 
 def observer_is_convertible(observer: Any) -> bool:
@@ -330,9 +345,11 @@ class _QdqRewrite:
                 axis = int(observer.ch_axis)
                 s, z = self._qparam_attributes(node, scale, zero_point)
                 params = (s, z, axis, qmin, qmax, dtype_)
+                _refuse_debug_handle(node, node.meta.get("custom", ()))
                 q = b.add("call_function", qd.quantize_per_channel.default, (x, *params))
                 return b.add("call_function", qd.dequantize_per_channel.default, (q, *params), out_dtype)
             params = (*self.per_tensor_qparams(observer), qmin, qmax, dtype_)
+            _refuse_debug_handle(node, node.meta.get("custom", ()))
             q = b.add("call_function", qd.quantize_per_tensor.default, (x, *params))
             return b.add("call_function", qd.dequantize_per_tensor.default, (q, *params), out_dtype)
         if dynamic:
@@ -352,6 +369,7 @@ class _QdqRewrite:
                     f"observer '{node.target}': dynamic quantization with qscheme {qscheme} has no decomposed "
                     "choose_qparams op; use per_tensor_affine or per_tensor_symmetric"
                 )
+            _refuse_debug_handle(node, node.meta)
             chosen = b.add("call_function", CHOOSE_QPARAMS_BY_QSCHEME[qscheme], (x, qmin, qmax, eps, dtype_))
             s = b.add("call_function", operator.getitem, (chosen, 0))
             z = b.add("call_function", operator.getitem, (chosen, 1))

@@ -93,6 +93,11 @@ def _observer_reads_constant(model: torch.fx.GraphModule) -> None:
     model.recompile()
 
 
+def _give_debug_handle(model: torch.fx.GraphModule) -> None:
+    node = next(n for n in model.graph.nodes if n.target == "activation_post_process_0")
+    node.meta["custom"] = {"numeric_debug_handle": 1}
+
+
 def _drop_observed_facts(model: torch.fx.GraphModule) -> None:
     model.meta["_observed_graph_module_attrs"] = None
 
@@ -348,6 +353,10 @@ TABLE: list[Row] = [
         qfx.convert_to_reference_decomposed_fx,
         r"Expecting observed node to be a Node, but got 1.0 \(observer node 'activation_post_process_0'\)",
         AssertionError),
+    Row("numeric-debug-handle", E.ConvertNotImplementedError, edited(_give_debug_handle),
+        qfx.convert_to_reference_decomposed_fx,
+        r"observer node 'activation_post_process_0' carries a numeric debug handle: pt2e numeric suite has been "
+        r"migrated to torchao", NotImplementedError),
     Row("observed-facts-none", E.ConvertAttributeError, edited(_drop_observed_facts), ref,
         r"the model's meta\['_observed_graph_module_attrs'\] is NoneType, not the ObservedGraphModuleAttrs "
         r"prepare_fx records .*; convert the model prepare_fx returned", AttributeError),
