@@ -16,7 +16,8 @@ import torch
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
 
-from qfx.ir.errors import ConvertError, PassError, QfxError
+from qfx.ir.args import Ref
+from qfx.ir.errors import ConvertAttributeError, ConvertError, PassError, QfxError
 from qfx.ir.graph import Node
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.ir.program import CallingConvention, ConvertOptions
@@ -62,6 +63,11 @@ def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: Conv
     facts = observed.meta[OBSERVED_ATTRS_KEY]
     quantized_inputs = set(facts.standalone_module_input_quantized_idxs)
     quantized_outputs = list(facts.standalone_module_output_quantized_idxs)
+    for i, arg in enumerate(node.args):
+        if i in quantized_inputs and not isinstance(arg, Ref):  # (torch reads its `.op`: an AttributeError)
+            raise ConvertAttributeError(
+                f"standalone module '{node.target}' (node '{node.name}'): argument {i} is {arg!r}, not a node, "
+                f"but the module takes it quantized; pass a tensor, or leave {i} out of its input_quantized_indexes")
     if quantized_outputs and quantized_outputs[0] != 0:
         raise StandaloneOutputError(
             f"standalone module '{node.target}' (node '{node.name}'): "

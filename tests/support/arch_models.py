@@ -432,6 +432,27 @@ class TwoOutputs(nn.Module):
         return y, torch.relu(y)
 
 
+class ScaledAdd(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        return self.linear(x) + y
+
+
+class StandaloneTakingConstant(nn.Module):
+    """A standalone submodule called with a constant where it takes a quantized input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.sub = ScaledAdd()
+
+    def forward(self, x):
+        return self.sub(self.linear(x), 2.0)
+
+
 class MatmulRelu(nn.Module):
     def forward(self, x, y):
         return torch.relu(torch.matmul(x, y))

@@ -1065,6 +1065,12 @@ def _dynamic_per_channel_activation() -> QConfigMapping:
     return QConfigMapping().set_global(QConfig(activation=activation, weight=default_weight_observer))
 
 
+def _standalone_taking_constant() -> PrepareCustomConfig:
+    inner = PrepareCustomConfig().set_input_quantized_indexes([0, 1])
+    example = (torch.randn(2, 4), torch.randn(2, 4))
+    return PrepareCustomConfig().set_standalone_module_name("sub", _x86(), example, inner, None)
+
+
 def _matmul_relu_backend() -> BackendConfig:
     """matmul and matmul -> relu quantized as patterns of their own (torch has no quantized matmul-ReLU)."""
     dtypes = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8, weight_dtype=torch.qint8,
@@ -1266,6 +1272,8 @@ CASES: list[Case] = [
     Case("weight_read_twice", am.WeightReadTwice, _randn((3, 4)), _x86),
     # decomposed: torch has no choose_qparams op for a per-channel dynamic activation (a KeyError)
     Case("dynamic_per_channel_activation", am.LinearChain, _randn((3, 4)), _dynamic_per_channel_activation),
+    Case("standalone_taking_constant", am.StandaloneTakingConstant, _randn((2, 4)), _x86,  # (AttributeError)
+         prepare_custom_config=_standalone_taking_constant),
     Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),  # (KeyError when lowered)
     Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,  # (IndexError in every mode)
          prepare_custom_config=lambda: PrepareCustomConfig().set_output_quantized_indexes([2])),
