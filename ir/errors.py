@@ -16,6 +16,11 @@ class LiftError(QfxError):
     """A GraphModule could not be represented in the IR."""
 
 
+class MissingTargetError(LiftError, RuntimeError):
+    """A get_attr or call_module node names an attribute the model does not have (torch's convert fails on
+    it with a RuntimeError when it builds its GraphModule)."""
+
+
 class VerificationError(QfxError):
     """A Program broke an IR invariant; the message lists every violation."""
 

@@ -9,7 +9,7 @@ from pyrsistent import pvector
 from torch.fx import GraphModule
 
 from .args import freeze
-from .errors import ConvertAttributeError, LiftError, NotObservedModelError
+from .errors import ConvertAttributeError, LiftError, MissingTargetError, NotObservedModelError
 from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
@@ -73,7 +73,8 @@ def lift_reporting(
         try:
             value = _getattr_path(gm, target)
         except AttributeError as exc:
-            raise LiftError(f"node target '{target}' does not exist on the module: {exc}") from exc
+            raise MissingTargetError(f"node target '{target}' does not exist on the module: {exc}; restore the "
+                                     "attribute, or remove the nodes that read it") from exc
         if isinstance(value, torch.nn.Module):
             raise LiftError(f"'{target}' is a module missing from named_modules(); cannot lift it")
         attributes[target] = value

@@ -13,7 +13,7 @@ from torch.ao.quantization.quantization_mappings import get_quantized_operator
 
 from qfx.ir.args import ListArg, Ref, TupleArg
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertAssertionError
+from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
@@ -109,14 +109,19 @@ def _dequantized_inputs(editor: GraphEditor, ref: Node) -> list[Node] | None:
         raise ConvertAssertionError(
             f"node '{ref.name}' ({ref.target}): expected its first input to be a node, a list or a tuple, "
             f"got {first!r}")
+    # torch tests the items in order (`all(x.op == ... for x in items)`): the first that is not a dequantize
+    # ends the test, and a constant met before that fails on its `.op` (an AttributeError)
     nodes = []
     for item in items:
         node = editor.node(item)
         if node is None:
-            raise ConvertAssertionError(
-                f"node '{ref.name}' ({ref.target}): item {item!r} of its first input is not a node")
+            raise ConvertAttributeError(
+                f"node '{ref.name}' ({ref.target}): item {item!r} of its first input is not a node; pass "
+                "tensors only, or give this op a None qconfig")
+        if not is_dequantize(node):
+            return None
         nodes.append(node)
-    return nodes if all(is_dequantize(n) for n in nodes) else None
+    return nodes
 
 
 def _to_quantized_operator(editor: GraphEditor, ref: Node, qparams: tuple) -> None:

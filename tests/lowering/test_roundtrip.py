@@ -371,6 +371,17 @@ def test_lift_missing_attribute_is_a_lift_error():
         lift(gm, observed=False)
 
 
+def test_lift_of_a_module_outside_the_module_tables_is_a_lift_error():
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    graph.output(graph.call_function(operator.add, (x, graph.get_attr("hidden"))))
+    gm = fx.GraphModule(nn.Module(), fx.Graph())
+    gm.graph = graph
+    object.__setattr__(gm, "hidden", nn.ReLU())  # an attribute, not a submodule
+    with pytest.raises(LiftError, match="'hidden' is a module missing from named_modules"):
+        lift(gm, observed=False)
+
+
 def test_lift_keeps_observed_facts():
     x = torch.randn(2, 4)
     mapping = QConfigMapping().set_global(default_qconfig).set_module_name("1", None)

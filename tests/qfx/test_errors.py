@@ -115,6 +115,26 @@ def _add_unscoped_node(model: torch.fx.GraphModule) -> None:
     model.recompile()
 
 
+class _ConvCat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x, y):
+        return torch.cat([self.conv(x), y], 1)
+
+
+def _cat_of_constant() -> torch.fx.GraphModule:
+    """A quantized cat whose list was edited to hold a constant after a dequantized input."""
+    torch.manual_seed(0)
+    model = prepare_fx(_ConvCat().eval(), get_default_qconfig_mapping(), (*EXAMPLE, *EXAMPLE))
+    model(*EXAMPLE, *EXAMPLE)
+    cat = next(n for n in model.graph.nodes if n.target is torch.cat)
+    cat.args = ([cat.args[0][0], 5], *cat.args[1:])
+    model.recompile()
+    return model
+
+
 def edited(edit: Callable[[torch.fx.GraphModule], None]) -> Callable[[], torch.fx.GraphModule]:
     """A fresh observed model, changed by `edit` (the damage the row is about)."""
     def make() -> torch.fx.GraphModule:
@@ -262,8 +282,8 @@ TABLE: list[Row] = [
         r"tensor '.*' \(and \d+ more\) of the observed model is on the meta device", RuntimeError),
     Row("two-outputs", E.MalformedGraphError, edited(_second_output), ref,
         r"(?s)on the model given to convert .*the output node must be last.*2 output nodes"),
-    Row("missing-get-attr-target", E.LiftError, edited(_read_missing_attribute), ref,
-        r"node target 'no_such_tensor' does not exist on the module"),
+    Row("missing-get-attr-target", E.MissingTargetError, edited(_read_missing_attribute), ref,
+        r"node target 'no_such_tensor' does not exist on the module: .*; restore the attribute", RuntimeError),
     # observers
     Row("observer-buffer-missing", E.ObserverStateError, edited(_drop_buffer), ref,
         r"observer 'activation_post_process_0' \(HistogramObserver, node 'activation_post_process_0'\): "
@@ -342,6 +362,8 @@ TABLE: list[Row] = [
     Row("lower-constant-input", E.ConvertAttributeError, _dynamic_linear_reading_constant, qfx.convert_fx,
         r"dynamic reference module node 'fc' should read a node as its first argument, it reads 3.0",
         AttributeError),
+    Row("lower-cat-of-constant", E.ConvertAttributeError, _cat_of_constant, qfx.convert_fx,
+        r"node 'cat' \(.*cat.*\): item 5 of its first input is not a node; pass tensors only", AttributeError),
     Row("lower-no-fused-relu-op", E.ConvertKeyError, zoo("matmul_relu_pattern"),
         lambda m: qfx.convert_fx(m, **convert_kwargs(CASES_BY_NAME["matmul_relu_pattern"])),
         r"binary op node 'matmul': .*matmul.* has no quantized fused-ReLU op to lower to; leave the ReLU out",
@@ -398,6 +420,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "CustomModuleError": "tests/passes/test_swap_modules.py",
     "StandaloneOutputError": "tests/passes/test_swap_modules.py",
     "EngineError": "tests/lowering/test_lower_dynamic_modules.py",
+    "LiftError": "tests/lowering/test_roundtrip.py",
     "EntryPointError": "tests/qfx/test_entrypoint.py",
 }
 
