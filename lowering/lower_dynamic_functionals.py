@@ -10,12 +10,12 @@ import torch.nn.functional as F
 
 from qfx.ir.args import Ref
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError, ConvertValueError
+from qfx.ir.errors import ConvertAttributeError, ConvertIndexError, ConvertValueError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
 
-from .support.patterns import first_input, is_dequantize, module_of, skips_lowering
+from .support.patterns import first_argument, first_input, is_dequantize, module_of, skips_lowering
 from .support.prepack import CONV_FUNCTIONALS, conv_prepack_args, conv_prepack_op, linear_prepack_op
 
 _quantized = torch.ops.quantized
@@ -56,6 +56,15 @@ def _is_dynamic_relu(program: Program, node: Node) -> bool:
         node.op == "call_module" and type(module_of(program, node)) is torch.nn.ReLU)
 
 
+def _read_node(editor: GraphEditor, value: Any, func: Node, what: str) -> Node:
+    """The node `value` refers to; a constant fails as torch fails reading its `.op`."""
+    node = editor.node(value)
+    if node is None:
+        raise ConvertAttributeError(f"functional node '{func.name}': {what} is the constant {value!r}, not a node; "
+                                    "pass tensors, or give this op a None qconfig")
+    return node
+
+
 def _lower_one(editor: GraphEditor, node: Node) -> None:
     """Lower the pattern ending at `node`, if one does."""
     program = editor.program
@@ -71,11 +80,15 @@ def _lower_one(editor: GraphEditor, node: Node) -> None:
     if len(func.args) < 2:
         raise ConvertValueError(f"functional node '{func.name}' should take its input and weight positionally")
     input_dq, weight_dq, *rest = func.args
-    input_dq, weight_dq = editor.node(input_dq), editor.node(weight_dq)
-    if not (is_dequantize(input_dq) and is_dequantize(weight_dq)):
+    # torch reads each of these as a node, in this order (a constant fails on its `.op`)
+    input_dq = _read_node(editor, input_dq, func, "its input")
+    if not is_dequantize(input_dq):
         return
-    dynamic_q = editor.node(input_dq.args[0]) if input_dq.args else None
-    if dynamic_q is None or dynamic_q.op != "call_function" or dynamic_q.target is not torch.quantize_per_tensor_dynamic:
+    weight_dq = _read_node(editor, weight_dq, func, "its weight")
+    if not is_dequantize(weight_dq):
+        return
+    dynamic_q = _read_node(editor, first_argument(input_dq), func, f"the input of '{input_dq.name}'")
+    if dynamic_q.op != "call_function" or dynamic_q.target is not torch.quantize_per_tensor_dynamic:
         return
     if len(dynamic_q.args) != 3:
         raise ConvertValueError(f"node '{dynamic_q.name}' should read (input, dtype, reduce_range)")
@@ -84,10 +97,10 @@ def _lower_one(editor: GraphEditor, node: Node) -> None:
     is_int8 = activation_dtype in (torch.quint8, torch.qint8)
     if not (is_int8 or is_fp16):
         return
-    quantized_weight = weight_dq.args[0] if weight_dq.args else None
-    weight_node = editor.node(quantized_weight)
-    if weight_node is None or not weight_node.args:
-        raise ConvertAssertionError(f"dequantize node '{weight_dq.name}' should read a quantized weight node")
+    quantized_weight = first_argument(weight_dq)
+    weight_node = _read_node(editor, quantized_weight, func, f"the input of '{weight_dq.name}'")
+    if not weight_node.args:  # (torch reads its last argument: an IndexError)
+        raise ConvertIndexError(f"node '{weight_node.name}', the quantized weight of '{func.name}', has no arguments")
     weight_dtype = weight_node.args[-1]
     ops = DYNAMIC_FUNCTIONALS[func.target].get((activation_dtype, weight_dtype))
     if ops is None or ops[0] is None or ops[1] is None:

@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from qfx.ir.args import Arg, Ref, thaw
-from qfx.ir.errors import ConvertAssertionError
+from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError
 from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 
@@ -28,10 +28,22 @@ def weight_argument_positions(node: Node) -> list[int]:
     positions = []
     for i, arg in enumerate(node.args):
         if not isinstance(arg, Ref):
+            if i == index and _truthy(arg):  # (torch collects its producers: an AttributeError)
+                raise ConvertAttributeError(
+                    f"node '{node.name}': its weight argument is the constant {arg!r}, not a node; read the "
+                    "weight from a parameter or buffer")
             continue
         if (index is not None and index < len(node.args) and node.args[index] == arg) or weight_kwarg == arg:
             positions.append(i)
     return positions
+
+
+def _truthy(value: Any) -> bool:
+    """bool(value), as torch's `if node_arg` tests each argument (False for a value that has none)."""
+    try:
+        return bool(value)
+    except Exception:  # noqa: BLE001 - a tensor of many elements, or any object that refuses
+        return False
 
 
 def producer_chain(graph: Graph, start: str) -> list[str] | None:

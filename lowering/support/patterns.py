@@ -95,15 +95,21 @@ def first_input(editor: GraphEditor, node: Node, what: str, not_a_node: type[Con
     """The node `node`'s first positional argument refers to, read as torch's lowering reads it: torch takes
     `node.args[0]` (an IndexError when there is none, as for a module called with keyword arguments) and
     uses it as a node (its error there when it is a constant is `not_a_node`'s builtin type)."""
-    if not node.args:
-        raise ConvertIndexError(
-            f"{what} node '{node.name}' has no positional argument, and lowering reads its first one; call "
-            f"it with its input as a positional argument")
-    found = editor.node(node.args[0])
+    found = editor.node(first_argument(node, what))
     if found is None:
         raise not_a_node(f"{what} node '{node.name}' should read a node as its first argument, it reads "
                          f"{node.args[0]!r}")
     return found
+
+
+def first_argument(node: Node, what: str = "") -> Arg:
+    """`node.args[0]`, which torch reads unchecked (an IndexError when there is none); `what` names the
+    node's role in the message."""
+    if not node.args:
+        raise ConvertIndexError(
+            f"{what + ' ' if what else ''}node '{node.name}' has no positional argument, and lowering reads its "
+            "first one; call it with its input as a positional argument")
+    return node.args[0]
 
 
 def dequantized_input(editor: GraphEditor, value: Arg) -> Arg:
@@ -111,9 +117,7 @@ def dequantized_input(editor: GraphEditor, value: Arg) -> Arg:
     node = editor.node(value)
     if node is None:
         raise ConvertAssertionError(f"expected a dequantize node, got {value!r}")
-    if not node.args:
-        raise ConvertIndexError(f"dequantize node '{node.name}' has no positional argument")
-    return node.args[0]
+    return first_argument(node)
 
 
 def attribute_value(editor: GraphEditor, value: Arg) -> Any:

@@ -115,6 +115,17 @@ def _add_unscoped_node(model: torch.fx.GraphModule) -> None:
     model.recompile()
 
 
+def _functional_linear_arg(position: int) -> Callable[[], torch.fx.GraphModule]:
+    """A dynamic F.linear whose argument at `position` was edited to a constant."""
+    def make() -> torch.fx.GraphModule:
+        model = zoo("dynamic_functional_linear")()
+        node = next(n for n in model.graph.nodes if n.target is torch.nn.functional.linear)
+        node.args = (*node.args[:position], 5, *node.args[position + 1:])
+        model.recompile()
+        return model
+    return make
+
+
 class _ConvCat(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -364,6 +375,10 @@ TABLE: list[Row] = [
         AttributeError),
     Row("lower-cat-of-constant", E.ConvertAttributeError, _cat_of_constant, qfx.convert_fx,
         r"node 'cat' \(.*cat.*\): item 5 of its first input is not a node; pass tensors only", AttributeError),
+    Row("functional-weight-constant", E.ConvertAttributeError, _functional_linear_arg(1), ref,
+        r"node 'linear': its weight argument is the constant 5, not a node", AttributeError),
+    Row("lower-functional-input-constant", E.ConvertAttributeError, _functional_linear_arg(0), qfx.convert_fx,
+        r"functional node 'linear': its input is the constant 5, not a node", AttributeError),
     Row("lower-no-fused-relu-op", E.ConvertKeyError, zoo("matmul_relu_pattern"),
         lambda m: qfx.convert_fx(m, **convert_kwargs(CASES_BY_NAME["matmul_relu_pattern"])),
         r"binary op node 'matmul': .*matmul.* has no quantized fused-ReLU op to lower to; leave the ReLU out",
