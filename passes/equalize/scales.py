@@ -26,7 +26,7 @@ from torch.ao.quantization.fx._equalize import (
 from torch.ao.quantization.observer import ObserverBase
 
 from qfx.ir.args import Ref
-from qfx.ir.errors import ConvertError
+from qfx.ir.errors import ConvertError, ConvertKeyError
 from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 
@@ -114,7 +114,10 @@ def next_equalization_scale(graph: Graph, node: Node, modules: ModuleTable) -> t
     if eq_node is None:
         return None
     # torch looks the observer up by the node's name (not its target); they coincide after prepare.
-    eq_obs = modules.get(eq_node.name)
+    if eq_node.name not in modules:  # (torch's lookup: a KeyError)
+        raise ConvertKeyError(f"equalization observer node '{eq_node.name}' is not named after its submodule "
+                              f"('{eq_node.target}'); convert the model prepare_fx returned, without renaming nodes")
+    eq_obs = modules[eq_node.name]
     if not isinstance(eq_obs, _InputEqualizationObserver):
         raise EqualizationStructureError(
             "Expected the following equalization observer to be an _InputEqualizationObserver: node "
