@@ -1262,20 +1262,22 @@ CASES: list[Case] = [
          lowered_engines=("onednn", "x86", "fbgemm", "qnnpack"),
          backend_config=get_onednn_backend_config),
     Case("float_island", am.FloatIsland, _randn((3, 6)), _float_island),
-    # torch's lowering fails on these: IndexError (keyword calls), KeyError (a fused matmul-ReLU, which has
-    # no quantized op; a folded weight read elsewhere), NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
+    # torch fails on these (mostly when lowering), and qfx must fail with its exception type: IndexError
+    # (keyword calls, output indexes past the outputs), KeyError (a fused matmul-ReLU, which has no quantized
+    # op; a folded weight read elsewhere; a node nested in a folded weight's arguments; a per-channel dynamic
+    # activation, decomposed), AttributeError (a constant where a standalone module takes a quantized input),
+    # NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
     Case("keyword_calls_static", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_qconfig)),
     Case("keyword_calls_dynamic", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig)),
     Case("keyword_calls_unquantized", am.KeywordCalls, _randn((3, 4)), QConfigMapping),
     Case("matmul_relu_pattern", am.MatmulRelu, _randn((2, 4, 4), (2, 4, 4)), _qcm(global_=default_qconfig),
          backend_config=_matmul_relu_backend),
     Case("weight_read_twice", am.WeightReadTwice, _randn((3, 4)), _x86),
-    # decomposed: torch has no choose_qparams op for a per-channel dynamic activation (a KeyError)
     Case("dynamic_per_channel_activation", am.LinearChain, _randn((3, 4)), _dynamic_per_channel_activation),
-    Case("standalone_taking_constant", am.StandaloneTakingConstant, _randn((2, 4)), _x86,  # (AttributeError)
+    Case("standalone_taking_constant", am.StandaloneTakingConstant, _randn((2, 4)), _x86,
          prepare_custom_config=_standalone_taking_constant),
-    Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),  # (KeyError when lowered)
-    Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,  # (IndexError in every mode)
+    Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),
+    Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,
          prepare_custom_config=lambda: PrepareCustomConfig().set_output_quantized_indexes([2])),
     Case("fp16_dynamic_between_static", am.LinearChain, _randn((3, 4)),
          lambda: _x86().set_module_name("b", float16_dynamic_qconfig)),
