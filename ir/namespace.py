@@ -23,34 +23,26 @@ class Namespace:
     # a frozenset does at C speed.
     used: frozenset = attrs.field(factory=frozenset, converter=frozenset)
     base_count: FrozenDict = attrs.field(factory=FrozenDict, converter=FrozenDict)
-    # Names that earlier graphs of the same program held before it was rebuilt into a brand-new FX Graph
-    # (torch's fold_weight does): FX no longer knows them, so they do not block allocation, but facts
-    # recorded before the rebuild (prepare's qconfig table) may still name them.
-    retired: frozenset = attrs.field(factory=frozenset, converter=frozenset)
 
     def allocator(self) -> "NameAllocator":
         """A mutable allocator starting from this state (for use inside one pass)."""
-        return NameAllocator(set(self.used), dict(self.base_count), self.retired)
+        return NameAllocator(set(self.used), dict(self.base_count))
 
-    def fresh_graph(self) -> "NameAllocator":
-        """An allocator for a brand-new FX Graph of this program (nothing taken); every name handed out so
-        far is kept as retired."""
-        return NameAllocator(set(), {}, self.used | self.retired)
-
-    def ever_named(self, name: str) -> bool:
-        """Whether `name` was handed out by this graph or by an earlier graph of the program."""
-        return name in self.used or name in self.retired
+    @staticmethod
+    def fresh_graph() -> "NameAllocator":
+        """An allocator for a brand-new FX Graph of this program (nothing taken, as torch's fold_weight
+        builds one)."""
+        return NameAllocator(set(), {})
 
 
 class NameAllocator:
     """Allocates names as torch.fx.graph._Namespace.create_name does; `freeze()` returns a Namespace."""
 
-    __slots__ = ("_used", "_base_count", "_retired")
+    __slots__ = ("_used", "_base_count")
 
-    def __init__(self, used: set[str], base_count: dict[str, int], retired: frozenset = frozenset()) -> None:
+    def __init__(self, used: set[str], base_count: dict[str, int]) -> None:
         self._used = used
         self._base_count = base_count
-        self._retired = retired
 
     def fresh(self, candidate: str) -> str:
         """Return a new unique name derived from `candidate`, as FX would choose it."""
@@ -75,7 +67,7 @@ class NameAllocator:
 
     def freeze(self) -> Namespace:
         """The immutable state after the allocations made so far."""
-        return Namespace(frozenset(self._used), FrozenDict(self._base_count), self._retired)
+        return Namespace(frozenset(self._used), FrozenDict(self._base_count))
 
 
 def split_candidate(candidate: str) -> tuple[str, str, str | None]:

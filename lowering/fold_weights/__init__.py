@@ -30,7 +30,7 @@ def fold_weights(program: Program) -> Program:
     folded prepack is evaluated once (bit-identical to running its chain) and replaced by a get_attr of a
     new root attribute `<module path of its first user>_packed_weight_<n>` (first free n), the rest of its
     chain removed. Like torch, which copies the graph into a brand-new FX Graph, every node is re-named in
-    order by a fresh namespace (earlier names are kept as retired, for the quant facts), and the root gets
+    order by a fresh namespace, and the root gets
     the default codegen, no tracer class, an empty meta, the packed-weight state_dict hooks and, with
     `options.keep_original_weights`, the `original_weights_lookup` attribute."""
     graph = program.graph

@@ -136,6 +136,23 @@ def test_matches_torch(case: Case, mode: str) -> None:
     check_against_torch(case, mode)
 
 
+@pytest.mark.parametrize("mode", ["reference", "lowered"])
+def test_a_model_copied_after_dead_code_elimination_matches_torch(mode: str) -> None:
+    """A user's graph.eliminate_dead_code() then deepcopy: the copy's namespace no longer holds the erased
+    nodes' names, which prepare's qconfig table still has."""
+    case = CASES_BY_NAME["lstm_dynamic"]
+    observed, _ = prepare_case(case)
+    assert observed.graph.eliminate_dead_code()
+    observed = copy.deepcopy(observed)
+    qfx_fn, torch_fn = MODES[mode]
+    before = snapshot(observed)
+    expected = torch_fn(copy.deepcopy(observed))
+    actual = qfx_fn(observed)
+    assert_unchanged(before, observed)
+    assert_same_model(actual, expected)
+    assert_same_behaviour(actual, expected, run_inputs(case, OUTPUT_SEEDS[0]))
+
+
 def _native() -> Any:
     from torch.ao.quantization.backend_config import get_native_backend_config
 

@@ -164,19 +164,12 @@ def _quant_facts(**tables):
     return QuantFacts(**base)
 
 
-def test_verify_quant_facts_naming_unknown_nodes(program):
-    bad = program.evolve(quant=_quant_facts(node_name_to_qconfig=pmap({"ghost": None, "lin": None}),
-                                            observed_node_names=pset(["phantom"])))
-    with pytest.raises(VerificationError) as info:
-        verify(bad)
-    text = str(info.value)
-    assert "node_name_to_qconfig names 'ghost'" in text and "'lin'" not in text.split("ghost")[1]
-    assert "observed_node_names has 'phantom'" in text
-    # names of nodes that were erased (still in the namespace) are fine: prepare leaves such facts
-    ns = program.namespace.allocator()
-    ns.fresh("fused_away")
-    ok = program.evolve(quant=_quant_facts(node_name_to_qconfig=pmap({"fused_away": None})), namespace=ns.freeze())
-    assert verify(ok) is ok
+def test_verify_accepts_quant_facts_naming_nodes_the_graph_never_had(program):
+    # prepare records facts before fusion erases nodes, and a deepcopy after dead-code elimination rebuilds
+    # the namespace from the nodes left: torch converts such models, so they are well formed
+    stale = program.evolve(quant=_quant_facts(node_name_to_qconfig=pmap({"ghost": None, "lin": None}),
+                                              observed_node_names=pset(["phantom"])))
+    assert verify(stale) is stale
 
 
 def test_verify_lists_every_problem_at_once(program):
