@@ -14,7 +14,7 @@ from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
 from .program import ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
-from .validate import check_graph, check_model_devices, check_observers
+from .validate import check_graph, check_observers
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -81,7 +81,6 @@ def lift_reporting(
     module_table, attribute_table = FrozenDict(modules), FrozenDict(attributes)
     uncalibrated: list[str] = []
     if observed:
-        check_model_devices(module_table, attribute_table, root=gm)
         uncalibrated = check_observers((n.name, n.target, modules[n.target]) for n in nodes
                                        if n.op == "call_module" and n.target in modules)
 

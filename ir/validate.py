@@ -200,52 +200,6 @@ def _describe(value: Any) -> str:
 # The observed model
 
 
-def check_devices(tensors: Iterable[tuple[str, Any]]) -> None:
-    """The named tensors (parameters, buffers, tensor attributes) are on one real device.
-
-    Raises DeviceError naming a meta tensor, or one tensor per device when they are on several."""
-    first_by_device: dict[torch.device, str] = {}
-    meta: list[str] = []
-    for name, value in tensors:
-        if not isinstance(value, torch.Tensor):
-            continue
-        device = value.device
-        if device.type == "meta":
-            meta.append(name)
-        first_by_device.setdefault(device, name)
-    if meta:
-        more = f" (and {len(meta) - 1} more)" if len(meta) > 1 else ""
-        raise DeviceError(
-            f"tensor '{meta[0]}'{more} of the observed model is on the meta device: convert reads the "
-            "observed values (weights, observer statistics); materialise the model (e.g. to_empty(device="
-            "'cpu') then load_state_dict) and calibrate it before converting"
-        )
-    if len(first_by_device) > 1:
-        where = ", ".join(f"'{name}' on {device}" for device, name in first_by_device.items())
-        raise DeviceError(
-            f"the observed model's tensors are on several devices ({where}); move it to one device with "
-            "model.to(device) before converting"
-        )
-
-
-def check_model_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any],
-                        root: torch.nn.Module | None = None) -> None:
-    """`check_devices` over every parameter and buffer the modules (and `root`, if given) hold themselves
-    and the tensor attributes. The devices are gathered first without naming a tensor (most models pass;
-    those of the tables are remembered, see `table_devices`); only a model that fails is scanned again for
-    the names the error gives."""
-    try:
-        devices = set(table_devices(modules, attributes))
-        if root is not None:
-            devices |= tensor_devices([root], {})
-    except AttributeError:  # something other than a tensor in a table: the named scan skips it
-        devices = None
-    if devices is not None and len(devices) <= 1 and not any(device.type == "meta" for device in devices):
-        return
-    named = {"": root, **modules} if root is not None else modules
-    check_devices([*module_tensors(named), *attributes.items()])
-
-
 def table_devices(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any]) -> frozenset:
     """`tensor_devices` of a program's module and attribute tables. For immutable tables (FrozenDicts) the
     answer for the last pair asked about is remembered: lift and the passes of one pipeline run ask about
@@ -304,15 +258,6 @@ _CPU = torch.device("cpu")
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
-def module_tensors(modules: Mapping[str, torch.nn.Module]) -> Iterable[tuple[str, Any]]:
-    """(qualified name, tensor) for every parameter and buffer the modules hold themselves."""
-    for prefix, module in modules.items():
-        dot = f"{prefix}." if prefix else ""
-        for table in (module._parameters, module._buffers):
-            for name, value in table.items():
-                yield f"{dot}{name}", value
-
-
 def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
     """The observers convert will read have well-formed state.
 
@@ -325,17 +270,24 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
     for node_name, target, module in module_calls:
         if not (classes.is_a(module, ObserverBase) or classes.is_a(module, FakeQuantizeBase)):
             continue
+        _check_not_meta(module, f"{target}.", _observer_where(node_name, target, module))
         try:
             observer = module
             if classes.is_a(module, FakeQuantizeBase):
                 observer = getattr(module, "activation_post_process", None)
                 if not isinstance(observer, ObserverBase):
-                    raise ObserverStateError(
-                        f"{_observer_where(node_name, target, module)}: its activation_post_process is "
-                        f"{_describe(observer)}, not an observer; re-run prepare_qat_fx instead of editing "
-                        "the fake-quantize"
-                    )
-            if _never_calibrated(observer, classes):
+                    # torch's fake quants ask it for their qparams (anything that answers will do); one with
+                    # qparams of its own needs none
+                    if (_torchs_own(type(module).calculate_qparams)
+                            and not callable(getattr(observer, "calculate_qparams", None))):
+                        raise ObserverStateError(
+                            f"{_observer_where(node_name, target, module)}: its activation_post_process is "
+                            f"{_describe(observer)}, not an observer; re-run prepare_qat_fx instead of editing "
+                            "the fake-quantize"
+                        )
+                    continue
+            # an observer class with qparams of its own reads what it likes (torch only calls it)
+            if _torchs_own(type(observer).calculate_qparams) and _never_calibrated(observer, classes):
                 uncalibrated.append(f"'{target}' (node '{node_name}')")
         except _BadState as bad:
             raise ObserverStateError(
@@ -379,6 +331,26 @@ class _ClassFacts:
         return getattr(module, name, None)
 
 
+def _torchs_own(method: Any) -> bool:
+    """Whether `method` is one of torch's observer or fake-quantize implementations."""
+    return getattr(method, "__module__", None) in _TORCH_OBSERVER_MODULES
+
+
+_TORCH_OBSERVER_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
+
+
+def _check_not_meta(module: torch.nn.Module, prefix: str, where: str) -> None:
+    """None of the observer's tensors (its child observer's included) is on the meta device: convert reads
+    them (torch fails there with a RuntimeError)."""
+    for name, tensor in (*module.named_parameters(prefix=prefix[:-1]), *module.named_buffers(prefix=prefix[:-1])):
+        if tensor.device.type == "meta":
+            raise DeviceError(
+                f"{where}: tensor '{name}' is on the meta device: convert reads the observers' statistics; "
+                "materialise the model (e.g. to_empty(device='cpu') then load_state_dict) and calibrate it "
+                "before converting"
+            )
+
+
 def _observer_where(node_name: str, target: str, module: Any) -> str:
     return f"observer '{target}' ({type(module).__name__}, node '{node_name}')"
 
@@ -404,37 +376,30 @@ class _BadState(Exception):
 
 
 def _never_calibrated(observer: ObserverBase, classes: "_ClassFacts") -> bool:
-    """Check one observer's buffers (raising _BadState if malformed); True if it never saw data."""
+    """Check that the buffers torch's qparams read are there (raising _BadState if one is missing or not a
+    tensor: torch fails on those); True if the observer never saw data. Buffers of unusual shapes or dtypes
+    are torch's to judge: their qparams come from the observer itself."""
     if classes.is_a(observer, PerChannelMinMaxObserver):
         low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
-        if low.dim() != 1 or low.shape != high.shape:
-            raise _BadState(f"min_val and max_val must be 1-D and of one shape, got shapes "
-                            f"{tuple(low.shape)} and {tuple(high.shape)}")
-        return low.numel() == 0
+        return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
     if classes.is_a(observer, MinMaxObserver) or classes.is_a(observer, HistogramObserver):
         low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
-        for name, t in (("min_val", low), ("max_val", high)):
-            if t.numel() != 1:
-                raise _BadState(f"{name} must hold one value, got shape {tuple(t.shape)}")
         if classes.is_a(observer, HistogramObserver):
-            histogram = _buffer(observer, "histogram", classes)
-            if histogram.dim() != 1:
-                raise _BadState(f"histogram must be 1-D, got shape {tuple(histogram.shape)}")
-        return float(low) == math.inf and float(high) == -math.inf
+            _buffer(observer, "histogram", classes)
+        return (low.numel() == 1 and high.numel() == 1 and low.is_floating_point() and high.is_floating_point()
+                and float(low) == math.inf and float(high) == -math.inf)
     if classes.is_a(observer, FixedQParamsObserver):
         _buffer(observer, "scale", classes)
-        _buffer(observer, "zero_point", classes, floating=False)
+        _buffer(observer, "zero_point", classes)
     return False
 
 
-def _buffer(observer: ObserverBase, name: str, classes: "_ClassFacts", floating: bool = True) -> torch.Tensor:
+def _buffer(observer: ObserverBase, name: str, classes: "_ClassFacts") -> torch.Tensor:
     value = classes.attribute(observer, name)
     if value is None:
         raise _BadState(f"buffer '{name}' is missing")
     if not isinstance(value, torch.Tensor):
         raise _BadState(f"buffer '{name}' is {_describe(value)}, not a tensor")
-    if floating and not value.is_floating_point():
-        raise _BadState(f"buffer '{name}' has dtype {value.dtype}, expected a floating-point tensor")
     return value
 
 

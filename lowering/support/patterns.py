@@ -13,7 +13,7 @@ import attrs
 import torch
 import torch.nn.functional as F
 
-from qfx.ir.args import Arg, Ref
+from qfx.ir.args import Arg
 from qfx.ir.edit import GraphEditor
 from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError
 from qfx.ir.graph import Node
