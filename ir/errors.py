@@ -178,6 +178,11 @@ class ArgumentError(QfxError, TypeError):
     """A convert argument has the wrong type or content; the message names the argument and what to pass."""
 
 
+class FlagError(ArgumentError, RuntimeError, ValueError):
+    """A convert flag with no truth value (bool() fails on it, as torch's `if flag:` does: a RuntimeError for
+    a tensor of many elements, a ValueError for an array; this is all three)."""
+
+
 class ConfigAttributeError(ArgumentError, AttributeError):
     """A config argument of the wrong type (torch fails on it with an AttributeError, so this is one too)."""
 

@@ -28,6 +28,7 @@ from .errors import (
     ArgumentError,
     ConfigAttributeError,
     DeviceError,
+    FlagError,
     MalformedGraphError,
     ObserverStateError,
     UncalibratedObserverWarning,
@@ -54,21 +55,21 @@ def check_arguments(
 ) -> None:
     """Check convert's arguments before anything reads them (types and contents).
 
-    Takes the arguments as the caller passed them (dicts not yet converted) and the boolean flags by
-    name. Returns None if all are usable; otherwise raises an ArgumentError (a TypeError; also an
-    AttributeError where torch fails with one) naming the argument. A qconfig_mapping of the wrong type is
-    left to convert_options, which refuses it as torch does (AssertionError)."""
+    Takes the arguments as the caller passed them (dicts not yet converted) and the flags by name (torch
+    only tests them for truth: any value that has one will do). Returns None if all are usable; otherwise
+    raises an ArgumentError (a TypeError; also an AttributeError where torch fails with one) naming the
+    argument. A qconfig_mapping of the wrong type is left to convert_options, which refuses it as torch
+    does (AssertionError). Only what torch reads is checked: entries it never looks at may hold anything."""
     for name, value in flags.items():
-        if not _is_flag(value):
-            raise ArgumentError(f"{name} must be a bool, got {_describe(value)}; pass True or False")
+        try:
+            bool(value)
+        except Exception as exc:  # noqa: BLE001 - whatever refuses a truth value (a tensor of many elements)
+            raise FlagError(f"{name} must be true or false, got {_describe(value)} ({exc}); pass True or "
+                            "False") from None
     check_convert_custom_config(convert_custom_config)
     check_qconfig_mapping(qconfig_mapping)
     check_backend_config(backend_config)
     check_instruments(instruments)
-
-
-def _is_flag(value: Any) -> bool:
-    return isinstance(value, bool) or (isinstance(value, int) and value in (0, 1))
 
 
 def check_convert_custom_config(config: Any) -> None:
@@ -84,69 +85,33 @@ def check_convert_custom_config(config: Any) -> None:
             "build one with torch.ao.quantization.fx.custom_config.ConvertCustomConfig()"
         )
     preserved = config.preserved_attributes
-    if not isinstance(preserved, (list, tuple)) or not all(isinstance(n, str) for n in preserved):
+    try:  # torch iterates over it, asking hasattr(model, name) of each
+        names = list(preserved)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(n, str) for n in names):
         raise ArgumentError(
-            f"convert_custom_config.preserved_attributes must be a list of attribute names, got "
+            f"convert_custom_config.preserved_attributes must be attribute names, got "
             f"{_describe(preserved)}; use ConvertCustomConfig().set_preserved_attributes(['name', ...])"
-        )
-    mapping = config.observed_to_quantized_mapping
-    if not isinstance(mapping, dict):
-        raise ArgumentError(
-            f"convert_custom_config.observed_to_quantized_mapping must be a dict, got {_describe(mapping)}; "
-            "use ConvertCustomConfig().set_observed_to_quantized_mapping(ObservedClass, QuantizedClass)"
-        )
-    for quant_type, classes in mapping.items():
-        if not isinstance(classes, dict):
-            raise ArgumentError(
-                f"convert_custom_config: the custom modules for {quant_type!r} must be a dict "
-                f"{{observed class: quantized class}}, got {_describe(classes)}"
-            )
-        for observed_cls, quantized_cls in classes.items():
-            check_custom_module_classes(observed_cls, quantized_cls)
-
-
-def check_custom_module_classes(observed_cls: Any, quantized_cls: Any) -> None:
-    """One entry of a custom module mapping: two classes, the quantized one with a callable from_observed."""
-    if not isinstance(observed_cls, type):
-        raise ArgumentError(
-            f"convert_custom_config: custom module keys must be the observed module classes, got "
-            f"{_describe(observed_cls)}; pass the class itself, not an instance or a name"
-        )
-    where = f"custom module class for {observed_cls.__qualname__}"
-    if not isinstance(quantized_cls, type):
-        raise ArgumentError(
-            f"convert_custom_config: the {where} must be a class, got {_describe(quantized_cls)}; "
-            "pass the quantized module class itself"
-        )
-    if not callable(getattr(quantized_cls, "from_observed", None)):
-        raise ConfigAttributeError(
-            f"convert_custom_config: the {where}, {quantized_cls.__qualname__}, has no callable "
-            "'from_observed'; give it a classmethod from_observed(cls, observed_module) that returns the "
-            "quantized module"
         )
 
 
 def check_qconfig_mapping(mapping: Any) -> None:
-    """`mapping`, if it is a QConfigMapping (or a dict QConfigMapping.from_dict reads), gives every entry a
-    QConfig (something with `activation` and `weight`) or None."""
+    """`mapping`, if it is a QConfigMapping (or a dict QConfigMapping.from_dict reads), has a QConfig
+    (something with `activation` and `weight`) or None as its global entry, which torch always compares
+    with prepare's (the other entries are read only for the nodes they match)."""
     if isinstance(mapping, dict):
         if not mapping:
             return
         mapping = _from_dict(QConfigMapping, mapping, "qconfig_mapping")
     if not isinstance(mapping, QConfigMapping):
         return  # convert_options refuses it with torch's AssertionError
-    entries: list[tuple[str, Any]] = [("global", mapping.global_qconfig)]
-    entries += [(f"object type {k!r}", v) for k, v in mapping.object_type_qconfigs.items()]
-    entries += [(f"module name regex {k!r}", v) for k, v in mapping.module_name_regex_qconfigs.items()]
-    entries += [(f"module name {k!r}", v) for k, v in mapping.module_name_qconfigs.items()]
-    entries += [(f"module name, object type, order {k!r}", v)
-                for k, v in mapping.module_name_object_type_order_qconfigs.items()]
-    for where, qconfig in entries:
-        if qconfig is not None and not (hasattr(qconfig, "activation") and hasattr(qconfig, "weight")):
-            raise ConfigAttributeError(
-                f"qconfig_mapping: the {where} entry must be a QConfig or None, got {_describe(qconfig)}; "
-                "use e.g. torch.ao.quantization.get_default_qconfig('x86')"
-            )
+    qconfig = mapping.global_qconfig
+    if qconfig is not None and not (hasattr(qconfig, "activation") and hasattr(qconfig, "weight")):
+        raise ConfigAttributeError(
+            f"qconfig_mapping: the global entry must be a QConfig or None, got {_describe(qconfig)}; "
+            "use e.g. torch.ao.quantization.get_default_qconfig('x86')"
+        )
 
 
 def check_backend_config(config: Any) -> None:

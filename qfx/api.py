@@ -76,12 +76,13 @@ def convert_options(
     if preserve_from is not None:
         names = convert_custom_config.preserved_attributes
         preserved_attributes = {n: getattr(preserve_from, n) for n in names if hasattr(preserve_from, n)}
+    # torch only tests its flags for truth (check_arguments made sure they have one)
     return ConvertOptions(
-        is_reference=is_reference,
-        is_decomposed=is_decomposed,
-        is_standalone_module=is_standalone_module,
-        remove_qconfig=remove_qconfig,
-        keep_original_weights=keep_original_weights,
+        is_reference=bool(is_reference),
+        is_decomposed=bool(is_decomposed),
+        is_standalone_module=bool(is_standalone_module),
+        remove_qconfig=bool(remove_qconfig),
+        keep_original_weights=bool(keep_original_weights),
         backend_config=backend_config,
         convert_custom_config=convert_custom_config,
         qconfig_mapping=qconfig_mapping,

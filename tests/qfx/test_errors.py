@@ -298,27 +298,13 @@ TABLE: list[Row] = [
     Row("fake-quantize-without-observer", E.ObserverStateError, _qat_broken_fake_quant, ref,
         r"its activation_post_process is Identity .*, not an observer"),
     # arguments
-    Row("flag-not-bool", E.ArgumentError, observed, with_kwargs(_remove_qconfig="yes"),
-        r"_remove_qconfig must be a bool, got str 'yes'", TypeError),
-    Row("flag-not-bool-raw", E.ArgumentError, observed, lambda m: qfx.convert(m, is_reference="no"),
-        r"is_reference must be a bool, got str 'no'", TypeError),
+    Row("flag-without-truth-value", E.FlagError, observed, with_kwargs(_remove_qconfig=torch.ones(2)),
+        r"_remove_qconfig must be true or false, got Tensor .*; pass True or False", RuntimeError),
     Row("convert-custom-config-type", E.ConfigAttributeError, observed, with_kwargs(convert_custom_config="abc"),
         r"convert_custom_config must be a ConvertCustomConfig, a dict or None, got str 'abc'", AttributeError),
     Row("preserved-attributes-not-names", E.ArgumentError, observed,
         with_kwargs(convert_custom_config={"preserved_attributes": [1]}),
-        r"preserved_attributes must be a list of attribute names, got list \[1\]"),
-    Row("custom-module-without-from-observed", E.ConfigAttributeError, observed,
-        with_kwargs(convert_custom_config=ConvertCustomConfig().set_observed_to_quantized_mapping(
-            nn.Linear, NoFromObserved)),
-        r"custom module class for Linear, NoFromObserved, has no callable 'from_observed'", AttributeError),
-    Row("custom-module-key-not-a-class", E.ArgumentError, observed,
-        with_kwargs(convert_custom_config=ConvertCustomConfig().set_observed_to_quantized_mapping(
-            "Linear", NoFromObserved)),
-        r"custom module keys must be the observed module classes, got str 'Linear'"),
-    Row("custom-module-value-not-a-class", E.ArgumentError, observed,
-        with_kwargs(convert_custom_config=ConvertCustomConfig().set_observed_to_quantized_mapping(
-            nn.Linear, "QuantizedLinear")),
-        r"the custom module class for Linear must be a class, got str"),
+        r"preserved_attributes must be attribute names, got list \[1\]", TypeError),
     Row("convert-custom-config-dict-unreadable", E.ArgumentError, observed,
         with_kwargs(convert_custom_config={"observed_to_quantized_custom_module_class": {"nope": {}}}),
         r"convert_custom_config: this dict cannot be read as a ConvertCustomConfig"),
@@ -483,6 +469,31 @@ class _FakeDevice(torch.Tensor):
     @property
     def device(self) -> torch.device:  # type: ignore[override]
         return torch.device("cuda", 0)
+
+
+# Arguments torch converts with: it tests flags for truth, iterates over the preserved names and reads only
+# the custom-module and qconfig entries that apply to the model's nodes.
+ACCEPTED_ARGUMENTS: dict[str, Callable[[], dict[str, Any]]] = {
+    "flags-truthy": lambda: {"_remove_qconfig": "yes"},
+    "flags-none": lambda: {"_remove_qconfig": None},
+    "preserved-set": lambda: {"convert_custom_config": ConvertCustomConfig().set_preserved_attributes({"extra"})},
+    "custom-modules-not-in-the-model": lambda: {"convert_custom_config": ConvertCustomConfig()
+                                                .set_observed_to_quantized_mapping(nn.Linear, NoFromObserved)
+                                                .set_observed_to_quantized_mapping("Linear", "QuantizedLinear")},
+    "qconfig-entry-matching-nothing": lambda: {"qconfig_mapping": get_default_qconfig_mapping()
+                                               .set_module_name("no_such_module", "x86")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED_ARGUMENTS))
+def test_arguments_torch_converts_with_are_accepted(name: str) -> None:
+    model, for_torch = observed(), observed()  # (a deepcopy would drop the plain attribute)
+    model.extra = for_torch.extra = 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = ref(model, **ACCEPTED_ARGUMENTS[name]())
+        theirs = convert_to_reference_fx(for_torch, **ACCEPTED_ARGUMENTS[name]())
+    assert ours.code == theirs.code and getattr(ours, "extra", None) == getattr(theirs, "extra", None)
 
 
 def test_observer_states_torch_converts_are_converted() -> None:
