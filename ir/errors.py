@@ -16,9 +16,13 @@ class LiftError(QfxError):
     """A GraphModule could not be represented in the IR."""
 
 
-class MissingTargetError(LiftError, RuntimeError):
-    """A get_attr or call_module node names an attribute the model does not have (torch's convert fails on
-    it with a RuntimeError when it builds its GraphModule)."""
+class MissingTargetError(LiftError, RuntimeError, KeyError):
+    """A get_attr or call_module node names an attribute the model does not have. torch's convert fails on
+    a missing submodule with a KeyError (its module table has no entry) and on a missing attribute with a
+    RuntimeError (when it builds its GraphModule): this is both."""
+
+    def __str__(self) -> str:  # (KeyError prints the repr of its argument)
+        return str(self.args[0]) if self.args else ""
 
 
 class VerificationError(QfxError):

@@ -55,7 +55,10 @@ def lift_reporting(
 
     nodes = []
     targets: dict[str, None] = {}
+    dead = _dead_after_output(fx_graph)
     for n in fx_graph.nodes:
+        if n in dead:
+            continue
         try:
             args = freeze(tuple(n.args), node_name)
             kwargs = tuple([(k, freeze(v, node_name)) for k, v in n.kwargs.items()])
@@ -119,6 +122,18 @@ def _quant_facts(facts: Any, observed: bool) -> QuantFacts | None:
             f"the model's meta['{OBSERVED_ATTRS_KEY}'] is {type(facts).__name__}, not the "
             f"ObservedGraphModuleAttrs prepare_fx records ({exc}); convert the model prepare_fx returned, "
             "without editing its meta") from None
+
+
+def _dead_after_output(graph: torch.fx.Graph) -> set[torch.fx.Node]:
+    """The unused pure calls after the output node (where graph.call_function puts a node by default), which
+    torch's convert passes over and its dead-code elimination then removes; their names stay taken."""
+    dead: set[torch.fx.Node] = set()
+    for n in reversed(graph.nodes):
+        if n.op == "output":
+            return dead
+        if n.op in ("call_function", "call_method") and not n.is_impure() and all(u in dead for u in n.users):
+            dead.add(n)
+    return set()  # no output node: the verifier names that
 
 
 def lift_quant_facts(attrs_obj: Any) -> QuantFacts:

@@ -196,6 +196,12 @@ def _read_missing_attribute(m: torch.fx.GraphModule) -> None:
         m.graph.get_attr("no_such_tensor")
 
 
+def _call_missing_module(m: torch.fx.GraphModule) -> None:
+    output = next(n for n in m.graph.nodes if n.op == "output")
+    with m.graph.inserting_before(output):
+        m.graph.create_node("call_module", "ghost", (next(iter(m.graph.nodes)),))
+
+
 def _bad_linear_weight(m: torch.fx.GraphModule) -> None:
     m._modules["2"].weight = nn.Parameter(torch.randn(3))
 
@@ -283,6 +289,8 @@ TABLE: list[Row] = [
         r"'activation_post_process_0\.\w+' is on the meta device", RuntimeError),
     Row("two-outputs", E.MalformedGraphError, edited(_second_output), ref,
         r"(?s)on the model given to convert .*the output node must be last.*2 output nodes"),
+    Row("missing-submodule", E.MissingTargetError, edited(_call_missing_module), ref,
+        r"node target 'ghost' does not exist on the module", KeyError),
     Row("missing-get-attr-target", E.MissingTargetError, edited(_read_missing_attribute), ref,
         r"node target 'no_such_tensor' does not exist on the module: .*; restore the attribute", RuntimeError),
     # observers
@@ -494,6 +502,16 @@ def test_arguments_torch_converts_with_are_accepted(name: str) -> None:
         ours = ref(model, **ACCEPTED_ARGUMENTS[name]())
         theirs = convert_to_reference_fx(for_torch, **ACCEPTED_ARGUMENTS[name]())
     assert ours.code == theirs.code and getattr(ours, "extra", None) == getattr(theirs, "extra", None)
+
+
+def test_an_unused_call_after_the_output_is_dropped_as_torch_drops_it() -> None:
+    """graph.call_function puts a node after the output by default; torch's dead-code elimination removes
+    it (its name stays taken)."""
+    model = observed()
+    model.graph.call_function(torch.neg, (next(iter(model.graph.nodes)),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ref(model).code == convert_to_reference_fx(copy.deepcopy(model)).code
 
 
 def test_observer_states_torch_converts_are_converted() -> None:
