@@ -187,6 +187,11 @@ class FlagError(ArgumentError, RuntimeError, ValueError):
     a tensor of many elements, a ValueError for an array; this is all three)."""
 
 
+class ConfigDictError(ArgumentError, ValueError):
+    """A config dict torch's `from_dict` cannot read (torch fails there with a ValueError, or a TypeError for
+    an entry of the wrong kind: this is both)."""
+
+
 class ConfigAttributeError(ArgumentError, AttributeError):
     """A config argument of the wrong type (torch fails on it with an AttributeError, so this is one too)."""
 

@@ -38,17 +38,8 @@ def lift_reporting(
     `observed=False` any GraphModule is accepted (quant facts are then taken only if present). Either way
     the lifted graph must pass the verifier (MalformedGraphError lists what it breaks).
     """
-    if not isinstance(gm, GraphModule):
-        raise NotObservedModelError(
-            f"incoming model must be produced by prepare_fx: expected a torch.fx.GraphModule, got {type(gm).__name__}; "
-            "run torch.ao.quantization.quantize_fx.prepare_fx on the model (and calibrate it) first"
-        )
-    has_facts = OBSERVED_ATTRS_KEY in getattr(gm, "meta", {})
-    if observed and not has_facts:
-        raise NotObservedModelError(
-            f"incoming model must be produced by prepare_fx: this GraphModule ({type(gm).__name__}) has no "
-            f"'{OBSERVED_ATTRS_KEY}' in its meta; run prepare_fx (and calibrate) before converting"
-        )
+    if not isinstance(gm, GraphModule) or observed:
+        require_observed(gm, observed)
     fx_graph = gm.graph
     names = {id(n): n.name for n in fx_graph.nodes}
     node_name = lambda x: names.get(id(x)) if isinstance(x, torch.fx.Node) else None  # noqa: E731
@@ -122,6 +113,21 @@ def _quant_facts(facts: Any, observed: bool) -> QuantFacts | None:
             f"the model's meta['{OBSERVED_ATTRS_KEY}'] is {type(facts).__name__}, not the "
             f"ObservedGraphModuleAttrs prepare_fx records ({exc}); convert the model prepare_fx returned, "
             "without editing its meta") from None
+
+
+def require_observed(gm: Any, observed: bool = True) -> None:
+    """Raise NotObservedModelError unless `gm` is a GraphModule that prepare_fx produced (with
+    `observed=False`: any GraphModule). torch's convert asserts this before it reads its other arguments."""
+    if not isinstance(gm, GraphModule):
+        raise NotObservedModelError(
+            f"incoming model must be produced by prepare_fx: expected a torch.fx.GraphModule, got {type(gm).__name__}; "
+            "run torch.ao.quantization.quantize_fx.prepare_fx on the model (and calibrate it) first"
+        )
+    if observed and OBSERVED_ATTRS_KEY not in getattr(gm, "meta", {}):
+        raise NotObservedModelError(
+            f"incoming model must be produced by prepare_fx: this GraphModule ({type(gm).__name__}) has no "
+            f"'{OBSERVED_ATTRS_KEY}' in its meta; run prepare_fx (and calibrate) before converting"
+        )
 
 
 def _dead_after_output(graph: torch.fx.Graph) -> set[torch.fx.Node]:

@@ -27,6 +27,8 @@ from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from .errors import (
     ArgumentError,
     ConfigAttributeError,
+    ConfigDictError,
+    ConvertAssertionError,
     DeviceError,
     FlagError,
     MalformedGraphError,
@@ -52,41 +54,48 @@ def check_arguments(
     backend_config: Any,
     flags: Mapping[str, Any],
     instruments: Any,
+    reads_preserved: bool = True,
 ) -> None:
     """Check convert's arguments before anything reads them (types and contents).
 
     Takes the arguments as the caller passed them (dicts not yet converted) and the flags by name (torch
     only tests them for truth: any value that has one will do). Returns None if all are usable; otherwise
     raises an ArgumentError (a TypeError; also an AttributeError where torch fails with one) naming the
-    argument. A qconfig_mapping of the wrong type is left to convert_options, which refuses it as torch
-    does (AssertionError). Only what torch reads is checked: entries it never looks at may hold anything."""
+    argument, or torch's AssertionError for a qconfig_mapping of the wrong type. Only what torch reads is
+    checked: entries it never looks at may hold anything."""
     for name, value in flags.items():
         try:
             bool(value)
         except Exception as exc:  # noqa: BLE001 - whatever refuses a truth value (a tensor of many elements)
             raise FlagError(f"{name} must be true or false, got {_describe(value)} ({exc}); pass True or "
                             "False") from None
-    check_convert_custom_config(convert_custom_config)
+    check_convert_custom_config(convert_custom_config, reads_preserved)
     check_qconfig_mapping(qconfig_mapping)
     check_backend_config(backend_config)
     check_instruments(instruments)
 
 
-def check_convert_custom_config(config: Any) -> None:
-    """`config` is None, a ConvertCustomConfig or a dict ConvertCustomConfig.from_dict reads, with a list
-    of attribute names to preserve and custom module classes that have a callable `from_observed`."""
+_CUSTOM_CONFIG_FIELDS = ("preserved_attributes", "observed_to_quantized_mapping")
+
+
+def check_convert_custom_config(config: Any, reads_preserved: bool = True) -> None:
+    """`config` is None, a dict ConvertCustomConfig.from_dict reads, or anything with a ConvertCustomConfig's
+    two fields; when the caller reads them (`reads_preserved`: convert_fx does, torch's bare convert does
+    not), its preserved attributes are names."""
     if config is None:
         return
     if isinstance(config, dict):
         config = _from_dict(ConvertCustomConfig, config, "convert_custom_config")
-    elif not isinstance(config, ConvertCustomConfig):
+    elif not all(hasattr(config, name) for name in _CUSTOM_CONFIG_FIELDS):  # (torch reads just these)
         raise ConfigAttributeError(
             f"convert_custom_config must be a ConvertCustomConfig, a dict or None, got {_describe(config)}; "
             "build one with torch.ao.quantization.fx.custom_config.ConvertCustomConfig()"
         )
+    if not reads_preserved:
+        return
     preserved = config.preserved_attributes
-    try:  # torch iterates over it, asking hasattr(model, name) of each
-        names = list(preserved)
+    try:  # torch iterates over it, asking hasattr(model, name) of each (a one-shot iterator is left whole)
+        names = [] if iter(preserved) is preserved else list(preserved)
     except TypeError:
         names = None
     if names is None or not all(isinstance(n, str) for n in names):
@@ -104,8 +113,10 @@ def check_qconfig_mapping(mapping: Any) -> None:
         if not mapping:
             return
         mapping = _from_dict(QConfigMapping, mapping, "qconfig_mapping")
-    if not isinstance(mapping, QConfigMapping):
-        return  # convert_options refuses it with torch's AssertionError
+    if mapping is not None and not isinstance(mapping, QConfigMapping):
+        raise ConvertAssertionError("qconfig_mapping must be None or a QConfigMapping")  # (torch's text)
+    if mapping is None:
+        return
     qconfig = mapping.global_qconfig
     if qconfig is not None and not (hasattr(qconfig, "activation") and hasattr(qconfig, "weight")):
         raise ConfigAttributeError(
@@ -148,7 +159,7 @@ def _from_dict(cls: type, value: dict, name: str) -> Any:
     try:
         return cls.from_dict(value)
     except Exception as exc:  # torch's readers fail with assorted bare errors on malformed dicts
-        raise ArgumentError(
+        raise ConfigDictError(
             f"{name}: this dict cannot be read as a {cls.__name__} ({type(exc).__name__}: {exc}); "
             f"build a {cls.__name__} object instead"
         ) from None

@@ -15,9 +15,9 @@ from torch.ao.quantization.qconfig_mapping import QConfigMapping
 from torch.fx import GraphModule
 
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
-from qfx.ir.lift import lift_reporting
+from qfx.ir.lift import lift_reporting, require_observed
 from qfx.ir.program import ConvertOptions, Program, native_backend_config
-from qfx.ir.validate import check_arguments, forget_table_devices, warn_uncalibrated
+from qfx.ir.validate import check_arguments, check_convert_custom_config, forget_table_devices, warn_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
 from qfx.passes.pipelines import pipeline_for
@@ -155,9 +155,11 @@ def convert(
     """torch.ao.quantization.fx.convert.convert, computed purely: `model` is never modified.
 
     Returns a new GraphModule equal to torch's result (same code, state_dict and outputs)."""
+    require_observed(model)  # (torch asserts it before it reads its other arguments)
     check_arguments(
         convert_custom_config=convert_custom_config, qconfig_mapping=qconfig_mapping,
         backend_config=backend_config, instruments=instruments,
+        reads_preserved=False,
         flags={"is_reference": is_reference, "is_standalone_module": is_standalone_module,
                "_remove_qconfig_flag": _remove_qconfig_flag, "is_decomposed": is_decomposed,
                "keep_original_weights": keep_original_weights},
@@ -199,10 +201,14 @@ def _convert_fx(
     keep_original_weights: bool = False,
     instruments: Sequence[Instrument] = (),
 ) -> GraphModule:
+    # torch's order: the custom config is read, the model's type checked, then convert asserts it observed
+    # before it reads the other arguments
+    check_convert_custom_config(convert_custom_config)
     if not isinstance(graph_module, GraphModule):
         raise ConvertValueError(
             f"input model must be a GraphModule, Got type:{type(graph_module)} Please make sure to follow the tutorials."
         )
+    require_observed(graph_module)
     check_arguments(
         convert_custom_config=convert_custom_config, qconfig_mapping=qconfig_mapping,
         backend_config=backend_config, instruments=instruments,
