@@ -318,6 +318,8 @@ _TORCH_OBSERVER_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
 def _check_not_meta(module: torch.nn.Module, prefix: str, where: str) -> None:
     """None of the observer's tensors (its child observer's included) is on the meta device: convert reads
     them (torch fails there with a RuntimeError)."""
+    if not _holds_meta(module):  # (the common case, read straight from the tables)
+        return
     for name, tensor in (*module.named_parameters(prefix=prefix[:-1]), *module.named_buffers(prefix=prefix[:-1])):
         if tensor.device.type == "meta":
             raise DeviceError(
@@ -325,6 +327,14 @@ def _check_not_meta(module: torch.nn.Module, prefix: str, where: str) -> None:
                 "materialise the model (e.g. to_empty(device='cpu') then load_state_dict) and calibrate it "
                 "before converting"
             )
+
+
+def _holds_meta(module: torch.nn.Module) -> bool:
+    for table in (module._parameters, module._buffers):
+        for tensor in table.values():
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                return True
+    return any(_holds_meta(child) for child in module._modules.values() if child is not None)
 
 
 def _observer_where(node_name: str, target: str, module: Any) -> str:
