@@ -197,8 +197,8 @@ class ConfigAttributeError(ArgumentError, AttributeError):
 
 
 class DeviceError(QfxError, RuntimeError):
-    """The observed model's tensors are on the meta device, or on more than one device (torch fails with a
-    RuntimeError on meta tensors)."""
+    """An observer's statistics are on the meta device, where convert cannot read them (torch fails there with
+    a RuntimeError)."""
 
 
 class ObserverStateError(ConvertError, AttributeError, TypeError, RuntimeError):

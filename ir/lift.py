@@ -33,8 +33,8 @@ def lift_reporting(
     in graph order; none unless `observed`). `gm` is only read.
 
     With `observed=True` (the default), `gm` must come from prepare_fx/prepare_qat_fx; otherwise a
-    NotObservedModelError says so, and the model's tensors must be on one real device (DeviceError) with
-    well-formed observers (ObserverStateError; observers that never saw data only warn). With
+    NotObservedModelError says so, and its observers must hold the state convert reads (not on the meta
+    device: DeviceError; buffers there: ObserverStateError; observers that never saw data only warn). With
     `observed=False` any GraphModule is accepted (quant facts are then taken only if present). Either way
     the lifted graph must pass the verifier (MalformedGraphError lists what it breaks).
     """
