@@ -161,6 +161,11 @@ class ConvertNotImplementedError(ConvertError, NotImplementedError):
     """A convert failure that torch reports as a NotImplementedError (a feature torch has dropped)."""
 
 
+class ConvertTypeError(ConvertError, TypeError):
+    """A convert failure that torch reports as a TypeError (it reads an attribute named by something that
+    is not a name)."""
+
+
 class ConvertIndexError(ConvertError, IndexError):
     """A convert failure that torch reports as an IndexError (it reads an argument the node does not have,
     e.g. of a module called with keyword arguments)."""

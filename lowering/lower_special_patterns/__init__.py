@@ -72,8 +72,8 @@ def _lower_one(editor: GraphEditor, q_node: Node, swaps: dict[str, Any]) -> None
         module = module_of(program, ref)
         quantized_cls = QUANTIZED_MODULE.get(type(module))
         if quantized_cls is not None:
-            scale = attribute_value(editor, q_node.args[1])
-            zero_point = attribute_value(editor, q_node.args[2])
+            scale = attribute_value(editor, q_node.args[1], ConvertAttributeError)
+            zero_point = attribute_value(editor, q_node.args[2], ConvertAttributeError)
             swaps[ref.target] = quantized_from_reference(quantized_cls, module, scale, zero_point,
                                                          where=f"node '{ref.name}' (module '{ref.target}')")
 
@@ -135,8 +135,9 @@ def _to_quantized_operator(editor: GraphEditor, ref: Node, qparams: tuple) -> No
     kwargs = tuple((k, v) for k, v in ref.kwargs if k not in skipped)
     kwargs += (("output_scale", qparams[0]), ("output_zero_point", qparams[1]))
     anchor = qparams[1]
-    if not isinstance(anchor, Ref):
-        raise ConvertAssertionError(f"node '{ref.name}': the quantize node after it has no zero-point node")
+    if not isinstance(anchor, Ref):  # (torch inserts after it: an AttributeError)
+        raise ConvertAttributeError(f"node '{ref.name}': the quantize node after it takes the constant zero "
+                                    f"point {anchor!r}, not a node to insert the quantized op after")
     qop_node = editor.insert_after(anchor.name, "call_function", qop, ref.args, kwargs, meta=preserved_meta(ref))
     editor.replace_all_uses(ref.name, qop_node)
     editor.erase(ref.name)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from qfx.ir.args import Arg
 from qfx.ir.edit import GraphEditor
-from qfx.ir.errors import ConvertAssertionError, ConvertError, ConvertIndexError
+from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError, ConvertError, ConvertIndexError, ConvertTypeError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 
@@ -120,11 +120,20 @@ def dequantized_input(editor: GraphEditor, value: Arg) -> Arg:
     return first_argument(node)
 
 
-def attribute_value(editor: GraphEditor, value: Arg) -> Any:
-    """The value a get_attr node (given by Ref) reads from the program's tables."""
+def attribute_value(editor: GraphEditor, value: Arg, not_a_node: type[ConvertError] = ConvertAssertionError) -> Any:
+    """The value a get_attr node (given by Ref) reads from the program's tables. A constant fails with
+    `not_a_node` (torch's error where it reads the constant's `.target`: an AttributeError, unless it
+    asserted a node before)."""
     node = editor.node(value)
-    if node is None or node.op != "get_attr":
-        raise ConvertAssertionError(f"expected a get_attr node, got {value!r}")
+    if node is None:
+        raise not_a_node(f"expected a get_attr node, got the constant {value!r}; quantize with the scale and "
+                         "zero point attributes convert makes, not constants of your own")
+    if node.op != "get_attr":  # torch reads the model's attribute named by the node's target
+        what = (f"node '{node.name}' ({node.op} {node.target}), not a get_attr node; quantize with the scale and "
+                "zero point attributes convert makes")
+        if not isinstance(node.target, str):
+            raise ConvertTypeError(f"expected a get_attr node, got {what}")
+        raise ConvertAttributeError(f"expected a get_attr node, got {what}")
     return editor.program.resolve(node.target)
 
 

@@ -361,6 +361,8 @@ TABLE: list[Row] = [
         r"node 'linear': its weight argument is the constant 5, not a node", AttributeError),
     Row("lower-functional-input-constant", E.ConvertAttributeError, _functional_linear_arg(0), qfx.convert_fx,
         r"functional node 'linear': its input is the constant 5, not a node", AttributeError),
+    Row("lower-user-quantize-computed-scale", E.ConvertTypeError, zoo("user_quantize_computed_scale"),
+        qfx.convert_fx, r"expected a get_attr node, got node 'truediv' \(call_function .*truediv.*\)", TypeError),
     Row("lower-no-fused-relu-op", E.ConvertKeyError, zoo("matmul_relu_pattern"),
         lambda m: qfx.convert_fx(m, **convert_kwargs(CASES_BY_NAME["matmul_relu_pattern"])),
         r"binary op node 'matmul': .*matmul.* has no quantized fused-ReLU op to lower to; leave the ReLU out",

@@ -453,6 +453,20 @@ class StandaloneTakingConstant(nn.Module):
         return self.sub(self.linear(x), 2.0)
 
 
+class UserQuantizedLayerNorm(nn.Module):
+    """A LayerNorm (left float) whose output the model quantizes itself, with a constant or computed scale."""
+
+    def __init__(self, computed: bool) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.ln = nn.LayerNorm(4)
+        self.computed = computed
+
+    def forward(self, x):
+        scale = x.abs().max() / 100 if self.computed else 0.1
+        return torch.quantize_per_tensor(self.ln(self.fc(x)), scale, 0, torch.quint8).dequantize()
+
+
 class MatmulRelu(nn.Module):
     def forward(self, x, y):
         return torch.relu(torch.matmul(x, y))

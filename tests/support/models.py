@@ -1265,7 +1265,8 @@ CASES: list[Case] = [
     # torch fails on these (mostly when lowering), and qfx must fail with its exception type: IndexError
     # (keyword calls, output indexes past the outputs), KeyError (a fused matmul-ReLU, which has no quantized
     # op; a folded weight read elsewhere; a node nested in a folded weight's arguments; a per-channel dynamic
-    # activation, decomposed), AttributeError (a constant where a standalone module takes a quantized input),
+    # activation, decomposed), AttributeError (a constant where a standalone module takes a quantized input,
+    # or as the scale of the model's own quantize after a LayerNorm), TypeError (a computed scale there),
     # NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
     Case("keyword_calls_static", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_qconfig)),
     Case("keyword_calls_dynamic", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig)),
@@ -1276,6 +1277,10 @@ CASES: list[Case] = [
     Case("dynamic_per_channel_activation", am.LinearChain, _randn((3, 4)), _dynamic_per_channel_activation),
     Case("standalone_taking_constant", am.StandaloneTakingConstant, _randn((2, 4)), _x86,
          prepare_custom_config=_standalone_taking_constant),
+    Case("user_quantize_constant_scale", lambda: am.UserQuantizedLayerNorm(False), _randn((2, 4)),
+         lambda: _x86().set_module_name("ln", None)),
+    Case("user_quantize_computed_scale", lambda: am.UserQuantizedLayerNorm(True), _randn((2, 4)),
+         lambda: _x86().set_module_name("ln", None)),
     Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),
     Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,
          prepare_custom_config=lambda: PrepareCustomConfig().set_output_quantized_indexes([2])),
