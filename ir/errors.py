@@ -207,8 +207,9 @@ class DeviceError(QfxError, RuntimeError):
 
 
 class ObserverStateError(ConvertError, AttributeError, TypeError, RuntimeError):
-    """An observer's state is missing or malformed (a buffer deleted, replaced or of the wrong shape). torch
-    fails on such observers with an AttributeError, TypeError or RuntimeError: this is all three."""
+    """An observer's state is missing (a buffer its qparams read deleted, or replaced by something not a
+    tensor; a fake quant's observer gone). torch fails on such observers with an AttributeError, TypeError
+    or RuntimeError: this is all three."""
 
 
 class MalformedGraphError(VerificationError, LiftError):
