@@ -44,7 +44,7 @@ class VerificationError(QfxError):
 # catches qfx's.
 _MIRRORED: tuple[type[Exception], ...] = (
     NotImplementedError, ZeroDivisionError, KeyError, IndexError, AssertionError, AttributeError,
-    TypeError, ValueError, LookupError, ArithmeticError, RuntimeError,
+    TypeError, ValueError, LookupError, ArithmeticError, RuntimeError, SyntaxError,
 )
 _MIRRORING_TYPES: dict[tuple[type, type], type] = {}
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Callable
 
 from qfx.ir.edit import GraphEditor
+from qfx.ir.errors import ConvertAttributeError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
 
-from .support.patterns import is_dequantize
+from .support.patterns import first_input, is_dequantize
 
 
 def is_shape_getattr(node: Node) -> bool:
@@ -43,9 +44,10 @@ def lower_tensor_info_ops(program: Program) -> Program:
 def _skip_dequantize(editor: GraphEditor, selects: Callable[[Node], bool]) -> None:
     """For each node `selects` picks whose first argument is a dequantize node: read the dequantize's input."""
     for node in editor.walk():
-        if not selects(node) or not node.args:
+        if not selects(node):
             continue
-        dequantize = editor.node(node.args[0])
+        # (torch reads the first argument's `.op` unchecked: a constant there is its AttributeError)
+        dequantize = first_input(editor, node, "shape or size", ConvertAttributeError)
         if not is_dequantize(dequantize):
             continue
         editor.update(node.name, args=(dequantize.args[0],) + node.args[1:])

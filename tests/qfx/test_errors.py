@@ -125,6 +125,15 @@ def _functional_linear_arg(position: int) -> Callable[[], torch.fx.GraphModule]:
     return make
 
 
+def _size_of_constant() -> torch.fx.GraphModule:
+    """A size() call edited to be made on a string constant (code that still compiles)."""
+    model = zoo("copy_ops")()
+    size = next(n for n in model.graph.nodes if n.name == "size")
+    size.args = ("abc", *size.args[1:])
+    model.recompile()
+    return model
+
+
 class _ConvCat(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -363,6 +372,8 @@ TABLE: list[Row] = [
         r"functional node 'linear': its input is the constant 5, not a node", AttributeError),
     Row("lower-user-quantize-computed-scale", E.ConvertTypeError, zoo("user_quantize_computed_scale"),
         qfx.convert_fx, r"expected a get_attr node, got node 'truediv' \(call_function .*truediv.*\)", TypeError),
+    Row("lower-size-of-constant", E.ConvertAttributeError, _size_of_constant, qfx.convert_fx,
+        r"shape or size node 'size' should read a node as its first argument, it reads 'abc'", AttributeError),
     Row("lower-no-fused-relu-op", E.ConvertKeyError, zoo("matmul_relu_pattern"),
         lambda m: qfx.convert_fx(m, **convert_kwargs(CASES_BY_NAME["matmul_relu_pattern"])),
         r"binary op node 'matmul': .*matmul.* has no quantized fused-ReLU op to lower to; leave the ReLU out",
