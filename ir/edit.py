@@ -22,8 +22,9 @@ from .rewrite import candidate_name
 _HEAD = "\0head"  # sentinel of the circular node list (no FX name can contain a NUL)
 
 
-class GraphEditError(QfxError):
-    """An edit that FX would refuse (erasing a node that still has users, editing an unknown node)."""
+class GraphEditError(QfxError, RuntimeError):
+    """An edit that FX would refuse (erasing a node that still has users, editing an unknown node); FX's
+    refusals are RuntimeErrors, and so is this (torch's lowering meets them on the same graphs)."""
 
 
 class GraphEditor:

@@ -467,6 +467,33 @@ class UserQuantizedLayerNorm(nn.Module):
         return torch.quantize_per_tensor(self.ln(self.fc(x)), scale, 0, torch.quint8).dequantize()
 
 
+class _AddChain(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(6, 6), nn.Linear(6, 6)
+
+    def forward(self, x):
+        x = F.linear(x, self.l1.weight, self.l1.bias)
+        z = F.relu(torch.add(x, 1.0) + x).relu()
+        z = torch.sigmoid(self.l2(z))
+        return F.linear(z, self.l1.weight) + z
+
+
+class AddFeedingFloatLinear(nn.Module):
+    """Two add chains where qint8 activations (torch lowers no such linear) leave the first chain's final add
+    feeding both a quantize and the second chain's float F.linear: torch's binary-op lowering then erases
+    an op that still has a user."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sub, self.sub2, self.head = _AddChain(), _AddChain(), nn.Linear(6, 3)
+
+    def forward(self, x):
+        a = self.sub(x)
+        c = torch.mul(a, self.sub2(a))
+        return self.head(torch.cat([c, c], 0)).relu()
+
+
 class MatmulRelu(nn.Module):
     def forward(self, x, y):
         return torch.relu(torch.matmul(x, y))

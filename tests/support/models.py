@@ -15,6 +15,7 @@ then expect qfx to refuse too, with torch's exception type.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import warnings
 from typing import Any, Callable
 
@@ -1071,6 +1072,12 @@ def _standalone_taking_constant() -> PrepareCustomConfig:
     return PrepareCustomConfig().set_standalone_module_name("sub", _x86(), example, inner, None)
 
 
+def _qint8_adds() -> QConfigMapping:
+    qint8 = QConfig(activation=MinMaxObserver.with_args(dtype=torch.qint8), weight=default_weight_observer)
+    return (_x86().set_module_name("sub.l2", None).set_module_name_regex("sub2", qint8)
+            .set_object_type(operator.add, qint8))
+
+
 def _matmul_relu_backend() -> BackendConfig:
     """matmul and matmul -> relu quantized as patterns of their own (torch has no quantized matmul-ReLU)."""
     dtypes = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8, weight_dtype=torch.qint8,
@@ -1267,7 +1274,8 @@ CASES: list[Case] = [
     # op; a folded weight read elsewhere; a node nested in a folded weight's arguments; a per-channel dynamic
     # activation, decomposed), AttributeError (a constant where a standalone module takes a quantized input,
     # or as the scale of the model's own quantize after a LayerNorm), TypeError (a computed scale there),
-    # NotImplementedError (an fp16 dynamic Linear whose observed output makes it static)
+    # NotImplementedError (an fp16 dynamic Linear whose observed output makes it static), RuntimeError (an
+    # add torch's lowering erases while a float linear still reads it)
     Case("keyword_calls_static", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_qconfig)),
     Case("keyword_calls_dynamic", am.KeywordCalls, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig)),
     Case("keyword_calls_unquantized", am.KeywordCalls, _randn((3, 4)), QConfigMapping),
@@ -1281,6 +1289,7 @@ CASES: list[Case] = [
          lambda: _x86().set_module_name("ln", None)),
     Case("user_quantize_computed_scale", lambda: am.UserQuantizedLayerNorm(True), _randn((2, 4)),
          lambda: _x86().set_module_name("ln", None)),
+    Case("add_feeding_float_linear", am.AddFeedingFloatLinear, _randn((4, 6)), _qint8_adds),
     Case("padding_from_input", am.PaddingFromInput, _randn((1, 3, 8, 8)), _x86),
     Case("output_index_out_of_range", am.TwoOutputs, _randn((2, 4)), _x86,
          prepare_custom_config=lambda: PrepareCustomConfig().set_output_quantized_indexes([2])),
