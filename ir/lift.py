@@ -38,8 +38,7 @@ def lift_reporting(
     `observed=False` any GraphModule is accepted (quant facts are then taken only if present). Either way
     the lifted graph must pass the verifier (MalformedGraphError lists what it breaks).
     """
-    if not isinstance(gm, GraphModule) or observed:
-        require_observed(gm, observed)
+    require_observed(gm, observed)
     fx_graph = gm.graph
     names = {id(n): n.name for n in fx_graph.nodes}
     node_name = lambda x: names.get(id(x)) if isinstance(x, torch.fx.Node) else None  # noqa: E731

@@ -246,7 +246,7 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
     for node_name, target, module in module_calls:
         if not (classes.is_a(module, ObserverBase) or classes.is_a(module, FakeQuantizeBase)):
             continue
-        _check_not_meta(module, f"{target}.", _observer_where(node_name, target, module))
+        _check_not_meta(node_name, target, module)
         try:
             observer = module
             if classes.is_a(module, FakeQuantizeBase):
@@ -315,15 +315,16 @@ def _torchs_own(method: Any) -> bool:
 _TORCH_OBSERVER_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
 
 
-def _check_not_meta(module: torch.nn.Module, prefix: str, where: str) -> None:
+def _check_not_meta(node_name: str, target: str, module: torch.nn.Module) -> None:
     """None of the observer's tensors (its child observer's included) is on the meta device: convert reads
     them (torch fails there with a RuntimeError)."""
     if not _holds_meta(module):  # (the common case, read straight from the tables)
         return
-    for name, tensor in (*module.named_parameters(prefix=prefix[:-1]), *module.named_buffers(prefix=prefix[:-1])):
+    for name, tensor in (*module.named_parameters(prefix=target), *module.named_buffers(prefix=target)):
         if tensor.device.type == "meta":
             raise DeviceError(
-                f"{where}: tensor '{name}' is on the meta device: convert reads the observers' statistics; "
+                f"{_observer_where(node_name, target, module)}: tensor '{name}' is on the meta device: convert "
+                "reads the observers' statistics; "
                 "materialise the model (e.g. to_empty(device='cpu') then load_state_dict) and calibrate it "
                 "before converting"
             )

@@ -210,7 +210,8 @@ def _convert_fx(
         )
     require_observed(graph_module)
     check_arguments(
-        convert_custom_config=convert_custom_config, qconfig_mapping=qconfig_mapping,
+        convert_custom_config=None,  # (checked above)
+        qconfig_mapping=qconfig_mapping,
         backend_config=backend_config, instruments=instruments,
         flags={"_remove_qconfig": remove_qconfig, "keep_original_weights": keep_original_weights},
     )

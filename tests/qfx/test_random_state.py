@@ -8,10 +8,13 @@ whatever was converted, and whether converting raised.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
 import qfx
+from qfx.passes.instruments import BaseInstrument
 from tests.support.models import CASES_BY_NAME, prepare_case
 
 # cases whose convert builds modules whose constructors draw random numbers
@@ -29,9 +32,17 @@ def test_convert_leaves_the_global_generator_alone(name: str, mode: str) -> None
     assert torch.equal(torch.get_rng_state(), state)
 
 
+class _DrawThenFail(BaseInstrument):
+    """Draws from the global generator after the first pass, then fails the convert."""
+
+    def after_pass(self, index: int, p: Any, before: Any, after: Any, seconds: float) -> None:
+        torch.rand(8)
+        raise RuntimeError("failing on purpose")
+
+
 def test_a_failing_convert_leaves_it_alone_too() -> None:
-    observed, _ = prepare_case(CASES_BY_NAME["fp16_dynamic_between_static"])
+    observed, _ = prepare_case(CASES_BY_NAME["lstm_dynamic"])
     state = torch.get_rng_state()
-    with pytest.raises(NotImplementedError):
-        qfx.convert_fx(observed)
+    with pytest.raises(RuntimeError, match="failing on purpose"):
+        qfx.convert_fx(observed, instruments=[_DrawThenFail()])
     assert torch.equal(torch.get_rng_state(), state)
