@@ -545,9 +545,9 @@ class _ErrorWork:
         torch.sub(self.src_bin, starts, out=begin).mul_(bin_width)
         torch.add(begin, bin_width, out=end)
         if self._quotients_are_small(rows):
-            width64 = width.double()
-            _floor_quotients(begin, width64, top, quotient, low_bin)
-            _floor_quotients(end, width64, top, quotient, high_bin)
+            inverse64 = width.double().reciprocal_()
+            _floor_quotients(begin, inverse64, top, quotient, low_bin)
+            _floor_quotients(end, inverse64, top, quotient, high_bin)
         else:
             torch.div(begin, width, rounding_mode="floor", out=low_bin).clamp_(0, top)
             torch.div(end, width, rounding_mode="floor", out=high_bin).clamp_(0, top)
@@ -576,22 +576,32 @@ class _ErrorWork:
                    for row in rows)
 
 
-def _floor_quotients(x: torch.Tensor, width64: torch.Tensor, top: int, quotient: torch.Tensor,
+def _floor_quotients(x: torch.Tensor, inverse64: torch.Tensor, top: int, quotient: torch.Tensor,
                      out: torch.Tensor) -> None:
-    """clamp(torch.div(x, width, rounding_mode="floor"), 0, top) into `out`, for float32 `x` and widths
-    (`width64`, the float32 widths as float64) whose quotients are finite and below 2**21; `quotient` is a
-    float64 buffer of x's shape.
+    """clamp(torch.div(x, width, rounding_mode="floor"), 0, top) into `out`, for float32 `x` and widths whose
+    quotients are finite and below 2**21 in size; `inverse64` holds 1 / width in float64 (the float32
+    widths widened, then inverted), `quotient` is a float64 buffer of x's shape.
 
     torch's floor division of float32 numbers costs fifteen times a division; for quotients below 2**22
-    it is the floor of the exact quotient (its fmod-based steps are off by less than a half). The
-    quotient of two float32 numbers taken in float64 has that floor too: a non-integer quotient below
-    2**28 lies at least 2**-25 from every integer, far more than float64's rounding moves it. Clamped,
-    it is an integer below 2**21, exact in float32; only the sign of a zero may differ, which no later
-    step sees (the bin index is only added to or multiplied into something nonzero)."""
-    # (x is widened into the buffer first: dividing the float32 x by float64 widths directly would widen
-    # it into a fresh tensor on every call)
-    quotient.copy_(x).div_(width64).floor_().clamp_(0, top)
-    out.copy_(quotient)
+    it is the floor of the exact quotient (its fmod-based steps are off by less than a half). That floor
+    is taken here from x * (1 / width) in float64, nudged up by 2**-28 (a float64 multiplication costs a
+    third of a division):
+    - the product is off from the exact quotient by at most 2**-52 of it (two roundings), under 2**-31;
+    - an integer quotient (x a multiple of the width) thus lands in (n, n + 2**-27) once nudged: floor n;
+    - a non-integer quotient of float32 numbers that is at least 1/2 lies more than 2**-26 from every
+      integer (x - n * width is a nonzero multiple of the smaller of their units in the last place, and
+      x >= width / 2 bounds how much smaller x's can be), so the nudge and the error do not carry it
+      past one; quotients below 1/2 floor to 0 or, when negative, to what the clamp makes 0 anyway.
+    Clamped, the floor is an integer below 2**21, exact in float32 (so the clamp runs there, after the
+    narrowing); only the sign of a zero may differ, which no later step sees (the bin index is only added
+    to or multiplied into something nonzero)."""
+    # (x is widened into the buffer first: multiplying the float32 x by float64 columns directly would
+    # widen it into a fresh tensor on every call)
+    quotient.copy_(x).mul_(inverse64).add_(_QUOTIENT_NUDGE).floor_()
+    out.copy_(quotient).clamp_(0, top)
+
+
+_QUOTIENT_NUDGE = 2.0**-28
 
 
 def _cube(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -330,7 +330,7 @@ def test_floor_quotients_equal_torchs_floor_division(case):
     assume(bool((x.abs() / width < 2.0**21).all()))
     want = torch.div(x, width, rounding_mode="floor").clamp_(0, top)
     got = torch.empty_like(x)
-    qparams._floor_quotients(x, width.double(), top, torch.empty_like(x, dtype=torch.float64), got)
+    qparams._floor_quotients(x, width.double().reciprocal(), top, torch.empty_like(x, dtype=torch.float64), got)
     assert torch.equal(got, want)  # (equal as numbers: only a zero's sign may differ, which scoring never sees)
 
 
