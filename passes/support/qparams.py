@@ -14,6 +14,7 @@ import itertools
 import math
 import operator
 import struct
+import types
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -448,6 +449,50 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]],
     return out
 
 
+@functools.cache
+def native_kernel() -> Any:
+    """The compiled scoring kernel (`_histogram_kernel.c`, built when qfx is installed with a C compiler at
+    hand), or None when it was not built or does not reproduce `_ErrorWork._error_terms` bit for bit on a
+    sample of rows (a compiler that fused multiply-adds would not): the tensor operations run then. It
+    computes each row's per-bin terms in one pass where the tensor operations make forty."""
+    try:
+        from . import _histogram_kernel  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _histogram_kernel if _kernel_agrees(_histogram_kernel) else None
+
+
+def _kernel_agrees(kernel: Any) -> bool:
+    """Whether `kernel` writes the very bits `_error_terms` writes, on rows of assorted histograms (with
+    empty and tiny bins), ranges and scales."""
+    generator = torch.Generator().manual_seed(0)
+    bins, dst_nbins = 256, 64
+    histograms = [torch.rand(bins, generator=generator) * 1000, torch.zeros(bins),
+                  torch.rand(bins, generator=generator).pow_(8).mul_(1e-30),
+                  torch.randint(0, 3, (bins,), generator=generator).float()]
+    rows = []
+    for k, histogram in enumerate(histograms):
+        for start, end in ((0, bins - 1), (3, bins - 9), (40, 41), (100, 100)):
+            bin_width = (0.37, 1e-3, 25.0, 1.0)[k] * (1 + start / 7)
+            rows.append((0, 0, types.SimpleNamespace(histogram=histogram), start, bin_width,
+                         bin_width * (end - start + 1) / dst_nbins))
+    cpu = torch.device("cpu")
+    work = _ErrorWork(len(rows), bins, cpu)
+    table = work.density_rows({id(row[2]): (row[2], row[4]) for row in rows})
+    index = torch.tensor([table[id(row[2])] for row in rows])
+    columns = torch.tensor([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
+                            [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]], dtype=torch.float32)
+    buffers = work._first_rows(len(rows))
+    if not work._quotients_are_small(rows):
+        return False
+    work._error_terms(columns.unsqueeze(2), index, dst_nbins - 1, True, buffers)
+    expected = buffers[6].clone()
+    buffers[6].fill_(float("nan"))
+    kernel.score_rows(buffers[6].data_ptr(), work._densities.data_ptr(), index.data_ptr(), columns.data_ptr(),
+                      len(rows), bins, float(dst_nbins - 1))
+    return torch.equal(buffers[6].view(torch.int32), expected.view(torch.int32))
+
+
 # Rows per chunk: its seven float32 buffers and one float64 buffer (about 1.2 MB) stay in a core's L2 cache
 # (64k elements, 2.4 MB, ran 10-25% slower on a 2 MB-L2 Xeon; 8k pays more per-operation overhead).
 _CHUNK_ELEMENTS = 1 << 15
@@ -528,23 +573,44 @@ class _ErrorWork:
     def errors(self, rows: list[tuple], densities: list[int], top: int) -> list[float]:
         """The quantization error of each row (request, index, observer, start bin, bin width, dst bin
         width), whose observer's density is row `densities[k]` of the table: torch's float32 operations in
-        torch's order, on [rows, bins] buffers with per-row float32 columns for torch's Python numbers;
-        `top` is the last destination bin."""
+        torch's order, with per-row float32 columns for torch's Python numbers, each row then summed by
+        torch as it sums its vector; `top` is the last destination bin."""
         n = len(rows)
         # One float32 column per Python number torch uses (rounded as torch rounds it into an operand).
         # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64
         # difference is once promoted for the float multiplication.
         columns = torch.tensor([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
                                 [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]],
-                               dtype=torch.float32, device=self.device).unsqueeze(2)
+                               dtype=torch.float32, device=self.device)
+        index = torch.tensor(densities, device=self.device)
+        buffers = self._first_rows(n)
+        norm = buffers[6]
+        small = self._quotients_are_small(rows)
+        kernel = native_kernel() if small and self.device.type == "cpu" else None
+        if kernel is not None:
+            kernel.score_rows(norm.data_ptr(), self._densities.data_ptr(), index.data_ptr(), columns.data_ptr(),
+                              n, self.bins, float(top))
+        else:
+            self._error_terms(columns.unsqueeze(2), index, top, small, buffers)
+        if norm.shape[1] <= _ONE_GRAIN:
+            # torch sums a vector this short in one piece, the very loop that sums each row of a matrix
+            return norm.sum(dim=1).tolist()
+        return [norm[k].clone().sum().item() for k in range(n)]
+
+    def _error_terms(self, columns: torch.Tensor, index: torch.Tensor, top: int, small: bool,
+                     buffers: tuple[torch.Tensor, ...]) -> None:
+        """Fill the norm buffer (`buffers[6]`) with the per-bin error terms of the rows whose float32
+        columns are `columns` ([5, rows, 1]: bin width, dst bin width, its half, minus its half, start bin)
+        and densities are rows `index` of the table, by torch's tensor operations; `small`: every quotient
+        is one `_floor_quotients` takes."""
         bin_width, width, half, neg_half, starts = columns.unbind()
         half_cube, neg_half_cube = _cube(half), _cube(neg_half)
-        begin, end, density, low_bin, high_bin, scratch, norm, quotient = self._first_rows(n)
-        torch.index_select(self._densities, 0, torch.tensor(densities, device=self.device), out=density)
+        begin, end, density, low_bin, high_bin, scratch, norm, quotient = buffers
+        torch.index_select(self._densities, 0, index, out=density)
 
         torch.sub(self.src_bin, starts, out=begin).mul_(bin_width)
         torch.add(begin, bin_width, out=end)
-        if self._quotients_are_small(rows):
+        if small:
             inverse64 = width.double().reciprocal_()
             _floor_quotients(begin, inverse64, top, quotient, low_bin)
             _floor_quotients(end, inverse64, top, quotient, high_bin)
@@ -563,10 +629,6 @@ class _ErrorWork:
         # + get_norm(-half width, end - end's dst bin center)
         delta_end = torch.sub(end, torch.mul(high_bin, width, out=scratch).add_(half), out=scratch)
         norm.add_(torch.sub(_cube(delta_end, out=begin), neg_half_cube, out=begin).div_(self._three).mul_(density))
-        if norm.shape[1] <= _ONE_GRAIN:
-            # torch sums a vector this short in one piece, the very loop that sums each row of a matrix
-            return norm.sum(dim=1).tolist()
-        return [norm[k].clone().sum().item() for k in range(n)]
 
     def _quotients_are_small(self, rows: list[tuple]) -> bool:
         """Whether every begin/end of these rows is finite and below 2**21 destination bin widths (with

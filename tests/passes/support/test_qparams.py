@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
+import shutil
+import sysconfig
+import types
 
+import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -43,6 +48,31 @@ def _data(kind: int, scale: float, seed: int) -> torch.Tensor:
     if kind == 3:
         return torch.zeros(10)
     return torch.cat([torch.randn(500, generator=g) * scale, torch.tensor([50.0 * scale])])
+
+
+# Histogram ranges are scored by the compiled kernel when it is built, else by tensor operations: the tests
+# that score run each way.
+SCORING_PATHS = ("native", "tensor")
+
+
+@contextlib.contextmanager
+def scoring(path: str):
+    """Score histogram ranges with the compiled kernel ("native") or with tensor operations ("tensor")."""
+    original = qparams.native_kernel
+    qparams.native_kernel = original if path == "native" else (lambda: None)
+    try:
+        yield
+    finally:
+        qparams.native_kernel = original
+
+
+def test_the_scoring_kernel_is_built_and_agrees():
+    """Installing qfx with a C compiler builds the scoring kernel, and it passes its own bit-for-bit check
+    against the tensor operations (without one, qfx scores with the tensor operations)."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the kernel is not built")
+    assert qparams.native_kernel() is not None
 
 
 observations = st.lists(
@@ -134,10 +164,42 @@ def test_batched_quantization_errors_match_torch(observers, data):
         ranges = data.draw(st.lists(st.tuples(st.integers(0, bins - 1), st.integers(0, bins - 1)).map(sorted)
                                     .map(tuple), min_size=0, max_size=9))
         requests.append((observer, ranges))
-    got = quantization_errors(requests)
-    for (observer, ranges), scored in zip(requests, got):
-        want = [observer._compute_quantization_error(start, end) for start, end in ranges]
-        assert [float(x).hex() for x in scored] == [float(x).hex() for x in want]
+    for path in SCORING_PATHS:
+        with scoring(path):
+            got = quantization_errors(requests)
+        for (observer, ranges), scored in zip(requests, got):
+            want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+            assert [float(x).hex() for x in scored] == [float(x).hex() for x in want], path
+
+
+@settings(max_examples=60, deadline=None)
+@given(histogram_states((1, 2, 7, 64, 256, 2048)), st.data())
+def test_the_kernel_writes_the_tensor_operations_bits(observer, data):
+    """Bin by bin, the compiled kernel writes the very float32 values (signs of zeros included) the tensor
+    operations write, on the rows it is used for."""
+    kernel = qparams.native_kernel()
+    if kernel is None:
+        pytest.skip("the scoring kernel is not built")
+    bins = observer.bins
+    ranges = data.draw(st.lists(st.tuples(st.integers(0, bins - 1), st.integers(0, bins - 1)).map(sorted),
+                                min_size=1, max_size=6))
+    low, high = observer.min_val.item(), observer.max_val.item()
+    bin_width = (high - low) / bins
+    rows = [(0, k, observer, start, bin_width, bin_width * (end - start + 1) / observer.dst_nbins)
+            for k, (start, end) in enumerate(ranges)]
+    work = qparams._ErrorWork(len(rows), bins, torch.device("cpu"))
+    assume(work._quotients_are_small(rows))
+    table = work.density_rows({id(observer): (observer, bin_width)})
+    index = torch.tensor([table[id(observer)]] * len(rows))
+    columns = torch.tensor([[r[4] for r in rows], [r[5] for r in rows], [r[5] / 2 for r in rows],
+                            [-r[5] / 2 for r in rows], [float(r[3]) for r in rows]], dtype=torch.float32)
+    buffers = work._first_rows(len(rows))
+    work._error_terms(columns.unsqueeze(2), index, observer.dst_nbins - 1, True, buffers)
+    want = buffers[6].clone()
+    buffers[6].fill_(float("nan"))
+    kernel.score_rows(buffers[6].data_ptr(), work._densities.data_ptr(), index.data_ptr(), columns.data_ptr(),
+                      len(rows), bins, float(observer.dst_nbins - 1))
+    assert torch.equal(buffers[6].view(torch.int32), want.view(torch.int32))
 
 
 @settings(max_examples=10, deadline=None)
@@ -154,12 +216,14 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
         except type(exc):
             return
         raise AssertionError(f"torch raised {exc!r}, qfx did not")
-    ours = histogram_qparams(observer)
-    assert ours is not None
-    assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
-    assert torch.equal(ours[1], theirs[1]) and ours[1].dtype == theirs[1].dtype
-    # the batched path computes the searched range and the qparams of alike observers together
-    assert batched_histogram_qparams([observer]) == {id(observer): (float(theirs[0]), int(theirs[1]))}
+    for path in SCORING_PATHS:
+        with scoring(path):
+            ours = histogram_qparams(observer)
+            assert ours is not None
+            assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
+            assert torch.equal(ours[1], theirs[1]) and ours[1].dtype == theirs[1].dtype
+            # the batched path computes the searched range and the qparams of alike observers together
+            assert batched_histogram_qparams([observer]) == {id(observer): (float(theirs[0]), int(theirs[1]))}
 
 
 @settings(max_examples=8, deadline=None)
@@ -173,11 +237,13 @@ def test_lockstep_histogram_searches_match_torch(specs):
         for kind, scale, seed in batches:
             observer(_data(kind, scale, seed))
         observers.append(observer)
-    got = batched_histogram_qparams(observers + [MinMaxObserver()])
-    assert len(got) == len(observers)
-    for observer in observers:
-        scale, zero_point = observer.calculate_qparams()
-        assert got[id(observer)] == (float(scale), int(zero_point))
+    for path in SCORING_PATHS:
+        with scoring(path):
+            got = batched_histogram_qparams(observers + [MinMaxObserver()])
+        assert len(got) == len(observers)
+        for observer in observers:
+            scale, zero_point = observer.calculate_qparams()
+            assert got[id(observer)] == (float(scale), int(zero_point)), path
 
 
 def test_a_shared_observer_is_searched_once(monkeypatch):
@@ -292,10 +358,12 @@ def test_many_rows_are_scored_in_chunks_exactly():
         observers.append(observer)
     requests = [(o, [(s, o.bins - 1 - e) for s in range(0, 40, 3) for e in range(0, 30, 7)]) for o in observers]
     assert sum(len(r) for _, r in requests) > 2 * (qparams._CHUNK_ELEMENTS // 2048)
-    got = quantization_errors(requests)
-    for (observer, ranges), scored in zip(requests, got):
-        want = [observer._compute_quantization_error(start, end) for start, end in ranges]
-        assert [float(x).hex() for x in scored] == [float(x).hex() for x in want]
+    for path in SCORING_PATHS:
+        with scoring(path):
+            got = quantization_errors(requests)
+        for (observer, ranges), scored in zip(requests, got):
+            want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+            assert [float(x).hex() for x in scored] == [float(x).hex() for x in want], path
 
 
 @st.composite
@@ -336,18 +404,25 @@ def test_floor_quotients_equal_torchs_floor_division(case):
 
 def test_huge_bin_quotients_take_torchs_floor_division(monkeypatch):
     """qint32's 2**32 destination bins put begin / width far above 2**21, where torch's float32 floor
-    division and the exact floor part ways: those rows are scored with torch's; 8-bit rows are not."""
+    division and the exact floor part ways: those rows are scored with torch's; 8-bit rows are not (by the
+    kernel or, without it, by `_floor_quotients`)."""
     used = []
     real = qparams._floor_quotients
     monkeypatch.setattr(qparams, "_floor_quotients", lambda x, *args: (used.append(x.shape), real(x, *args))[1])
-    for dtype, expect_fast in ((torch.qint32, False), (torch.quint8, True)):
-        observer = HistogramObserver(dtype=dtype)
-        observer.histogram = torch.rand(observer.bins, generator=torch.Generator().manual_seed(0)) * 100
-        observer.min_val, observer.max_val = torch.tensor(-3.7), torch.tensor(11.3)
-        ranges = [(0, 2047), (5, 2000), (100, 1900), (311, 1277)]
-        want = [observer._compute_quantization_error(start, end) for start, end in ranges]
-        used.clear()
-        got, = quantization_errors([(observer, ranges)])
-        assert [float(x).hex() for x in got] == [float(x).hex() for x in want]
-        assert bool(used) == expect_fast
+    kernel = qparams.native_kernel()
+    if kernel is not None:
+        spy = types.SimpleNamespace(score_rows=lambda *args: (used.append(args[4]), kernel.score_rows(*args))[1])
+        monkeypatch.setattr(qparams, "native_kernel", lambda: spy)
+    for path in SCORING_PATHS:
+        with scoring(path):
+            for dtype, expect_fast in ((torch.qint32, False), (torch.quint8, True)):
+                observer = HistogramObserver(dtype=dtype)
+                observer.histogram = torch.rand(observer.bins, generator=torch.Generator().manual_seed(0)) * 100
+                observer.min_val, observer.max_val = torch.tensor(-3.7), torch.tensor(11.3)
+                ranges = [(0, 2047), (5, 2000), (100, 1900), (311, 1277)]
+                want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+                used.clear()
+                got, = quantization_errors([(observer, ranges)])
+                assert [float(x).hex() for x in got] == [float(x).hex() for x in want]
+                assert bool(used) == expect_fast
 
