@@ -6,8 +6,9 @@ each weight with its qparams and prepacking it once with the engine's prepack op
 logic, not floor: they are computed once, untimed, by `floor_work`.
 
 Each piece is timed done the fastest exact way known: per-channel min and max as separate row reductions
-(torch's aminmax along rows is several times slower), per-channel quantization by qfx's (vectorised, where
-torch quantizes one element at a time; torch's own loop for small weights, where that is faster), and
+(torch's aminmax along rows is several times slower), per-channel quantization by qfx's (its compiled
+one-pass kernel, where torch quantizes one element at a time; torch's own loop for small weights, where that
+is faster), and
 prepacking in the mode qfx packs in (below autograd's view tracking where that packs the same); a convert
 cannot do them faster without doing less.
 """

@@ -1,10 +1,11 @@
-"""Per-channel weight quantization, bit-identical to `torch.quantize_per_channel`, in a few vectorised ops.
+"""Per-channel weight quantization, bit-identical to `torch.quantize_per_channel`, in one vectorised pass.
 
 On x86 CPUs torch quantizes per channel one element at a time (about 8 ns per element, a quarter of a
 lowered ResNet-50 convert). Each element is `clamp(nearbyint(x * (1.0f / scale) + zero_point), qmin, qmax)`
 in float32: the product and the sum are rounded separately (no fused multiply-add), ties go to even. The
-same operations on whole tensors (one multiply, one add, round, clamp, cast) give the same integers at
-a fraction of the cost, except on small weights, which keep torch's loop. Float qparams (embeddings' float
+same operations done by the compiled kernel `_quantize_kernel.c` in one pass over the weight (or, where it
+was not built, on whole tensors: one multiply, one add, round, clamp, cast) give the same integers at a
+fraction of the cost, except on small weights, which keep torch's loop. Float qparams (embeddings' float
 zero points) take the same steps, the zero point added as a float32. Anything this module does not
 reproduce exactly (non-finite weights or scales, other dtypes or layouts, zero points torch rejects) is left
 to torch, so its results and errors stay torch's.
@@ -12,15 +13,18 @@ to torch, so its results and errors stay torch's.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import torch
 
 _CHUNK_ELEMENTS = 65536
-# Below this many elements torch's element-at-a-time loop (about 5 ns an element) beats the dozen tensor
-# operations (about 0.15 ms) the vectorised path costs whatever the size: depthwise and small convs.
+# Below this many elements torch's element-at-a-time loop (about 2.5-5 ns an element) beats the vectorised
+# path's fixed cost, a dozen tensor operations (about 0.15 ms), or about 35 us of set-up around the compiled
+# kernel: depthwise and small convs.
 _TORCH_FASTER_BELOW = 32768
+_TORCH_FASTER_BELOW_NATIVE = 16384
 _ZERO_POINT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _INTEGER_RANGE = {torch.qint8: (-128, 127, torch.int8), torch.quint8: (0, 255, torch.uint8)}
 
@@ -29,7 +33,8 @@ def quantize_per_channel(weight: torch.Tensor, scales: torch.Tensor, zero_points
                          dtype: torch.dtype) -> torch.Tensor:
     """`torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)`: the same quantized tensor
     (integers, per-channel scales and zero points, axis, strides), or the same error."""
-    small = isinstance(weight, torch.Tensor) and weight.numel() < _TORCH_FASTER_BELOW
+    below = _TORCH_FASTER_BELOW_NATIVE if native_kernel() is not None else _TORCH_FASTER_BELOW
+    small = isinstance(weight, torch.Tensor) and weight.numel() < below
     found = None if small else _vectorised(weight, scales, zero_points, axis, dtype)
     if found is None:
         return torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
@@ -74,9 +79,60 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
                                                               axis=axis, dtype=dtype)
         integers = torch.empty(0, dtype=storage).set_(quantized.untyped_storage(), 0, weight.shape,
                                                       quantized.stride())
-        if not _quantize_into(integers, weight, inverse, shift, axis, qmin, qmax):
+        kernel = native_kernel()
+        if kernel is not None:
+            finite = _quantize_natively(kernel, integers, weight, inverse, shift, axis, qmin, qmax)
+        else:
+            finite = _quantize_into(integers, weight, inverse, shift, axis, qmin, qmax)
+        if not finite:
             return None
     return quantized
+
+
+@functools.cache
+def native_kernel() -> Any:
+    """The compiled quantization kernel (`_quantize_kernel.c`, built when qfx is installed with a C compiler
+    at hand), or None when it was not built or does not write what `_quantize_into` writes on a sample of
+    weights: the tensor operations run then. It makes one pass over the weight where they make six."""
+    try:
+        from . import _quantize_kernel  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _quantize_kernel if _kernel_agrees(_quantize_kernel) else None
+
+
+def _kernel_agrees(kernel: Any) -> bool:
+    """Whether `kernel` writes the integers `_quantize_into` writes (ties, both signs, the clamps, with and
+    without zero points, along an inner axis) and refuses the weights it refuses."""
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(6, 5, 7, generator=generator) * 300
+    weight[0, 0, :] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.5])  # ties, with a unit scale
+    scales = torch.rand(5, generator=generator) + 0.5
+    scales[0] = 1.0
+    inverse = torch.reciprocal(scales)
+    for zero_points in (None, torch.tensor([0.0, 3.0, -7.0, 100.0, 2.5])):
+        for (qmin, qmax, storage) in _INTEGER_RANGE.values():
+            want = torch.empty(weight.shape, dtype=storage)
+            got = torch.empty(weight.shape, dtype=storage)
+            if not _quantize_into(want, weight, inverse, zero_points, 1, qmin, qmax):
+                return False
+            if not _quantize_natively(kernel, got, weight, inverse, zero_points, 1, qmin, qmax) or \
+                    not torch.equal(got, want):
+                return False
+    return not _quantize_natively(kernel, torch.empty(weight.shape, dtype=torch.int8),
+                                  weight.index_fill(2, torch.tensor([3]), float("nan")), inverse, None, 1, -128, 127)
+
+
+def _quantize_natively(kernel: Any, out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor,
+                       zero_points: torch.Tensor | None, axis: int, qmin: int, qmax: int) -> bool:
+    """`_quantize_into`, by the compiled kernel (same arguments, same result)."""
+    channels = weight.shape[axis]
+    length = math.prod(weight.shape[axis + 1:])
+    inverse = inverse.contiguous()
+    zero_points = None if zero_points is None else zero_points.to(torch.float32).contiguous()
+    return kernel.quantize_rows(out.data_ptr(), weight.data_ptr(), inverse.data_ptr(),
+                                0 if zero_points is None else zero_points.data_ptr(), weight.numel() // length,
+                                length, channels, float(qmin), float(qmax), out.dtype == torch.int8)
 
 
 def _quantize_into(out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor | None,

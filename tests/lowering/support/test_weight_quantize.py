@@ -7,8 +7,11 @@ every magnitude (float64 ones that float32 rounds), zero points at both ends of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
+import shutil
+import sysconfig
 
 import pytest
 import torch
@@ -19,6 +22,29 @@ from qfx.lowering.support import weight_quantize
 from qfx.lowering.support.weight_quantize import _vectorised, quantize_per_channel
 
 DTYPES = {torch.qint8: (-128, 127), torch.quint8: (0, 255)}
+# Weights are quantized by the compiled kernel when it is built, else by tensor operations: the tests that
+# quantize run each way.
+PATHS = ("native", "tensor")
+
+
+@contextlib.contextmanager
+def quantizing(path: str):
+    """Quantize with the compiled kernel ("native") or with tensor operations ("tensor")."""
+    original = weight_quantize.native_kernel
+    weight_quantize.native_kernel = original if path == "native" else (lambda: None)
+    try:
+        yield
+    finally:
+        weight_quantize.native_kernel = original
+
+
+def test_the_quantization_kernel_is_built_and_agrees() -> None:
+    """Installing qfx with a C compiler builds the kernel, and it passes its own check against the tensor
+    operations (without one, qfx quantizes with the tensor operations)."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the kernel is not built")
+    assert weight_quantize.native_kernel() is not None
 
 
 def _same(found: torch.Tensor, expected: torch.Tensor) -> None:
@@ -68,10 +94,12 @@ def quantizations(draw: st.DrawFn) -> tuple:
 def test_equals_torch_quantize_per_channel(case: tuple) -> None:
     weight, scales, zero_points, axis, dtype = case
     expected = torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
-    found = _vectorised(weight, scales, zero_points, axis, dtype)
-    assert found is not None
-    _same(found, expected)
-    _same(quantize_per_channel(weight, scales, zero_points, axis, dtype), expected)
+    for path in PATHS:
+        with quantizing(path):
+            found = _vectorised(weight, scales, zero_points, axis, dtype)
+            assert found is not None
+            _same(found, expected)
+            _same(quantize_per_channel(weight, scales, zero_points, axis, dtype), expected)
 
 
 def test_small_weights_take_torchs_loop_and_large_ones_the_vectorised_path(monkeypatch) -> None:
@@ -88,14 +116,16 @@ def test_small_weights_take_torchs_loop_and_large_ones_the_vectorised_path(monke
     assert all(n >= weight_quantize._TORCH_FASTER_BELOW for n in calls)
 
 
-def test_random_weights_at_scale() -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_random_weights_at_scale(path: str) -> None:
     torch.manual_seed(0)
     weight = torch.randn(64, 20000) * torch.logspace(-3, 2, 64)[:, None]
     scales = torch.rand(64) * 0.05 + 1e-4
     for dtype, (qmin, qmax) in DTYPES.items():
         zero_points = torch.randint(qmin, qmax + 1, (64,))
-        _same(quantize_per_channel(weight, scales, zero_points, 0, dtype),
-              torch.quantize_per_channel(weight, scales, zero_points, 0, dtype))
+        with quantizing(path):
+            found = quantize_per_channel(weight, scales, zero_points, 0, dtype)
+        _same(found, torch.quantize_per_channel(weight, scales, zero_points, 0, dtype))
 
 
 def test_a_weight_that_requires_grad_is_quantized_the_same() -> None:
@@ -110,7 +140,10 @@ def test_a_weight_that_requires_grad_is_quantized_the_same() -> None:
                                   "channels last", "float64 weight", "qint32", "negative axis",
                                   "zero point above range", "float zero points, zero scale",
                                   "half zero points"])
-def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_what_it_does_not_reproduce_is_left_to_torch(case: str, path: str, monkeypatch) -> None:
+    if path == "tensor":
+        monkeypatch.setattr(weight_quantize, "native_kernel", lambda: None)
     weight, scales = torch.randn(4, 3, 2, 2), torch.full((4,), 0.1)
     zero_points, axis, dtype = torch.zeros(4, dtype=torch.int64), 0, torch.qint8
     if case == "nan":
@@ -152,7 +185,10 @@ def test_what_it_does_not_reproduce_is_left_to_torch(case: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", sorted(DTYPES, key=str))
-def test_all_zero_zero_points_skip_the_addition_exactly(dtype) -> None:
+@pytest.mark.parametrize("path", PATHS)
+def test_all_zero_zero_points_skip_the_addition_exactly(dtype, path: str, monkeypatch) -> None:
+    if path == "tensor":
+        monkeypatch.setattr(weight_quantize, "native_kernel", lambda: None)
     # symmetric weights: tiny negatives and -0.0 scale to -0.0, which must still become integer 0
     weight = torch.tensor([[-0.0, -1e-9, 1e-9, 0.0, -0.05, 0.05, -3.0, 3.0]] * 3) * torch.tensor([[1.0], [2.0], [4.0]])
     weight = weight.repeat(1, 5000)  # (past the size below which torch's loop is used)
