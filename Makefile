@@ -6,7 +6,7 @@ STAMP := $(VENV)/.qfx-installed
 
 .PHONY: test demo bench clean
 
-$(STAMP): pyproject.toml setup.py passes/support/_histogram_kernel.c lowering/support/_quantize_kernel.c
+$(STAMP): pyproject.toml setup.py passes/support/_histogram_kernel.c lowering/support/_quantize_kernel.c passes/swap_modules/_range_kernel.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0

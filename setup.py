@@ -1,7 +1,7 @@
-"""The compiled parts of qfx: the histogram-scoring and the weight-quantization kernels (pyproject.toml holds
-everything else).
+"""The compiled parts of qfx: the histogram-scoring, weight-range and weight-quantization kernels
+(pyproject.toml holds everything else).
 
-Both are optional: without a C compiler qfx installs all the same and does their work with tensor
+All are optional: without a C compiler qfx installs all the same and does their work with tensor
 operations. They must be compiled without floating-point contraction (fused multiply-adds) and without
 fast-math, so that each float32 operation is rounded on its own, as torch's tensor operations round it."""
 
@@ -12,6 +12,8 @@ FLAGS = ["-O3", "-ffp-contract=off", "-fno-fast-math"]
 setup(
     ext_modules=[
         Extension("qfx.passes.support._histogram_kernel", sources=["passes/support/_histogram_kernel.c"],
+                  extra_compile_args=FLAGS, optional=True),
+        Extension("qfx.passes.swap_modules._range_kernel", sources=["passes/swap_modules/_range_kernel.c"],
                   extra_compile_args=FLAGS, optional=True),
         Extension("qfx.lowering.support._quantize_kernel", sources=["lowering/support/_quantize_kernel.c"],
                   extra_compile_args=FLAGS, optional=True),

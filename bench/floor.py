@@ -5,8 +5,9 @@ tensor, as that observer does), and compiling the generated forward once. Lowere
 each weight with its qparams and prepacking it once with the engine's prepack op. Computing qparams is convert
 logic, not floor: they are computed once, untimed, by `floor_work`.
 
-Each piece is timed done the fastest exact way known: per-channel min and max as separate row reductions
-(torch's aminmax along rows is several times slower), per-channel quantization by qfx's (its compiled
+Each piece is timed done the fastest exact way known: per-channel min and max by qfx's `row_ranges` (its
+compiled one-pass kernel; torch's amin and amax along rows read the weight twice, its aminmax is several
+times slower), per-channel quantization by qfx's (its compiled
 one-pass kernel, where torch quantizes one element at a time; torch's own loop for small weights, where that
 is faster), and
 prepacking in the mode qfx packs in (below autograd's view tracking where that packs the same); a convert
@@ -27,6 +28,7 @@ from torch.fx import GraphModule
 
 from qfx.lowering.support.engine import packing_mode
 from qfx.lowering.support.weight_quantize import quantize_per_channel
+from qfx.passes.swap_modules.weight_qparams import row_ranges
 
 PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -115,8 +117,7 @@ def floor_seconds(work: FloorWork, code: str, lowered: bool) -> float:
             if w.axis is None:
                 torch.aminmax(w.weight)
             else:
-                rows = w.weight.transpose(0, w.axis).flatten(1)
-                rows.amin(dim=1), rows.amax(dim=1)
+                row_ranges(w.weight.transpose(0, w.axis).flatten(1))
         compile(code, "<floor>", "exec")
         if lowered:
             for w in work.weights:

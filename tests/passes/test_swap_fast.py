@@ -9,8 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
+import shutil
+import sysconfig
 import warnings
 from typing import Any, Callable
 
@@ -31,6 +34,7 @@ from torch.ao.quantization.quantize_fx import convert_to_reference_fx, prepare_f
 from torch.ao.quantization.utils import get_qparam_dict
 
 import qfx.api as api
+from qfx.passes.swap_modules import weight_qparams as weight_qparams_module
 from qfx.passes.swap_modules import weighted as swap_weighted
 from qfx.passes.swap_modules.reference_modules import ReferenceBuilder
 from qfx.passes.swap_modules.weight_qparams import (
@@ -518,12 +522,62 @@ def test_batched_weight_qparams_equal_get_qparam_dict(groups):
     if not requests:
         reject()
     before = [w.clone() for w, _ in requests]
-    got = batched_weight_qparams(requests)
-    for (weight, _), found, want, original in zip(requests, got, expected, before):
-        assert found is not None
-        problems = diff_values(found, want, "qparams")
-        assert not problems, "\n".join(problems)
-        assert torch.equal(weight, original)
+    for path in RANGE_PATHS:
+        with row_ranges_by(path):
+            got = batched_weight_qparams(requests)
+        for (weight, _), found, want, original in zip(requests, got, expected, before):
+            assert found is not None
+            problems = diff_values(found, want, "qparams")
+            assert not problems, "\n".join(problems)
+            assert torch.equal(weight, original)
+
+
+# Row ranges are taken by the compiled kernel when it is built, else by torch's reductions: both are tested.
+RANGE_PATHS = ("native", "tensor")
+
+
+@contextlib.contextmanager
+def row_ranges_by(path: str):
+    """Take row ranges with the compiled kernel ("native") or with amin/amax ("tensor")."""
+    original = weight_qparams_module.native_kernel
+    weight_qparams_module.native_kernel = original if path == "native" else (lambda: None)
+    try:
+        yield
+    finally:
+        weight_qparams_module.native_kernel = original
+
+
+def test_the_range_kernel_is_built_and_agrees():
+    """Installing qfx with a C compiler builds the row-range kernel, and it passes its own check."""
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        pytest.skip(f"no C compiler ({compiler}): the kernel is not built")
+    assert weight_qparams_module.native_kernel() is not None
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(data=st.data())
+def test_row_ranges_are_amin_and_amax(data):
+    """row_ranges gives amin's and amax's values along rows (their signs of zeros aside) on matrices of any
+    width (the kernel's 32-value steps and its tail), non-finite values included (then torch's own)."""
+    rows, columns = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 300))
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    matrix = torch.randn(rows, columns, generator=g) * data.draw(st.sampled_from([1.0, 1e-39, 1e30, 1e-3]))
+    kind = data.draw(st.sampled_from(["plain", "nan", "inf", "-inf", "constant", "extreme at the end"]))
+    if kind in ("nan", "inf", "-inf"):
+        matrix[data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, columns - 1))] = float(kind)
+    elif kind == "constant":
+        matrix.fill_(data.draw(st.floats(-3, 3, width=32)))
+    elif kind == "extreme at the end":
+        matrix[:, -1] = 1e20
+        matrix[0, -1] = -1e20
+    for path in RANGE_PATHS:
+        with row_ranges_by(path):
+            low, high = weight_qparams_module.row_ranges(matrix)
+        want_low, want_high = matrix.amin(dim=1), matrix.amax(dim=1)
+        for got, want in ((low, want_low), (high, want_high)):
+            assert torch.equal(got.isnan(), want.isnan()), path
+            assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want)), path
 
 
 def test_non_finite_and_unusual_weights_are_left_to_the_observer():
