@@ -7,7 +7,9 @@ scale and zero point from them and fake-quantizes every element of the weight, t
 its cost (three quarters on a 3x3 conv of 512 channels). The op does each step under its own flag, so it is
 run twice: once observing the weight with fake quantization off (the min/max update alone), once with
 observation off on a zero tensor of one element per channel (the qparams alone, from the updated min/max):
-the fake quant ends in the very state the call leaves it in. It runs on a working copy of the QAT module
+the fake quant ends in the very state the call leaves it in. A per-channel one observes, instead of the
+weight, each channel's minimum and maximum (taken in one pass by `row_ranges`): the op's own per-channel
+reduction costs more than the rest of the call. It runs on a working copy of the QAT module
 that shares everything but the weight fake quant, whose own copy shares everything but the four tensors the
 op writes (the input model is never changed, and a QAT model's weights are not copied).
 
@@ -32,6 +34,7 @@ from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
 from .reference_modules import give_real_sizes, registration_hooks, standin
+from .weight_qparams import row_ranges
 
 
 # Below this many weight elements one call (fake quantization included) costs less than two (a 3x3
@@ -49,12 +52,32 @@ def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
                    observer.averaging_constant, observer.quant_min, observer.quant_max, fake_quant.ch_axis,
                    fake_quant.is_per_channel, fake_quant.is_symmetric_quant)
     off = torch.zeros_like(fake_quant.fake_quant_enabled)
-    torch.fused_moving_avg_obs_fake_quant(weight, fake_quant.observer_enabled, off, *qparam_args)
+    torch.fused_moving_avg_obs_fake_quant(_observed_extremes(fake_quant, weight), fake_quant.observer_enabled, off,
+                                          *qparam_args)
     shape = [1] * weight.dim()
     if fake_quant.is_per_channel:
         shape[fake_quant.ch_axis] = weight.shape[fake_quant.ch_axis]
     torch.fused_moving_avg_obs_fake_quant(weight.new_zeros(shape), torch.zeros_like(fake_quant.observer_enabled),
                                           fake_quant.fake_quant_enabled, *qparam_args)
+
+
+def _observed_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor:
+    """What the fused op observes in place of `weight`: for a per-channel fake quant whose observer is on, a
+    tensor holding each channel's minimum and maximum (two values a channel, along another axis), whose
+    per-channel minima and maxima are the weight's, found in one pass instead of the op's slow reduction
+    of the whole weight; the weight itself when a channel's minimum or maximum is zero (the op's own
+    reduction decides the sign of such a zero, which the fake quant keeps) or not finite, and for other
+    fake quants."""
+    axis = fake_quant.ch_axis
+    if not (fake_quant.is_per_channel and int(fake_quant.observer_enabled) == 1 and weight.dim() >= 2):
+        return weight
+    with torch.no_grad():
+        low, high = row_ranges(weight.detach().transpose(0, axis).flatten(1))
+        if not bool(torch.cat([low, high]).isfinite().logical_and_(torch.cat([low, high]).ne(0)).all()):
+            return weight
+        shape = [1] * weight.dim()
+        shape[axis] = low.shape[0]
+        return torch.cat([low.view(shape), high.view(shape)], dim=1 if axis == 0 else 0)
 
 
 def working_module(module: Any) -> Any:

@@ -224,11 +224,11 @@ def _weight_range(weight: torch.Tensor, config: WeightObserverConfig) -> tuple[t
 
 
 def row_ranges(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows.amin(dim=1), rows.amax(dim=1)) of a non-empty float32 CPU matrix, up to the sign of a zero
-    minimum or maximum: by the compiled kernel in one pass for a contiguous matrix of finite values, else by
-    the two reductions."""
+    """(rows.amin(dim=1), rows.amax(dim=1)) of a non-empty floating-point CPU matrix, up to the sign of a
+    zero minimum or maximum: by the compiled kernel in one pass for a contiguous float32 matrix of finite
+    values, else by the two reductions."""
     kernel = native_kernel()
-    if kernel is not None and rows.is_contiguous() and rows.shape[1] > 0:
+    if kernel is not None and rows.dtype == torch.float32 and rows.is_contiguous() and rows.shape[1] > 0:
         low = torch.empty(rows.shape[0])
         high = torch.empty(rows.shape[0])
         if kernel.row_ranges(low.data_ptr(), high.data_ptr(), rows.data_ptr(), rows.shape[0], rows.shape[1]):

@@ -92,7 +92,14 @@ def test_the_output_is_skipped_only_for_a_plain_fused_fake_quant_that_fake_quant
                         lambda x, *rest: (calls.append(tuple(x.shape)), real(x, *rest))[1])
     weight = torch.randn(6, 4, 3, 3)
     run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), weight)
-    assert calls == [(6, 4, 3, 3), (6, 1, 1, 1)]  # the weight observed, qparams from one zero per channel
+    # each channel's minimum and maximum observed, then qparams from one zero per channel
+    assert calls == [(6, 2, 1, 1), (6, 1, 1, 1)]
+    calls.clear()
+    with_zero_channel = weight.clone()
+    with_zero_channel[2] = 0.0  # a zero minimum: its sign is the op's to decide, so the op sees the weight
+    run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), with_zero_channel)
+    run_weight_fake_quant(default_fused_wt_fake_quant(), weight)  # per tensor: the weight itself
+    assert calls == [(6, 4, 3, 3), (6, 1, 1, 1), (6, 4, 3, 3), (1, 1, 1, 1)]
 
     calls.clear()
     off = default_fused_per_channel_wt_fake_quant()
