@@ -476,21 +476,36 @@ def _kernel_agrees(kernel: Any) -> bool:
             bin_width = (0.37, 1e-3, 25.0, 1.0)[k] * (1 + start / 7)
             rows.append((0, 0, types.SimpleNamespace(histogram=histogram), start, bin_width,
                          bin_width * (end - start + 1) / dst_nbins))
-    cpu = torch.device("cpu")
-    work = _ErrorWork(len(rows), bins, cpu)
-    table = work.density_rows({id(row[2]): (row[2], row[4]) for row in rows})
-    index = torch.tensor([table[id(row[2])] for row in rows])
-    columns = torch.tensor([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
-                            [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]], dtype=torch.float32)
-    buffers = work._first_rows(len(rows))
+    return kernel_writes_the_terms(kernel, rows, bins, dst_nbins - 1)
+
+
+def kernel_writes_the_terms(kernel: Any, rows: list[tuple], bins: int, top: int) -> bool:
+    """Whether `kernel` writes the very bits (signs of zeros included) `_ErrorWork._error_terms` writes for
+    `rows` (request, index, observer, start bin, bin width, dst bin width) of histograms of `bins` bins, with
+    `top` the last destination bin; False when some row's quotients are too large for the kernel."""
+    work = _ErrorWork(len(rows), bins, torch.device("cpu"))
     if not work._quotients_are_small(rows):
         return False
-    work._error_terms(columns.unsqueeze(2), index, dst_nbins - 1, True, buffers)
+    table = work.density_rows({id(row[2]): (row[2], row[4]) for row in rows})
+    index = torch.tensor([table[id(row[2])] for row in rows])
+    columns = _columns(rows, work.device)
+    buffers = work._first_rows(len(rows))
+    work._error_terms(columns.unsqueeze(2), index, top, True, buffers)
     expected = buffers[6].clone()
     buffers[6].fill_(float("nan"))
     kernel.score_rows(buffers[6].data_ptr(), work._densities.data_ptr(), index.data_ptr(), columns.data_ptr(),
-                      len(rows), bins, float(dst_nbins - 1))
+                      len(rows), bins, float(top))
     return torch.equal(buffers[6].view(torch.int32), expected.view(torch.int32))
+
+
+def _columns(rows: list[tuple], device: Any) -> torch.Tensor:
+    """The float32 columns ([5, rows]) of scoring rows (request, index, observer, start bin, bin width, dst
+    bin width): one per Python number torch uses, rounded as torch rounds it into an operand (bin width,
+    dst bin width, its half, minus its half, start bin). (src_bin - start) is exact in float32 (bin counts
+    are far below 2**24), as torch's int64 difference is once promoted for the float multiplication."""
+    return torch.tensor([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
+                         [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]],
+                        dtype=torch.float32, device=device)
 
 
 # Rows per chunk: its seven float32 buffers and one float64 buffer (about 1.2 MB) stay in a core's L2 cache
@@ -576,12 +591,7 @@ class _ErrorWork:
         torch's order, with per-row float32 columns for torch's Python numbers, each row then summed by
         torch as it sums its vector; `top` is the last destination bin."""
         n = len(rows)
-        # One float32 column per Python number torch uses (rounded as torch rounds it into an operand).
-        # (src_bin - start) is exact in float32 (bin counts are far below 2**24), as torch's int64
-        # difference is once promoted for the float multiplication.
-        columns = torch.tensor([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
-                                [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]],
-                               dtype=torch.float32, device=self.device)
+        columns = _columns(rows, self.device)
         index = torch.tensor(densities, device=self.device)
         buffers = self._first_rows(n)
         norm = buffers[6]

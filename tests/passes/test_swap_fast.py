@@ -9,11 +9,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
-import shutil
-import sysconfig
 import warnings
 from typing import Any, Callable
 
@@ -44,6 +41,7 @@ from qfx.passes.swap_modules.weight_qparams import (
     _row_ranges_with_zero_signs,
     batched_weight_qparams,
 )
+from tests.support.kernels import PATHS, assert_kernel_built, taking
 from tests.support.snapshot import assert_same_model, assert_same_outputs, assert_unchanged, diff_values, snapshot
 from qfx.testing.strategies import examples
 
@@ -522,8 +520,8 @@ def test_batched_weight_qparams_equal_get_qparam_dict(groups):
     if not requests:
         reject()
     before = [w.clone() for w, _ in requests]
-    for path in RANGE_PATHS:
-        with row_ranges_by(path):
+    for path in PATHS:
+        with taking(weight_qparams_module, path):
             got = batched_weight_qparams(requests)
         for (weight, _), found, want, original in zip(requests, got, expected, before):
             assert found is not None
@@ -532,27 +530,9 @@ def test_batched_weight_qparams_equal_get_qparam_dict(groups):
             assert torch.equal(weight, original)
 
 
-# Row ranges are taken by the compiled kernel when it is built, else by torch's reductions: both are tested.
-RANGE_PATHS = ("native", "tensor")
-
-
-@contextlib.contextmanager
-def row_ranges_by(path: str):
-    """Take row ranges with the compiled kernel ("native") or with amin/amax ("tensor")."""
-    original = weight_qparams_module.native_kernel
-    weight_qparams_module.native_kernel = original if path == "native" else (lambda: None)
-    try:
-        yield
-    finally:
-        weight_qparams_module.native_kernel = original
-
-
 def test_the_range_kernel_is_built_and_agrees():
     """Installing qfx with a C compiler builds the row-range kernel, and it passes its own check."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C compiler ({compiler}): the kernel is not built")
-    assert weight_qparams_module.native_kernel() is not None
+    assert_kernel_built(weight_qparams_module)
 
 
 @settings(max_examples=examples(80), deadline=None)
@@ -571,8 +551,8 @@ def test_row_ranges_are_amin_and_amax(data):
     elif kind == "extreme at the end":
         matrix[:, -1] = 1e20
         matrix[0, -1] = -1e20
-    for path in RANGE_PATHS:
-        with row_ranges_by(path):
+    for path in PATHS:
+        with taking(weight_qparams_module, path):
             low, high = weight_qparams_module.row_ranges(matrix)
         want_low, want_high = matrix.amin(dim=1), matrix.amax(dim=1)
         for got, want in ((low, want_low), (high, want_high)):

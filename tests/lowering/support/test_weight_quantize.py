@@ -7,11 +7,8 @@ every magnitude (float64 ones that float32 rounds), zero points at both ends of 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
-import shutil
-import sysconfig
 
 import pytest
 import torch
@@ -20,31 +17,15 @@ from hypothesis import strategies as st
 
 from qfx.lowering.support import weight_quantize
 from qfx.lowering.support.weight_quantize import _vectorised, quantize_per_channel
+from tests.support.kernels import PATHS, assert_kernel_built, taking
 
 DTYPES = {torch.qint8: (-128, 127), torch.quint8: (0, 255)}
-# Weights are quantized by the compiled kernel when it is built, else by tensor operations: the tests that
-# quantize run each way.
-PATHS = ("native", "tensor")
-
-
-@contextlib.contextmanager
-def quantizing(path: str):
-    """Quantize with the compiled kernel ("native") or with tensor operations ("tensor")."""
-    original = weight_quantize.native_kernel
-    weight_quantize.native_kernel = original if path == "native" else (lambda: None)
-    try:
-        yield
-    finally:
-        weight_quantize.native_kernel = original
 
 
 def test_the_quantization_kernel_is_built_and_agrees() -> None:
     """Installing qfx with a C compiler builds the kernel, and it passes its own check against the tensor
     operations (without one, qfx quantizes with the tensor operations)."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C compiler ({compiler}): the kernel is not built")
-    assert weight_quantize.native_kernel() is not None
+    assert_kernel_built(weight_quantize)
 
 
 def _same(found: torch.Tensor, expected: torch.Tensor) -> None:
@@ -95,7 +76,7 @@ def test_equals_torch_quantize_per_channel(case: tuple) -> None:
     weight, scales, zero_points, axis, dtype = case
     expected = torch.quantize_per_channel(weight, scales, zero_points, axis, dtype)
     for path in PATHS:
-        with quantizing(path):
+        with taking(weight_quantize, path):
             found = _vectorised(weight, scales, zero_points, axis, dtype)
             assert found is not None
             _same(found, expected)
@@ -123,7 +104,7 @@ def test_random_weights_at_scale(path: str) -> None:
     scales = torch.rand(64) * 0.05 + 1e-4
     for dtype, (qmin, qmax) in DTYPES.items():
         zero_points = torch.randint(qmin, qmax + 1, (64,))
-        with quantizing(path):
+        with taking(weight_quantize, path):
             found = quantize_per_channel(weight, scales, zero_points, 0, dtype)
         _same(found, torch.quantize_per_channel(weight, scales, zero_points, 0, dtype))
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import itertools
-import shutil
-import sysconfig
 import types
 
 import pytest
@@ -21,6 +18,7 @@ from torch.ao.quantization.observer import (
 )
 
 from qfx.passes.support import qparams
+from tests.support.kernels import PATHS, assert_kernel_built, taking
 from qfx.passes.support.qparams import (
     batched_histogram_qparams,
     batched_per_tensor_qparams,
@@ -50,29 +48,21 @@ def _data(kind: int, scale: float, seed: int) -> torch.Tensor:
     return torch.cat([torch.randn(500, generator=g) * scale, torch.tensor([50.0 * scale])])
 
 
-# Histogram ranges are scored by the compiled kernel when it is built, else by tensor operations: the tests
-# that score run each way.
-SCORING_PATHS = ("native", "tensor")
-
-
-@contextlib.contextmanager
-def scoring(path: str):
-    """Score histogram ranges with the compiled kernel ("native") or with tensor operations ("tensor")."""
-    original = qparams.native_kernel
-    qparams.native_kernel = original if path == "native" else (lambda: None)
-    try:
-        yield
-    finally:
-        qparams.native_kernel = original
-
-
 def test_the_scoring_kernel_is_built_and_agrees():
     """Installing qfx with a C compiler builds the scoring kernel, and it passes its own bit-for-bit check
     against the tensor operations (without one, qfx scores with the tensor operations)."""
-    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C compiler ({compiler}): the kernel is not built")
-    assert qparams.native_kernel() is not None
+    assert_kernel_built(qparams)
+
+
+def _assert_scored_as_torch(requests: list) -> None:
+    """quantization_errors gives torch's _compute_quantization_error for every range, bit for bit, by the
+    kernel and by the tensor operations."""
+    for path in PATHS:
+        with taking(qparams, path):
+            got = quantization_errors(requests)
+        for (observer, ranges), scored in zip(requests, got):
+            want = [observer._compute_quantization_error(start, end) for start, end in ranges]
+            assert [float(x).hex() for x in scored] == [float(x).hex() for x in want], path
 
 
 observations = st.lists(
@@ -164,12 +154,7 @@ def test_batched_quantization_errors_match_torch(observers, data):
         ranges = data.draw(st.lists(st.tuples(st.integers(0, bins - 1), st.integers(0, bins - 1)).map(sorted)
                                     .map(tuple), min_size=0, max_size=9))
         requests.append((observer, ranges))
-    for path in SCORING_PATHS:
-        with scoring(path):
-            got = quantization_errors(requests)
-        for (observer, ranges), scored in zip(requests, got):
-            want = [observer._compute_quantization_error(start, end) for start, end in ranges]
-            assert [float(x).hex() for x in scored] == [float(x).hex() for x in want], path
+    _assert_scored_as_torch(requests)
 
 
 @settings(max_examples=60, deadline=None)
@@ -187,19 +172,8 @@ def test_the_kernel_writes_the_tensor_operations_bits(observer, data):
     bin_width = (high - low) / bins
     rows = [(0, k, observer, start, bin_width, bin_width * (end - start + 1) / observer.dst_nbins)
             for k, (start, end) in enumerate(ranges)]
-    work = qparams._ErrorWork(len(rows), bins, torch.device("cpu"))
-    assume(work._quotients_are_small(rows))
-    table = work.density_rows({id(observer): (observer, bin_width)})
-    index = torch.tensor([table[id(observer)]] * len(rows))
-    columns = torch.tensor([[r[4] for r in rows], [r[5] for r in rows], [r[5] / 2 for r in rows],
-                            [-r[5] / 2 for r in rows], [float(r[3]) for r in rows]], dtype=torch.float32)
-    buffers = work._first_rows(len(rows))
-    work._error_terms(columns.unsqueeze(2), index, observer.dst_nbins - 1, True, buffers)
-    want = buffers[6].clone()
-    buffers[6].fill_(float("nan"))
-    kernel.score_rows(buffers[6].data_ptr(), work._densities.data_ptr(), index.data_ptr(), columns.data_ptr(),
-                      len(rows), bins, float(observer.dst_nbins - 1))
-    assert torch.equal(buffers[6].view(torch.int32), want.view(torch.int32))
+    assume(qparams._ErrorWork(1, bins, torch.device("cpu"))._quotients_are_small(rows))
+    assert qparams.kernel_writes_the_terms(kernel, rows, bins, observer.dst_nbins - 1)
 
 
 @settings(max_examples=10, deadline=None)
@@ -216,8 +190,8 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
         except type(exc):
             return
         raise AssertionError(f"torch raised {exc!r}, qfx did not")
-    for path in SCORING_PATHS:
-        with scoring(path):
+    for path in PATHS:
+        with taking(qparams, path):
             ours = histogram_qparams(observer)
             assert ours is not None
             assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
@@ -237,8 +211,8 @@ def test_lockstep_histogram_searches_match_torch(specs):
         for kind, scale, seed in batches:
             observer(_data(kind, scale, seed))
         observers.append(observer)
-    for path in SCORING_PATHS:
-        with scoring(path):
+    for path in PATHS:
+        with taking(qparams, path):
             got = batched_histogram_qparams(observers + [MinMaxObserver()])
         assert len(got) == len(observers)
         for observer in observers:
@@ -358,12 +332,7 @@ def test_many_rows_are_scored_in_chunks_exactly():
         observers.append(observer)
     requests = [(o, [(s, o.bins - 1 - e) for s in range(0, 40, 3) for e in range(0, 30, 7)]) for o in observers]
     assert sum(len(r) for _, r in requests) > 2 * (qparams._CHUNK_ELEMENTS // 2048)
-    for path in SCORING_PATHS:
-        with scoring(path):
-            got = quantization_errors(requests)
-        for (observer, ranges), scored in zip(requests, got):
-            want = [observer._compute_quantization_error(start, end) for start, end in ranges]
-            assert [float(x).hex() for x in scored] == [float(x).hex() for x in want], path
+    _assert_scored_as_torch(requests)
 
 
 @st.composite
@@ -413,8 +382,8 @@ def test_huge_bin_quotients_take_torchs_floor_division(monkeypatch):
     if kernel is not None:
         spy = types.SimpleNamespace(score_rows=lambda *args: (used.append(args[4]), kernel.score_rows(*args))[1])
         monkeypatch.setattr(qparams, "native_kernel", lambda: spy)
-    for path in SCORING_PATHS:
-        with scoring(path):
+    for path in PATHS:
+        with taking(qparams, path):
             for dtype, expect_fast in ((torch.qint32, False), (torch.quint8, True)):
                 observer = HistogramObserver(dtype=dtype)
                 observer.histogram = torch.rand(observer.bins, generator=torch.Generator().manual_seed(0)) * 100
