@@ -105,12 +105,12 @@ def _kernel_agrees(kernel: Any) -> bool:
     """Whether `kernel` writes the integers `_quantize_into` writes (ties, both signs, the clamps, with and
     without zero points, along an inner axis) and refuses the weights it refuses."""
     generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(6, 5, 7, generator=generator) * 300
+    weight = torch.randn(6, 5, 7, generator=generator, dtype=torch.float32) * 300
     weight[0, 0, :] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.5])  # ties, with a unit scale
-    scales = torch.rand(5, generator=generator) + 0.5
+    scales = torch.rand(5, generator=generator, dtype=torch.float32) + 0.5
     scales[0] = 1.0
     inverse = torch.reciprocal(scales)
-    for zero_points in (None, torch.tensor([0.0, 3.0, -7.0, 100.0, 2.5])):
+    for zero_points in (None, torch.tensor([0.0, 3.0, -7.0, 100.0, 2.5], dtype=torch.float32)):
         for (qmin, qmax, storage) in _INTEGER_RANGE.values():
             want = torch.empty(weight.shape, dtype=storage)
             got = torch.empty(weight.shape, dtype=storage)
@@ -155,8 +155,8 @@ def _quantize_into(out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tenso
     zero_points = None if zero_points is None else _per_row(zero_points, repeat)
     out = out.view(rows.shape)
     step = max(1, _CHUNK_ELEMENTS // row_length)
-    buffer = torch.empty(min(rows.shape[0], step) * row_length)
-    scaled_sum = torch.zeros(())
+    buffer = torch.empty(min(rows.shape[0], step) * row_length, dtype=torch.float32)
+    scaled_sum = torch.zeros((), dtype=torch.float32)
     for start in range(0, rows.shape[0], step):
         stop = min(start + step, rows.shape[0])
         work = buffer[:(stop - start) * row_length].view(stop - start, row_length)

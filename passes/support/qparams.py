@@ -467,8 +467,9 @@ def _kernel_agrees(kernel: Any) -> bool:
     empty and tiny bins), ranges and scales."""
     generator = torch.Generator().manual_seed(0)
     bins, dst_nbins = 256, 64
-    histograms = [torch.rand(bins, generator=generator) * 1000, torch.zeros(bins),
-                  torch.rand(bins, generator=generator).pow_(8).mul_(1e-30),
+    f32 = torch.float32
+    histograms = [torch.rand(bins, generator=generator, dtype=f32) * 1000, torch.zeros(bins, dtype=f32),
+                  torch.rand(bins, generator=generator, dtype=f32).pow_(8).mul_(1e-30),
                   torch.randint(0, 3, (bins,), generator=generator).float()]
     rows = []
     for k, histogram in enumerate(histograms):

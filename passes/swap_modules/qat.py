@@ -73,7 +73,8 @@ def _observed_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor:
         return weight
     with torch.no_grad():
         low, high = row_ranges(weight.detach().transpose(0, axis).flatten(1))
-        if not bool(torch.cat([low, high]).isfinite().logical_and_(torch.cat([low, high]).ne(0)).all()):
+        extremes = torch.cat([low, high])
+        if not bool(extremes.isfinite().logical_and_(extremes.ne(0)).all()):
             return weight
         shape = [1] * weight.dim()
         shape[axis] = low.shape[0]

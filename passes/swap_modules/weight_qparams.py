@@ -229,8 +229,8 @@ def row_ranges(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     values, else by the two reductions."""
     kernel = native_kernel()
     if kernel is not None and rows.dtype == torch.float32 and rows.is_contiguous() and rows.shape[1] > 0:
-        low = torch.empty(rows.shape[0])
-        high = torch.empty(rows.shape[0])
+        low = torch.empty(rows.shape[0], dtype=torch.float32)
+        high = torch.empty(rows.shape[0], dtype=torch.float32)
         if kernel.row_ranges(low.data_ptr(), high.data_ptr(), rows.data_ptr(), rows.shape[0], rows.shape[1]):
             return low, high
     return rows.amin(dim=1), rows.amax(dim=1)
@@ -246,10 +246,10 @@ def native_kernel() -> Any:
     except ImportError:
         return None
     generator = torch.Generator().manual_seed(0)
-    sample = torch.randn(9, 37, generator=generator) * torch.logspace(-30, 30, 9)[:, None]
+    sample = torch.randn(9, 37, generator=generator, dtype=torch.float32) * torch.logspace(-30, 30, 9, dtype=torch.float32)[:, None]
     sample[3] = -sample[3].abs()
     sample[4, 36] = 1e38
-    low, high = torch.empty(9), torch.empty(9)
+    low, high = torch.empty(9, dtype=torch.float32), torch.empty(9, dtype=torch.float32)
     if not _range_kernel.row_ranges(low.data_ptr(), high.data_ptr(), sample.data_ptr(), 9, 37):
         return None
     if not (torch.equal(low, sample.amin(dim=1)) and torch.equal(high, sample.amax(dim=1))):

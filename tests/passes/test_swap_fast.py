@@ -761,3 +761,17 @@ def test_row_ranges_keep_the_zero_signs_aminmax_gives(data):
         assert torch.equal(a.isnan(), b.isnan())
         assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(b))
         assert torch.equal(torch.signbit(a), torch.signbit(b))
+
+
+def test_row_ranges_do_not_depend_on_the_default_dtype():
+    """The kernel's outputs are float32 whatever torch's default dtype (a float64 default once made its
+    result buffers float64, which it wrote as float32)."""
+    matrix = torch.randn(16, 100, dtype=torch.float32) * 7
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        low, high = weight_qparams_module.row_ranges(matrix)
+    finally:
+        torch.set_default_dtype(previous)
+    assert low.dtype == high.dtype == torch.float32
+    assert torch.equal(low, matrix.amin(dim=1)) and torch.equal(high, matrix.amax(dim=1))

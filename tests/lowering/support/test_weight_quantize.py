@@ -178,3 +178,26 @@ def test_all_zero_zero_points_skip_the_addition_exactly(dtype, path: str, monkey
     found = _vectorised(weight, scales, zero_points, 0, dtype)
     assert found is not None
     _same(found, torch.quantize_per_channel(weight, scales, zero_points, 0, dtype))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_quantization_does_not_depend_on_the_default_dtype(path: str) -> None:
+    """A float64 default dtype changes nothing: the work buffers are float32 (a float64 one once added the
+    zero points in float64, which rounds differently where the float32 sum lands on a tie)."""
+    g = torch.Generator().manual_seed(1)
+    # scaled values just beside k + 0.5 - 0.1, whose float32 sum with the zero point 0.1 rounds onto the tie
+    near = (torch.randint(0, 250, (4, 20000), generator=g) + 0.4).to(torch.float32)
+    near = near + (torch.randint(-64, 65, (4, 20000), generator=g) * 2.0**-20).to(torch.float32)
+    weight = near.contiguous()
+    scales = torch.ones(4, dtype=torch.float32)
+    zero_points = torch.full((4,), 0.1, dtype=torch.float32)
+    expected = torch.quantize_per_channel(weight, scales, zero_points, 0, torch.quint8)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with taking(weight_quantize, path):
+            found = _vectorised(weight, scales, zero_points, 0, torch.quint8)
+    finally:
+        torch.set_default_dtype(previous)
+    assert found is not None
+    _same(found, expected)
