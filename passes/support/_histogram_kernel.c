@@ -20,6 +20,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 /* clamp(floor(x / width), 0, top) for a quotient below 2**21 in size, from x * (1 / width) in float64
    nudged up by 2**-28 (see _floor_quotients in qparams.py for why that floor is exact). Truncation toward
@@ -57,6 +58,82 @@ static void score_row(float *restrict out, const float *restrict density, int bi
     }
 }
 
+/* Rows of tiny destination bins (near-constant activations: half a bin below 2**-37) make float32
+   subnormals at nearly every step, and x86 takes a microcode assist (~100 cycles) for each vector operation
+   that makes or reads one: thirty times the row's normal cost. Those rows run the same float32 operations
+   emulated in float64, four bins at a time: each operation done in float64 (whose 53 bits make the double
+   rounding that follows innocuous for +, -, * and /) and its result rounded as float32 rounds it, onto
+   float32's subnormal grid (multiples of 2**-149, ties to even, the sign kept) below 2**-126, so that no
+   float32 subnormal is made until the result is stored. (The emulation costs about fifteen times the
+   float32 loop, half what the assists cost.) */
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef int32_t v4i __attribute__((vector_size(16)));
+
+/* `yes` where `mask` is set, else `no` (macros: functions passing 32-byte vectors trip ABI warnings) */
+#define SELECT(mask, yes, no) ((v4d)((((v4l)(yes)) & (mask)) | (((v4l)(no)) & ~(mask))))
+#define SELECT_INT(mask, yes, no) ((((v4i)(yes)) & (mask)) | (((v4i)(no)) & ~(mask)))
+#define SPLAT(x) ((v4d){(x), (x), (x), (x)})
+#define SIGN_BIT ((v4l)SPLAT(-0.0))
+/* Adding 1.5 * 2**-97, whose unit in the last place is 2**-149 (and which is an even multiple of it),
+   rounds a magnitude below 2**-126 to the subnormal grid, ties to even; subtracting it is exact. */
+#define GRID 0x1.8p-97
+
+/* The float32 rounding of each lane (each a float64 result of an operation on float32 values). */
+#define ROUND32(x) round32_of((x))
+#define round32_of(x) ({ \
+    const v4d x_ = (x); \
+    const v4d magnitude_ = (v4d)((v4l)x_ & ~SIGN_BIT); \
+    const v4l tiny_ = magnitude_ < SPLAT(0x1p-126); \
+    const v4d on_grid_ = (v4d)((v4l)((magnitude_ + SPLAT(GRID)) - SPLAT(GRID)) | ((v4l)x_ & SIGN_BIT)); \
+    const v4d normal_ = __builtin_convertvector(__builtin_convertvector(SELECT(tiny_, SPLAT(0.0), x_), v4f), v4d); \
+    SELECT(tiny_, on_grid_, normal_); })
+
+/* destination_bin of four float32 values held in float64 */
+#define DESTINATION_BINS(x, inverse, top) ({ \
+    const v4d quotient_ = ((x) * SPLAT(inverse)) + SPLAT(0x1p-28); \
+    v4i bin_ = __builtin_convertvector(quotient_, v4i); \
+    const v4i zero_ = {0, 0, 0, 0}, top_ = {(top), (top), (top), (top)}; \
+    bin_ = SELECT_INT(bin_ < zero_, zero_, bin_); \
+    bin_ = SELECT_INT(bin_ > top_, top_, bin_); \
+    __builtin_convertvector(bin_, v4d); })
+
+/* score_row's operations, in its order, on float32 values emulated in float64. */
+static inline __attribute__((always_inline)) void score_row_tiny(float *restrict out, const float *restrict density, int bins, float bin_width,
+                           float width, float half, float neg_half, float start, int32_t last) {
+    const v4d three = SPLAT(3.0), one = SPLAT(1.0), point_five = SPLAT(0.5);
+    const v4d bin_width4 = SPLAT((double)bin_width), width4 = SPLAT((double)width), half4 = SPLAT((double)half);
+    const v4d neg_half4 = SPLAT((double)neg_half);
+    const v4d half_cube = ROUND32(ROUND32(half4 * half4) * half4);
+    const v4d neg_half_cube = ROUND32(ROUND32(neg_half4 * neg_half4) * neg_half4);
+    const v4d whole = ROUND32(ROUND32(half_cube - neg_half_cube) / three);
+    const double inverse = 1.0 / (double)width;
+    for (int i = 0; i < bins; i += 4) {
+        const int count = bins - i < 4 ? bins - i : 4;
+        float loaded[4] = {0.0f, 0.0f, 0.0f, 0.0f}, stored[4];
+        memcpy(loaded, density + i, (size_t)count * sizeof(float));
+        const v4d d = {loaded[0], loaded[1], loaded[2], loaded[3]};
+        const v4d index = {(double)i, (double)(i + 1), (double)(i + 2), (double)(i + 3)};
+        /* ((float)i - start) is exact in float32 and in float64: one rounding, of the product */
+        const v4d begin = ROUND32((index - SPLAT((double)start)) * bin_width4);
+        const v4d end = ROUND32(begin + bin_width4);
+        const v4d low = DESTINATION_BINS(begin, inverse, last);
+        const v4d high = DESTINATION_BINS(end, inverse, last);
+        const v4d delta_begin = ROUND32(begin - ROUND32(ROUND32(low + point_five) * width4));
+        const v4d cube_begin = ROUND32(ROUND32(delta_begin * delta_begin) * delta_begin);
+        v4d value = ROUND32(ROUND32(ROUND32(half_cube - cube_begin) / three) * d);
+        value = ROUND32(value + ROUND32(ROUND32(ROUND32(high - low) - one) * ROUND32(d * whole)));
+        const v4d delta_end = ROUND32(end - ROUND32(ROUND32(high * width4) + half4));
+        const v4d cube_end = ROUND32(ROUND32(delta_end * delta_end) * delta_end);
+        value = ROUND32(value + ROUND32(ROUND32(ROUND32(cube_end - neg_half_cube) / three) * d));
+        for (int k = 0; k < 4; k++) {
+            stored[k] = (float)value[k];
+        }
+        memcpy(out + i, stored, (size_t)count * sizeof(float));
+    }
+}
+
 /* Built for AVX-512 and AVX2 too, the variant the CPU runs picked at load time (wider vectors, the same
    float32 operations). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
@@ -66,8 +143,14 @@ static void score(float *norm, const float *density, const int64_t *index, const
                   Py_ssize_t n, Py_ssize_t bins, double top) {
     const int32_t last = top < 4194304.0 ? (int32_t)top : 4194304;
     for (Py_ssize_t r = 0; r < n; r++) {
-        score_row(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r],
-                  columns[2 * n + r], columns[3 * n + r], columns[4 * n + r], last);
+        const float half = columns[2 * n + r];
+        if (half < 0x1p-37f && half > -0x1p-37f) {
+            score_row_tiny(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r], half,
+                           columns[3 * n + r], columns[4 * n + r], last);
+        } else {
+            score_row(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r], half,
+                      columns[3 * n + r], columns[4 * n + r], last);
+        }
     }
 }
 

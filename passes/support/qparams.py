@@ -464,17 +464,21 @@ def native_kernel() -> Any:
 
 def _kernel_agrees(kernel: Any) -> bool:
     """Whether `kernel` writes the very bits `_error_terms` writes, on rows of assorted histograms (with
-    empty and tiny bins), ranges and scales."""
+    empty and tiny bins), ranges and scales (tiny ones too, whose float32 intermediates are subnormal)."""
     generator = torch.Generator().manual_seed(0)
     bins, dst_nbins = 256, 64
     f32 = torch.float32
     histograms = [torch.rand(bins, generator=generator, dtype=f32) * 1000, torch.zeros(bins, dtype=f32),
                   torch.rand(bins, generator=generator, dtype=f32).pow_(8).mul_(1e-30),
-                  torch.randint(0, 3, (bins,), generator=generator).float()]
+                  torch.randint(0, 3, (bins,), generator=generator).float(),
+                  torch.rand(bins, generator=generator, dtype=f32) * 50,
+                  (torch.randn(bins, generator=generator, dtype=f32) * 3).exp()]
     rows = []
     for k, histogram in enumerate(histograms):
         for start, end in ((0, bins - 1), (3, bins - 9), (40, 41), (100, 100)):
-            bin_width = (0.37, 1e-3, 25.0, 1.0)[k] * (1 + start / 7)
+            # (the widths below 1e-12 take the kernel's float64 emulation of float32, the others its float32
+            # loop)
+            bin_width = (0.37, 1e-3, 25.0, 1.0, 1e-14, 3e-13)[k] * (1 + start / 7)
             rows.append((0, 0, types.SimpleNamespace(histogram=histogram), start, bin_width,
                          bin_width * (end - start + 1) / dst_nbins))
     return kernel_writes_the_terms(kernel, rows, bins, dst_nbins - 1)
