@@ -235,6 +235,18 @@ def test_a_shared_observer_is_searched_once(monkeypatch):
     assert len(scored) == 2 * searched
 
 
+def test_quantile_bounds_are_torchs_repeated_additions():
+    """The alphas and betas are the floats torch's loop holds after each step: alpha += 1e-5 and
+    beta -= 1e-5 done one at a time on Python floats."""
+    alphas, betas = qparams._quantile_bounds()
+    assert len(alphas) == len(betas) == int(1 / 1e-5) + 9
+    alpha, beta = 0.0, 1.0
+    for k in range(len(alphas)):
+        assert alphas[k].hex() == alpha.hex() and betas[k].hex() == beta.hex(), k
+        alpha += 1e-5
+        beta -= 1e-5
+
+
 def _torch_candidates(observer: HistogramObserver, limit: int) -> list[tuple[int, int]]:
     """HistogramObserver._non_linear_param_search's candidate ranges, step by step with its tensor
     comparisons, each assumed accepted (the first `limit` of them)."""
