@@ -57,6 +57,8 @@ static int quantize(void *out, const float *weight, const float *inverse, const 
         char *row_out = (char *)out + r * length;
         const float *row = weight + r * length;
         const float zero_point = zero_points != NULL ? zero_points[channel] : 0.0f;
+        /* (a constant flag in each call: the inlined loop is compiled once per output type, without a
+           test per element) */
         if (is_signed) {
             bad = quantize_row(row_out, row, (int)length, inverse[channel], zero_point, zero_points != NULL,
                                qmin, qmax, 1);
@@ -82,7 +84,8 @@ static PyObject *quantize_rows(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    finite = quantize((void *)(uintptr_t)out, (const float *)(uintptr_t)weight, (const float *)(uintptr_t)inverse,
+    finite = quantize((void *)(uintptr_t)out, (const float *)(uintptr_t)weight,
+                      (const float *)(uintptr_t)inverse,
                       zero_points ? (const float *)(uintptr_t)zero_points : NULL, rows, length, channels,
                       (float)qmin, (float)qmax, is_signed);
     Py_END_ALLOW_THREADS

@@ -81,13 +81,13 @@ typedef int32_t v4i __attribute__((vector_size(16)));
 #define GRID 0x1.8p-97
 
 /* The float32 rounding of each lane (each a float64 result of an operation on float32 values). */
-#define ROUND32(x) round32_of((x))
-#define round32_of(x) ({ \
+#define ROUND32(x) ({ \
     const v4d x_ = (x); \
     const v4d magnitude_ = (v4d)((v4l)x_ & ~SIGN_BIT); \
     const v4l tiny_ = magnitude_ < SPLAT(0x1p-126); \
     const v4d on_grid_ = (v4d)((v4l)((magnitude_ + SPLAT(GRID)) - SPLAT(GRID)) | ((v4l)x_ & SIGN_BIT)); \
-    const v4d normal_ = __builtin_convertvector(__builtin_convertvector(SELECT(tiny_, SPLAT(0.0), x_), v4f), v4d); \
+    const v4d safe_ = SELECT(tiny_, SPLAT(0.0), x_); /* (never a float32 subnormal) */ \
+    const v4d normal_ = __builtin_convertvector(__builtin_convertvector(safe_, v4f), v4d); \
     SELECT(tiny_, on_grid_, normal_); })
 
 /* destination_bin of four float32 values held in float64 */
@@ -100,8 +100,9 @@ typedef int32_t v4i __attribute__((vector_size(16)));
     __builtin_convertvector(bin_, v4d); })
 
 /* score_row's operations, in its order, on float32 values emulated in float64. */
-static inline __attribute__((always_inline)) void score_row_tiny(float *restrict out, const float *restrict density, int bins, float bin_width,
-                           float width, float half, float neg_half, float start, int32_t last) {
+static inline __attribute__((always_inline)) void score_row_tiny(
+    float *restrict out, const float *restrict density, int bins, float bin_width, float width, float half,
+    float neg_half, float start, int32_t last) {
     const v4d three = SPLAT(3.0), one = SPLAT(1.0), point_five = SPLAT(0.5);
     const v4d bin_width4 = SPLAT((double)bin_width), width4 = SPLAT((double)width), half4 = SPLAT((double)half);
     const v4d neg_half4 = SPLAT((double)neg_half);
@@ -145,8 +146,8 @@ static void score(float *norm, const float *density, const int64_t *index, const
     for (Py_ssize_t r = 0; r < n; r++) {
         const float half = columns[2 * n + r];
         if (half < 0x1p-37f && half > -0x1p-37f) {
-            score_row_tiny(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r], half,
-                           columns[3 * n + r], columns[4 * n + r], last);
+            score_row_tiny(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r],
+                           half, columns[3 * n + r], columns[4 * n + r], last);
         } else {
             score_row(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r], half,
                       columns[3 * n + r], columns[4 * n + r], last);

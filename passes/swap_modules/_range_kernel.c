@@ -1,10 +1,11 @@
 /* The minimum and maximum of each row of a float32 matrix, in one pass over it.
 
    `weight_qparams.py` takes a per-channel weight observer's range as row minima and maxima; torch's
-   `amin` and `amax` along rows read the weight twice. This reads it once, keeping eight running minima
-   and maxima per row that are combined at the end (min and max are exact, so the grouping does not change
-   the values; only the sign of a zero minimum or maximum may differ, which the callers' qparams never
-   show). A row holding a NaN or an infinity is reported instead: the caller leaves such weights to torch.
+   `amin` and `amax` along rows read the weight twice. This reads it once: with AVX2, 32 running minima and
+   maxima per row combined at the end, else one value at a time (min and max are exact, so the grouping
+   does not change the values; only the sign of a zero minimum or maximum may differ, which the callers'
+   qparams never show). A row holding a NaN or an infinity is reported instead: the caller leaves such
+   weights to torch.
 
    row_ranges(low, high, matrix, rows, length) takes the addresses of contiguous CPU tensors: low and high
    float32 [rows], written; matrix float32 [rows, length], length at least 1. It returns False when some
