@@ -1,12 +1,13 @@
-/* Per-bin quantization errors of HistogramObserver candidate ranges, in one pass over each row.
+/* HistogramObserver's qparam search, and the per-bin quantization errors of its candidate ranges.
 
    `qparams.py` scores a candidate (start bin, end bin) of a histogram with the float32 tensor operations
    torch's HistogramObserver._compute_quantization_error runs, about forty of them over the whole row, each
-   one a pass over memory. This kernel computes the same per-bin values with the same float32 operations in
-   the same order, one bin at a time (IEEE arithmetic: each operation rounded on its own, so this file must
-   be compiled without floating-point contraction into fused multiply-adds and without fast-math); the row
-   sums stay torch's (its reduction order is its own). Bins are floored to destination bins exactly as
-   `_floor_quotients` does, for quotients below 2**21 only (the caller checks).
+   one a pass over memory, then torch's sum of the row. This kernel computes the same per-bin values with the
+   same float32 operations in the same order, one bin at a time (IEEE arithmetic: each operation rounded on
+   its own, so this file must be compiled without floating-point contraction into fused multiply-adds and
+   without fast-math), and can sum them in the order torch's reduction adds them (`vector_sum`). Bins are
+   floored to destination bins exactly as `_floor_quotients` does, for quotients below 2**21 only (the
+   callers check; `search` checks itself).
 
    score_rows(norm, density, index, columns, n, bins, top), the first four addresses of contiguous CPU
    tensors:
@@ -15,11 +16,22 @@
      index    int64   [n]         the density row of each row
      columns  float32 [5, n]      per row: bin width, destination bin width, its half, minus its half, and
                                   the start bin
-   top is the last destination bin. */
+   top is the last destination bin.
+
+   search(histogram, cumulative, alphas, betas, bounds, total, bins, dst_nbins, bin_width, lanes): the
+   (start bin, end bin) torch's _non_linear_param_search settles on, or None when a candidate's quotients
+   are beyond the flooring above (then the caller searches with tensor operations). histogram and
+   cumulative are addresses of the observer's float32 histogram and of torch's cumsum of it (`bins` each),
+   alphas and betas of torch's quantile bounds after each step (float64, `bounds` each), total is torch's
+   sum of the histogram, bin_width torch's Python bin width, lanes the width of torch's summing vectors.
+
+   vector_sum(values, n, lanes): torch's float32 sum of a vector of n float32 values of up to one grain. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* clamp(floor(x / width), 0, top) for a quotient below 2**21 in size, from x * (1 / width) in float64
@@ -37,8 +49,9 @@ static inline float destination_bin(float x, double inverse, int32_t top) {
 }
 
 /* One row's per-bin terms: the operations of `_ErrorWork._error_terms`, in its order, bin by bin. */
-static void score_row(float *restrict out, const float *restrict density, int bins, float bin_width,
-                      float width, float half, float neg_half, float start, int32_t last) {
+static inline __attribute__((always_inline)) void score_row(
+    float *restrict out, const float *restrict density, int bins, float bin_width, float width, float half,
+    float neg_half, float start, int32_t last) {
     const float three = 3.0f;
     const float half_cube = half * half * half;
     const float neg_half_cube = neg_half * neg_half * neg_half;
@@ -135,24 +148,230 @@ static inline __attribute__((always_inline)) void score_row_tiny(
     }
 }
 
+/* One row's terms, by the float32 loop or, for tiny destination bins, its float64 emulation. */
+static inline __attribute__((always_inline)) void score_any_row(
+    float *restrict out, const float *restrict density, int bins, float bin_width, float width, float half,
+    float neg_half, float start, int32_t last) {
+    if (half < 0x1p-37f && half > -0x1p-37f) {
+        score_row_tiny(out, density, bins, bin_width, width, half, neg_half, start, last);
+    } else {
+        score_row(out, density, bins, bin_width, width, half, neg_half, start, last);
+    }
+}
+
+static inline int32_t last_bin(double top) { return top < 4194304.0 ? (int32_t)top : 4194304; }
+
 /* Built for AVX-512 and AVX2 too, the variant the CPU runs picked at load time (wider vectors, the same
    float32 operations). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
+#define CLONED __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONED
 #endif
-static void score(float *norm, const float *density, const int64_t *index, const float *columns,
-                  Py_ssize_t n, Py_ssize_t bins, double top) {
-    const int32_t last = top < 4194304.0 ? (int32_t)top : 4194304;
+
+CLONED static void score(float *norm, const float *density, const int64_t *index, const float *columns,
+                         Py_ssize_t n, Py_ssize_t bins, double top) {
+    const int32_t last = last_bin(top);
     for (Py_ssize_t r = 0; r < n; r++) {
-        const float half = columns[2 * n + r];
-        if (half < 0x1p-37f && half > -0x1p-37f) {
-            score_row_tiny(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r],
-                           half, columns[3 * n + r], columns[4 * n + r], last);
-        } else {
-            score_row(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r], half,
-                      columns[3 * n + r], columns[4 * n + r], last);
+        score_any_row(norm + r * bins, density + index[r] * bins, (int)bins, columns[r], columns[n + r],
+                      columns[2 * n + r], columns[3 * n + r], columns[4 * n + r], last);
+    }
+}
+
+/* torch's sum of a float32 vector of up to one grain (32768 values), which it reduces in one piece: the
+   vector is read as `lanes`-wide vectors; four accumulators take every fourth of them, each accumulator a
+   cascade of four levels (every 16 additions a level is carried into the next, and on through the levels
+   whose count of carries is a multiple of 16), the levels and then the four accumulators added up in order;
+   the values left over after the last whole vector are summed one by one from zero, then the lanes added to
+   that in order. A vector shorter than one `lanes`-wide vector is summed the same way with one lane. At
+   most 16 lanes. */
+#define MAX_LANES 16
+
+static int64_t ceil_log2(int64_t x) {
+    if (x <= 2) {
+        return 1;
+    }
+    int64_t bits = 0;
+    for (uint64_t y = (uint64_t)(x - 1); y; y >>= 1) {
+        bits++;
+    }
+    return bits;
+}
+
+/* Four accumulators over `count` vectors of `width` floats (vector v goes to accumulator v % 4), summed
+   into `out` (`width` floats). */
+static void accumulate(const float *x, int64_t count, int width, float *out) {
+    float acc[4][4][MAX_LANES] = {{{0.0f}}};
+    const int64_t size = count / 4;  /* rows of four vectors */
+    int64_t power = ceil_log2(size) / 4;
+    power = power > 4 ? power : 4;
+    const int64_t step = (int64_t)1 << power, mask = step - 1;
+    int64_t i = 0;
+    while (i + step <= size) {
+        for (int64_t j = 0; j < step; j++, i++) {
+            for (int k = 0; k < 4; k++) {
+                for (int l = 0; l < width; l++) {
+                    acc[0][k][l] += x[(i * 4 + k) * width + l];
+                }
+            }
+        }
+        for (int level = 1; level < 4; level++) {
+            for (int k = 0; k < 4; k++) {
+                for (int l = 0; l < width; l++) {
+                    acc[level][k][l] += acc[level - 1][k][l];
+                    acc[level - 1][k][l] = 0.0f;
+                }
+            }
+            if ((i & (mask << (level * power))) != 0) {
+                break;
+            }
         }
     }
+    for (; i < size; i++) {
+        for (int k = 0; k < 4; k++) {
+            for (int l = 0; l < width; l++) {
+                acc[0][k][l] += x[(i * 4 + k) * width + l];
+            }
+        }
+    }
+    for (int level = 1; level < 4; level++) {
+        for (int k = 0; k < 4; k++) {
+            for (int l = 0; l < width; l++) {
+                acc[0][k][l] += acc[level][k][l];
+            }
+        }
+    }
+    for (int64_t v = size * 4; v < count; v++) {
+        for (int l = 0; l < width; l++) {
+            acc[0][0][l] += x[v * width + l];
+        }
+    }
+    for (int k = 1; k < 4; k++) {
+        for (int l = 0; l < width; l++) {
+            acc[0][0][l] += acc[0][k][l];
+        }
+    }
+    memcpy(out, acc[0][0], (size_t)width * sizeof(float));
+}
+
+static float torch_sum(const float *x, int64_t n, int lanes) {
+    float lane_sums[MAX_LANES], total;
+    if (n >= lanes) {
+        const int64_t count = n / lanes;
+        accumulate(x, count, lanes, lane_sums);
+        total = 0.0f;
+        for (int64_t k = count * lanes; k < n; k++) {
+            total += x[k];
+        }
+        for (int l = 0; l < lanes; l++) {
+            total += lane_sums[l];
+        }
+    } else {
+        accumulate(x, n, 1, lane_sums);
+        total = lane_sums[0];
+    }
+    return 0.0f + total;  /* (added into an output that starts at zero) */
+}
+
+/* The first beta step from `kb` at which torch's loop ends (beta <= alpha) or the upper bound falls below
+   the end bin's cumulative `count` (when that bin may move at all): galloping, then bisecting, as
+   `_next_moving_step` does. */
+static int stops(double alpha, const double *betas, int64_t j, float count, double total, int may_move) {
+    if (betas[j] <= alpha) {
+        return 1;
+    }
+    const double high = betas[j + 1] * total;
+    return may_move && count > high && count > (double)(float)high;
+}
+
+static int64_t next_moving_step(double alpha, const double *betas, int64_t bounds, int64_t kb, float count,
+                                double total, int may_move) {
+    if (!(total >= 0)) {
+        return kb;
+    }
+    int64_t low = kb, high = bounds - 1, step = 1;
+    while (low + step < high && !stops(alpha, betas, low + step - 1, count, total, may_move)) {
+        low += step;
+        step *= 2;
+    }
+    high = high < low + step ? high : low + step;
+    while (low < high) {
+        const int64_t middle = (low + high) / 2;
+        if (stops(alpha, betas, middle, count, total, may_move)) {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    return low;
+}
+
+/* torch's _non_linear_param_search, candidate by candidate (the steps of `_candidate_ranges`, each new range
+   scored as `quantization_errors` scores it); 0 when a quotient is beyond `destination_bin`'s reach, or the
+   steps beyond the bounds given. `terms` and `density` hold `bins` floats each. */
+CLONED static int search_bins(const float *histogram, const float *cumulative, const double *alphas,
+                              const double *betas, int64_t bounds, double total, int64_t bins, int64_t dst_nbins,
+                              double bin_width, int lanes, float *terms, float *density,
+                              int64_t *found_start, int64_t *found_end) {
+    const float bin_width32 = (float)bin_width;
+    for (int64_t i = 0; i < bins; i++) {
+        density[i] = histogram[i] / bin_width32;
+    }
+    const int32_t last = last_bin((double)(dst_nbins - 1));
+    const double reach = (double)(bins + 2) * bin_width;
+    int64_t ka = 0, kb = 0, start = 0, end = bins - 1;
+    float norm_min = INFINITY;
+    while (alphas[ka] < betas[kb]) {
+        if (ka + 1 >= bounds || kb + 1 >= bounds) {
+            return 0;
+        }
+        int64_t left = start, right = end;
+        double low = alphas[ka + 1] * total;
+        if (left < end && cumulative[left] < low) {
+            low = (double)(float)low;
+            while (left < end && cumulative[left] < low) {
+                left++;
+            }
+        }
+        double high = betas[kb + 1] * total;
+        if (right > start && cumulative[right] > high) {
+            high = (double)(float)high;
+            while (right > start && cumulative[right] > high) {
+                right--;
+            }
+        }
+        if (left == start && right == end) {
+            kb = next_moving_step(alphas[ka], betas, bounds, kb + 1, cumulative[end], total, end > start);
+            continue;
+        }
+        int64_t next_start = start, next_end = end;
+        if ((left - start) > (end - right)) {
+            next_start = left;
+            ka++;
+        } else {
+            next_end = right;
+            kb++;
+        }
+        const double width = bin_width * (double)(next_end - next_start + 1) / (double)dst_nbins;
+        float norm = 0.0f;
+        if (width != 0.0) {
+            if (!(width > 1e-37 && reach < 1e37 && reach < width * 0x1p21)) {
+                return 0;
+            }
+            score_any_row(terms, density, (int)bins, bin_width32, (float)width, (float)(width / 2),
+                          (float)(-width / 2), (float)next_start, last);
+            norm = torch_sum(terms, bins, lanes);
+        }
+        if (norm > norm_min) {
+            break;
+        }
+        norm_min = norm;
+        start = next_start;
+        end = next_end;
+    }
+    *found_start = start;
+    *found_end = end;
+    return 1;
 }
 
 static PyObject *score_rows(PyObject *self, PyObject *args) {
@@ -169,8 +388,54 @@ static PyObject *score_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *search(PyObject *self, PyObject *args) {
+    unsigned long long histogram, cumulative, alphas, betas;
+    Py_ssize_t bounds, bins, dst_nbins;
+    double total, bin_width;
+    int lanes;
+    if (!PyArg_ParseTuple(args, "KKKKndnndi", &histogram, &cumulative, &alphas, &betas, &bounds, &total, &bins,
+                          &dst_nbins, &bin_width, &lanes)) {
+        return NULL;
+    }
+    if (bins < 1 || bins > 32768 || dst_nbins < 1 || lanes < 1 || lanes > MAX_LANES || bounds < 1) {
+        Py_RETURN_NONE;
+    }
+    float *work = malloc(2 * (size_t)bins * sizeof(float));
+    if (work == NULL) {
+        return PyErr_NoMemory();
+    }
+    int64_t start = 0, end = 0;
+    int done;
+    Py_BEGIN_ALLOW_THREADS
+    done = search_bins((const float *)(uintptr_t)histogram, (const float *)(uintptr_t)cumulative,
+                       (const double *)(uintptr_t)alphas, (const double *)(uintptr_t)betas, bounds, total, bins,
+                       dst_nbins, bin_width, lanes, work, work + bins, &start, &end);
+    Py_END_ALLOW_THREADS
+    free(work);
+    if (!done) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(LL)", (long long)start, (long long)end);
+}
+
+static PyObject *vector_sum(PyObject *self, PyObject *args) {
+    unsigned long long values;
+    Py_ssize_t n;
+    int lanes;
+    if (!PyArg_ParseTuple(args, "Kni", &values, &n, &lanes)) {
+        return NULL;
+    }
+    if (n < 0 || lanes < 1 || lanes > MAX_LANES) {
+        PyErr_SetString(PyExc_ValueError, "vector_sum: n must be at least 0 and lanes 1 to 16");
+        return NULL;
+    }
+    return PyFloat_FromDouble((double)torch_sum((const float *)(uintptr_t)values, n, lanes));
+}
+
 static PyMethodDef methods[] = {
     {"score_rows", score_rows, METH_VARARGS, "Per-bin quantization errors of histogram candidate rows."},
+    {"search", search, METH_VARARGS, "HistogramObserver's search for the range of least error."},
+    {"vector_sum", vector_sum, METH_VARARGS, "torch's float32 sum of a vector of up to one grain."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -15,7 +15,7 @@ import math
 import struct
 import types
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy
 import torch
@@ -160,11 +160,12 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     float32 cumulative histogram with the bounds, one tensor op per comparison, then scores each new
     candidate range with `_compute_quantization_error` (about fifteen small tensor ops). Here a float32 tensor
     compared with a Python number is compared in float32, so rounding each bound to float32 and comparing
-    Python floats makes the same decisions; and since the candidates only depend on the cumulative histogram
-    (a candidate is either accepted or ends the search), the searches of all observers advance in lockstep
-    and score their next candidates together (`quantization_errors`), each element computed by the same
-    float32 operations as torch's. The final qparams of observers with the base class's `_calculate_qparams`
-    are computed together too (`minmax_qparams`); others call their own.
+    Python floats makes the same decisions. Each search runs in the compiled kernel where it can: torch's
+    steps, each candidate's error computed by the same float32 operations as torch's and summed in the order
+    torch sums it. Otherwise, since the candidates only depend on the cumulative histogram (a candidate is
+    either accepted or ends the search), the searches of all observers advance in lockstep and score their
+    next candidates together (`quantization_errors`). The final qparams of observers with the base class's
+    `_calculate_qparams` are computed together too (`minmax_qparams`); others call their own.
     """
     # prepare_fx shares one observer between the nodes whose outputs share qparams: search each once
     searchable = [o for o in {id(o): o for o in observers}.values() if _searchable(o)]
@@ -252,10 +253,10 @@ _STEP = 1e-5  # torch's quantile step
 
 
 @functools.cache
-def _quantile_bounds() -> tuple[Sequence[float], Sequence[float]]:
+def _quantile_bound_arrays() -> tuple[numpy.ndarray, numpy.ndarray]:
     """torch's alpha and beta after k steps, for every k a search can reach: alpha_k = (..(0 + s) + s..)
     and beta_k = (..(1 - s) - s..), accumulated in torch's order, so each is the very float torch holds;
-    sequences whose items read as Python floats.
+    as float64 arrays.
 
     numpy's cumulative sum adds in order (it does not sum pairwise), so it makes the very float64 additions
     (1 + -s is 1 - s exactly) about thirty times faster than a Python loop over the 100,008 steps, which
@@ -263,6 +264,20 @@ def _quantile_bounds() -> tuple[Sequence[float], Sequence[float]]:
     steps = int(1 / _STEP) + 8  # alpha_k < beta_j needs k + j below 1 / s + 1
     alphas = numpy.cumsum(numpy.concatenate(([0.0], numpy.full(steps, _STEP))))
     betas = numpy.cumsum(numpy.concatenate(([1.0], numpy.full(steps, -_STEP))))
+    return alphas, betas
+
+
+@functools.cache
+def _quantile_bound_addresses() -> tuple[int, int, int]:
+    """The addresses of the `_quantile_bound_arrays` (which stay alive: they are cached), and their length."""
+    alphas, betas = _quantile_bound_arrays()
+    return alphas.ctypes.data, betas.ctypes.data, len(alphas)
+
+
+@functools.cache
+def _quantile_bounds() -> tuple[Sequence[float], Sequence[float]]:
+    """`_quantile_bound_arrays` as sequences whose items read as Python floats."""
+    alphas, betas = _quantile_bound_arrays()
     return memoryview(alphas), memoryview(betas)
 
 
@@ -283,13 +298,21 @@ def _first_from(low: int, high: int, holds: Callable[[int], bool]) -> int:
     return low
 
 
-def _cumulative_histograms(observers: list[Any]) -> list[tuple[float, Sequence[float]]]:
-    """(torch.sum(histogram).item(), torch.cumsum(histogram, 0)) of each observer, as torch's search takes
-    them, the cumulative counts as exact Python floats read from float32 memory.
+class _Counts(NamedTuple):
+    """An observer's histogram as torch's search takes it: torch.sum(histogram).item(), and
+    torch.cumsum(histogram, 0) as exact Python floats read from float32 memory, which starts at `address`."""
+
+    total: float
+    cumulative: Sequence[float]
+    address: int
+
+
+def _cumulative_histograms(observers: list[Any]) -> list[_Counts]:
+    """The `_Counts` of each observer.
 
     Histograms of one bin count and device are stacked and reduced together: torch accumulates each row of
     a cumulative sum on its own, and sums a row of up to one grain in one piece, as it sums the vector."""
-    out: list[tuple[float, Sequence[float]] | None] = [None] * len(observers)
+    out: list[_Counts | None] = [None] * len(observers)
     groups: dict[tuple[int, Any], list[int]] = defaultdict(list)
     for k, observer in enumerate(observers):
         histogram = observer.histogram
@@ -298,23 +321,25 @@ def _cumulative_histograms(observers: list[Any]) -> list[tuple[float, Sequence[f
         if bins > _ONE_GRAIN or len(members) == 1:
             for k in members:
                 histogram = observers[k].histogram
-                out[k] = (torch.sum(histogram).item(), _float32_array(torch.cumsum(histogram, dim=0)))
+                out[k] = _Counts(torch.sum(histogram).item(), *_float32_array(torch.cumsum(histogram, dim=0)))
             continue
         stacked = torch.stack([observers[k].histogram for k in members])
         totals = stacked.sum(dim=1).tolist()
-        cumulative = _float32_array(torch.cumsum(stacked, dim=1))
+        cumulative, address = _float32_array(torch.cumsum(stacked, dim=1))
         for row, (k, total) in enumerate(zip(members, totals)):
-            out[k] = (total, cumulative[row * bins:(row + 1) * bins])
+            out[k] = _Counts(total, cumulative[row * bins:(row + 1) * bins], address + 4 * row * bins)
     return out  # type: ignore[return-value]
 
 
-def _float32_array(values: torch.Tensor) -> memoryview:
+def _float32_array(values: torch.Tensor) -> tuple[memoryview, int]:
     """A contiguous float32 tensor's values, flattened, as a sequence whose items read as exact Python
-    floats: a view of the tensor's own memory (copying large buffers costs more than reading them)."""
-    return memoryview(values.cpu().contiguous().numpy()).cast("B").cast("f")
+    floats: a view of the tensor's own memory (copying large buffers costs more than reading them); and
+    the address of that memory (the sequence keeps it alive)."""
+    array = values.cpu().contiguous().numpy()
+    return memoryview(array).cast("B").cast("f"), array.ctypes.data
 
 
-def _candidate_ranges(observer: Any, counts: tuple[float, Sequence[float]] | None = None
+def _candidate_ranges(observer: Any, counts: _Counts | None = None
                       ) -> Iterator[tuple[int, int]]:
     """The (start bin, end bin) ranges torch's search scores, in its order, assuming each is accepted;
     `counts` is the observer's entry of `_cumulative_histograms` (None: computed here).
@@ -324,7 +349,7 @@ def _candidate_ranges(observer: Any, counts: tuple[float, Sequence[float]] | Non
     cumulative count, or the loop ends, is found by bisection over the exact betas)."""
     alphas, betas = _quantile_bounds()
     bins = observer.bins
-    total, cumulative = _cumulative_histograms([observer])[0] if counts is None else counts
+    total, cumulative, _ = _cumulative_histograms([observer])[0] if counts is None else counts
     ka = kb = 0  # steps taken by alpha and by beta
     start_bin, end_bin = 0, bins - 1
     while alphas[ka] < betas[kb]:
@@ -376,7 +401,7 @@ def _next_moving_step(alpha: float, betas: list[float], kb: int, count: float, t
 class _Search:
     """One observer's HistogramObserver._non_linear_param_search, advanced a batch of candidates at a time."""
 
-    def __init__(self, observer: Any, counts: tuple[float, Sequence[float]]) -> None:
+    def __init__(self, observer: Any, counts: _Counts) -> None:
         self.observer = observer
         self.candidates = _candidate_ranges(observer, counts)
         self.start_bin, self.end_bin = 0, observer.bins - 1
@@ -400,10 +425,44 @@ class _Search:
 
 def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float, float]] | None = None
                             ) -> list[tuple[int, int]]:
-    """The (start bin, end bin) HistogramObserver._non_linear_param_search settles on for each observer: all
-    searches advance together, their candidates scored in growing batches until each stops. `ranges` may
-    hold the observers' `_observed_ranges`."""
-    searches = [_Search(o, counts) for o, counts in zip(observers, _cumulative_histograms(observers))]
+    """The (start bin, end bin) HistogramObserver._non_linear_param_search settles on for each observer.
+    `ranges` may hold the observers' `_observed_ranges`.
+
+    Each search runs in the compiled kernel where it can (`_search_natively`); the others advance together,
+    their candidates scored in growing batches until each stops."""
+    counts = _cumulative_histograms(observers)
+    found: list[tuple[int, int] | None] = [None] * len(observers)
+    kernel = native_kernel()
+    lanes = summing_lanes(kernel) if kernel is not None else None
+    if lanes is not None:
+        ranges = ranges if ranges is not None else _observed_ranges(observers)
+        found = [_search_natively(kernel, lanes, o, c, ranges[id(o)]) for o, c in zip(observers, counts)]
+    rest = [k for k, searched in enumerate(found) if searched is None]
+    for k, searched in zip(rest, _lockstep_searches([observers[k] for k in rest], [counts[k] for k in rest],
+                                                     ranges)):
+        found[k] = searched
+    return found  # type: ignore[return-value]
+
+
+def _search_natively(kernel: Any, lanes: int, observer: Any, counts: _Counts, observed: tuple[float, float]
+                     ) -> tuple[int, int] | None:
+    """One observer's search by the kernel, candidate by candidate as torch makes them, each scored by
+    the kernel's terms summed in torch's order; None when the kernel cannot take it (a histogram off the
+    CPU or of more than one grain of bins, or a candidate whose quotients are beyond its flooring)."""
+    histogram = observer.histogram
+    bins = observer.bins
+    if histogram.device.type != "cpu" or not histogram.is_contiguous() or bins > _ONE_GRAIN:
+        return None
+    low, high = observed
+    return kernel.search(histogram.data_ptr(), counts.address, *_quantile_bound_addresses(), counts.total, bins,
+                         observer.dst_nbins, (high - low) / bins, lanes)
+
+
+def _lockstep_searches(observers: list[Any], counts: list[_Counts],
+                       ranges: dict[int, tuple[float, float]] | None) -> list[tuple[int, int]]:
+    """The searches of `observers` (whose `_Counts` are `counts`), advanced together: their candidates
+    scored in growing batches by `quantization_errors` until each stops."""
+    searches = [_Search(o, c) for o, c in zip(observers, counts)]
     active = searches
     scorers = ErrorScorers(ranges)
     # Most searches stop at their second or third candidate, few go on for long: score two, then one,
@@ -486,6 +545,28 @@ def _kernel_agrees(kernel: Any) -> bool:
             rows.append((0, 0, types.SimpleNamespace(histogram=histogram), start, bin_width,
                          bin_width * (end - start + 1) / dst_nbins))
     return kernel_writes_the_terms(kernel, rows, bins, dst_nbins - 1)
+
+
+# Vector lengths the summing check draws: below, at and above a vector's lanes and four vectors, across the
+# cascade's carries (every 16 rows of four vectors), up to one grain.
+_SUM_CHECK_LENGTHS = (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 37, 64, 100, 255, 1000, 1024, 2048, 4099, 20000, 32768)
+
+
+@functools.cache
+def summing_lanes(kernel: Any) -> int | None:
+    """The vector width (in float32 lanes) with which `kernel.vector_sum` adds the values of a vector in the
+    very order torch's sum of a CPU vector of up to one grain adds them, on every sample drawn (values of
+    widely spread magnitudes, so that another order shows), or None when no width does: searches then
+    score with tensor operations. (8 on x86 builds of torch, whatever their vector extensions.)"""
+    generator = torch.Generator().manual_seed(0)
+    samples = [torch.randn(n, generator=generator, dtype=torch.float32)
+               .mul_(torch.randn(n, generator=generator, dtype=torch.float32).mul_(5).exp_())
+               for n in _SUM_CHECK_LENGTHS]
+    wanted = [x.sum().item().hex() for x in samples]
+    for lanes in (8, 16, 4):
+        if all(kernel.vector_sum(x.data_ptr(), x.numel(), lanes).hex() == want for x, want in zip(samples, wanted)):
+            return lanes
+    return None
 
 
 def kernel_writes_the_terms(kernel: Any, rows: list[tuple], bins: int, top: int) -> bool:

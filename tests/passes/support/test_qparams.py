@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import types
+from typing import Iterator
 
 import pytest
 import torch
@@ -190,8 +192,8 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
         except type(exc):
             return
         raise AssertionError(f"torch raised {exc!r}, qfx did not")
-    for path in PATHS:
-        with taking(qparams, path):
+    for path, lockstep in [*((path, False) for path in PATHS), ("native", True)]:
+        with taking(qparams, path), (searching_in_lockstep() if lockstep else contextlib.nullcontext()):
             ours = histogram_qparams(observer)
             assert ours is not None
             assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
@@ -203,16 +205,17 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
 @settings(max_examples=8, deadline=None)
 @given(st.lists(st.tuples(observations, st.sampled_from(OBSERVER_KWARGS[:3]), st.sampled_from([64, 2048])),
                 min_size=1, max_size=5))
-def test_lockstep_histogram_searches_match_torch(specs):
-    """Searches of several observers run together give each observer torch's qparams."""
+def test_searches_of_many_observers_match_torch(specs):
+    """Searches of several observers give each observer torch's qparams: in the kernel, one by one, or in
+    lockstep (their candidates scored together, by the kernel or by tensor operations)."""
     observers = []
     for batches, kwargs, bins in specs:
         observer = HistogramObserver(bins=bins, **kwargs)
         for kind, scale, seed in batches:
             observer(_data(kind, scale, seed))
         observers.append(observer)
-    for path in PATHS:
-        with taking(qparams, path):
+    for path, lockstep in [*((path, False) for path in PATHS), ("native", True)]:
+        with taking(qparams, path), (searching_in_lockstep() if lockstep else contextlib.nullcontext()):
             got = batched_histogram_qparams(observers + [MinMaxObserver()])
         assert len(got) == len(observers)
         for observer in observers:
@@ -220,19 +223,98 @@ def test_lockstep_histogram_searches_match_torch(specs):
             assert got[id(observer)] == (float(scale), int(zero_point)), path
 
 
-def test_a_shared_observer_is_searched_once(monkeypatch):
-    """prepare_fx shares one observer between nodes whose outputs share qparams: it is searched once."""
+@pytest.mark.parametrize("native", [True, False])
+def test_a_shared_observer_is_searched_once(monkeypatch, native):
+    """prepare_fx shares one observer between nodes whose outputs share qparams: it is searched once (by the
+    kernel, or in the lockstep searches)."""
     observer = HistogramObserver()
     observer(_data(0, 1.0, 0))
-    scored = []
-    original = qparams.quantization_errors
+    searched = []
+    original_errors, original_search = qparams.quantization_errors, qparams._search_natively
     monkeypatch.setattr(qparams, "quantization_errors",
-                        lambda requests, scorers=None: (scored.extend(r for _, r in requests),
-                                                        original(requests, scorers))[1])
-    once = batched_histogram_qparams([observer])
-    searched = len(scored)
-    assert batched_histogram_qparams([observer, observer, observer]) == once
-    assert len(scored) == 2 * searched
+                        lambda requests, scorers=None: (searched.extend(r for _, r in requests),
+                                                        original_errors(requests, scorers))[1])
+    monkeypatch.setattr(qparams, "_search_natively",
+                        lambda *args: (searched.append(args[2]), original_search(*args))[1])
+    with taking(qparams, "native" if native else "tensor"):
+        once = batched_histogram_qparams([observer])
+        count = len(searched)
+        assert count > 0
+        assert batched_histogram_qparams([observer, observer, observer]) == once
+    assert len(searched) == 2 * count
+
+
+@contextlib.contextmanager
+def searching_in_lockstep() -> Iterator[None]:
+    """Within the block, searches do not run in the kernel (it may still score their candidates)."""
+    original = qparams.summing_lanes
+    qparams.summing_lanes = lambda kernel: None
+    try:
+        yield
+    finally:
+        qparams.summing_lanes = original
+
+
+def test_the_kernel_sums_as_torch_sums():
+    """The kernel's sums of vectors agree with torch's at some vector width (its own check, on first use):
+    otherwise every search would run in lockstep with tensor sums."""
+    assert_kernel_built(qparams)
+    assert qparams.summing_lanes(qparams.native_kernel()) is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 32768), st.sampled_from(["normal", "spread", "integers", "tiny"]), st.integers(0, 2**16))
+def test_vector_sums_are_torchs(n, kind, seed):
+    """The kernel's sum of a float32 vector of up to one grain is torch's, bit for bit, at its lanes: values
+    of spread magnitudes make any other order of additions show."""
+    kernel = qparams.native_kernel()
+    if kernel is None:
+        pytest.skip("the scoring kernel is not built")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g, dtype=torch.float32)
+    if kind == "spread":
+        x.mul_(torch.randn(n, generator=g, dtype=torch.float32).mul_(8).exp_())
+    elif kind == "integers":
+        x = x.mul_(1000).floor_()
+    elif kind == "tiny":
+        x.mul_(1e-42)
+    lanes = qparams.summing_lanes(kernel)
+    assert kernel.vector_sum(x.data_ptr(), n, lanes).hex() == x.sum().item().hex()
+
+
+def test_tied_scores_go_on_as_torch_goes_on():
+    """torch stops at a candidate scoring worse than the last one accepted, not at one scoring the same: on a
+    range so narrow that every error underflows to zero, every candidate ties and the search runs to its
+    end, in the kernel as in lockstep."""
+    observer = HistogramObserver(bins=256)
+    observer.histogram = torch.rand(256, generator=torch.Generator().manual_seed(3)) * 100
+    observer.min_val, observer.max_val = torch.tensor(0.0), torch.tensor(1e-30)
+    assert observer._compute_quantization_error(3, 200) == 0.0
+    want = [x.item().hex() for x in observer._non_linear_param_search()]
+    assert want != [x.item().hex() for x in qparams._searched_range(observer, 1, 255)]  # (not the first move)
+    for path, lockstep in [*((path, False) for path in PATHS), ("native", True)]:
+        with taking(qparams, path), (searching_in_lockstep() if lockstep else contextlib.nullcontext()):
+            (start, end), = qparams._histogram_bin_searches([observer])
+        assert [x.item().hex() for x in qparams._searched_range(observer, start, end)] == want, (path, lockstep)
+
+
+def test_searches_beyond_the_kernels_flooring_run_in_lockstep(monkeypatch):
+    """qint32's 2**32 destination bins take every candidate beyond the kernel's exact flooring: the kernel
+    declines the search, which runs in lockstep with torch's floor division and gives torch's qparams; an
+    8-bit search runs in the kernel."""
+    if qparams.native_kernel() is None:
+        pytest.skip("the scoring kernel is not built")
+    lockstep = []
+    original = qparams._lockstep_searches
+    monkeypatch.setattr(qparams, "_lockstep_searches",
+                        lambda observers, *args: (lockstep.extend(observers), original(observers, *args))[1])
+    for dtype, declined in ((torch.qint32, True), (torch.quint8, False)):
+        observer = HistogramObserver(dtype=dtype)
+        observer(_data(0, 3.0, 1))
+        lockstep.clear()
+        scale, zero_point = observer.calculate_qparams()
+        assert batched_histogram_qparams([observer]) == {id(observer): (float(scale), int(zero_point))}
+        assert lockstep == ([observer] if declined else [])
 
 
 def test_quantile_bounds_are_torchs_repeated_additions():
@@ -285,13 +367,45 @@ def sparse_histograms(draw):
     return observer
 
 
+@st.composite
+def staircase_histograms(draw):
+    """Small integer counts around one heavy bin, with a round total: the quantile bounds (multiples of
+    1e-5 of the total) then land a hair above or below whole cumulative counts at nearly every step, where
+    only comparing with the bound rounded to float32, as torch does, moves the pointers right."""
+    bins = draw(st.sampled_from([64, 256, 2048]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**16)))
+    counts = (torch.rand(bins, generator=g) < draw(st.sampled_from([0.3, 1.0]))).float() * draw(st.integers(1, 3))
+    counts[draw(st.integers(0, bins - 1))] += draw(st.sampled_from([10**5, 2 * 10**5, 3 * 10**5, 10**7])) - counts.sum()
+    observer = HistogramObserver(bins=bins)
+    observer.histogram = counts
+    observer.min_val, observer.max_val = torch.tensor(-1.0), torch.tensor(3.0)
+    return observer
+
+
 @settings(max_examples=15, deadline=None)
-@given(st.one_of(histogram_states(), sparse_histograms()))
+@given(st.one_of(histogram_states(), sparse_histograms(), staircase_histograms()))
 def test_candidate_ranges_follow_torchs_steps(observer):
     """The candidate ranges, with runs of idle steps skipped by bisection, are torch's, in its order."""
     limit = 40
     ours = list(itertools.islice(qparams._candidate_ranges(observer), limit))
     assert ours == _torch_candidates(observer, limit)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(histogram_states((1, 2, 7, 64, 256, 2048)), sparse_histograms(), staircase_histograms()))
+def test_the_kernels_search_is_the_lockstep_search(observer):
+    """The kernel's search settles on the bins the lockstep search (whose candidate steps and scores are
+    tested against torch's above) settles on, over many more histograms than torch's own slow search can be
+    run on here: sparse ones, whose bounds pass several bins in one step or none for many steps, and
+    staircases, whose bounds graze cumulative counts."""
+    kernel = qparams.native_kernel()
+    if kernel is None:
+        pytest.skip("the scoring kernel is not built")
+    counts, = qparams._cumulative_histograms([observer])
+    ranges = qparams._observed_ranges([observer])
+    native = qparams._search_natively(kernel, qparams.summing_lanes(kernel), observer, counts, ranges[id(observer)])
+    assume(native is not None)
+    assert [native] == qparams._lockstep_searches([observer], [counts], ranges)
 
 
 @settings(max_examples=30, deadline=None)
@@ -301,7 +415,7 @@ def test_cumulative_histograms_of_many_observers_are_torchs(observers):
     torch.sum(histogram).item() and torch.cumsum(histogram, 0), bit for bit (above one grain of bins each
     observer is reduced alone)."""
     got = qparams._cumulative_histograms(observers)
-    for observer, (total, cumulative) in zip(observers, got):
+    for observer, (total, cumulative, _) in zip(observers, got):
         want = torch.cumsum(observer.histogram, dim=0)
         assert float(total).hex() == torch.sum(observer.histogram).item().hex()
         assert [float(x).hex() for x in cumulative] == [float(x).hex() for x in want.tolist()]
