@@ -282,8 +282,8 @@ def batched_weight_qparams(
     """For each (weight, config): get_qparam_dict of a fresh observer of `config` after it observed the
     weight once, or None when the observer must do it (see `_weight_range`; non-finite ranges too).
 
-    Requests with equal configurations and range shapes are computed together; their scale and zero
-    point tensors are views of the group's tensors.
+    Requests with equal configurations (and, per tensor, range shapes) are computed together; their scale
+    and zero point tensors are views of the group's tensors.
     """
     with torch.no_grad():  # the observer detaches the weight
         return _batched_weight_qparams(requests)
@@ -293,27 +293,27 @@ def _batched_weight_qparams(
     requests: list[tuple[torch.Tensor, WeightObserverConfig]],
 ) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = [None] * len(requests)
+    # Per-channel ranges of one configuration are computed together whatever their channel counts (joined
+    # end to end: real networks have many), per-tensor ones per configuration and range shape.
     groups: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
     for index, (weight, config) in enumerate(requests):
         found = _weight_range(weight, config)
         if found is not None:
-            groups[(config, found[0].shape)].append((index, found[0], found[1]))
+            groups[(config, None if config.ch_axis is not None else found[0].shape)].append((index, *found))
     for (config, _), members in groups.items():
-        lo = torch.stack([m[1] for m in members])
-        hi = torch.stack([m[2] for m in members])
+        join = torch.stack if config.ch_axis is None else torch.cat
+        lo, hi = join([m[1] for m in members]), join([m[2] for m in members])
         finite = torch.isfinite(lo).logical_and_(torch.isfinite(hi))
         if not bool(finite.all()):
             # Ranges with inf or NaN make the observer warn, fail or do its own thing; leave them to it.
-            keep = finite.reshape(len(members), -1).all(dim=1).tolist()
-            members = [m for m, ok in zip(members, keep) if ok]
+            members = [m for m in members if bool(torch.isfinite(m[1]).all()) and bool(torch.isfinite(m[2]).all())]
             if not members:
                 continue
-            lo = torch.stack([m[1] for m in members])
-            hi = torch.stack([m[2] for m in members])
+            lo, hi = join([m[1] for m in members]), join([m[2] for m in members])
         scale, zero_point = minmax_qparams(lo, hi, config.eps_tensor, config.qscheme, config.quant_min,
                                            config.quant_max, config.dtype, config.customized_range)
         # A per-tensor observer's qparams have shape [1], a per-channel one's [channels].
-        split = (lambda t: t.split(1)) if config.ch_axis is None else (lambda t: t.unbind(0))
-        for (index, _, _), s, z in zip(members, split(scale), split(zero_point)):
+        sizes = [1] * len(members) if config.ch_axis is None else [m[1].shape[0] for m in members]
+        for (index, _, _), s, z in zip(members, scale.split(sizes), zero_point.split(sizes)):
             out[index] = config.qparam_dict(s, z)
     return out

@@ -570,6 +570,13 @@ def test_non_finite_and_unusual_weights_are_left_to_the_observer():
     assert not diff_values(got[0], _observed(MinMaxObserver.with_args(dtype=torch.qint8,
                                                                       qscheme=torch.per_tensor_symmetric), good))
     assert got[1:] == [None] * (len(cases) + 1)
+    # per channel, weights of other channel counts computed together with one that has a NaN
+    finite = [torch.randn(2, 3), torch.randn(4, 5, 2)]
+    mixed = [finite[0], torch.tensor([[1.0, float("nan"), 2.0, 0.5]]), finite[1]]
+    got = batched_weight_qparams([(w, per_channel) for w in mixed])
+    assert got[1] is None
+    for weight, found in zip(finite, (got[0], got[2])):
+        assert not diff_values(found, _observed(PerChannelMinMaxObserver.with_args(ch_axis=1), weight))
 
 
 def test_only_plain_minmax_observers_have_a_config():
