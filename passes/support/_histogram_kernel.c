@@ -198,6 +198,15 @@ static int64_t ceil_log2(int64_t x) {
     return bits;
 }
 
+/* Add a row of four vectors of `width` floats into the four accumulators. */
+static inline void add_row(float acc[4][MAX_LANES], const float *row, int width) {
+    for (int k = 0; k < 4; k++) {
+        for (int l = 0; l < width; l++) {
+            acc[k][l] += row[k * width + l];
+        }
+    }
+}
+
 /* Four accumulators over `count` vectors of `width` floats (vector v goes to accumulator v % 4), summed
    into `out` (`width` floats). */
 static void accumulate(const float *x, int64_t count, int width, float *out) {
@@ -209,11 +218,7 @@ static void accumulate(const float *x, int64_t count, int width, float *out) {
     int64_t i = 0;
     while (i + step <= size) {
         for (int64_t j = 0; j < step; j++, i++) {
-            for (int k = 0; k < 4; k++) {
-                for (int l = 0; l < width; l++) {
-                    acc[0][k][l] += x[(i * 4 + k) * width + l];
-                }
-            }
+            add_row(acc[0], x + i * 4 * width, width);
         }
         for (int level = 1; level < 4; level++) {
             for (int k = 0; k < 4; k++) {
@@ -228,11 +233,7 @@ static void accumulate(const float *x, int64_t count, int width, float *out) {
         }
     }
     for (; i < size; i++) {
-        for (int k = 0; k < 4; k++) {
-            for (int l = 0; l < width; l++) {
-                acc[0][k][l] += x[(i * 4 + k) * width + l];
-            }
-        }
+        add_row(acc[0], x + i * 4 * width, width);
     }
     for (int level = 1; level < 4; level++) {
         for (int k = 0; k < 4; k++) {
