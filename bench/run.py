@@ -60,7 +60,8 @@ QUICK_ARCHITECTURES = ("mobilenet_v3",)
 # Modes whose convert has a measured tensor floor on the architecture rows, and that the kinds rows time.
 FLOOR_MODES = ("reference", "lowered")
 KIND_MODES = FLOOR_MODES
-# Inference latency: forward runs per model (alternating qfx, torch, float), and the largest graph timed.
+# Inference latency: forward runs per model (alternating qfx, torch, float, each round starting with the next),
+# and the largest graph timed.
 LATENCY_RUNS = 15
 QUICK_LATENCY_RUNS = 5
 LATENCY_MAX_NODES = 1000
@@ -181,16 +182,20 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
 
 def measure_latency(observed: Observed, ours: GraphModule, theirs: GraphModule, runs: int) -> dict[str, Any]:
     """Forward latency (seconds, medians of `runs`, alternating) of qfx's lowered model, torch's lowered model
-    and the float model, on the row's example inputs, after one untimed call of each."""
+    and the float model, on the row's example inputs, after one untimed call of each. Each round starts with
+    the next model in turn: a forward right after another model's runs up to 10% slower (its weights were
+    pushed out of the caches), so a fixed order would favour whichever model comes later."""
     models = {"qfx": ours, "torch": theirs, "float": float_model(observed.family, observed.blocks)}
     inputs = observed.example_inputs
     samples: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
     with torch.no_grad():
         for model in models.values():
             model(*inputs)
-        for _ in range(runs):
-            for name, model in models.items():
-                samples[name].append(timed(model, *inputs)[0])
+        for round_ in range(runs):
+            first = round_ % len(names)
+            for name in names[first:] + names[:first]:
+                samples[name].append(timed(models[name], *inputs)[0])
     medians = {name: median(v) for name, v in samples.items()}
     return {"runs": samples, "median": medians, "qfx_over_torch": medians["qfx"] / medians["torch"]}
 

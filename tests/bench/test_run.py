@@ -109,3 +109,19 @@ def test_the_floor_finds_each_observed_weight_and_leaves_the_model_alone(tiny_ar
     assert floor_seconds(work, code, lowered=False) > 0
     assert floor_seconds(work, code, lowered=True) > 0
     assert same_fingerprint(before, fingerprint(observed.model))
+
+
+def test_latency_rounds_start_with_each_model_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forward right after another model's is slower: each round of the latency measurement starts with
+    the next model, so that no model is always first."""
+    calls: list[str] = []
+
+    def recorder(name: str):
+        return lambda *inputs: calls.append(name)
+
+    monkeypatch.setattr(bench_run, "float_model", lambda family, blocks: recorder("float"))
+    observed = type("Observed", (), {"family": "mlp", "blocks": 1, "example_inputs": ()})()
+    found = bench_run.measure_latency(observed, recorder("qfx"), recorder("torch"), 3)
+    assert calls == ["qfx", "torch", "float",  # the untimed calls
+                     "qfx", "torch", "float", "torch", "float", "qfx", "float", "qfx", "torch"]
+    assert all(len(runs) == 3 for runs in found["runs"].values())
