@@ -1,4 +1,4 @@
-"""The compiled parts of qfx: the histogram-scoring, weight-range and weight-quantization kernels
+"""The compiled parts of qfx: the histogram-search, weight-range and weight-quantization kernels
 (pyproject.toml holds everything else).
 
 All are optional: without a C compiler qfx installs all the same and does their work with tensor

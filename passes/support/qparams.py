@@ -438,9 +438,10 @@ def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float,
         ranges = ranges if ranges is not None else _observed_ranges(observers)
         found = [_search_natively(kernel, lanes, o, c, ranges[id(o)]) for o, c in zip(observers, counts)]
     rest = [k for k, searched in enumerate(found) if searched is None]
-    for k, searched in zip(rest, _lockstep_searches([observers[k] for k in rest], [counts[k] for k in rest],
-                                                     ranges)):
-        found[k] = searched
+    if rest:
+        lockstep = _lockstep_searches([observers[k] for k in rest], [counts[k] for k in rest], ranges)
+        for k, searched in zip(rest, lockstep):
+            found[k] = searched
     return found  # type: ignore[return-value]
 
 
@@ -514,10 +515,11 @@ def quantization_errors(requests: list[tuple[Any, list[tuple[int, int]]]],
 
 @functools.cache
 def native_kernel() -> Any:
-    """The compiled scoring kernel (`_histogram_kernel.c`, built when qfx is installed with a C compiler at
-    hand), or None when it was not built or does not reproduce `_ErrorWork._error_terms` bit for bit on a
-    sample of rows (a compiler that fused multiply-adds would not): the tensor operations run then. It
-    computes each row's per-bin terms in one pass where the tensor operations make forty."""
+    """The compiled search and scoring kernel (`_histogram_kernel.c`, built when qfx is installed with a C
+    compiler at hand), or None when it was not built or does not reproduce `_ErrorWork._error_terms` bit for
+    bit on a sample of rows (a compiler that fused multiply-adds would not): the tensor operations run then.
+    It computes each row's per-bin terms in one pass where the tensor operations make forty; its searches
+    also need `summing_lanes`."""
     try:
         from . import _histogram_kernel  # type: ignore[attr-defined]
     except ImportError:

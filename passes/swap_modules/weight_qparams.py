@@ -246,7 +246,8 @@ def native_kernel() -> Any:
     except ImportError:
         return None
     generator = torch.Generator().manual_seed(0)
-    sample = torch.randn(9, 37, generator=generator, dtype=torch.float32) * torch.logspace(-30, 30, 9, dtype=torch.float32)[:, None]
+    scales = torch.logspace(-30, 30, 9, dtype=torch.float32)[:, None]
+    sample = torch.randn(9, 37, generator=generator, dtype=torch.float32) * scales
     sample[3] = -sample[3].abs()
     sample[4, 36] = 1e38
     low, high = torch.empty(9, dtype=torch.float32), torch.empty(9, dtype=torch.float32)
@@ -282,8 +283,8 @@ def batched_weight_qparams(
     """For each (weight, config): get_qparam_dict of a fresh observer of `config` after it observed the
     weight once, or None when the observer must do it (see `_weight_range`; non-finite ranges too).
 
-    Requests with equal configurations (and, per tensor, range shapes) are computed together; their scale
-    and zero point tensors are views of the group's tensors.
+    Requests with equal configurations are computed together; their scale and zero point tensors are views
+    of the group's tensors.
     """
     with torch.no_grad():  # the observer detaches the weight
         return _batched_weight_qparams(requests)
@@ -293,14 +294,15 @@ def _batched_weight_qparams(
     requests: list[tuple[torch.Tensor, WeightObserverConfig]],
 ) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = [None] * len(requests)
-    # Per-channel ranges of one configuration are computed together whatever their channel counts (joined
-    # end to end: real networks have many), per-tensor ones per configuration and range shape.
-    groups: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    # The ranges of one configuration are computed together: per tensor a 0-dim minimum and maximum each,
+    # stacked; per channel a row each, joined end to end whatever their channel counts (real networks have
+    # many).
+    groups: dict[WeightObserverConfig, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
     for index, (weight, config) in enumerate(requests):
         found = _weight_range(weight, config)
         if found is not None:
-            groups[(config, None if config.ch_axis is not None else found[0].shape)].append((index, *found))
-    for (config, _), members in groups.items():
+            groups[config].append((index, *found))
+    for config, members in groups.items():
         join = torch.stack if config.ch_axis is None else torch.cat
         lo, hi = join([m[1] for m in members]), join([m[2] for m in members])
         finite = torch.isfinite(lo).logical_and_(torch.isfinite(hi))

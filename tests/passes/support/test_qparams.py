@@ -7,6 +7,7 @@ import copy
 import itertools
 import types
 from typing import Iterator
+from unittest import mock
 
 import pytest
 import torch
@@ -54,6 +55,22 @@ def test_the_scoring_kernel_is_built_and_agrees():
     """Installing qfx with a C compiler builds the scoring kernel, and it passes its own bit-for-bit check
     against the tensor operations (without one, qfx scores with the tensor operations)."""
     assert_kernel_built(qparams)
+
+
+# How searches run: in the kernel, in lockstep with candidates scored by the kernel, in lockstep with
+# tensor operations
+SEARCH_PATHS = ("native", "native lockstep", "tensor")
+
+
+@contextlib.contextmanager
+def searching(path: str) -> Iterator[None]:
+    """Within the block, searches run the `SEARCH_PATHS` way named `path`."""
+    with taking(qparams, "tensor" if path == "tensor" else "native"):
+        if path == "native lockstep":
+            with mock.patch.object(qparams, "summing_lanes", lambda kernel: None):
+                yield
+        else:
+            yield
 
 
 def _assert_scored_as_torch(requests: list) -> None:
@@ -192,8 +209,8 @@ def test_histogram_search_on_drawn_histograms_matches_torch(observer):
         except type(exc):
             return
         raise AssertionError(f"torch raised {exc!r}, qfx did not")
-    for path, lockstep in [*((path, False) for path in PATHS), ("native", True)]:
-        with taking(qparams, path), (searching_in_lockstep() if lockstep else contextlib.nullcontext()):
+    for path in SEARCH_PATHS:
+        with searching(path):
             ours = histogram_qparams(observer)
             assert ours is not None
             assert torch.equal(ours[0], theirs[0]) and ours[0].dtype == theirs[0].dtype
@@ -214,8 +231,8 @@ def test_searches_of_many_observers_match_torch(specs):
         for kind, scale, seed in batches:
             observer(_data(kind, scale, seed))
         observers.append(observer)
-    for path, lockstep in [*((path, False) for path in PATHS), ("native", True)]:
-        with taking(qparams, path), (searching_in_lockstep() if lockstep else contextlib.nullcontext()):
+    for path in SEARCH_PATHS:
+        with searching(path):
             got = batched_histogram_qparams(observers + [MinMaxObserver()])
         assert len(got) == len(observers)
         for observer in observers:
@@ -242,17 +259,6 @@ def test_a_shared_observer_is_searched_once(monkeypatch, native):
         assert count > 0
         assert batched_histogram_qparams([observer, observer, observer]) == once
     assert len(searched) == 2 * count
-
-
-@contextlib.contextmanager
-def searching_in_lockstep() -> Iterator[None]:
-    """Within the block, searches do not run in the kernel (it may still score their candidates)."""
-    original = qparams.summing_lanes
-    qparams.summing_lanes = lambda kernel: None
-    try:
-        yield
-    finally:
-        qparams.summing_lanes = original
 
 
 def test_the_kernel_sums_as_torch_sums():
@@ -292,10 +298,10 @@ def test_tied_scores_go_on_as_torch_goes_on():
     assert observer._compute_quantization_error(3, 200) == 0.0
     want = [x.item().hex() for x in observer._non_linear_param_search()]
     assert want != [x.item().hex() for x in qparams._searched_range(observer, 1, 255)]  # (not the first move)
-    for path, lockstep in [*((path, False) for path in PATHS), ("native", True)]:
-        with taking(qparams, path), (searching_in_lockstep() if lockstep else contextlib.nullcontext()):
+    for path in SEARCH_PATHS:
+        with searching(path):
             (start, end), = qparams._histogram_bin_searches([observer])
-        assert [x.item().hex() for x in qparams._searched_range(observer, start, end)] == want, (path, lockstep)
+        assert [x.item().hex() for x in qparams._searched_range(observer, start, end)] == want, path
 
 
 def test_searches_beyond_the_kernels_flooring_run_in_lockstep(monkeypatch):
