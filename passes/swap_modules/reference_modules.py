@@ -56,21 +56,21 @@ _SCALARS = frozenset({int, float, bool, str, type(None)})
 
 
 class _Unsupported(Exception):
-    """An attribute value the layout key does not cover."""
+    """A float module the fast path does not build (a parameter of another kind, say)."""
 
 
-def _frozen(value: Any, top: bool = True) -> tuple:
-    """A hashable stand-in for a constructor attribute that tells types apart (1 vs True, tuple vs list).
-    Lists are accepted at the top level only, so a shallow copy of one is a full copy."""
+def _same(value: Any, other: Any, top: bool = True) -> bool:
+    """Whether two constructor attribute values are the same: of one type (1, 1.0 and True differ, and a
+    tuple from a list) and equal, item by item for tuples and for lists, which are accepted at the top level
+    only (so a shallow copy of one is a full copy); False for values of any other type."""
     kind = type(value)
+    if kind is not type(other):
+        return False
     if kind in _SCALARS:
-        return (kind, value)
+        return value is other or value == other
     if kind is tuple or (top and kind is list):
-        kinds = tuple(map(type, value))
-        if _SCALARS.issuperset(kinds):  # the common case, without recursion
-            return (kind, tuple(value), kinds)
-        return (kind, tuple([_frozen(item, False) for item in value]))
-    raise _Unsupported
+        return len(value) == len(other) and all([_same(a, b, False) for a, b in zip(value, other)])
+    return False
 
 
 @attrs.frozen
@@ -129,10 +129,7 @@ class _Layout:
                 return None
         layout = cls(type(template), schema, tuple(internals), requires_grad)
         # the constructor really stored what constructor_attributes says it stores
-        try:
-            same = all(_frozen(state[name]) == _frozen(standin.__dict__[name]) for name in schema.attributes)
-        except _Unsupported:
-            return None
+        same = all([_same(state[name], standin.__dict__[name]) for name in schema.attributes])
         return layout if same and layout.takes(standin) else None
 
     def takes(self, float_module: torch.nn.Module) -> bool:
@@ -224,7 +221,6 @@ class ReferenceBuilder:
     def __init__(self) -> None:
         self._schemas: dict[type, _Schema] = {}
         self._layouts: dict[tuple, _Layout | None] = {}
-        self._as_constructed: dict[tuple, bool] = {}  # (class, attributes, parameter shapes) -> takes
         self._axes = _AxisTensors()
 
     def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
@@ -252,21 +248,7 @@ class ReferenceBuilder:
         if keyed is None:
             return None
         layout = self._layouts.get(keyed[0])
-        return None if layout is None or not self._takes(layout, float_module, keyed[1]) else (layout, keyed[1])
-
-    def _takes(self, layout: _Layout, float_module: torch.nn.Module, tensors: tuple) -> bool:
-        """layout.takes(float_module), remembered per attribute values and parameter shapes (what
-        constructor_attributes reads; repeated layers repeat them)."""
-        source = float_module.__dict__
-        try:
-            attributes = tuple([_frozen(source[name]) for name in layout.schema.attributes])
-        except (KeyError, _Unsupported):
-            return False
-        key = (layout.reference_class, attributes, tuple([None if t is None else t.shape for t in tensors]))
-        known = self._as_constructed.get(key)
-        if known is None:
-            known = self._as_constructed[key] = layout.takes(float_module)
-        return known
+        return None if layout is None or not layout.takes(float_module) else (layout, keyed[1])
 
     def _key(self, reference_class: type, float_module: torch.nn.Module) -> tuple[tuple, tuple] | None:
         """The layout key of `float_module` (its reference class and the class and dtype of each float
@@ -305,7 +287,7 @@ class ReferenceBuilder:
         if keyed is None or keyed[0] in self._layouts:
             return False
         layout = self._layouts[keyed[0]] = _Layout.of(template, standin, schema)
-        return layout is not None and self._takes(layout, float_module, keyed[1])
+        return layout is not None and layout.takes(float_module)
 
 
 def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[str, ...] | None) -> bool:
@@ -314,10 +296,7 @@ def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[
     derived = constructor_attributes(reference_class, source)
     if derived is None or (names is not None and tuple(derived) != names):
         return False
-    try:
-        return all(_frozen(value) == _frozen(source[name]) for name, value in derived.items())
-    except (KeyError, _Unsupported):
-        return False
+    return all([name in source and _same(value, source[name]) for name, value in derived.items()])
 
 
 # Reference RNNs: from_float builds the module from the float module's sizes (allocating and initialising
