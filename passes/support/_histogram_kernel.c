@@ -25,7 +25,10 @@
    alphas and betas of torch's quantile bounds after each step (float64, `bounds` each), total is torch's
    sum of the histogram, bin_width torch's Python bin width, lanes the width of torch's summing vectors.
 
-   vector_sum(values, n, lanes): torch's float32 sum of a vector of n float32 values of up to one grain. */
+   vector_sum(values, n, lanes): torch's float32 sum of a vector of n float32 values of up to one grain.
+
+   set_tiny_row_emulation(emulate): whether rows of tiny destination bins are scored in the float64
+   emulation of float32 (see below; the same bits either way); returns the setting it replaces. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -72,13 +75,17 @@ static inline __attribute__((always_inline)) void score_row(
 }
 
 /* Rows of tiny destination bins (near-constant activations: half a bin below 2**-37) make float32
-   subnormals at nearly every step, and x86 takes a microcode assist (~100 cycles) for each vector operation
-   that makes or reads one: thirty times the row's normal cost. Those rows run the same float32 operations
-   emulated in float64, four bins at a time: each operation done in float64 (whose 53 bits make the double
-   rounding that follows innocuous for +, -, * and /) and its result rounded as float32 rounds it, onto
-   float32's subnormal grid (multiples of 2**-149, ties to even, the sign kept) below 2**-126, so that no
-   float32 subnormal is made until the result is stored. (The emulation costs about fifteen times the
-   float32 loop, half what the assists cost.) */
+   subnormals at nearly every step. Some vector units make them at full speed (x86's 512-bit ones, on recent
+   CPUs, for most operations); others take a microcode assist (~100 cycles) for each vector operation that
+   makes or reads one (x86's 128- and 256-bit ones): thirty times the row's normal cost. On those, such rows
+   run better as the same float32 operations emulated in float64, four bins at a time: each operation done
+   in float64 (whose 53 bits make the double rounding that follows innocuous for +, -, * and /) and its
+   result rounded as float32 rounds it, onto float32's subnormal grid (multiples of 2**-149, ties to even,
+   the sign kept) below 2**-126, so that no float32 subnormal is made until the result is stored. (The
+   emulation costs about fifteen times the float32 loop, half what the assists cost.) Both ways write the
+   same bits; `qparams.py` times them once on the CPU at hand and sets `emulate_tiny_rows` to the faster. */
+static int emulate_tiny_rows = 1;
+
 typedef double v4d __attribute__((vector_size(32)));
 typedef int64_t v4l __attribute__((vector_size(32)));
 typedef float v4f __attribute__((vector_size(16)));
@@ -148,11 +155,12 @@ static inline __attribute__((always_inline)) void score_row_tiny(
     }
 }
 
-/* One row's terms, by the float32 loop or, for tiny destination bins, its float64 emulation. */
+/* One row's terms, by the float32 loop or, for tiny destination bins where that is slower, its float64
+   emulation. */
 static inline __attribute__((always_inline)) void score_any_row(
     float *restrict out, const float *restrict density, int bins, float bin_width, float width, float half,
     float neg_half, float start, int32_t last) {
-    if (half < 0x1p-37f && half > -0x1p-37f) {
+    if (emulate_tiny_rows && half < 0x1p-37f && half > -0x1p-37f) {
         score_row_tiny(out, density, bins, bin_width, width, half, neg_half, start, last);
     } else {
         score_row(out, density, bins, bin_width, width, half, neg_half, start, last);
@@ -433,10 +441,22 @@ static PyObject *vector_sum(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble((double)torch_sum((const float *)(uintptr_t)values, n, lanes));
 }
 
+static PyObject *set_tiny_row_emulation(PyObject *self, PyObject *args) {
+    int emulate;
+    if (!PyArg_ParseTuple(args, "p", &emulate)) {
+        return NULL;
+    }
+    const int previous = emulate_tiny_rows;
+    emulate_tiny_rows = emulate;
+    return PyBool_FromLong(previous);
+}
+
 static PyMethodDef methods[] = {
     {"score_rows", score_rows, METH_VARARGS, "Per-bin quantization errors of histogram candidate rows."},
     {"search", search, METH_VARARGS, "HistogramObserver's search for the range of least error."},
     {"vector_sum", vector_sum, METH_VARARGS, "torch's float32 sum of a vector of up to one grain."},
+    {"set_tiny_row_emulation", set_tiny_row_emulation, METH_VARARGS,
+     "Whether rows of tiny destination bins are scored in the float64 emulation; returns the setting before."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -180,7 +180,7 @@ def test_batched_quantization_errors_match_torch(observers, data):
 @given(histogram_states((1, 2, 7, 64, 256, 2048)), st.data())
 def test_the_kernel_writes_the_tensor_operations_bits(observer, data):
     """Bin by bin, the compiled kernel writes the very float32 values (signs of zeros included) the tensor
-    operations write, on the rows it is used for."""
+    operations write, on the rows it is used for, both ways it can score rows of tiny destination bins."""
     kernel = qparams.native_kernel()
     if kernel is None:
         pytest.skip("the scoring kernel is not built")
@@ -192,7 +192,23 @@ def test_the_kernel_writes_the_tensor_operations_bits(observer, data):
     rows = [(0, k, observer, start, bin_width, bin_width * (end - start + 1) / observer.dst_nbins)
             for k, (start, end) in enumerate(ranges)]
     assume(qparams._ErrorWork(1, bins, torch.device("cpu"))._quotients_are_small(rows))
-    assert qparams.kernel_writes_the_terms(kernel, rows, bins, observer.dst_nbins - 1)
+    for emulated in (True, False):
+        with qparams.tiny_row_emulation(kernel, emulated):
+            assert qparams.kernel_writes_the_terms(kernel, rows, bins, observer.dst_nbins - 1), emulated
+
+
+def test_tiny_rows_are_scored_alike_either_way():
+    """Both ways the kernel can score rows of tiny destination bins agree with the tensor operations (the
+    kernel is set to the faster), and a block that switches ways restores the setting after."""
+    kernel = qparams.native_kernel()
+    if kernel is None:
+        pytest.skip("the scoring kernel is not built")
+    assert qparams._kernel_agrees(kernel, emulated=True) and qparams._kernel_agrees(kernel, emulated=False)
+    setting = kernel.set_tiny_row_emulation(True)
+    kernel.set_tiny_row_emulation(setting)
+    with qparams.tiny_row_emulation(kernel, not setting):
+        pass
+    assert kernel.set_tiny_row_emulation(setting) is setting
 
 
 @settings(max_examples=10, deadline=None)
