@@ -18,12 +18,16 @@
                                   the start bin
    top is the last destination bin.
 
-   search(histogram, cumulative, alphas, betas, bounds, total, bins, dst_nbins, bin_width, lanes): the
-   (start bin, end bin) torch's _non_linear_param_search settles on, or None when a candidate's quotients
-   are beyond the flooring above (then the caller searches with tensor operations). histogram and
-   cumulative are addresses of the observer's float32 histogram and of torch's cumsum of it (`bins` each),
-   alphas and betas of torch's quantile bounds after each step (float64, `bounds` each), total is torch's
-   sum of the histogram, bin_width torch's Python bin width, lanes the width of torch's summing vectors.
+   search(histogram, alphas, betas, bounds, bins, dst_nbins, bin_width, lanes): the (start bin, end bin)
+   torch's _non_linear_param_search settles on, or None when a candidate's quotients are beyond the flooring
+   above (then the caller searches with tensor operations). histogram is the address of the observer's
+   float32 histogram (`bins` values), alphas and betas of torch's quantile bounds after each step (float64,
+   `bounds` each), bin_width torch's Python bin width, lanes the width of torch's summing vectors. The
+   search takes the histogram's total and cumulative counts as torch does: its sum (`vector_sum`) and its
+   cumsum (`cumulative_sum`).
+
+   cumulative_sum(values, n, out): torch's cumsum of n float32 values on the CPU, into `out` (n float32):
+   each a running sum in float64 rounded to float32.
 
    vector_sum(values, n, lanes): torch's float32 sum of a vector of n float32 values of up to one grain.
 
@@ -282,6 +286,15 @@ static float torch_sum(const float *x, int64_t n, int lanes) {
     return 0.0f + total;  /* (added into an output that starts at zero) */
 }
 
+/* torch's cumsum of a float32 vector on the CPU: the running sum kept in float64, each rounded to float32. */
+static void cumulative_counts(const float *x, int64_t n, float *out) {
+    double running = 0.0;
+    for (int64_t i = 0; i < n; i++) {
+        running += (double)x[i];
+        out[i] = (float)running;
+    }
+}
+
 /* The first beta step from `kb` at which torch's loop ends (beta <= alpha) or the upper bound falls below
    the end bin's cumulative `count` (when that bin may move at all): galloping, then bisecting, as
    `_next_moving_step` does. */
@@ -317,11 +330,12 @@ static int64_t next_moving_step(double alpha, const double *betas, int64_t bound
 
 /* torch's _non_linear_param_search, candidate by candidate (the steps of `_candidate_ranges`, each new range
    scored as `quantization_errors` scores it); 0 when a quotient is beyond `destination_bin`'s reach, or the
-   steps beyond the bounds given. `terms` and `density` hold `bins` floats each. */
-CLONED static int search_bins(const float *histogram, const float *cumulative, const double *alphas,
-                              const double *betas, int64_t bounds, double total, int64_t bins, int64_t dst_nbins,
-                              double bin_width, int lanes, float *terms, float *density,
-                              int64_t *found_start, int64_t *found_end) {
+   steps beyond the bounds given. `terms`, `density` and `cumulative` hold `bins` floats each. */
+CLONED static int search_bins(const float *histogram, const double *alphas, const double *betas, int64_t bounds,
+                              int64_t bins, int64_t dst_nbins, double bin_width, int lanes, float *terms,
+                              float *density, float *cumulative, int64_t *found_start, int64_t *found_end) {
+    const double total = (double)torch_sum(histogram, bins, lanes);
+    cumulative_counts(histogram, bins, cumulative);
     const float bin_width32 = (float)bin_width;
     for (int64_t i = 0; i < bins; i++) {
         density[i] = histogram[i] / bin_width32;
@@ -398,27 +412,27 @@ static PyObject *score_rows(PyObject *self, PyObject *args) {
 }
 
 static PyObject *search(PyObject *self, PyObject *args) {
-    unsigned long long histogram, cumulative, alphas, betas;
+    unsigned long long histogram, alphas, betas;
     Py_ssize_t bounds, bins, dst_nbins;
-    double total, bin_width;
+    double bin_width;
     int lanes;
-    if (!PyArg_ParseTuple(args, "KKKKndnndi", &histogram, &cumulative, &alphas, &betas, &bounds, &total, &bins,
-                          &dst_nbins, &bin_width, &lanes)) {
+    if (!PyArg_ParseTuple(args, "KKKnnndi", &histogram, &alphas, &betas, &bounds, &bins, &dst_nbins, &bin_width,
+                          &lanes)) {
         return NULL;
     }
     if (bins < 1 || bins > 32768 || dst_nbins < 1 || lanes < 1 || lanes > MAX_LANES || bounds < 1) {
         Py_RETURN_NONE;
     }
-    float *work = malloc(2 * (size_t)bins * sizeof(float));
+    float *work = malloc(3 * (size_t)bins * sizeof(float));
     if (work == NULL) {
         return PyErr_NoMemory();
     }
     int64_t start = 0, end = 0;
     int done;
     Py_BEGIN_ALLOW_THREADS
-    done = search_bins((const float *)(uintptr_t)histogram, (const float *)(uintptr_t)cumulative,
-                       (const double *)(uintptr_t)alphas, (const double *)(uintptr_t)betas, bounds, total, bins,
-                       dst_nbins, bin_width, lanes, work, work + bins, &start, &end);
+    done = search_bins((const float *)(uintptr_t)histogram, (const double *)(uintptr_t)alphas,
+                       (const double *)(uintptr_t)betas, bounds, bins, dst_nbins, bin_width, lanes, work,
+                       work + bins, work + 2 * bins, &start, &end);
     Py_END_ALLOW_THREADS
     free(work);
     if (!done) {
@@ -441,6 +455,20 @@ static PyObject *vector_sum(PyObject *self, PyObject *args) {
     return PyFloat_FromDouble((double)torch_sum((const float *)(uintptr_t)values, n, lanes));
 }
 
+static PyObject *cumulative_sum(PyObject *self, PyObject *args) {
+    unsigned long long values, out;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "KnK", &values, &n, &out)) {
+        return NULL;
+    }
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "cumulative_sum: n must be at least 0");
+        return NULL;
+    }
+    cumulative_counts((const float *)(uintptr_t)values, n, (float *)(uintptr_t)out);
+    Py_RETURN_NONE;
+}
+
 static PyObject *set_tiny_row_emulation(PyObject *self, PyObject *args) {
     int emulate;
     if (!PyArg_ParseTuple(args, "p", &emulate)) {
@@ -455,6 +483,7 @@ static PyMethodDef methods[] = {
     {"score_rows", score_rows, METH_VARARGS, "Per-bin quantization errors of histogram candidate rows."},
     {"search", search, METH_VARARGS, "HistogramObserver's search for the range of least error."},
     {"vector_sum", vector_sum, METH_VARARGS, "torch's float32 sum of a vector of up to one grain."},
+    {"cumulative_sum", cumulative_sum, METH_VARARGS, "torch's cumsum of a float32 vector on the CPU."},
     {"set_tiny_row_emulation", set_tiny_row_emulation, METH_VARARGS,
      "Whether rows of tiny destination bins are scored in the float64 emulation; returns the setting before."},
     {NULL, NULL, 0, NULL},

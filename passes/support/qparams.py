@@ -302,11 +302,10 @@ def _first_from(low: int, high: int, holds: Callable[[int], bool]) -> int:
 
 class _Counts(NamedTuple):
     """An observer's histogram as torch's search takes it: torch.sum(histogram).item(), and
-    torch.cumsum(histogram, 0) as exact Python floats read from float32 memory, which starts at `address`."""
+    torch.cumsum(histogram, 0) as exact Python floats read from float32 memory."""
 
     total: float
     cumulative: Sequence[float]
-    address: int
 
 
 def _cumulative_histograms(observers: list[Any]) -> list[_Counts]:
@@ -323,22 +322,20 @@ def _cumulative_histograms(observers: list[Any]) -> list[_Counts]:
         if bins > _ONE_GRAIN or len(members) == 1:
             for k in members:
                 histogram = observers[k].histogram
-                out[k] = _Counts(torch.sum(histogram).item(), *_float32_array(torch.cumsum(histogram, dim=0)))
+                out[k] = _Counts(torch.sum(histogram).item(), _float32_values(torch.cumsum(histogram, dim=0)))
             continue
         stacked = torch.stack([observers[k].histogram for k in members])
         totals = stacked.sum(dim=1).tolist()
-        cumulative, address = _float32_array(torch.cumsum(stacked, dim=1))
+        cumulative = _float32_values(torch.cumsum(stacked, dim=1))
         for row, (k, total) in enumerate(zip(members, totals)):
-            out[k] = _Counts(total, cumulative[row * bins:(row + 1) * bins], address + 4 * row * bins)
+            out[k] = _Counts(total, cumulative[row * bins:(row + 1) * bins])
     return out  # type: ignore[return-value]
 
 
-def _float32_array(values: torch.Tensor) -> tuple[memoryview, int]:
+def _float32_values(values: torch.Tensor) -> memoryview:
     """A contiguous float32 tensor's values, flattened, as a sequence whose items read as exact Python
-    floats: a view of the tensor's own memory (copying large buffers costs more than reading them); and
-    the address of that memory (the sequence keeps it alive)."""
-    array = values.cpu().contiguous().numpy()
-    return memoryview(array).cast("B").cast("f"), array.ctypes.data
+    floats: a view of the tensor's own memory (copying large buffers costs more than reading them)."""
+    return memoryview(values.cpu().contiguous().numpy()).cast("B").cast("f")
 
 
 def _candidate_ranges(observer: Any, counts: _Counts | None = None
@@ -351,7 +348,7 @@ def _candidate_ranges(observer: Any, counts: _Counts | None = None
     cumulative count, or the loop ends, is found by bisection over the exact betas)."""
     alphas, betas = _quantile_bounds()
     bins = observer.bins
-    total, cumulative, _ = _cumulative_histograms([observer])[0] if counts is None else counts
+    total, cumulative = _cumulative_histograms([observer])[0] if counts is None else counts
     ka = kb = 0  # steps taken by alpha and by beta
     start_bin, end_bin = 0, bins - 1
     while alphas[ka] < betas[kb]:
@@ -432,33 +429,33 @@ def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float,
 
     Each search runs in the compiled kernel where it can (`_search_natively`); the others advance together,
     their candidates scored in growing batches until each stops."""
-    counts = _cumulative_histograms(observers)
     found: list[tuple[int, int] | None] = [None] * len(observers)
     kernel = native_kernel()
     lanes = summing_lanes(kernel) if kernel is not None else None
     if lanes is not None:
         ranges = ranges if ranges is not None else _observed_ranges(observers)
-        found = [_search_natively(kernel, lanes, o, c, ranges[id(o)]) for o, c in zip(observers, counts)]
+        found = [_search_natively(kernel, lanes, o, ranges[id(o)]) for o in observers]
     rest = [k for k, searched in enumerate(found) if searched is None]
     if rest:
-        lockstep = _lockstep_searches([observers[k] for k in rest], [counts[k] for k in rest], ranges)
-        for k, searched in zip(rest, lockstep):
+        left = [observers[k] for k in rest]
+        for k, searched in zip(rest, _lockstep_searches(left, _cumulative_histograms(left), ranges)):
             found[k] = searched
     return found  # type: ignore[return-value]
 
 
-def _search_natively(kernel: Any, lanes: int, observer: Any, counts: _Counts, observed: tuple[float, float]
+def _search_natively(kernel: Any, lanes: int, observer: Any, observed: tuple[float, float]
                      ) -> tuple[int, int] | None:
     """One observer's search by the kernel, candidate by candidate as torch makes them, each scored by
-    the kernel's terms summed in torch's order; None when the kernel cannot take it (a histogram off the
-    CPU or of more than one grain of bins, or a candidate whose quotients are beyond its flooring)."""
+    the kernel's terms summed in torch's order (its total and cumulative counts, too, are summed as torch
+    sums them); None when the kernel cannot take it (a histogram off the CPU or of more than one grain of
+    bins, or a candidate whose quotients are beyond its flooring)."""
     histogram = observer.histogram
     bins = observer.bins
     if histogram.device.type != "cpu" or not histogram.is_contiguous() or bins > _ONE_GRAIN:
         return None
     low, high = observed
-    return kernel.search(histogram.data_ptr(), counts.address, *_quantile_bound_addresses(), counts.total, bins,
-                         observer.dst_nbins, (high - low) / bins, lanes)
+    return kernel.search(histogram.data_ptr(), *_quantile_bound_addresses(), bins, observer.dst_nbins,
+                         (high - low) / bins, lanes)
 
 
 def _lockstep_searches(observers: list[Any], counts: list[_Counts],
