@@ -17,6 +17,7 @@ import functools
 import math
 from typing import Any
 
+import numpy
 import torch
 
 _CHUNK_ELEMENTS = 65536
@@ -102,25 +103,32 @@ def native_kernel() -> Any:
 
 
 def _kernel_agrees(kernel: Any) -> bool:
-    """Whether `kernel` writes the integers `_quantize_into` writes (ties, both signs, the clamps, with and
-    without zero points, along an inner axis) and refuses the weights it refuses."""
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(6, 5, 7, generator=generator, dtype=torch.float32) * 300
-    weight[0, 0, :] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.5])  # ties, with a unit scale
-    scales = torch.rand(5, generator=generator, dtype=torch.float32) + 0.5
-    scales[0] = 1.0
-    inverse = torch.reciprocal(scales)
-    for zero_points in (None, torch.tensor([0.0, 3.0, -7.0, 100.0, 2.5], dtype=torch.float32)):
-        for (qmin, qmax, storage) in _INTEGER_RANGE.values():
-            want = torch.empty(weight.shape, dtype=storage)
+    """Whether `kernel` writes the integers the float32 operations give (ties, both signs, the clamps, with
+    and without zero points, along an inner axis; computed by numpy, whose float32 operations round as
+    torch's do, so that this check runs no tensor operation for the first time in a process) and refuses
+    the weights `_quantize_into` refuses."""
+    f32 = numpy.float32
+    # weight [6, 5, 7], channels along axis 1: values of both signs up to 300, by exact arithmetic
+    hashed = numpy.arange(6 * 5 * 7, dtype=numpy.int64) * 2654435761 % 4096
+    weight = ((hashed / 2048 - 1) * 300).astype(f32).reshape(6, 5, 7)
+    weight[0, 0, :] = [0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 127.5]  # ties, with a unit scale
+    scales = numpy.array([1.0, 0.7, 1.3, 0.55, 1.45], dtype=f32)
+    inverse = f32(1) / scales
+    per_channel = (slice(None), None)  # [5, 1]: along axis 1 of the weight
+    for zero_points in (None, numpy.array([0.0, 3.0, -7.0, 100.0, 2.5], dtype=f32)):
+        scaled = weight * inverse[per_channel]
+        if zero_points is not None:
+            scaled = scaled + zero_points[per_channel]
+        for qmin, qmax, storage in _INTEGER_RANGE.values():
+            want = numpy.clip(numpy.rint(scaled), qmin, qmax).astype(f32)
             got = torch.empty(weight.shape, dtype=storage)
-            if not _quantize_into(want, weight, inverse, zero_points, 1, qmin, qmax):
+            if not _quantize_natively(kernel, got, torch.from_numpy(weight), torch.from_numpy(inverse),
+                                      None if zero_points is None else torch.from_numpy(zero_points), 1, qmin,
+                                      qmax) or not numpy.array_equal(got.numpy().astype(f32), want):
                 return False
-            if not _quantize_natively(kernel, got, weight, inverse, zero_points, 1, qmin, qmax) or \
-                    not torch.equal(got, want):
-                return False
-    return not _quantize_natively(kernel, torch.empty(weight.shape, dtype=torch.int8),
-                                  weight.index_fill(2, torch.tensor([3]), float("nan")), inverse, None, 1, -128, 127)
+    weight[:, :, 3] = numpy.nan
+    return not _quantize_natively(kernel, torch.empty(weight.shape, dtype=torch.int8), torch.from_numpy(weight),
+                                  torch.from_numpy(inverse), None, 1, -128, 127)
 
 
 def _quantize_natively(kernel: Any, out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor,

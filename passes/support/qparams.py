@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import itertools
 import math
+import random
 import struct
 import time
 import types
@@ -262,11 +264,14 @@ def _quantile_bound_arrays() -> tuple[numpy.ndarray, numpy.ndarray]:
 
     numpy's cumulative sum adds in order (it does not sum pairwise), so it makes the very float64 additions
     (1 + -s is 1 - s exactly) about thirty times faster than a Python loop over the 100,008 steps, which
-    cost the first convert of every process 10 ms or more."""
+    cost the first convert of every process 10 ms or more; in place, in the one array each fills."""
     steps = int(1 / _STEP) + 8  # alpha_k < beta_j needs k + j below 1 / s + 1
-    alphas = numpy.cumsum(numpy.concatenate(([0.0], numpy.full(steps, _STEP))))
-    betas = numpy.cumsum(numpy.concatenate(([1.0], numpy.full(steps, -_STEP))))
-    return alphas, betas
+    bounds = []
+    for first, step in ((0.0, _STEP), (1.0, -_STEP)):
+        values = numpy.full(steps + 1, step)
+        values[0] = first
+        bounds.append(numpy.cumsum(values, out=values))
+    return bounds[0], bounds[1]
 
 
 @functools.cache
@@ -542,26 +547,63 @@ def tiny_row_emulation(kernel: Any, emulated: bool) -> Iterator[None]:
 
 
 def _kernel_agrees(kernel: Any, emulated: bool) -> bool:
-    """Whether `kernel` writes the very bits `_error_terms` writes, on rows of assorted histograms (with
-    empty and tiny bins), ranges and scales (tiny ones too, whose float32 intermediates are subnormal),
-    with tiny rows scored the `emulated` way."""
-    generator = torch.Generator().manual_seed(0)
+    """Whether `kernel` writes the very bits `_error_terms` writes on `_check_rows` (histograms with empty
+    and tiny bins, assorted ranges and scales, tiny ones too, whose float32 intermediates are subnormal),
+    with tiny rows scored the `emulated` way: the known answer, or else the tensor operations' own."""
+    with tiny_row_emulation(kernel, emulated):
+        return _writes_the_known_terms(kernel) or kernel_writes_the_terms(kernel, *_check_rows())
+
+
+# SHA-256 of the terms `_error_terms` writes for `_check_rows()` (tests/passes/support/test_qparams.py keeps
+# it the tensor operations' answer): a kernel that writes them needs no run of the tensor operations, whose
+# first run in a process costs several milliseconds.
+_CHECK_ROWS_TERMS = "eed995fa70e8ce3388b147e5934c35abdecff7b6119d050b2f39bd8c6cd200a0"
+
+
+@functools.cache
+def _check_rows() -> tuple[list[tuple], int, int]:
+    """Rows to check the kernel on, (rows, bins, top) as `kernel_writes_the_terms` takes them: six histograms
+    of 256 bins (uniform, empty, tiny, small integer and power-of-two counts), each scored on four ranges
+    with its own bin width (the widths below 1e-12 make rows of tiny destination bins). Drawn by Python's
+    seeded generator and exact float32 arithmetic, so they are the same bits on every machine."""
+    draw = random.Random(0)
     bins, dst_nbins = 256, 64
-    f32 = torch.float32
-    histograms = [torch.rand(bins, generator=generator, dtype=f32) * 1000, torch.zeros(bins, dtype=f32),
-                  torch.rand(bins, generator=generator, dtype=f32).pow_(8).mul_(1e-30),
-                  torch.randint(0, 3, (bins,), generator=generator).float(),
-                  torch.rand(bins, generator=generator, dtype=f32) * 50,
-                  (torch.randn(bins, generator=generator, dtype=f32) * 3).exp()]
+    f32 = numpy.float32
+
+    def uniform() -> numpy.ndarray:
+        return numpy.array([draw.random() for _ in range(bins)], dtype=f32)
+
+    tiny = uniform()
+    tiny = tiny * tiny
+    tiny = tiny * tiny
+    histograms = [uniform() * f32(1000), numpy.zeros(bins, f32), tiny * tiny * f32(1e-30),
+                  numpy.array([draw.randrange(3) for _ in range(bins)], dtype=f32), uniform() * f32(50),
+                  numpy.array([2.0 ** draw.randrange(-9, 9) for _ in range(bins)], dtype=f32)]
     rows = []
     for k, histogram in enumerate(histograms):
+        observer = types.SimpleNamespace(histogram=torch.from_numpy(histogram))
         for start, end in ((0, bins - 1), (3, bins - 9), (40, 41), (100, 100)):
-            # (the widths below 1e-12 make tiny rows, the others take the float32 loop)
             bin_width = (0.37, 1e-3, 25.0, 1.0, 1e-14, 3e-13)[k] * (1 + start / 7)
-            rows.append((0, 0, types.SimpleNamespace(histogram=histogram), start, bin_width,
-                         bin_width * (end - start + 1) / dst_nbins))
-    with tiny_row_emulation(kernel, emulated):
-        return kernel_writes_the_terms(kernel, rows, bins, dst_nbins - 1)
+            rows.append((0, 0, observer, start, bin_width, bin_width * (end - start + 1) / dst_nbins))
+    return rows, bins, dst_nbins - 1
+
+
+def _writes_the_known_terms(kernel: Any) -> bool:
+    """Whether `kernel` writes the terms whose digest is `_CHECK_ROWS_TERMS` for `_check_rows()`, given the
+    inputs `kernel_writes_the_terms` gives it (each observer's density: its histogram over the bin width of
+    its last row, in float32), made here with numpy: no tensor operation runs."""
+    rows, bins, top = _check_rows()
+    last_width = {id(row[2]): (row[2], row[4]) for row in rows}
+    table = {key: k for k, key in enumerate(last_width)}
+    densities = numpy.stack([observer.histogram.numpy() / numpy.float32(width) for observer, width in
+                             last_width.values()])
+    index = numpy.array([table[id(row[2])] for row in rows], dtype=numpy.int64)
+    columns = numpy.array([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
+                           [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]], dtype=numpy.float32)
+    written = numpy.full((len(rows), bins), numpy.nan, dtype=numpy.float32)
+    kernel.score_rows(written.ctypes.data, densities.ctypes.data, index.ctypes.data, columns.ctypes.data,
+                      len(rows), bins, float(top))
+    return hashlib.sha256(written.tobytes()).hexdigest() == _CHECK_ROWS_TERMS
 
 
 def _tiny_rows_faster_natively(kernel: Any) -> bool:
@@ -569,18 +611,18 @@ def _tiny_rows_faster_natively(kernel: Any) -> bool:
     emulation on this CPU: the best of three timings each, on four rows of 1024 bins (under a millisecond in
     all). Both ways write the same bits, so the answer only decides the speed."""
     rows, bins = 4, 1024
-    density = torch.rand(rows, bins, generator=torch.Generator().manual_seed(0), dtype=torch.float32)
-    index = torch.arange(rows)
+    density = numpy.linspace(0.5, 2.0, rows * bins, dtype=numpy.float32)
+    index = numpy.arange(rows, dtype=numpy.int64)
     width = 1e-13
-    columns = torch.tensor([[width / 8] * rows, [width] * rows, [width / 2] * rows, [-width / 2] * rows,
-                            [float(k) for k in range(rows)]], dtype=torch.float32)
-    norm = torch.empty(rows, bins, dtype=torch.float32)
-    best = {}
-    for emulated in (True, False, True, False, True, False):
+    columns = numpy.array([[width / 8] * rows, [width] * rows, [width / 2] * rows, [-width / 2] * rows,
+                           [float(k) for k in range(rows)]], dtype=numpy.float32)
+    norm = numpy.empty(rows * bins, dtype=numpy.float32)
+    best: dict[bool, float] = {}
+    for emulated in (True, False) * 3:
         with tiny_row_emulation(kernel, emulated):
             began = time.perf_counter()
-            kernel.score_rows(norm.data_ptr(), density.data_ptr(), index.data_ptr(), columns.data_ptr(), rows,
-                              bins, float(bins // 8 - 1))
+            kernel.score_rows(norm.ctypes.data, density.ctypes.data, index.ctypes.data, columns.ctypes.data,
+                              rows, bins, float(bins // 8 - 1))
             took = time.perf_counter() - began
         best[emulated] = min(took, best.get(emulated, took))
     return best[False] < best[True]
@@ -594,18 +636,23 @@ _SUM_CHECK_LENGTHS = (1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 37, 64, 100, 255, 1000,
 @functools.cache
 def summing_lanes(kernel: Any) -> int | None:
     """The vector width (in float32 lanes) with which `kernel.vector_sum` adds the values of a vector in the
-    very order torch's sum of a CPU vector of up to one grain adds them, on every sample drawn (values of
-    widely spread magnitudes, so that another order shows), or None when no width does: searches then
-    score with tensor operations. (8 on x86 builds of torch, whatever their vector extensions.)"""
-    generator = torch.Generator().manual_seed(0)
-    samples = [torch.randn(n, generator=generator, dtype=torch.float32)
-               .mul_(torch.randn(n, generator=generator, dtype=torch.float32).mul_(5).exp_())
-               for n in _SUM_CHECK_LENGTHS]
+    very order torch's sum of a CPU vector of up to one grain adds them, on every sample (values of widely
+    spread magnitudes, so that another order shows), or None when no width does: searches then score with
+    tensor operations. (8 on x86 builds of torch, whatever their vector extensions.)"""
+    values = torch.from_numpy(_spread_values(max(_SUM_CHECK_LENGTHS)))
+    samples = [values[:n] for n in _SUM_CHECK_LENGTHS]
     wanted = [x.sum().item().hex() for x in samples]
     for lanes in (8, 16, 4):
         if all(kernel.vector_sum(x.data_ptr(), x.numel(), lanes).hex() == want for x, want in zip(samples, wanted)):
             return lanes
     return None
+
+
+def _spread_values(n: int) -> numpy.ndarray:
+    """n float32 values of both signs and magnitudes from 2**-21 to 2**19 in no order, made by exact integer
+    and power-of-two arithmetic (a multiplicative hash of the index): the same bits on every machine."""
+    hashed = numpy.arange(n, dtype=numpy.int64) * 2654435761 % (1 << 32)
+    return numpy.ldexp(hashed / float(1 << 32) - 0.5, hashed % 41 - 20).astype(numpy.float32)
 
 
 def kernel_writes_the_terms(kernel: Any, rows: list[tuple], bins: int, top: int) -> bool:

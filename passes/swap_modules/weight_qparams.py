@@ -16,6 +16,7 @@ errors stay torch's.
 from __future__ import annotations
 
 import functools
+import struct
 import warnings
 from collections import defaultdict
 from typing import Any, Iterable
@@ -245,19 +246,32 @@ def native_kernel() -> Any:
         from . import _range_kernel  # type: ignore[attr-defined]
     except ImportError:
         return None
-    generator = torch.Generator().manual_seed(0)
-    scales = torch.logspace(-30, 30, 9, dtype=torch.float32)[:, None]
-    sample = torch.randn(9, 37, generator=generator, dtype=torch.float32) * scales
-    sample[3] = -sample[3].abs()
-    sample[4, 36] = 1e38
-    low, high = torch.empty(9, dtype=torch.float32), torch.empty(9, dtype=torch.float32)
-    if not _range_kernel.row_ranges(low.data_ptr(), high.data_ptr(), sample.data_ptr(), 9, 37):
+    rows = _check_rows()
+    # (the values are float32 values: the tensor holds them exactly)
+    sample = torch.tensor(rows, dtype=torch.float32)
+    low, high = torch.zeros(len(rows), dtype=torch.float32), torch.zeros(len(rows), dtype=torch.float32)
+    if not _range_kernel.row_ranges(low.data_ptr(), high.data_ptr(), sample.data_ptr(), *sample.shape):
         return None
-    if not (torch.equal(low, sample.amin(dim=1)) and torch.equal(high, sample.amax(dim=1))):
+    if low.tolist() != [min(row) for row in rows] or high.tolist() != [max(row) for row in rows]:
         return None
-    sample[5, 20] = float("nan")
-    refused = not _range_kernel.row_ranges(low.data_ptr(), high.data_ptr(), sample.data_ptr(), 9, 37)
+    rows[5][20] = float("nan")
+    sample = torch.tensor(rows, dtype=torch.float32)
+    refused = not _range_kernel.row_ranges(low.data_ptr(), high.data_ptr(), sample.data_ptr(), *sample.shape)
     return _range_kernel if refused else None
+
+
+def _check_rows() -> list[list[float]]:
+    """Nine rows of 37 float32 values (as exact Python floats) to check the range kernel on: both signs,
+    magnitudes from 1e-30 to 1e30 a row, one row all negative, one holding 1e38; by exact arithmetic, so
+    their minima and maxima are Python's min and max."""
+    rows = []
+    for k in range(9):
+        scale = 10.0 ** (7.5 * k - 30)
+        row = [struct.unpack("f", struct.pack("f", ((i * 2654435761 + k) % 4096 / 2048 - 1) * scale))[0]
+               for i in range(37)]
+        rows.append([-abs(x) for x in row] if k == 3 else row)
+    rows[4][36] = struct.unpack("f", struct.pack("f", 1e38))[0]
+    return rows
 
 
 def _row_ranges_with_zero_signs(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import itertools
 import types
 from typing import Iterator
@@ -197,13 +198,43 @@ def test_the_kernel_writes_the_tensor_operations_bits(observer, data):
             assert qparams.kernel_writes_the_terms(kernel, rows, bins, observer.dst_nbins - 1), emulated
 
 
-def test_tiny_rows_are_scored_alike_either_way():
-    """Both ways the kernel can score rows of tiny destination bins agree with the tensor operations (the
-    kernel is set to the faster), and a block that switches ways restores the setting after."""
+def test_the_kernels_known_answer_is_the_tensor_operations_answer():
+    """The digest the kernel's check compares with is that of the terms the tensor operations write for the
+    check's rows; the kernel writes those terms, both ways it can score tiny rows, and its check then runs
+    no tensor operation."""
+    rows, bins, top = qparams._check_rows()
+    work = qparams._ErrorWork(len(rows), bins, torch.device("cpu"))
+    table = work.density_rows({id(row[2]): (row[2], row[4]) for row in rows})
+    index = torch.tensor([table[id(row[2])] for row in rows])
+    buffers = work._first_rows(len(rows))
+    work._error_terms(qparams._columns(rows, work.device).unsqueeze(2), index, top, True, buffers)
+    assert hashlib.sha256(buffers[6].contiguous().numpy().tobytes()).hexdigest() == qparams._CHECK_ROWS_TERMS
     kernel = qparams.native_kernel()
     if kernel is None:
         pytest.skip("the scoring kernel is not built")
-    assert qparams._kernel_agrees(kernel, emulated=True) and qparams._kernel_agrees(kernel, emulated=False)
+    with mock.patch.object(qparams._ErrorWork, "_error_terms", side_effect=AssertionError("tensor operations ran")):
+        assert qparams._kernel_agrees(kernel, emulated=True) and qparams._kernel_agrees(kernel, emulated=False)
+
+
+def test_a_kernel_off_the_known_answer_is_checked_against_the_tensor_operations():
+    """A kernel whose terms are not the known answer is compared with the tensor operations themselves: it
+    is refused only if they differ."""
+    kernel = qparams.native_kernel()
+    if kernel is None:
+        pytest.skip("the scoring kernel is not built")
+    with mock.patch.object(qparams, "_CHECK_ROWS_TERMS", "another answer"):
+        assert not qparams._writes_the_known_terms(kernel)
+        assert qparams._kernel_agrees(kernel, emulated=True)
+        assert not qparams._kernel_agrees(types.SimpleNamespace(score_rows=lambda *args: None,
+                                                                set_tiny_row_emulation=lambda flag: True), True)
+
+
+def test_a_block_scoring_tiny_rows_the_other_way_restores_the_setting():
+    """`tiny_row_emulation` switches the way the kernel scores rows of tiny destination bins within its block
+    only (the kernel is set to the faster way, timed when it is first asked for)."""
+    kernel = qparams.native_kernel()
+    if kernel is None:
+        pytest.skip("the scoring kernel is not built")
     setting = kernel.set_tiny_row_emulation(True)
     kernel.set_tiny_row_emulation(setting)
     with qparams.tiny_row_emulation(kernel, not setting):
