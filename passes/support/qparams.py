@@ -529,10 +529,16 @@ def native_kernel() -> Any:
         from . import _histogram_kernel  # type: ignore[attr-defined]
     except ImportError:
         return None
+    if not all(hasattr(_histogram_kernel, name) for name in _KERNEL_FUNCTIONS):
+        return None  # built from older sources (an editable install not rebuilt since)
     if not all(_kernel_agrees(_histogram_kernel, emulated) for emulated in (True, False)):
         return None
     _histogram_kernel.set_tiny_row_emulation(not _tiny_rows_faster_natively(_histogram_kernel))
     return _histogram_kernel
+
+
+# What this module calls in the kernel.
+_KERNEL_FUNCTIONS = ("score_rows", "search", "vector_sum", "cumulative_sum", "set_tiny_row_emulation")
 
 
 @contextlib.contextmanager

@@ -229,6 +229,14 @@ def test_a_kernel_off_the_known_answer_is_checked_against_the_tensor_operations(
                                                                 set_tiny_row_emulation=lambda flag: True), True)
 
 
+def test_a_kernel_built_from_older_sources_is_not_used(monkeypatch):
+    """A kernel lacking a function this module calls (an editable install not rebuilt since the sources
+    changed) is not used: the tensor operations do the work."""
+    assert_kernel_built(qparams)
+    monkeypatch.setattr(qparams, "_KERNEL_FUNCTIONS", (*qparams._KERNEL_FUNCTIONS, "a_function_of_tomorrow"))
+    assert qparams.native_kernel.__wrapped__() is None
+
+
 def test_a_block_scoring_tiny_rows_the_other_way_restores_the_setting():
     """`tiny_row_emulation` switches the way the kernel scores rows of tiny destination bins within its block
     only (the kernel is set to the faster way, timed when it is first asked for)."""
