@@ -368,6 +368,6 @@ def _replay(layout: Layout, state: dict[str, Any]) -> None:
 
 def _check_packed(module: torch.nn.Module, q_class: type) -> None:
     """Every packed-weight slot of the built module holds packed params (from_reference packed them)."""
-    for sub in module.modules():
+    for sub in (module,) if not module._modules else module.modules():
         if _PACKED in sub.__dict__ and sub.__dict__[_PACKED] is None:
             raise EngineError(f"{q_class.__qualname__}: from_reference did not pack its weight as qfx expects")
