@@ -174,7 +174,7 @@ static inline __attribute__((always_inline)) void score_any_row(
 static inline int32_t last_bin(double top) { return top < 4194304.0 ? (int32_t)top : 4194304; }
 
 /* Built for AVX-512 and AVX2 too, the variant the CPU runs picked at load time (wider vectors, the same
-   float32 operations). */
+   float32 operations; 512-bit ones under AVX-512, see setup.py). */
 #if defined(__GNUC__) && defined(__x86_64__) && defined(__linux__)
 #define CLONED __attribute__((target_clones("avx512f", "avx2", "default")))
 #else

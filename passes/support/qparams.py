@@ -597,15 +597,14 @@ def _check_rows() -> tuple[list[tuple], int, int]:
 def _writes_the_known_terms(kernel: Any) -> bool:
     """Whether `kernel` writes the terms whose digest is `_CHECK_ROWS_TERMS` for `_check_rows()`, given the
     inputs `kernel_writes_the_terms` gives it (each observer's density: its histogram over the bin width of
-    its last row, in float32), made here with numpy: no tensor operation runs."""
+    its last row, in float32, divided here by numpy: no tensor operation runs)."""
     rows, bins, top = _check_rows()
     last_width = {id(row[2]): (row[2], row[4]) for row in rows}
     table = {key: k for k, key in enumerate(last_width)}
     densities = numpy.stack([observer.histogram.numpy() / numpy.float32(width) for observer, width in
                              last_width.values()])
     index = numpy.array([table[id(row[2])] for row in rows], dtype=numpy.int64)
-    columns = numpy.array([[row[4] for row in rows], [row[5] for row in rows], [row[5] / 2 for row in rows],
-                           [-row[5] / 2 for row in rows], [float(row[3]) for row in rows]], dtype=numpy.float32)
+    columns = _columns(rows, torch.device("cpu")).numpy()  # (making a tensor from numbers costs no first run)
     written = numpy.full((len(rows), bins), numpy.nan, dtype=numpy.float32)
     kernel.score_rows(written.ctypes.data, densities.ctypes.data, index.ctypes.data, columns.ctypes.data,
                       len(rows), bins, float(top))

@@ -246,7 +246,7 @@ def test_a_block_scoring_tiny_rows_the_other_way_restores_the_setting():
     setting = kernel.set_tiny_row_emulation(True)
     kernel.set_tiny_row_emulation(setting)
     with qparams.tiny_row_emulation(kernel, not setting):
-        pass
+        assert kernel.set_tiny_row_emulation(not setting) is (not setting)  # (reads it, leaves it)
     assert kernel.set_tiny_row_emulation(setting) is setting
 
 
