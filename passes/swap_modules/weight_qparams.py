@@ -246,6 +246,8 @@ def native_kernel() -> Any:
         from . import _range_kernel  # type: ignore[attr-defined]
     except ImportError:
         return None
+    if not hasattr(_range_kernel, "set_vector_width"):
+        return None  # built from older sources (an editable install not rebuilt)
     rows = _check_rows()
     # (the values are float32 values: the tensor holds them exactly)
     sample = torch.tensor(rows, dtype=torch.float32)

@@ -9,10 +9,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -535,14 +536,33 @@ def test_the_range_kernel_is_built_and_agrees():
     assert_kernel_built(weight_qparams_module)
 
 
+# The range kernel's vector widths (bits; 0: a value at a time), each capped at what the CPU has.
+VECTOR_WIDTHS = (512, 256, 0)
+
+
+@contextlib.contextmanager
+def range_kernel_width(bits: int | None) -> Iterator[None]:
+    """Within the block, the range kernel (when built) works in vectors of `bits` (None: its default)."""
+    kernel = weight_qparams_module.native_kernel()
+    if bits is None or kernel is None:
+        yield
+        return
+    previous = kernel.set_vector_width(bits)
+    try:
+        yield
+    finally:
+        kernel.set_vector_width(previous)
+
+
 @settings(max_examples=examples(80), deadline=None)
 @given(data=st.data())
 def test_row_ranges_are_amin_and_amax(data):
     """row_ranges gives amin's and amax's values along rows (their signs of zeros aside) on matrices of any
-    width (the kernel's 32-value steps and its tail), non-finite values included (then torch's own)."""
+    width (the kernel's vector steps, one and four vectors at a time, and its tails), in each vector width
+    the kernel has, non-finite values included and values whose sum overflows (then torch's own)."""
     rows, columns = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 300))
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
-    matrix = torch.randn(rows, columns, generator=g) * data.draw(st.sampled_from([1.0, 1e-39, 1e30, 1e-3]))
+    matrix = torch.randn(rows, columns, generator=g) * data.draw(st.sampled_from([1.0, 1e-39, 1e30, 1e-3, 1e37]))
     kind = data.draw(st.sampled_from(["plain", "nan", "inf", "-inf", "constant", "extreme at the end"]))
     if kind in ("nan", "inf", "-inf"):
         matrix[data.draw(st.integers(0, rows - 1)), data.draw(st.integers(0, columns - 1))] = float(kind)
@@ -551,13 +571,13 @@ def test_row_ranges_are_amin_and_amax(data):
     elif kind == "extreme at the end":
         matrix[:, -1] = 1e20
         matrix[0, -1] = -1e20
-    for path in PATHS:
-        with taking(weight_qparams_module, path):
+    want_low, want_high = matrix.amin(dim=1), matrix.amax(dim=1)
+    for path, bits in [("tensor", None)] + [("native", bits) for bits in VECTOR_WIDTHS]:
+        with taking(weight_qparams_module, path), range_kernel_width(bits):
             low, high = weight_qparams_module.row_ranges(matrix)
-        want_low, want_high = matrix.amin(dim=1), matrix.amax(dim=1)
         for got, want in ((low, want_low), (high, want_high)):
-            assert torch.equal(got.isnan(), want.isnan()), path
-            assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want)), path
+            assert torch.equal(got.isnan(), want.isnan()), (path, bits)
+            assert torch.equal(torch.nan_to_num(got), torch.nan_to_num(want)), (path, bits)
 
 
 def test_non_finite_and_unusual_weights_are_left_to_the_observer():
