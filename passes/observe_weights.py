@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 from qfx.ir.args import Arg, Ref, thaw
-from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError
+from qfx.ir.errors import ConvertAssertionError, ConvertAttributeError, ConvertTypeError
 from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 
@@ -78,7 +78,13 @@ def observe_weights(program: Program) -> Program:
         if node.op != "call_function":
             continue
         for i in weight_argument_positions(node):
-            chain = producer_chain(graph, node.args[i].name)
+            weight = graph[node.args[i].name]
+            if weight.op == "placeholder":  # (torch runs the placeholder as its chain: a TypeError)
+                raise ConvertTypeError(
+                    f"node '{node.name}': its weight is the forward() input '{weight.name}' itself; convert "
+                    "observes such weights ahead of time, without the model's inputs; make the weight a "
+                    "parameter or buffer of the model")
+            chain = producer_chain(graph, weight.name)
             if chain is not None:
                 chains.append(chain)
     if not chains:

@@ -125,6 +125,21 @@ def _functional_linear_arg(position: int) -> Callable[[], torch.fx.GraphModule]:
     return make
 
 
+class _ConvOfInputWeight(nn.Module):
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(x, w, None, 1, 1)
+
+
+def _weight_is_an_input() -> torch.fx.GraphModule:
+    """F.conv2d whose weight is a forward() input, under dynamic quantization (which inserts no weight
+    observer for it: convert meets the input itself as the weight)."""
+    example = (torch.randn(1, 3, 6, 6), torch.randn(4, 3, 3, 3))
+    model = prepare_fx(_ConvOfInputWeight().eval(),
+                       QConfigMapping().set_global(torch.ao.quantization.default_dynamic_qconfig), example)
+    model(*example)
+    return model
+
+
 def _size_of_constant() -> torch.fx.GraphModule:
     """A size() call edited to be made on a string constant (code that still compiles)."""
     model = zoo("copy_ops")()
@@ -366,6 +381,9 @@ TABLE: list[Row] = [
         AttributeError),
     Row("lower-cat-of-constant", E.ConvertAttributeError, _cat_of_constant, qfx.convert_fx,
         r"node 'cat' \(.*cat.*\): item 5 of its first input is not a node; pass tensors only", AttributeError),
+    Row("functional-weight-is-an-input", E.ConvertTypeError, _weight_is_an_input, ref,
+        r"node 'conv2d': its weight is the forward\(\) input 'w' itself; .* make the weight a parameter or "
+        r"buffer of the model$", TypeError),
     Row("functional-weight-constant", E.ConvertAttributeError, _functional_linear_arg(1), ref,
         r"node 'linear': its weight argument is the constant 5, not a node", AttributeError),
     Row("lower-functional-input-constant", E.ConvertAttributeError, _functional_linear_arg(0), qfx.convert_fx,
