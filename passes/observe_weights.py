@@ -71,7 +71,8 @@ def observe_weights(program: Program) -> Program:
     """Run the weight-producing subgraph of every call_function's weight argument, on copies.
 
     Guarantees: the graph is unchanged; every module that subgraph calls is replaced by an observed copy;
-    the input program's modules are untouched."""
+    the input program's modules are untouched. Raises ConvertTypeError for an op whose weight is a forward()
+    input itself (it cannot be observed ahead of time; torch fails there with a TypeError)."""
     graph = program.graph
     chains = []
     for node in graph.nodes:

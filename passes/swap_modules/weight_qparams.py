@@ -237,6 +237,10 @@ def row_ranges(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return rows.amin(dim=1), rows.amax(dim=1)
 
 
+# What the kernel must have (the tests also set its vector width).
+_KERNEL_FUNCTIONS = ("row_ranges", "set_vector_width")
+
+
 @functools.cache
 def native_kernel() -> Any:
     """The compiled row-range kernel (`_range_kernel.c`, built when qfx is installed with a C compiler at
@@ -246,7 +250,7 @@ def native_kernel() -> Any:
         from . import _range_kernel  # type: ignore[attr-defined]
     except ImportError:
         return None
-    if not hasattr(_range_kernel, "set_vector_width"):
+    if not all(hasattr(_range_kernel, name) for name in _KERNEL_FUNCTIONS):
         return None  # built from older sources (an editable install not rebuilt)
     rows = _check_rows()
     # (the values are float32 values: the tensor holds them exactly)

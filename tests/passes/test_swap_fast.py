@@ -536,6 +536,15 @@ def test_the_range_kernel_is_built_and_agrees():
     assert_kernel_built(weight_qparams_module)
 
 
+def test_a_range_kernel_built_from_older_sources_is_not_used(monkeypatch):
+    """A range kernel lacking a function qfx calls (an editable install not rebuilt since the sources
+    changed) is not used: the tensor reductions do the work."""
+    assert_kernel_built(weight_qparams_module)
+    monkeypatch.setattr(weight_qparams_module, "_KERNEL_FUNCTIONS",
+                        (*weight_qparams_module._KERNEL_FUNCTIONS, "a_function_of_tomorrow"))
+    assert weight_qparams_module.native_kernel.__wrapped__() is None
+
+
 # The range kernel's vector widths (bits; 0: a value at a time), each capped at what the CPU has.
 VECTOR_WIDTHS = (512, 256, 0)
 
