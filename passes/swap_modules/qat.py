@@ -4,12 +4,14 @@ The weight fake quant. torch's convert calls a QAT module's `weight_fake_quant` 
 reads its qparams; the fake-quantized weight it returns is thrown away. For the usual fake quant
 (`FusedMovingAvgObsFakeQuantize`) that call is one fused op which updates the running min/max, computes the
 scale and zero point from them and fake-quantizes every element of the weight, the last step being most of
-its cost (three quarters on a 3x3 conv of 512 channels). The op does each step under its own flag, so it is
-run twice: once observing the weight with fake quantization off (the min/max update alone), once with
-observation off on a zero tensor of one element per channel (the qparams alone, from the updated min/max):
-the fake quant ends in the very state the call leaves it in. A per-channel one observes, instead of the
-weight, each channel's minimum and maximum (taken in one pass by `row_ranges`): the op's own per-channel
-reduction costs more than the rest of the call. It runs on a working copy of the QAT module
+its cost (three quarters on a 3x3 conv of 512 channels). A per-channel one is called once on, instead of the
+weight, each channel's minimum and maximum (taken in one pass by `row_ranges`; the op's own per-channel
+reduction costs more than the rest of the call): it observes the same extremes, computes the same qparams
+and fake-quantizes two values a channel. Where the weight itself must be observed, the op, which does each
+step under its own flag, is run twice: once observing the weight with fake quantization off (the min/max
+update alone), once with observation off on a zero tensor of one element per channel (the qparams alone,
+from the updated min/max). Either way the fake quant ends in the very state the call leaves it in. It runs
+on a working copy of the QAT module
 that shares everything but the weight fake quant, whose own copy shares everything but the four tensors the
 op writes (the input model is never changed, and a QAT model's weights are not copied).
 
@@ -51,9 +53,15 @@ def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
     qparam_args = (observer.min_val, observer.max_val, fake_quant.scale, fake_quant.zero_point,
                    observer.averaging_constant, observer.quant_min, observer.quant_max, fake_quant.ch_axis,
                    fake_quant.is_per_channel, fake_quant.is_symmetric_quant)
-    off = torch.zeros_like(fake_quant.fake_quant_enabled)
-    torch.fused_moving_avg_obs_fake_quant(_observed_extremes(fake_quant, weight), fake_quant.observer_enabled, off,
-                                          *qparam_args)
+    extremes = _channel_extremes(fake_quant, weight)
+    if extremes is not None:
+        # one call: the extremes observed in the weight's place, the qparams computed from them, and only
+        # the extremes (two values a channel) fake-quantized
+        torch.fused_moving_avg_obs_fake_quant(extremes, fake_quant.observer_enabled, fake_quant.fake_quant_enabled,
+                                              *qparam_args)
+        return
+    torch.fused_moving_avg_obs_fake_quant(weight, fake_quant.observer_enabled,
+                                          torch.zeros_like(fake_quant.fake_quant_enabled), *qparam_args)
     shape = [1] * weight.dim()
     if fake_quant.is_per_channel:
         shape[fake_quant.ch_axis] = weight.shape[fake_quant.ch_axis]
@@ -61,24 +69,24 @@ def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
                                           fake_quant.fake_quant_enabled, *qparam_args)
 
 
-def _observed_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor:
-    """What the fused op observes in place of `weight`: for a per-channel fake quant whose observer is on, a
-    tensor holding each channel's minimum and maximum (two values a channel, along another axis), whose
-    per-channel minima and maxima are the weight's, found in one pass instead of the op's slow reduction
-    of the whole weight; the weight itself when a channel's minimum or maximum is zero (the op's own
-    reduction decides the sign of such a zero, which the fake quant keeps) or not finite, and for other
-    fake quants."""
+def _channel_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor | None:
+    """For a per-channel fake quant whose observer is on, a tensor holding each channel's minimum and
+    maximum (two values a channel, along another axis), whose per-channel minima and maxima are the
+    weight's, found in one pass instead of the op's slow reduction of the whole weight; None when a
+    channel's minimum or maximum is zero (the op's own reduction decides the sign of such a zero, which the
+    fake quant keeps) or not finite, and for other fake quants."""
     axis = fake_quant.ch_axis
     if not (fake_quant.is_per_channel and int(fake_quant.observer_enabled) == 1 and weight.dim() >= 2):
-        return weight
+        return None
     with torch.no_grad():
         low, high = row_ranges(weight.detach().transpose(0, axis).flatten(1))
-        extremes = torch.cat([low, high])
+        extremes = torch.stack([low, high], dim=1 if axis == 0 else 0)
         if not bool(extremes.isfinite().logical_and_(extremes.ne(0)).all()):
-            return weight
+            return None
         shape = [1] * weight.dim()
         shape[axis] = low.shape[0]
-        return torch.cat([low.view(shape), high.view(shape)], dim=1 if axis == 0 else 0)
+        shape[1 if axis == 0 else 0] = 2
+        return extremes.view(shape)
 
 
 def working_module(module: Any) -> Any:

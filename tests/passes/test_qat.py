@@ -72,8 +72,12 @@ def test_the_fake_quant_ends_as_the_call_leaves_it(data):
     elif kind == "constant":
         weight = torch.full(shape, scale)
     ours, theirs = copy.deepcopy(fake_quant), copy.deepcopy(fake_quant)
-    assert _outcome(lambda: run_weight_fake_quant(ours, weight)) == _outcome(lambda: theirs(weight))
-    assert all(_same(a, b) for a, b in zip(_state(ours), _state(theirs)))
+    outcome = _outcome(lambda: theirs(weight))
+    assert _outcome(lambda: run_weight_fake_quant(ours, weight)) == outcome
+    # When the op refuses (a per-channel axis other than 0), it has already resized the scale and zero point
+    # without writing them: what they hold then is whatever the memory held, in torch's call as in ours.
+    compared = slice(None) if outcome is None else slice(2, None)
+    assert all(_same(a, b) for a, b in zip(_state(ours)[compared], _state(theirs)[compared]))
 
 
 def _outcome(call) -> str | None:
@@ -92,8 +96,8 @@ def test_the_output_is_skipped_only_for_a_plain_fused_fake_quant_that_fake_quant
                         lambda x, *rest: (calls.append(tuple(x.shape)), real(x, *rest))[1])
     weight = torch.randn(6, 4, 3, 3)
     run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), weight)
-    # each channel's minimum and maximum observed, then qparams from one zero per channel
-    assert calls == [(6, 2, 1, 1), (6, 1, 1, 1)]
+    # each channel's minimum and maximum observed, and the qparams computed from them, in one call
+    assert calls == [(6, 2, 1, 1)]
     calls.clear()
     with_zero_channel = weight.clone()
     with_zero_channel[2] = 0.0  # a zero minimum: its sign is the op's to decide, so the op sees the weight
