@@ -3,13 +3,12 @@
 Static ops see their weights during calibration, but for dynamic and weight-only quantization of functional
 ops (F.linear with a weight read by get_attr) the weight observer has never run when convert starts; torch
 runs, for every call_function node, the little subgraph that produces its weight argument (get_attr ->
-observer). We run that subgraph too, but on deep copies of the modules it calls, and put the observed copies
-in the module table in place of the originals (under every name the original had).
+observer). We run that subgraph too, but on copies (`support/chain_copies.py`), and put the observed copies in
+the tables in place of the originals (under every name the original had).
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from qfx.ir.args import Arg, Ref, thaw
@@ -18,6 +17,7 @@ from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 
 from .manager import register
+from .support.chain_copies import ChainCopies
 
 
 def weight_argument_positions(node: Node) -> list[int]:
@@ -70,8 +70,9 @@ def producer_chain(graph: Graph, start: str) -> list[str] | None:
 def observe_weights(program: Program) -> Program:
     """Run the weight-producing subgraph of every call_function's weight argument, on copies.
 
-    Guarantees: the graph is unchanged; every module that subgraph calls is replaced by an observed copy;
-    the input program's modules are untouched. Raises ConvertTypeError for an op whose weight is a forward()
+    Guarantees: the graph is unchanged; every module that subgraph calls is replaced by an observed copy,
+    and every tensor attribute an op of it changes in place by the changed copy (see ChainCopies); the input
+    program and everything it reaches are untouched. Raises ConvertTypeError for an op whose weight is a forward()
     input itself (it cannot be observed ahead of time; torch fails there with a TypeError)."""
     graph = program.graph
     chains = []
@@ -90,15 +91,15 @@ def observe_weights(program: Program) -> Program:
                 chains.append(chain)
     if not chains:
         return program
-    copies: dict[int, Any] = {}  # id(original module) -> its observed copy
-    for chain in chains:
-        _run_chain(program, [graph[name] for name in reversed(chain)], copies)
-    replacements = {path: copies[id(m)] for path, m in program.modules.items() if id(m) in copies}
-    return program.with_modules(replacements)
+    nodes = [[graph[name] for name in reversed(chain)] for chain in chains]
+    copies = ChainCopies(program, nodes)
+    for chain in nodes:
+        _run_chain(chain, copies)
+    return copies.applied(program)
 
 
-def _run_chain(program: Program, nodes: list[Node], copies: dict[int, Any]) -> None:
-    """Evaluate `nodes` in order (a node listed twice runs twice, as in torch), calling module copies."""
+def _run_chain(nodes: list[Node], copies: ChainCopies) -> None:
+    """Evaluate `nodes` in order (a node listed twice runs twice, as in torch), on `copies`."""
     env: dict[str, Any] = {}
 
     def value(arg: Arg) -> Any:
@@ -108,12 +109,9 @@ def _run_chain(program: Program, nodes: list[Node], copies: dict[int, Any]) -> N
         args = value(node.args)
         kwargs = {k: value(v) for k, v in node.kwargs}
         if node.op == "get_attr":
-            result = program.resolve(node.target)
+            result = copies.attribute(node.target)
         elif node.op == "call_module":
-            original = program.modules[node.target]
-            if id(original) not in copies:
-                copies[id(original)] = copy.deepcopy(original)
-            result = copies[id(original)](*args, **kwargs)
+            result = copies.module(node.target)(*args, **kwargs)
         elif node.op == "call_function":
             result = node.target(*args, **kwargs)
         elif node.op == "call_method":
@@ -122,5 +120,3 @@ def _run_chain(program: Program, nodes: list[Node], copies: dict[int, Any]) -> N
             raise ConvertAssertionError(
                 f"node '{node.name}' ({node.op}) cannot be part of a weight's producer chain; the graph is malformed")
         env[node.name] = result
-
-

@@ -13,6 +13,7 @@ from qfx.ir.graph import Graph, Node
 from qfx.ir.program import Program
 from qfx.ir.rewrite import candidate_name
 from qfx.passes.manager import register
+from qfx.passes.support.chain_copies import ChainCopies
 from qfx.passes.support.root_attributes import AttributeAllocator
 
 from ..support.prepack import WEIGHT_PREPACK_OPS
@@ -34,19 +35,21 @@ def fold_weights(program: Program) -> Program:
     the default codegen, no tracer class, an empty meta, the packed-weight state_dict hooks and, with
     `options.keep_original_weights`, the `original_weights_lookup` attribute."""
     graph = program.graph
+    chains = {node.name: chain for node in graph.nodes
+              if node.op == "call_function" and node.target in WEIGHT_PREPACK_OPS
+              and (chain := producer_chain(graph, node)) is not None}
+    # (run on copies where running changes something: torch runs the chains on the live model)
+    copies = ChainCopies(program, chains.values())
     owner: dict[str, str] = {}  # node name -> the prepack node whose folded chain holds it
     packed: dict[str, Any] = {}
     originals: list[list] = []
-    for node in graph.nodes:
-        if node.op == "call_function" and node.target in WEIGHT_PREPACK_OPS:
-            chain = producer_chain(graph, node)
-            if chain is None:
-                continue
-            for member in chain:
-                owner[member.name] = node.name
-            packed[node.name] = evaluate_chain(program, chain)
-            if program.options.keep_original_weights:
-                originals.append(original_weights(program, chain))
+    for name, chain in chains.items():
+        for member in chain:
+            owner[member.name] = name
+        packed[name] = evaluate_chain(copies, chain)
+        if program.options.keep_original_weights:
+            originals.append(original_weights(copies, chain))
+    program = copies.applied(program)
 
     names = program.namespace.fresh_graph()
     allocator = AttributeAllocator(program)

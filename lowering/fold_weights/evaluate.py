@@ -10,7 +10,7 @@ import torch
 from qfx.ir.args import Ref, thaw
 from qfx.ir.errors import ConvertError, ConvertKeyError
 from qfx.ir.graph import Graph, Node
-from qfx.ir.program import Program
+from qfx.passes.support.chain_copies import ChainCopies
 
 from ..support.weight_quantize import quantize_per_channel
 
@@ -36,9 +36,9 @@ def producer_chain(graph: Graph, prepack: Node) -> list[Node] | None:
     return chain
 
 
-def evaluate_chain(program: Program, chain: list[Node]) -> Any:
+def evaluate_chain(copies: ChainCopies, chain: list[Node]) -> Any:
     """The value of `chain[0]`, running the chain's nodes from last to first (repeats run again, as in
-    torch's chain module) over the program's modules and attributes."""
+    torch's chain module) over the program's modules and attributes, as `copies` gives them."""
     values: dict[str, Any] = {}
 
     def value_of(name: str) -> Any:
@@ -52,7 +52,7 @@ def evaluate_chain(program: Program, chain: list[Node]) -> Any:
         args = thaw(node.args, value_of)
         kwargs = {k: thaw(v, value_of) for k, v in node.kwargs}
         if node.op == "get_attr":
-            values[node.name] = program.resolve(node.target)
+            values[node.name] = copies.attribute(node.target)
         elif node.op == "call_function":
             # torch's per-channel quantize, run by qfx's bit-identical and faster one
             faster = node.target is torch.quantize_per_channel and not kwargs
@@ -61,20 +61,20 @@ def evaluate_chain(program: Program, chain: list[Node]) -> Any:
             receiver, *rest = args
             values[node.name] = getattr(receiver, node.target)(*rest, **kwargs)
         elif node.op == "call_module":
-            values[node.name] = program.module(node.target)(*args, **kwargs)
+            values[node.name] = copies.module(node.target)(*args, **kwargs)
         else:
             raise ConvertError(f"weight folding: cannot evaluate node '{node.name}' ({node.op})")
     return values[chain[0].name]
 
 
-def original_weights(program: Program, chain: list[Node]) -> list:
+def original_weights(copies: ChainCopies, chain: list[Node]) -> list:
     """What torch's `original_weights_lookup` keeps for one folded chain: the state_dict values of the
     module torch builds from the chain (its get_attr/call_module targets, laid out as GraphModule lays
     them out), largest first (stable by numel), with a None appended when there is only one (no bias)."""
     tree = _Tree()
     for node in reversed(chain):
         if node.op in ("get_attr", "call_module"):
-            tree.place(node.target, program.resolve(node.target))
+            tree.place(node.target, copies.resolve(node.target))
     weights = sorted(tree.state_values(), key=lambda t: t.numel(), reverse=True)
     if len(weights) == 1:
         weights.append(None)

@@ -1,0 +1,119 @@
+"""Private copies for running a weight's producer chain ahead of time (observe-weights, fold-weights).
+
+torch's convert runs such chains (get_attr -> ... -> observer or prepack) on the live model: a module the chain
+calls, and a tensor an op of the chain writes in place (the fused fake-quantize op updates the statistics it
+is given), change in the model. qfx runs them on copies instead and carries what changed into the new
+Program, so the result is torch's and the input is left alone. Modules are copied whenever a chain calls
+them; tensors only for a chain holding an op that may write its inputs (by its schema, or, for Python
+functions, unless known not to), so that the usual chains (quantize a weight, pack it) copy nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import operator
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from qfx.ir.frozendict import FrozenDict
+from qfx.ir.graph import Node
+from qfx.ir.program import Program
+
+
+class ChainCopies:
+    """The objects a set of chains runs on: each module a chain calls, deep-copied on first use; each tensor
+    attribute of a chain that may write its inputs, deep-copied on first use; everything else the program's
+    own. Copies are shared by all chains, as the live objects are in torch."""
+
+    def __init__(self, program: Program, chains: Iterable[Sequence[Node]]) -> None:
+        self._program = program
+        self._modules: dict[int, Any] = {}  # id(original module) -> its copy
+        self._tensors: dict[int, tuple[Any, int]] = {}  # id(original tensor) -> (its copy, its version then)
+        self._copied_targets: dict[str, Any] = {}  # attribute target -> its original tensor
+        self._writable = {node.target for chain in chains if any(writes_its_inputs(n) for n in chain)
+                          for node in chain if node.op == "get_attr"}
+
+    def module(self, target: str) -> Any:
+        """The module to call for a call_module `target`: the program's, copied."""
+        original = self._program.modules[target]
+        if id(original) not in self._modules:
+            self._modules[id(original)] = copy.deepcopy(original)
+        return self._modules[id(original)]
+
+    def attribute(self, target: str) -> Any:
+        """The value of a get_attr `target`: a copy of a tensor a chain may write, else the program's."""
+        value = self._program.resolve(target)
+        if target not in self._writable or not isinstance(value, torch.Tensor):
+            return value
+        made = self._tensors.get(id(value))
+        if made is None:
+            own = copy.deepcopy(value)  # (a Parameter stays one, requiring grad as it did)
+            made = self._tensors[id(value)] = (own, own._version)
+        self._copied_targets[target] = value
+        return made[0]
+
+    def resolve(self, target: str) -> Any:
+        """What a get_attr or call_module `target` names now: a copy made so far, else the program's object."""
+        value = self._program.resolve(target)
+        if target in self._program.modules:
+            return self._modules.get(id(value), value)
+        made = self._tensors.get(id(value))
+        return made[0] if made is not None and target in self._copied_targets else value
+
+    def applied(self, program: Program) -> Program:
+        """`program` with every module copy at each path of its original and every tensor copy an op changed
+        in place at its target (torch's convert goes on with the changed objects)."""
+        replacements = {path: self._modules[id(m)] for path, m in program.modules.items() if id(m) in self._modules}
+        result = program.with_modules(replacements)
+        changed = {target: self._tensors[id(original)][0] for target, original in self._copied_targets.items()
+                   if self._tensors[id(original)][0]._version != self._tensors[id(original)][1]}
+        if not changed:
+            return result
+        return result.evolve(attributes=FrozenDict({**result.attributes, **changed}))
+
+
+def writes_its_inputs(node: Node) -> bool:
+    """Whether running `node` may change one of its inputs in place: an in-place method (a name ending in
+    one underscore), a call with inplace=True or an out= tensor, an operator that writes (iadd, setitem,
+    ...), a torch op whose schema writes a positional argument, or any other Python function (not known
+    not to)."""
+    if node.op == "call_method":
+        return isinstance(node.target, str) and node.target.endswith("_") and not node.target.endswith("__")
+    if node.op != "call_function":
+        return False
+    if any((name == "inplace" and value is True) or name == "out" for name, value in node.kwargs):
+        return True
+    try:
+        return _function_writes(node.target)
+    except TypeError:  # an unhashable target: nothing known of it
+        return True
+
+
+@functools.lru_cache(maxsize=512)
+def _function_writes(target: Any) -> bool:
+    if target is getattr:
+        return False
+    if getattr(target, "__module__", None) in ("_operator", "operator"):
+        name = getattr(target, "__name__", "")
+        return name in ("setitem", "delitem") or (name.startswith("i") and hasattr(operator, name[1:]))
+    schemas = _schemas(target)
+    if schemas is None:
+        return True
+    # (an `out=` argument, keyword-only, is written only when given: the call's kwargs say so)
+    return any(argument.alias_info is not None and argument.alias_info.is_write and not argument.kwarg_only
+               for schema in schemas for argument in schema.arguments)
+
+
+def _schemas(target: Any) -> list | None:
+    """The operator schemas of a torch op (an OpOverload, an OpOverloadPacket or a torch.* builtin), or None
+    when `target` is none of those."""
+    if isinstance(target, torch._ops.OpOverload):
+        return [target._schema]
+    if isinstance(target, torch._ops.OpOverloadPacket):
+        return [getattr(target, overload)._schema for overload in target.overloads()]
+    if type(target).__name__ == "builtin_function_or_method" and getattr(target, "__module__", None) == "torch":
+        schemas = torch._C._jit_get_schemas_for_operator(f"aten::{target.__name__}")
+        return list(schemas) if schemas else None
+    return None
