@@ -25,13 +25,13 @@ from qfx.ir.program import Program
 class ChainCopies:
     """The objects a set of chains runs on: each module a chain calls, deep-copied on first use; each tensor
     attribute of a chain that may write its inputs, deep-copied on first use; everything else the program's
-    own. Copies are shared by all chains, as the live objects are in torch."""
+    own. Copies are shared by all chains, as the live objects are in torch; the objects are ids' keys, so
+    the program must be alive as long as this is."""
 
     def __init__(self, program: Program, chains: Iterable[Sequence[Node]]) -> None:
         self._program = program
         self._modules: dict[int, Any] = {}  # id(original module) -> its copy
-        self._tensors: dict[int, tuple[Any, int]] = {}  # id(original tensor) -> (its copy, its version then)
-        self._copied_targets: dict[str, Any] = {}  # attribute target -> its original tensor
+        self._tensors: dict[int, Any] = {}  # id(original tensor) -> its copy
         self._writable = {node.target for chain in chains if any(writes_its_inputs(n) for n in chain)
                           for node in chain if node.op == "get_attr"}
 
@@ -47,31 +47,26 @@ class ChainCopies:
         value = self._program.resolve(target)
         if target not in self._writable or not isinstance(value, torch.Tensor):
             return value
-        made = self._tensors.get(id(value))
-        if made is None:
-            own = copy.deepcopy(value)  # (a Parameter stays one, requiring grad as it did)
-            made = self._tensors[id(value)] = (own, own._version)
-        self._copied_targets[target] = value
-        return made[0]
+        if id(value) not in self._tensors:
+            self._tensors[id(value)] = copy.deepcopy(value)  # (a Parameter stays one, requiring grad as it did)
+        return self._tensors[id(value)]
 
     def resolve(self, target: str) -> Any:
         """What a get_attr or call_module `target` names now: a copy made so far, else the program's object."""
         value = self._program.resolve(target)
-        if target in self._program.modules:
-            return self._modules.get(id(value), value)
-        made = self._tensors.get(id(value))
-        return made[0] if made is not None and target in self._copied_targets else value
+        table = self._modules if target in self._program.modules else self._tensors
+        return table.get(id(value), value)
 
     def applied(self, program: Program) -> Program:
-        """`program` with every module copy at each path of its original and every tensor copy an op changed
-        in place at its target (torch's convert goes on with the changed objects)."""
+        """`program` with every copy in place of its original, under every name the original has: torch's
+        convert goes on with the objects the chains changed. (Every copy, changed or not: ops such as the
+        fused fake-quantize write their outputs without counting a new version of them.)"""
         replacements = {path: self._modules[id(m)] for path, m in program.modules.items() if id(m) in self._modules}
         result = program.with_modules(replacements)
-        changed = {target: self._tensors[id(original)][0] for target, original in self._copied_targets.items()
-                   if self._tensors[id(original)][0]._version != self._tensors[id(original)][1]}
-        if not changed:
+        tensors = {target: self._tensors[id(t)] for target, t in result.attributes.items() if id(t) in self._tensors}
+        if not tensors:
             return result
-        return result.evolve(attributes=FrozenDict({**result.attributes, **changed}))
+        return result.evolve(attributes=FrozenDict({**result.attributes, **tensors}))
 
 
 def writes_its_inputs(node: Node) -> bool:

@@ -53,7 +53,35 @@ def _with_in_place_weight_op(mapping: QConfigMapping, method: str, *args: object
     return observed
 
 
+def _with_fused_fake_quant_of_weight() -> torch.fx.GraphModule:
+    """The observed dynamic _Linear whose weight goes through the fused fake-quantize op first, its running
+    min/max, scale and zero point root buffers read by get_attr (what tracing a QAT conv as a standalone
+    module gives): an op that writes four of its inputs, without counting new versions of them."""
+    torch.manual_seed(0)
+    example = (torch.randn(4, 6),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_fx(_Linear().eval(), QConfigMapping().set_global(default_dynamic_qconfig), example)
+        observed(*example)
+    state = {"observe": torch.tensor([1], dtype=torch.uint8), "fake_quantize": torch.tensor([1], dtype=torch.uint8),
+             "low": torch.tensor(float("inf")), "high": torch.tensor(float("-inf")), "scale": torch.tensor([1.0]),
+             "zero_point": torch.tensor([0], dtype=torch.int32)}
+    for name, value in state.items():
+        observed.register_buffer(name, value)
+    graph = observed.graph
+    weight = next(n for n in graph.nodes if n.op == "get_attr" and n.target == "w")
+    (observer,) = weight.users
+    with graph.inserting_before(observer):
+        reads = [graph.get_attr(name) for name in state]
+        fake = graph.call_function(torch.fused_moving_avg_obs_fake_quant,
+                                   (weight, *reads, 0.01, -128, 127, 0, False, True))
+    observer.replace_input_with(weight, fake)
+    observed.recompile()
+    return observed
+
+
 CHAINS = {
+    "dynamic fused fake quant": _with_fused_fake_quant_of_weight,
     "dynamic add_": lambda: _with_in_place_weight_op(QConfigMapping().set_global(default_dynamic_qconfig),
                                                      "add_", 0.25),
     "static clamp_": lambda: _with_in_place_weight_op(get_default_qconfig_mapping("x86"), "clamp_", -0.5, 0.5),
