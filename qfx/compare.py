@@ -1,7 +1,8 @@
 """Comparing converted models with torch's, and checking that a model was left alone.
 
 `differences(ours, theirs, inputs)` lists how two GraphModules differ (code, state_dict, outputs);
-`fingerprint(model)` / `same_fingerprint(a, b)` record and compare everything convert could change.
+`fingerprint(model)` / `same_fingerprint(a, b)` record and compare everything convert could change;
+`copy_for_torch(observed)` is the copy torch's convert, which works in place, compares from.
 Tensors are compared bit for bit, never with a tolerance.
 """
 
@@ -13,6 +14,22 @@ from typing import Any
 
 import torch
 from torch.fx import GraphModule
+
+
+def copy_for_torch(observed: GraphModule) -> GraphModule:
+    """A deep copy of `observed` for torch's convert (which converts in place) to run on, whose graphs name
+    new nodes as converting `observed` itself would. A deepcopy rebuilds each graph's name space from the
+    nodes it holds: after a dead-code elimination the copy would hand out again names the model itself
+    still counts as used, and torch's result would name nodes otherwise than qfx's (and torch's own, on the
+    model)."""
+    copied = copy.deepcopy(observed)
+    for original, new in zip(observed.modules(), copied.modules()):
+        if isinstance(original, GraphModule) and isinstance(new, GraphModule):
+            used, made = original.graph._graph_namespace, new.graph._graph_namespace
+            made._used_names.update(used._used_names)
+            for base, count in used._base_count.items():
+                made._base_count[base] = max(count, made._base_count.get(base, 0))
+    return copied
 
 
 def same_value(a: Any, b: Any) -> bool:

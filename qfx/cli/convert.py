@@ -14,7 +14,7 @@ from rich.console import Console
 from torch.fx import GraphModule
 
 from qfx.api import convert_options, gc_paused
-from qfx.compare import differences, fingerprint, same_fingerprint
+from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
 from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
@@ -68,7 +68,7 @@ def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, 
     torch_name, _, theirs_fn = MODES[mode]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        theirs = theirs_fn(copy.deepcopy(observed))
+        theirs = theirs_fn(copy_for_torch(observed))
     found = differences(result, theirs, inputs)
     compared = "same code, same state_dict" + (", identical outputs" if inputs is not None else "")
     if found:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 from rich.console import Console
 from torch.fx import GraphModule
 
-from qfx.compare import differences, fingerprint, same_fingerprint
+from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint
 from qfx.demo_model import example_inputs as demo_example_inputs
 from qfx.demo_model import observed_demo_model
 from qfx.ir.errors import QfxError, UnsupportedError
@@ -56,7 +55,7 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
         console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(ours.graph.nodes)))
         plain(console, f"generated code ({mode}):")
         plain(console, code_preview(ours.code))
-        theirs = theirs_fn(copy.deepcopy(observed))
+        theirs = theirs_fn(copy_for_torch(observed))
         found = differences(ours, theirs, inputs)
         if found:
             plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(found)})")

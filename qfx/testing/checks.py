@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch.fx import GraphModule
 
-from qfx.compare import differences, fingerprint, same_fingerprint, same_value
+from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint, same_value
 from qfx.ir.errors import VerificationError
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
@@ -105,7 +105,7 @@ def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ours = ours_fn(observed, **convert_kwargs)
-        theirs = theirs_fn(copy.deepcopy(observed), **copy.deepcopy(convert_kwargs))
+        theirs = theirs_fn(copy_for_torch(observed), **copy.deepcopy(convert_kwargs))
     if not same_fingerprint(before, fingerprint(observed)):
         raise AssertionError(f"qfx.{name.lstrip('_')} changed the observed model")
     found = differences(ours, theirs, example_inputs)

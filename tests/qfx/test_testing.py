@@ -70,6 +70,32 @@ def test_assert_same_as_torch(monkeypatch: pytest.MonkeyPatch) -> None:
         assert_same_as_torch(observed, is_reference=True)
 
 
+class _DeadBranches(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _ = x * 3  # dead: a node 'mul' the user's dead-code elimination erases
+        return self.conv(x) * 2
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"is_reference": True}, {"is_decomposed": True}])
+def test_assert_same_as_torch_after_the_users_dead_code_elimination(kwargs: dict) -> None:
+    """torch converts a copy, whose name space a deepcopy rebuilds from the nodes left: the check gives it a
+    copy that still counts the erased names as used, as converting the model itself does."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    x = torch.randn(2, 3, 6, 6)
+    observed = prepare_fx(_DeadBranches().eval(), get_default_qconfig_mapping("x86"), (x,))
+    observed(x)
+    observed.graph.eliminate_dead_code()
+    observed.recompile()
+    result = assert_same_as_torch(observed, example_inputs=(x,), **kwargs)
+    assert "mul = " not in result.code  # (the erased name stays taken)
+
+
 @settings(max_examples=examples(5), deadline=None)
 @given(programs())
 def test_cleanup_is_pure_on_random_programs(program: Program) -> None:
