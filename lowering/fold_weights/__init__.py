@@ -28,7 +28,8 @@ def fold_weights(program: Program) -> Program:
     """Fold every prepack call (torch's WEIGHT_PREPACK_OPS) whose producer chain reaches no placeholder.
 
     Needs: the lowered graph (prepack calls in place) and `quant.node_name_to_scope`. Guarantees: each
-    folded prepack is evaluated once (bit-identical to running its chain) and replaced by a get_attr of a
+    folded prepack is evaluated once (bit-identical to running its chain; on copies of what running it
+    changes, which then replace their originals: see ChainCopies) and replaced by a get_attr of a
     new root attribute `<module path of its first user>_packed_weight_<n>` (first free n), the rest of its
     chain removed. Like torch, which copies the graph into a brand-new FX Graph, every node is re-named in
     order by a fresh namespace, and the root gets
