@@ -21,7 +21,6 @@ import warnings
 from typing import Any
 
 import torch
-from torch.ao.quantization.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.stubs import DeQuantStub
 from torch.ao.quantization.utils import is_per_channel, to_underlying_dtype
 
@@ -39,7 +38,7 @@ from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
 
 from .manager import register
-from .support.observers import ObserverTest
+from .support.observers import HANDS_OVER, ObserverTest, QParamsReads
 from .support.qparams import batched_histogram_qparams, batched_per_tensor_qparams
 from .support.root_attributes import AttributeAllocator, unique_device
 
@@ -55,14 +54,10 @@ STATIC_DTYPES_DECOMPOSED = (
 )
 STATIC_DTYPES_TORCH_OPS = (torch.quint8, torch.qint8, torch.qint32, torch.float8_e5m2, torch.float8_e4m3fn)
 
-# torch's fake quants whose calculate_qparams is their observer's
-_HANDS_OVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQuantize.calculate_qparams)
-
-
 def _qparams_source(module: Any) -> Any:
     """The module whose calculate_qparams() gives `module`'s: the observer a torch fake quant holds (read
     from its own tables), else the module itself."""
-    if getattr(type(module), "calculate_qparams", None) in _HANDS_OVER:
+    if getattr(type(module), "calculate_qparams", None) in HANDS_OVER:
         observer = module.__dict__.get("_modules", {}).get("activation_post_process")
         if observer is not None:
             return observer
@@ -129,6 +124,7 @@ class _QdqRewrite:
         self._per_tensor: dict[int, tuple[float, int]] | None = None
         self.modules = program.modules
         self.is_observer = ObserverTest()
+        self.reads = QParamsReads()
         self._plain_lookup_classes: dict[type, bool] = {}
 
     @property
@@ -160,14 +156,14 @@ class _QdqRewrite:
         `calculate_qparams()`; computed for all alike observers of the graph at once on first use (a fake
         quant's by its observer's, to which its calculate_qparams hands over)."""
         if self._per_tensor is None:
-            sources = {id(module): _qparams_source(module) for n in self.program.graph.nodes
+            sources = {id(module): _qparams_source(self.reads(module)) for n in self.program.graph.nodes
                        if n.op == "call_module" and self.is_observer(module := self.modules[n.target])}
             found = {**batched_per_tensor_qparams(sources.values()), **batched_histogram_qparams(sources.values())}
             self._per_tensor = {key: found[id(source)] for key, source in sources.items() if id(source) in found}
         found = self._per_tensor.get(id(observer))
         if found is not None:
             return found
-        scale, zero_point = observer.calculate_qparams()
+        scale, zero_point = self.reads(observer).calculate_qparams()
         return float(scale), int(zero_point)
 
     def run(self) -> Program:
@@ -318,7 +314,7 @@ class _QdqRewrite:
         b = self.builder
         if dtype in STATIC_DTYPES_TORCH_OPS and not dynamic:
             if _is_per_channel(observer.qscheme):
-                scale, zero_point = observer.calculate_qparams()
+                scale, zero_point = self.reads(observer).calculate_qparams()
                 axis = int(observer.ch_axis)
                 s, z = self._qparam_attributes(node, scale, zero_point)
                 q = b.add("call_function", torch.quantize_per_channel, (x, s, z, axis, dtype))
@@ -341,7 +337,7 @@ class _QdqRewrite:
         if dtype in STATIC_DTYPES_DECOMPOSED and not dynamic:
             qmin, qmax, dtype_ = observer.quant_min, observer.quant_max, _underlying_dtype(dtype)
             if _is_per_channel(observer.qscheme):
-                scale, zero_point = observer.calculate_qparams()
+                scale, zero_point = self.reads(observer).calculate_qparams()
                 axis = int(observer.ch_axis)
                 s, z = self._qparam_attributes(node, scale, zero_point)
                 params = (s, z, axis, qmin, qmax, dtype_)

@@ -1,11 +1,14 @@
-"""Which modules convert treats as activation observers, asked once per class (insert-qdq, swap-modules)."""
+"""Activation observers as convert meets them (insert-qdq, swap-modules): which modules are observers,
+asked once per class, and what their qparams can be read from without changing the observed model."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
-from torch.ao.quantization.observer import _is_activation_post_process
+from torch.ao.quantization.fake_quantize import FakeQuantize, FakeQuantizeBase, FusedMovingAvgObsFakeQuantize
+from torch.ao.quantization.observer import ObserverBase, _is_activation_post_process
 
 
 class ObserverTest:
@@ -27,3 +30,51 @@ class ObserverTest:
             if module.__class__ is kind and not isinstance(module, torch.jit.ScriptModule):
                 self._by_class[kind] = known
         return known
+
+
+# The modules torch's own observers and fake quants are defined in: their calculate_qparams only read the
+# module (torch's _LearnableFakeQuantize, defined elsewhere, clamps its scale in place in it).
+_READING_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
+
+
+class QParamsReads:
+    """What to call an activation observer's `calculate_qparams` (and the methods it calls) on, so that the
+    call cannot change the observed model, for one pass run.
+
+    torch calls them on the live model. An observer of one of torch's own classes whose calculate_qparams
+    only reads (for a fake quant that hands over to its observer: that observer's too) is used as it is.
+    Any other (a user's class, torch's learnable fake quant) is deep-copied on first use, and the copy
+    serves every later call in the run: a second call sees what the first left, as on torch's live model.
+    (One that deepcopy cannot copy is used as it is.)"""
+
+    def __init__(self) -> None:
+        self._copies: dict[int, Any] = {}
+        self._reading_classes: dict[type, bool] = {}
+
+    def __call__(self, observer: Any) -> Any:
+        if self._only_reads(observer):
+            return observer
+        made = self._copies.get(id(observer))
+        if made is None:
+            try:
+                made = copy.deepcopy(observer)
+            except Exception:  # (one that cannot be copied is read as torch reads it, on the model)
+                made = observer
+            self._copies[id(observer)] = made
+        return made
+
+    def _only_reads(self, observer: Any) -> bool:
+        kind = type(observer)
+        known = self._reading_classes.get(kind)
+        if known is None:
+            known = self._reading_classes[kind] = kind.__module__ in _READING_MODULES
+        if not known:
+            return False
+        if type(observer).calculate_qparams not in HANDS_OVER:
+            return True
+        inner = observer.__dict__.get("_modules", {}).get("activation_post_process")
+        return inner is not None and self._only_reads(inner)
+
+
+# torch's fake quants whose calculate_qparams is their observer's
+HANDS_OVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQuantize.calculate_qparams)
