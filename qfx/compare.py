@@ -21,10 +21,16 @@ def copy_for_torch(observed: GraphModule) -> GraphModule:
     new nodes as converting `observed` itself would. A deepcopy rebuilds each graph's name space from the
     nodes it holds: after a dead-code elimination the copy would hand out again names the model itself
     still counts as used, and torch's result would name nodes otherwise than qfx's (and torch's own, on the
-    model)."""
-    copied = copy.deepcopy(observed)
+    model). A GraphModule's deepcopy also keeps only what its graph uses and torch's own entries: the
+    copy gets the other attributes set on the original (one a user set after prepare, to be preserved,
+    say) too, copied with the rest."""
+    memo: dict[int, Any] = {}
+    copied = copy.deepcopy(observed, memo)
     for original, new in zip(observed.modules(), copied.modules()):
         if isinstance(original, GraphModule) and isinstance(new, GraphModule):
+            state, copied_state = vars(original), vars(new)
+            for name in [name for name in state if name not in copied_state]:
+                copied_state[name] = copy.deepcopy(state[name], memo)
             used, made = original.graph._graph_namespace, new.graph._graph_namespace
             made._used_names.update(used._used_names)
             for base, count in used._base_count.items():
@@ -68,8 +74,8 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
-    """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits) and, when `inputs`
-    are given, outputs (of copies: neither module is changed). Empty when they are the same."""
+    """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits), the names of each
+    module's attributes and, when `inputs` are given, outputs (of copies: neither module is changed). Empty when they are the same."""
     found: list[str] = []
     if ours.code != theirs.code:
         a, b = ours.code.splitlines(), theirs.code.splitlines()
@@ -83,6 +89,12 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
         bad = [k for k in ours_state if not same_value(ours_state[k], theirs_state[k])]
         if bad:
             found.append(f"state_dict values differ: {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+    ours_attributes, theirs_attributes = _attribute_names(ours), _attribute_names(theirs)
+    if ours_attributes != theirs_attributes:
+        paths = [p for p in dict.fromkeys([*ours_attributes, *theirs_attributes])
+                 if ours_attributes.get(p) != theirs_attributes.get(p)]
+        found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (qfx: "
+                     f"{sorted(ours_attributes.get(paths[0], ()))}, torch: {sorted(theirs_attributes.get(paths[0], ()))})")
     if inputs is not None:
         # Run copies: a module may share observers with the observed model, and running them records stats.
         ours, theirs = copy.deepcopy(ours), copy.deepcopy(theirs)
@@ -92,6 +104,11 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
         if not same:
             found.append("outputs differ")
     return found
+
+
+def _attribute_names(model: torch.nn.Module) -> dict[str, frozenset[str]]:
+    """The names in each module's instance dict (preserved attributes, constructor attributes), by path."""
+    return {path: frozenset(vars(module)) for path, module in model.named_modules(remove_duplicate=False)}
 
 
 def _line(lines: list[str], i: int) -> str:

@@ -115,3 +115,27 @@ def test_the_readme_pass_example_runs_under_pytest(tmp_path: Path) -> None:
                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"is_reference": True}])
+def test_assert_same_as_torch_with_an_attribute_set_after_prepare(kwargs: dict) -> None:
+    """An attribute the user set on the observed model after prepare and asks convert to preserve: torch
+    converting the model itself keeps it, as qfx does; a GraphModule's deepcopy drops it, so the check's
+    copy for torch carries it over. An attribute only one result has is reported."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    from qfx.compare import differences
+
+    x = torch.randn(2, 3, 6, 6)
+    observed = prepare_fx(_DeadBranches().eval(), get_default_qconfig_mapping("x86"), (x,))
+    observed(x)
+    observed.new_attr = [1, 2]
+    config = ConvertCustomConfig().set_preserved_attributes(["new_attr"])
+    result = assert_same_as_torch(observed, example_inputs=(x,), convert_custom_config=config, **kwargs)
+    assert result.new_attr == [1, 2]
+    other = copy.deepcopy(result)
+    assert differences(result, other, None) == []
+    other.conv.extra = 1
+    assert any("attributes differ on 'conv'" in found for found in differences(result, other, None))
