@@ -35,17 +35,21 @@ class ObserverTest:
 # The modules torch's own observers and fake quants are defined in: their calculate_qparams only read the
 # module (torch's _LearnableFakeQuantize, defined elsewhere, clamps its scale in place in it).
 _READING_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
+# calculate_qparams and the methods torch's implementations of it call on the observer.
+_QPARAMS_METHODS = ("calculate_qparams", "_calculate_qparams", "_non_linear_param_search",
+                    "_compute_quantization_error", "_get_norm")
 
 
 class QParamsReads:
-    """What to call an activation observer's `calculate_qparams` (and the methods it calls) on, so that the
-    call cannot change the observed model, for one pass run.
+    """What to call an activation observer's `calculate_qparams` on, so that the call cannot change the
+    observed model, for one pass run.
 
-    torch calls them on the live model. An observer of one of torch's own classes whose calculate_qparams
-    only reads (for a fake quant that hands over to its observer: that observer's too) is used as it is.
-    Any other (a user's class, torch's learnable fake quant) is deep-copied on first use, and the copy
-    serves every later call in the run: a second call sees what the first left, as on torch's live model.
-    (One that deepcopy cannot copy is used as it is.)"""
+    torch calls it on the live model. An observer whose class runs only torch's own implementations of
+    calculate_qparams and of the methods those call (a user's subclass that observes in its own way
+    included), and which only read, is used as it is; so is a torch fake quant that hands over to such an
+    observer. Any other (a class with its own calculate_qparams, torch's learnable fake quant) is
+    deep-copied on first use, and the copy serves every later call in the run: a second call sees what the
+    first left, as on torch's live model. (One that deepcopy cannot copy is used as it is.)"""
 
     def __init__(self) -> None:
         self._copies: dict[int, Any] = {}
@@ -64,13 +68,17 @@ class QParamsReads:
         return made
 
     def _only_reads(self, observer: Any) -> bool:
+        if isinstance(observer, torch.jit.ScriptModule):
+            return False  # (its methods are compiled, whatever their source)
         kind = type(observer)
         known = self._reading_classes.get(kind)
         if known is None:
-            known = self._reading_classes[kind] = kind.__module__ in _READING_MODULES
+            known = self._reading_classes[kind] = all(
+                getattr(getattr(kind, name, None), "__module__", _READING_MODULES[0]) in _READING_MODULES
+                for name in _QPARAMS_METHODS)
         if not known:
             return False
-        if type(observer).calculate_qparams not in HANDS_OVER:
+        if kind.calculate_qparams not in HANDS_OVER:
             return True
         inner = observer.__dict__.get("_modules", {}).get("activation_post_process")
         return inner is not None and self._only_reads(inner)

@@ -43,6 +43,11 @@ class CountingObserver(MinMaxObserver):
         return scale * self.calls, zero_point
 
 
+class _ObservesOtherwise(MinMaxObserver):
+    def forward(self, x):
+        return super().forward(x.abs())
+
+
 def _learnable_qat_model() -> torch.fx.GraphModule:
     activation = _LearnableFakeQuantize.with_args(
         observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
@@ -80,6 +85,8 @@ def test_reads_copy_only_observers_that_may_write():
     plain = MinMaxObserver()
     fake_quant = FakeQuantize(observer=MovingAverageMinMaxObserver)
     assert reads(plain) is plain and reads(fake_quant) is fake_quant  # torch's own: they only read
+    observes_otherwise = _ObservesOtherwise()  # a user's class running torch's calculate_qparams
+    assert reads(observes_otherwise) is observes_otherwise
     learnable = _LearnableFakeQuantize(observer=MovingAverageMinMaxObserver)
     counting = CountingObserver()
     users_inside = FakeQuantize(observer=CountingObserver)
