@@ -43,17 +43,38 @@ class ChainCopies:
         return self._modules[id(original)]
 
     def attribute(self, target: str) -> Any:
-        """The value of a get_attr `target`: a copy of a tensor a chain may write, else the program's."""
-        value = self._program.resolve(target)
+        """The value of a get_attr `target`, found as torch finds it on the live model (see `current`): a
+        copy of a tensor a chain may write, else the program's."""
+        value = self.current(target)
         if target not in self._writable or not isinstance(value, torch.Tensor):
             return value
         if id(value) not in self._tensors:
             self._tensors[id(value)] = copy.deepcopy(value)  # (a Parameter stays one, requiring grad as it did)
         return self._tensors[id(value)]
 
-    def resolve(self, target: str) -> Any:
-        """What a get_attr or call_module `target` names now: a copy made so far, else the program's object."""
+    def current(self, target: str) -> Any:
+        """The program's value of a get_attr `target` as torch's walk of attribute names on its live model
+        finds it: through the module owning the target where a pass has replaced that module since lift
+        (a lowered Linear's `weight` is a method, say; a name the new module lacks raises AttributeError,
+        as there), else the attribute table's entry."""
         value = self._program.resolve(target)
+        if target in self._program.modules:
+            return value
+        owner_path, dot, field = target.rpartition(".")
+        while dot and owner_path not in self._program.modules:
+            owner_path, dot, parent = owner_path.rpartition(".")
+            field = f"{parent}.{field}"
+        if not dot and owner_path not in self._program.modules:
+            return value  # an attribute of the root's own
+        found = self._program.modules[owner_path]
+        for atom in field.split("."):
+            found = getattr(found, atom)
+        return value if found is value else found
+
+    def resolve(self, target: str) -> Any:
+        """What a get_attr or call_module `target` names now (see `current`): a copy made so far, else the
+        program's object."""
+        value = self.current(target)
         table = self._modules if target in self._program.modules else self._tensors
         return table.get(id(value), value)
 

@@ -25,6 +25,7 @@ import graphviz
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.ao.quantization import QConfigMapping, get_default_qat_qconfig_mapping, get_default_qconfig_mapping
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.quantize_fx import convert_to_reference_fx, prepare_fx, prepare_qat_fx
@@ -128,6 +129,25 @@ def _functional_linear_arg(position: int) -> Callable[[], torch.fx.GraphModule]:
 class _ConvOfInputWeight(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.conv2d(x, w, None, 1, 1)
+
+
+class _FunctionalOnModuleWeight(nn.Module):
+    """A Linear called as a module and its own weight read by F.linear: lowering replaces the module, whose
+    `weight` is then a method, before the functional call's weight is folded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) + F.linear(x, self.linear.weight, self.linear.bias)
+
+
+def _functional_on_module_weight() -> torch.fx.GraphModule:
+    example = (torch.randn(2, 4),)
+    model = prepare_fx(_FunctionalOnModuleWeight().eval(), get_default_qconfig_mapping(), example)
+    model(*example)
+    return model
 
 
 def _weight_is_an_input() -> torch.fx.GraphModule:
@@ -384,6 +404,9 @@ TABLE: list[Row] = [
     Row("functional-weight-is-an-input", E.ConvertTypeError, _weight_is_an_input, ref,
         r"node 'conv2d': its weight is the forward\(\) input 'w' itself; .* make the weight a parameter or "
         r"buffer of the model$", TypeError),
+    Row("lower-functional-weight-of-lowered-module", E.PassError, _functional_on_module_weight, qfx.convert_fx,
+        r"pass 'fold-weights' failed at node 'quantize_per_channel': TypeError: .*must be Tensor, not method",
+        TypeError),
     Row("functional-weight-constant", E.ConvertAttributeError, _functional_linear_arg(1), ref,
         r"node 'linear': its weight argument is the constant 5, not a node", AttributeError),
     Row("lower-functional-input-constant", E.ConvertAttributeError, _functional_linear_arg(0), qfx.convert_fx,
