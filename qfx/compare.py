@@ -75,7 +75,8 @@ def same_value(a: Any, b: Any) -> bool:
 
 def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
     """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits), the names of each
-    module's attributes and, when `inputs` are given, outputs (of copies: neither module is changed). Empty when they are the same."""
+    module's attributes and, when `inputs` are given, outputs (of copies: neither module is changed).
+    Empty when they are the same."""
     found: list[str] = []
     if ours.code != theirs.code:
         a, b = ours.code.splitlines(), theirs.code.splitlines()
@@ -93,8 +94,10 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
     if ours_attributes != theirs_attributes:
         paths = [p for p in dict.fromkeys([*ours_attributes, *theirs_attributes])
                  if ours_attributes.get(p) != theirs_attributes.get(p)]
-        found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (qfx: "
-                     f"{sorted(ours_attributes.get(paths[0], ()))}, torch: {sorted(theirs_attributes.get(paths[0], ()))})")
+        first_ours = ours_attributes.get(paths[0], frozenset())
+        first_theirs = theirs_attributes.get(paths[0], frozenset())
+        found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (first: only qfx's "
+                     f"{sorted(first_ours - first_theirs)}, only torch's {sorted(first_theirs - first_ours)})")
     if inputs is not None:
         # Run copies: a module may share observers with the observed model, and running them records stats.
         ours, theirs = copy.deepcopy(ours), copy.deepcopy(theirs)

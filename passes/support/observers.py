@@ -44,9 +44,9 @@ class QParamsReads:
     """What to call an activation observer's `calculate_qparams` on, so that the call cannot change the
     observed model, for one pass run.
 
-    torch calls it on the live model. An observer whose class runs only torch's own implementations of
-    calculate_qparams and of the methods those call (a user's subclass that observes in its own way
-    included), and which only read, is used as it is; so is a torch fake quant that hands over to such an
+    torch calls it on the live model. An observer whose class runs torch's own implementations of
+    calculate_qparams and of the methods those call, which only read (a user's subclass that observes in
+    its own way included), is used as it is; so is a torch fake quant that hands over to such an
     observer. Any other (a class with its own calculate_qparams, torch's learnable fake quant) is
     deep-copied on first use, and the copy serves every later call in the run: a second call sees what the
     first left, as on torch's live model. (One that deepcopy cannot copy is used as it is.)"""
