@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import torch
 from torch.ao.quantization.observer import _is_activation_post_process
+from torch.ao.quantization.quant_type import QuantType
 from torch.ao.quantization.utils import activation_is_statically_quantized, get_swapped_custom_module_class
 
 from qfx.ir.args import Ref, TupleArg
@@ -38,9 +39,14 @@ class CustomSwap:
     convention: CallingConvention | None
 
 
+# The quant types whose entries torch's convert takes custom module classes from (others are ignored).
+_CUSTOM_QUANT_TYPES = (QuantType.STATIC, QuantType.DYNAMIC, QuantType.WEIGHT_ONLY)
+
+
 def custom_module_classes(mapping: dict) -> frozenset:
-    """Every observed custom module class in an observed-to-quantized mapping (all quant types)."""
-    return frozenset(cls for per_type in mapping.values() for cls in per_type)
+    """Every observed custom module class in an observed-to-quantized mapping, under the static, dynamic
+    and weight-only quant types (what torch's convert looks for)."""
+    return frozenset(cls for quant_type in _CUSTOM_QUANT_TYPES for cls in mapping.get(quant_type, {}))
 
 
 def convert_custom(node: Node, observed: torch.nn.Module, program: Program, mapping: dict) -> CustomSwap:

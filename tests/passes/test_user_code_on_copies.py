@@ -1,0 +1,70 @@
+"""Inputs where torch's convert runs code that may write (a user's classes, stateful parametrizations) or
+skips what qfx would otherwise read: qfx gives torch's result and leaves the observed model as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.fx.custom_config import ConvertCustomConfig, PrepareCustomConfig
+from torch.ao.quantization.quant_type import QuantType
+from torch.ao.quantization.quantize_fx import prepare_fx
+
+from qfx.testing import assert_same_as_torch
+
+from ..support.snapshot import assert_unchanged, snapshot
+
+MODES = [{"is_reference": True}, {}]
+
+
+class _Custom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class _ObservedCustom(_Custom):
+    @classmethod
+    def from_float(cls, module):
+        made = cls()
+        made.lin, made.qconfig = module.lin, module.qconfig
+        return made
+
+
+class _QuantizedCustom(_Custom):
+    @classmethod
+    def from_observed(cls, module):
+        made = cls()
+        made.lin = module.lin
+        return made
+
+
+class _WithCustom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = _Custom()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.l(self.c(x))
+
+
+@pytest.mark.parametrize("kwargs", MODES)
+@pytest.mark.parametrize("quant_type", [QuantType.QAT, "static"])
+def test_custom_mapping_under_a_quant_type_torch_does_not_read(quant_type, kwargs):
+    """torch takes custom module classes from the static, dynamic and weight-only entries only: a mapping
+    filed under another key leaves the observed custom module in place."""
+    example = (torch.randn(2, 4),)
+    prepare_config = PrepareCustomConfig().set_float_to_observed_mapping(_Custom, _ObservedCustom)
+    observed = prepare_fx(_WithCustom().eval(), get_default_qconfig_mapping(), example,
+                          prepare_custom_config=prepare_config)
+    observed(*example)
+    config = ConvertCustomConfig().set_observed_to_quantized_mapping(_ObservedCustom, _QuantizedCustom, quant_type)
+    before = snapshot(observed)
+    result = assert_same_as_torch(observed, example_inputs=example, convert_custom_config=config, **kwargs)
+    assert type(result.c) is _ObservedCustom
+    assert_unchanged(before, observed)
