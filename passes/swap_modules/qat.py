@@ -93,10 +93,14 @@ def _channel_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor | N
 def working_module(module: Any) -> Any:
     """A QAT module for converting to run its weight fake quant on and build float modules from: when its
     to_float is torch's (which only reads the module), a copy sharing everything (the weights, BatchNorm,
-    other children) but the weight fake quant, which is a `working_copy`; else a deep copy. (Copying the
-    weights of a large QAT model costs more than the rest of its convert.)"""
-    fake_quant = module.__dict__.get("_modules", {}).get("weight_fake_quant")
-    if fake_quant is None or not type(module).to_float.__module__.startswith("torch.ao.nn."):
+    other children) but the weight fake quant, which is a `working_copy`; else, and for a parametrized
+    module (reading its weight runs the parametrizations, which may update state of theirs, as spectral
+    norm's power iteration does in training), a deep copy. (Copying the weights of a large QAT model costs
+    more than the rest of its convert.)"""
+    children = module.__dict__.get("_modules", {})
+    fake_quant = children.get("weight_fake_quant")
+    if (fake_quant is None or "parametrizations" in children
+            or not type(module).to_float.__module__.startswith("torch.ao.nn.")):
         return copy.deepcopy(module)
     return _sharing_copy(module, {}, {"weight_fake_quant": working_copy(fake_quant)})
 

@@ -175,6 +175,8 @@ class WeightQParamTable:
             return None  # one observer per weight, handled by the observer path
         if self._device is not None and self._device.type != "cpu":
             return None
+        if "parametrizations" in module._modules:
+            return None  # reading the weight runs the parametrizations: only where torch reads it
         weight = getattr(module, "weight", None)
         if type(weight) not in (torch.Tensor, torch.nn.Parameter):
             return None

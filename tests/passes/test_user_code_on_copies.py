@@ -68,3 +68,64 @@ def test_custom_mapping_under_a_quant_type_torch_does_not_read(quant_type, kwarg
     result = assert_same_as_torch(observed, example_inputs=example, convert_custom_config=config, **kwargs)
     assert type(result.c) is _ObservedCustom
     assert_unchanged(before, observed)
+
+
+class _OneLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.l(x)
+
+
+class _CountingParametrization(nn.Module):
+    """Counts its runs in a buffer: reading the weight it parametrizes changes the module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("calls", torch.zeros(()))
+
+    def forward(self, weight):
+        self.calls.add_(1)
+        return weight
+
+
+ALL_MODES = [{"is_reference": True}, {"is_reference": True, "is_decomposed": True}, {}]
+
+
+@pytest.mark.parametrize("kwargs", ALL_MODES)
+def test_qat_module_whose_weight_parametrization_has_state(kwargs):
+    """Spectral norm's power iteration updates its vectors each time the weight is read in training: torch's
+    to_float reads it on the live model; qfx on a copy of the QAT module."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    example = (torch.randn(2, 4),)
+    torch.manual_seed(0)
+    model = _OneLinear()
+    spectral_norm(model.l)
+    observed = prepare_qat_fx(model.train(), get_default_qat_qconfig_mapping(), example)
+    observed(*example)
+    before = snapshot(observed)
+    assert_same_as_torch(observed, example_inputs=example, **kwargs)
+    assert_unchanged(before, observed)
+
+
+@pytest.mark.parametrize("kwargs", ALL_MODES)
+def test_parametrized_module_torch_leaves_float_is_not_read(kwargs):
+    """torch keeps a parametrized Linear float under post-training quantization and never reads its weight;
+    qfx's batched weight qparams must not read it ahead either."""
+    import torch.nn.utils.parametrize as parametrize
+
+    example = (torch.randn(2, 4),)
+    torch.manual_seed(0)
+    model = _OneLinear()
+    parametrize.register_parametrization(model.l, "weight", _CountingParametrization())
+    observed = prepare_fx(model.eval(), get_default_qconfig_mapping(), example)
+    observed(*example)
+    before = snapshot(observed)
+    result = assert_same_as_torch(observed, **kwargs)  # (no outputs: running them counts)
+    assert_unchanged(before, observed)
+    assert float(result.l.parametrizations.weight[0].calls) == float(observed.l.parametrizations.weight[0].calls)
