@@ -24,6 +24,7 @@ written to.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import attrs
@@ -235,7 +236,7 @@ class ReferenceBuilder:
             return layout.new(float_module, tensors, qparams, self._axes)
         if _one_feature_standin_applies(reference_class, float_module):
             return _from_one_feature_standin(reference_class, float_module, qparams)
-        return reference_class.from_float(float_module, qparams)
+        return from_float(reference_class, float_module, qparams)
 
     def plan(self, reference_class: type, float_module: torch.nn.Module) -> tuple[_Layout, tuple] | None:
         """Where the fast and the from_float path part: the layout to build `float_module`'s reference
@@ -288,6 +289,19 @@ class ReferenceBuilder:
             return False
         layout = self._layouts[keyed[0]] = _Layout.of(template, standin, schema)
         return layout is not None and layout.takes(float_module)
+
+
+_TORCH_MODULES = "torch.ao.nn."
+
+
+def from_float(reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
+    """`reference_class.from_float(float_module, qparams)`, given a deep copy of the float module when that
+    from_float is not torch's own: a user's reference class may write into the module it is given (torch
+    gives it the live one, which its convert replaces anyway)."""
+    method = getattr(reference_class.from_float, "__func__", reference_class.from_float)
+    if not getattr(method, "__module__", "").startswith(_TORCH_MODULES):
+        float_module = copy.deepcopy(float_module)
+    return reference_class.from_float(float_module, qparams)
 
 
 def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[str, ...] | None) -> bool:

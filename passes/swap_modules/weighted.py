@@ -35,7 +35,7 @@ from qfx.ir.errors import ConvertError
 from qfx.ir.program import ConvertOptions, QuantFacts
 
 from .qat import run_weight_fake_quant, to_float
-from .reference_modules import ReferenceBuilder
+from .reference_modules import ReferenceBuilder, from_float
 from .weight_qparams import ConstructorKeys, WeightQParamTable
 
 
@@ -250,7 +250,7 @@ def convert_weighted(
     if fast is not None:
         reference = fast.references.build(reference_class, float_module, qparams)
     else:
-        reference = reference_class.from_float(float_module, qparams)
+        reference = from_float(reference_class, float_module, qparams)
     if fused is None:
         return reference
     # A QAT module's to_float() built a container nobody else holds; any other fused module is the

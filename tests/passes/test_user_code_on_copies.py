@@ -129,3 +129,44 @@ def test_parametrized_module_torch_leaves_float_is_not_read(kwargs):
     result = assert_same_as_torch(observed, **kwargs)  # (no outputs: running them counts)
     assert_unchanged(before, observed)
     assert float(result.l.parametrizations.weight[0].calls) == float(observed.l.parametrizations.weight[0].calls)
+
+
+@pytest.mark.parametrize("qat", [False, True])
+def test_user_reference_class_writing_into_the_float_module(qat):
+    """A custom backend config's reference class whose from_float marks the float module and clamps its
+    weight in place (torch gives it the live module): same result as torch's, observed model unchanged (for
+    QAT, the float module from to_float shares the QAT module's weight)."""
+    import torch.ao.nn.qat as nnqat
+    import torch.ao.nn.quantized.reference as nnqr
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig, DTypeConfig, ObservationType
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    class ClampingReferenceLinear(nnqr.Linear):
+        @classmethod
+        def from_float(cls, float_linear, weight_qparams):
+            float_linear.converted_by = cls.__name__
+            float_linear.weight.data.clamp_(-0.3, 0.3)
+            return super().from_float(float_linear, weight_qparams)
+
+    dtypes = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8, weight_dtype=torch.qint8,
+                         bias_dtype=torch.float)
+
+    def pattern(kind):
+        return (BackendPatternConfig(kind).set_observation_type(ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT)
+                .add_dtype_config(dtypes).set_root_module(nn.Linear)
+                .set_reference_quantized_module(ClampingReferenceLinear))
+
+    patterns = [pattern(nn.Linear).set_qat_module(nnqat.Linear), pattern(nnqat.Linear)] if qat else [pattern(nn.Linear)]
+    backend = BackendConfig("clamping").set_backend_pattern_configs(patterns)
+    example = (torch.randn(2, 4),)
+    torch.manual_seed(0)
+    if qat:
+        observed = prepare_qat_fx(_OneLinear().train(), get_default_qat_qconfig_mapping(), example,
+                                  backend_config=backend)
+    else:
+        observed = prepare_fx(_OneLinear().eval(), get_default_qconfig_mapping(), example, backend_config=backend)
+    observed(*example)
+    before = snapshot(observed)
+    assert_same_as_torch(observed, example_inputs=example, is_reference=True, backend_config=backend)
+    assert_unchanged(before, observed)
