@@ -16,6 +16,7 @@ converted). `_Workspace` replays that on private copies so shared modules conver
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import attrs
 import torch
@@ -41,7 +42,8 @@ class _Workspace:
 
     `current` holds the modules torch's `modules` dict would show for a target once it changed;
     `owned` holds private copies of input modules that torch mutates in place, so that repeated calls
-    keep mutating the same copy; `replaced` is what goes into the new Program.
+    keep mutating the same copy, all made through one deepcopy memo (what input modules share, their
+    copies share); `replaced` is what goes into the new Program.
     """
 
     def __init__(self, program: Program, options: ConvertOptions) -> None:
@@ -49,6 +51,7 @@ class _Workspace:
         self.options = options
         self.current: dict[str, torch.nn.Module] = {}
         self.owned: dict[str, torch.nn.Module] = {}
+        self.memo: dict[int, Any] = {}
         self.replaced: dict[str, torch.nn.Module] = {}
         self.conventions: dict[str, CallingConvention] = {}
 
@@ -59,14 +62,14 @@ class _Workspace:
     def owned_copy(self, target: str) -> torch.nn.Module:
         """A deep copy of the input module at `target`, made on first use and then reused."""
         if target not in self.owned:
-            self.owned[target] = copy.deepcopy(self.program.modules[target])
+            self.owned[target] = copy.deepcopy(self.program.modules[target], self.memo)
         return self.owned[target]
 
     def owned_qat_copy(self, target: str) -> torch.nn.Module:
         """The QAT module at `target` as converting may change it (`qat.working_module`), made on first use
         and then reused."""
         if target not in self.owned:
-            self.owned[target] = working_module(self.program.modules[target])
+            self.owned[target] = working_module(self.program.modules[target], self.memo)
         return self.owned[target]
 
 

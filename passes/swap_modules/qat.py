@@ -90,32 +90,42 @@ def _channel_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor | N
         return extremes.view(shape)
 
 
-def working_module(module: Any) -> Any:
+def working_module(module: Any, memo: dict[int, Any] | None = None) -> Any:
     """A QAT module for converting to run its weight fake quant on and build float modules from: when its
     to_float is torch's (which only reads the module), a copy sharing everything (the weights, BatchNorm,
     other children) but the weight fake quant, which is a `working_copy`; else, and for a parametrized
     module (reading its weight runs the parametrizations, which may update state of theirs, as spectral
     norm's power iteration does in training), a deep copy. (Copying the weights of a large QAT model costs
-    more than the rest of its convert.)"""
+    more than the rest of its convert.) Copies go through `memo`, a deepcopy memo shared by the copies of
+    one convert: what several modules share (one fake quant tied to two layers) they share as copies too,
+    and a call through one changes what the others see, as on torch's live model."""
+    memo = {} if memo is None else memo
     children = module.__dict__.get("_modules", {})
     fake_quant = children.get("weight_fake_quant")
     if (fake_quant is None or "parametrizations" in children
             or not type(module).to_float.__module__.startswith("torch.ao.nn.")):
-        return copy.deepcopy(module)
-    return _sharing_copy(module, {}, {"weight_fake_quant": working_copy(fake_quant)})
+        return copy.deepcopy(module, memo)
+    return _sharing_copy(module, {}, {"weight_fake_quant": working_copy(fake_quant, memo)})
 
 
-def working_copy(fake_quant: Any) -> Any:
+def working_copy(fake_quant: Any, memo: dict[int, Any] | None = None) -> Any:
     """A copy of a weight fake quant for converting to run (and change): a plain fused one (see
     `_only_its_op_runs`) shares everything but the four tensors its op writes in place (the running min and
-    max, the scale and the zero point), which are cloned; any other is deep-copied."""
+    max, the scale and the zero point), which are cloned; any other is deep-copied. The copy of a fake quant
+    already copied through `memo` is that copy."""
+    memo = {} if memo is None else memo
+    made = memo.get(id(fake_quant))
+    if made is not None:
+        return made
     if not _only_its_op_runs(fake_quant):
-        return copy.deepcopy(fake_quant)
+        return copy.deepcopy(fake_quant, memo)
     observer = fake_quant.activation_post_process
     own_observer = _sharing_copy(observer, {"min_val": observer.min_val.clone(), "max_val": observer.max_val.clone()},
                                  {})
-    return _sharing_copy(fake_quant, {"scale": fake_quant.scale.clone(), "zero_point": fake_quant.zero_point.clone()},
-                         {"activation_post_process": own_observer})
+    made = memo[id(fake_quant)] = _sharing_copy(
+        fake_quant, {"scale": fake_quant.scale.clone(), "zero_point": fake_quant.zero_point.clone()},
+        {"activation_post_process": own_observer})
+    return made
 
 
 def _sharing_copy(module: torch.nn.Module, buffers: dict[str, torch.Tensor],

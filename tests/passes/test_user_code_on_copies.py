@@ -170,3 +170,32 @@ def test_user_reference_class_writing_into_the_float_module(qat):
     before = snapshot(observed)
     assert_same_as_torch(observed, example_inputs=example, is_reference=True, backend_config=backend)
     assert_unchanged(before, observed)
+
+
+@pytest.mark.parametrize("kwargs", ALL_MODES)
+def test_one_weight_fake_quant_tied_to_two_qat_modules(kwargs):
+    """torch runs the shared fake quant on the first module's weight (moving its running min/max in place),
+    then on the second's: the second's qparams depend on the first call. qfx's private copies keep the
+    sharing."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    class TwoLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.l2(self.l1(x))
+
+    example = (torch.randn(2, 4),)
+    torch.manual_seed(0)
+    observed = prepare_qat_fx(TwoLinear().train(), get_default_qat_qconfig_mapping(), example)
+    observed(*example)
+    observed.l2.weight_fake_quant = observed.l1.weight_fake_quant
+    observed(*example)
+    with torch.no_grad():
+        observed.l1.weight.mul_(100)  # wider than what the fake quant saw: the first call moves its range
+    before = snapshot(observed)
+    assert_same_as_torch(observed, example_inputs=example, **kwargs)
+    assert_unchanged(before, observed)
