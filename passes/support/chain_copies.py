@@ -32,6 +32,7 @@ class ChainCopies:
         self._program = program
         self._modules: dict[int, Any] = {}  # id(original module) -> its copy
         self._tensors: dict[int, Any] = {}  # id(original tensor) -> its copy
+        self._memo: dict[int, Any] = {}  # one deepcopy memo: what the originals share, their copies share
         self._writable = {node.target for chain in chains if any(writes_its_inputs(n) for n in chain)
                           for node in chain if node.op == "get_attr"}
 
@@ -39,7 +40,7 @@ class ChainCopies:
         """The module to call for a call_module `target`: the program's, copied."""
         original = self._program.modules[target]
         if id(original) not in self._modules:
-            self._modules[id(original)] = copy.deepcopy(original)
+            self._modules[id(original)] = copy.deepcopy(original, self._memo)
         return self._modules[id(original)]
 
     def attribute(self, target: str) -> Any:
@@ -49,7 +50,8 @@ class ChainCopies:
         if target not in self._writable or not isinstance(value, torch.Tensor):
             return value
         if id(value) not in self._tensors:
-            self._tensors[id(value)] = copy.deepcopy(value)  # (a Parameter stays one, requiring grad as it did)
+            # (a Parameter stays one, requiring grad as it did)
+            self._tensors[id(value)] = copy.deepcopy(value, self._memo)
         return self._tensors[id(value)]
 
     def current(self, target: str) -> Any:

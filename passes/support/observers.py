@@ -53,6 +53,7 @@ class QParamsReads:
 
     def __init__(self) -> None:
         self._copies: dict[int, Any] = {}
+        self._memo: dict[int, Any] = {}  # one deepcopy memo: what observers share, their copies share
         self._reading_classes: dict[type, bool] = {}
 
     def __call__(self, observer: Any) -> Any:
@@ -61,7 +62,7 @@ class QParamsReads:
         made = self._copies.get(id(observer))
         if made is None:
             try:
-                made = copy.deepcopy(observer)
+                made = copy.deepcopy(observer, self._memo)
             except Exception:  # (one that cannot be copied is read as torch reads it, on the model)
                 made = observer
             self._copies[id(observer)] = made
