@@ -8,7 +8,15 @@ from typing import Any
 import torch
 
 from qfx.ir.args import Ref, thaw
-from qfx.ir.errors import ConvertError, ConvertKeyError
+from qfx.ir.errors import (
+    ConvertAttributeError,
+    ConvertError,
+    ConvertIndexError,
+    ConvertKeyError,
+    ConvertTypeError,
+    ConvertValueError,
+    QfxError,
+)
 from qfx.ir.graph import Graph, Node
 from qfx.passes.support.chain_copies import ChainCopies
 
@@ -49,22 +57,60 @@ def evaluate_chain(copies: ChainCopies, chain: list[Node]) -> Any:
                                "argument; only top-level arguments can be folded") from None
 
     for node in reversed(chain):
-        args = thaw(node.args, value_of)
-        kwargs = {k: thaw(v, value_of) for k, v in node.kwargs}
-        if node.op == "get_attr":
-            values[node.name] = copies.attribute(node.target)
-        elif node.op == "call_function":
-            # torch's per-channel quantize, run by qfx's bit-identical and faster one
-            faster = node.target is torch.quantize_per_channel and not kwargs
-            values[node.name] = (quantize_per_channel if faster else node.target)(*args, **kwargs)
-        elif node.op == "call_method":
-            receiver, *rest = args
-            values[node.name] = getattr(receiver, node.target)(*rest, **kwargs)
-        elif node.op == "call_module":
-            values[node.name] = copies.module(node.target)(*args, **kwargs)
-        else:
-            raise ConvertError(f"weight folding: cannot evaluate node '{node.name}' ({node.op})")
+        try:
+            values[node.name] = _run(node, value_of, copies)
+        except QfxError:
+            raise
+        except Exception as exc:
+            explained = _through_replaced_module(node, exc, copies, chain)
+            if explained is None:
+                raise
+            raise explained from exc
     return values[chain[0].name]
+
+
+def _run(node: Node, value_of: Any, copies: ChainCopies) -> Any:
+    """The value of one node of a chain, its inputs' values given by `value_of`."""
+    args = thaw(node.args, value_of)
+    kwargs = {k: thaw(v, value_of) for k, v in node.kwargs}
+    if node.op == "get_attr":
+        return copies.attribute(node.target)
+    if node.op == "call_function":
+        # torch's per-channel quantize, run by qfx's bit-identical and faster one
+        faster = node.target is torch.quantize_per_channel and not kwargs
+        return (quantize_per_channel if faster else node.target)(*args, **kwargs)
+    if node.op == "call_method":
+        receiver, *rest = args
+        return getattr(receiver, node.target)(*rest, **kwargs)
+    if node.op == "call_module":
+        return copies.module(node.target)(*args, **kwargs)
+    raise ConvertError(f"weight folding: cannot evaluate node '{node.name}' ({node.op})")
+
+
+# The convert errors of the builtin types an op of a chain may fail with (torch's convert fails alike).
+_CONVERT_ERRORS = ((TypeError, ConvertTypeError), (AttributeError, ConvertAttributeError),
+                   (ValueError, ConvertValueError), (KeyError, ConvertKeyError), (IndexError, ConvertIndexError))
+
+
+def _through_replaced_module(node: Node, exc: Exception, copies: ChainCopies,
+                             chain: list[Node]) -> ConvertError | None:
+    """The error to raise, of `exc`'s builtin type, for a chain that failed at `node` after reading, through
+    a module an earlier pass replaced, an attribute that is no tensor there (a weight shared by a functional
+    call and a module that became a quantized one); None for other failures."""
+    kind = next((convert for builtin, convert in _CONVERT_ERRORS if isinstance(exc, builtin)), None)
+    inputs = {arg.name for arg in (*node.args, *(v for _, v in node.kwargs)) if type(arg) is Ref}
+    # (the failing node's own inputs first)
+    reads = [(n.target, *copies.replaced_reads[n.target])
+             for n in sorted(chain, key=lambda n: n.name not in inputs)
+             if n.op == "get_attr" and n.target in copies.replaced_reads]
+    target, owner, found = next(((t, o, f) for t, o, f in reads if not isinstance(f, torch.Tensor)), (None,) * 3)
+    if kind is None or target is None:
+        return None
+    return kind(
+        f"weight folding: node '{node.name}' failed ({type(exc).__name__}: {exc}) on '{target}', read from "
+        f"module '{owner}', which an earlier pass replaced by a {torch.typename(copies.current(owner))} (its "
+        f"'{target[len(owner) + 1:]}' is a {type(found).__name__}); torch's convert fails here too. Give the "
+        "functional call a weight of its own (a separate parameter) rather than a quantized module's")
 
 
 def original_weights(copies: ChainCopies, chain: list[Node]) -> list:

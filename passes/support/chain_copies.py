@@ -33,6 +33,8 @@ class ChainCopies:
         self._modules: dict[int, Any] = {}  # id(original module) -> its copy
         self._tensors: dict[int, Any] = {}  # id(original tensor) -> its copy
         self._memo: dict[int, Any] = {}  # one deepcopy memo: what the originals share, their copies share
+        # get_attr targets read through a module a pass replaced: target -> (owner path, what was found)
+        self.replaced_reads: dict[str, tuple[str, Any]] = {}
         self._writable = {node.target for chain in chains if any(writes_its_inputs(n) for n in chain)
                           for node in chain if node.op == "get_attr"}
 
@@ -71,7 +73,10 @@ class ChainCopies:
         found = self._program.modules[owner_path]
         for atom in field.split("."):
             found = getattr(found, atom)
-        return value if found is value else found
+        if found is value:
+            return value
+        self.replaced_reads[target] = (owner_path, found)
+        return found
 
     def resolve(self, target: str) -> Any:
         """What a get_attr or call_module `target` names now (see `current`): a copy made so far, else the

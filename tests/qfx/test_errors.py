@@ -404,9 +404,11 @@ TABLE: list[Row] = [
     Row("functional-weight-is-an-input", E.ConvertTypeError, _weight_is_an_input, ref,
         r"node 'conv2d': its weight is the forward\(\) input 'w' itself; .* make the weight a parameter or "
         r"buffer of the model$", TypeError),
-    Row("lower-functional-weight-of-lowered-module", E.PassError, _functional_on_module_weight, qfx.convert_fx,
-        r"pass 'fold-weights' failed at node 'quantize_per_channel': TypeError: .*must be Tensor, not method",
-        TypeError),
+    Row("lower-functional-weight-of-lowered-module", E.ConvertTypeError, _functional_on_module_weight,
+        qfx.convert_fx, r"weight folding: node 'quantize_per_channel' failed \(TypeError: .*must be Tensor, not "
+        r"method\) on 'linear.weight', read from module 'linear', which an earlier pass replaced by a "
+        r"torch.ao.nn.quantized.modules.linear.Linear \(its 'weight' is a method\); torch's convert fails here too. "
+        r"Give the functional call a weight of its own", TypeError),
     Row("functional-weight-constant", E.ConvertAttributeError, _functional_linear_arg(1), ref,
         r"node 'linear': its weight argument is the constant 5, not a node", AttributeError),
     Row("lower-functional-input-constant", E.ConvertAttributeError, _functional_linear_arg(0), qfx.convert_fx,
