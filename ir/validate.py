@@ -254,7 +254,7 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
                 if not isinstance(observer, ObserverBase):
                     # torch's fake quants ask it for their qparams (anything that answers will do); one with
                     # qparams of its own needs none
-                    if (_torchs_own(type(module).calculate_qparams)
+                    if (torchs_own_observer_method(type(module).calculate_qparams)
                             and not callable(getattr(observer, "calculate_qparams", None))):
                         raise ObserverStateError(
                             f"{_observer_where(node_name, target, module)}: its activation_post_process is "
@@ -263,7 +263,7 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
                         )
                     continue
             # an observer class with qparams of its own reads what it likes (torch only calls it)
-            if _torchs_own(type(observer).calculate_qparams) and _never_calibrated(observer, classes):
+            if torchs_own_observer_method(type(observer).calculate_qparams) and _never_calibrated(observer, classes):
                 uncalibrated.append(f"'{target}' (node '{node_name}')")
         except _BadState as bad:
             raise ObserverStateError(
@@ -307,8 +307,9 @@ class _ClassFacts:
         return getattr(module, name, None)
 
 
-def _torchs_own(method: Any) -> bool:
-    """Whether `method` is one of torch's observer or fake-quantize implementations."""
+def torchs_own_observer_method(method: Any) -> bool:
+    """Whether `method` is one of torch's observer or fake-quantize implementations (those of
+    torch.ao.quantization's observer and fake_quantize modules)."""
     return getattr(method, "__module__", None) in _TORCH_OBSERVER_MODULES
 
 

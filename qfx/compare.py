@@ -1,6 +1,7 @@
 """Comparing converted models with torch's, and checking that a model was left alone.
 
-`differences(ours, theirs, inputs)` lists how two GraphModules differ (code, state_dict, outputs);
+`differences(ours, theirs, inputs)` lists how two GraphModules differ (code, state_dict, module attribute
+names, outputs);
 `fingerprint(model)` / `same_fingerprint(a, b)` record and compare everything convert could change;
 `copy_for_torch(observed)` is the copy torch's convert, which works in place, compares from.
 Tensors are compared bit for bit, never with a tolerance.

@@ -62,16 +62,17 @@ class ChainCopies:
         (a lowered Linear's `weight` is a method, say; a name the new module lacks raises AttributeError,
         as there), else the attribute table's entry."""
         value = self._program.resolve(target)
-        if target in self._program.modules:
+        modules = self._program.modules
+        if target in modules:
             return value
-        owner_path, dot, field = target.rpartition(".")
-        while dot and owner_path not in self._program.modules:
-            owner_path, dot, parent = owner_path.rpartition(".")
-            field = f"{parent}.{field}"
-        if not dot and owner_path not in self._program.modules:
-            return value  # an attribute of the root's own
-        found = self._program.modules[owner_path]
-        for atom in field.split("."):
+        atoms = target.split(".")
+        # the deepest module on the path owns the target (none: an attribute of the root's own)
+        depth = next((i for i in range(len(atoms) - 1, 0, -1) if ".".join(atoms[:i]) in modules), None)
+        if depth is None:
+            return value
+        owner_path = ".".join(atoms[:depth])
+        found = modules[owner_path]
+        for atom in atoms[depth:]:
             found = getattr(found, atom)
         if found is value:
             return value

@@ -7,8 +7,10 @@ import copy
 from typing import Any
 
 import torch
-from torch.ao.quantization.fake_quantize import FakeQuantize, FakeQuantizeBase, FusedMovingAvgObsFakeQuantize
-from torch.ao.quantization.observer import ObserverBase, _is_activation_post_process
+from torch.ao.quantization.fake_quantize import FakeQuantize, FusedMovingAvgObsFakeQuantize
+from torch.ao.quantization.observer import _is_activation_post_process
+
+from qfx.ir.validate import torchs_own_observer_method
 
 
 class ObserverTest:
@@ -32,10 +34,9 @@ class ObserverTest:
         return known
 
 
-# The modules torch's own observers and fake quants are defined in: their calculate_qparams only read the
-# module (torch's _LearnableFakeQuantize, defined elsewhere, clamps its scale in place in it).
-_READING_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
-# calculate_qparams and the methods torch's implementations of it call on the observer.
+# calculate_qparams and the methods torch's implementations of it call on the observer. torch's own (those of
+# its observer and fake_quantize modules) only read the module; its _LearnableFakeQuantize, defined elsewhere,
+# clamps its scale in place in calculate_qparams.
 _QPARAMS_METHODS = ("calculate_qparams", "_calculate_qparams", "_non_linear_param_search",
                     "_compute_quantization_error", "_get_norm")
 
@@ -74,9 +75,8 @@ class QParamsReads:
         kind = type(observer)
         known = self._reading_classes.get(kind)
         if known is None:
-            known = self._reading_classes[kind] = all(
-                getattr(getattr(kind, name, None), "__module__", _READING_MODULES[0]) in _READING_MODULES
-                for name in _QPARAMS_METHODS)
+            methods = [getattr(kind, name) for name in _QPARAMS_METHODS if hasattr(kind, name)]
+            known = self._reading_classes[kind] = all(torchs_own_observer_method(m) for m in methods)
         if not known:
             return False
         if kind.calculate_qparams not in HANDS_OVER:

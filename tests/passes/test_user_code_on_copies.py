@@ -1,21 +1,117 @@
-"""Inputs where torch's convert runs code that may write (a user's classes, stateful parametrizations) or
-skips what qfx would otherwise read: qfx gives torch's result and leaves the observed model as it was."""
+"""Inputs where torch's convert runs code on the live model that may write (observers' calculate_qparams, a
+user's classes, weight fake quants, stateful parametrizations) or skips what qfx would otherwise read: qfx
+gives torch's result and leaves the observed model as it was."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.ao.nn.qat as nnqat
+import torch.ao.nn.quantized.reference as nnqr
 import torch.nn as nn
-from torch.ao.quantization import get_default_qconfig_mapping
+import torch.nn.utils.parametrize as parametrize
+from torch.ao.quantization import (
+    QConfig,
+    QConfigMapping,
+    default_weight_fake_quant,
+    default_weight_observer,
+    get_default_qat_qconfig_mapping,
+    get_default_qconfig_mapping,
+)
+from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig, DTypeConfig, ObservationType
+from torch.ao.quantization.fake_quantize import FakeQuantize
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig, PrepareCustomConfig
+from torch.ao.quantization.observer import MinMaxObserver, MovingAverageMinMaxObserver
 from torch.ao.quantization.quant_type import QuantType
-from torch.ao.quantization.quantize_fx import prepare_fx
+from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+from torch.nn.utils.parametrizations import spectral_norm
 
+from qfx.passes.support.observers import QParamsReads
 from qfx.testing import assert_same_as_torch
 
 from ..support.snapshot import assert_unchanged, snapshot
 
 MODES = [{"is_reference": True}, {}]
+ALL_MODES = [{"is_reference": True}, {"is_reference": True, "is_decomposed": True}, {}]
+
+
+class TwoLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+class CountingObserver(MinMaxObserver):
+    """A user's observer that records each qparams request in a buffer and answers with a scale that
+    grows with the count: a second call on the same observer gives other qparams."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer("calls", torch.zeros(()))
+
+    def calculate_qparams(self):
+        self.calls += 1
+        scale, zero_point = super().calculate_qparams()
+        return scale * self.calls, zero_point
+
+
+class _ObservesOtherwise(MinMaxObserver):
+    def forward(self, x):
+        return super().forward(x.abs())
+
+
+def _learnable_qat_model() -> torch.fx.GraphModule:
+    activation = _LearnableFakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine, scale=1.0, zero_point=0.0, use_grad_scaling=True)
+    qconfig = QConfig(activation=activation, weight=default_weight_fake_quant)
+    torch.manual_seed(0)
+    observed = prepare_qat_fx(TwoLinear().train(), QConfigMapping().set_global(qconfig), (torch.randn(2, 4),))
+    observed(torch.randn(2, 4))
+    for module in observed.modules():
+        if isinstance(module, _LearnableFakeQuantize):
+            module.scale.data.fill_(1e-9)  # below eps: its calculate_qparams clamps it in place
+    return observed
+
+
+def _counting_model() -> torch.fx.GraphModule:
+    qconfig = QConfig(activation=CountingObserver.with_args(dtype=torch.quint8), weight=default_weight_observer)
+    torch.manual_seed(0)
+    observed = prepare_fx(TwoLinear().eval(), QConfigMapping().set_global(qconfig), (torch.randn(2, 4),))
+    observed(torch.randn(2, 4))
+    return observed
+
+
+@pytest.mark.parametrize("kwargs", ALL_MODES)
+@pytest.mark.parametrize("build", [_learnable_qat_model, _counting_model])
+def test_writing_calculate_qparams_matches_torch_and_leaves_the_model(build, kwargs):
+    """Observers whose calculate_qparams writes to themselves (torch's learnable fake quant clamps its
+    scale in place; a user's observer counting its calls): torch calls it on the live model."""
+    observed = build()
+    before = snapshot(observed)
+    assert_same_as_torch(observed, example_inputs=(torch.randn(3, 4),), **kwargs)
+    assert_unchanged(before, observed)
+
+
+def test_reads_copy_only_observers_that_may_write():
+    reads = QParamsReads()
+    plain = MinMaxObserver()
+    fake_quant = FakeQuantize(observer=MovingAverageMinMaxObserver)
+    assert reads(plain) is plain and reads(fake_quant) is fake_quant  # torch's own: they only read
+    observes_otherwise = _ObservesOtherwise()  # a user's class running torch's calculate_qparams
+    assert reads(observes_otherwise) is observes_otherwise
+    learnable = _LearnableFakeQuantize(observer=MovingAverageMinMaxObserver)
+    counting = CountingObserver()
+    users_inside = FakeQuantize(observer=CountingObserver)
+    for observer in (learnable, counting, users_inside):
+        copied = reads(observer)
+        assert copied is not observer and type(copied) is type(observer)
+        assert reads(observer) is copied  # one copy a run: later calls see what earlier ones left
 
 
 class _Custom(nn.Module):
@@ -91,17 +187,10 @@ class _CountingParametrization(nn.Module):
         return weight
 
 
-ALL_MODES = [{"is_reference": True}, {"is_reference": True, "is_decomposed": True}, {}]
-
-
 @pytest.mark.parametrize("kwargs", ALL_MODES)
 def test_qat_module_whose_weight_parametrization_has_state(kwargs):
     """Spectral norm's power iteration updates its vectors each time the weight is read in training: torch's
     to_float reads it on the live model; qfx on a copy of the QAT module."""
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-    from torch.nn.utils.parametrizations import spectral_norm
-
     example = (torch.randn(2, 4),)
     torch.manual_seed(0)
     model = _OneLinear()
@@ -117,8 +206,6 @@ def test_qat_module_whose_weight_parametrization_has_state(kwargs):
 def test_parametrized_module_torch_leaves_float_is_not_read(kwargs):
     """torch keeps a parametrized Linear float under post-training quantization and never reads its weight;
     qfx's batched weight qparams must not read it ahead either."""
-    import torch.nn.utils.parametrize as parametrize
-
     example = (torch.randn(2, 4),)
     torch.manual_seed(0)
     model = _OneLinear()
@@ -136,12 +223,6 @@ def test_user_reference_class_writing_into_the_float_module(qat):
     """A custom backend config's reference class whose from_float marks the float module and clamps its
     weight in place (torch gives it the live module): same result as torch's, observed model unchanged (for
     QAT, the float module from to_float shares the QAT module's weight)."""
-    import torch.ao.nn.qat as nnqat
-    import torch.ao.nn.quantized.reference as nnqr
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.backend_config import BackendConfig, BackendPatternConfig, DTypeConfig, ObservationType
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
     class ClampingReferenceLinear(nnqr.Linear):
         @classmethod
         def from_float(cls, float_linear, weight_qparams):
@@ -177,25 +258,15 @@ def test_one_weight_fake_quant_tied_to_two_qat_modules(kwargs):
     """torch runs the shared fake quant on the first module's weight (moving its running min/max in place),
     then on the second's: the second's qparams depend on the first call. qfx's private copies keep the
     sharing."""
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
-    class TwoLinear(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.l1, self.l2 = nn.Linear(4, 4), nn.Linear(4, 4)
-
-        def forward(self, x):
-            return self.l2(self.l1(x))
 
     example = (torch.randn(2, 4),)
     torch.manual_seed(0)
     observed = prepare_qat_fx(TwoLinear().train(), get_default_qat_qconfig_mapping(), example)
     observed(*example)
-    observed.l2.weight_fake_quant = observed.l1.weight_fake_quant
+    observed.b.weight_fake_quant = observed.a.weight_fake_quant
     observed(*example)
     with torch.no_grad():
-        observed.l1.weight.mul_(100)  # wider than what the fake quant saw: the first call moves its range
+        observed.a.weight.mul_(100)  # wider than what the fake quant saw: the first call moves its range
     before = snapshot(observed)
     assert_same_as_torch(observed, example_inputs=example, **kwargs)
     assert_unchanged(before, observed)
