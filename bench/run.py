@@ -60,10 +60,10 @@ QUICK_ARCHITECTURES = ("mobilenet_v3",)
 # Modes whose convert has a measured tensor floor on the architecture rows, and that the kinds rows time.
 FLOOR_MODES = ("reference", "lowered")
 KIND_MODES = FLOOR_MODES
-# Inference latency: forward runs per model (alternating qfx, torch, float, each round starting with the next),
-# and the largest graph timed.
-LATENCY_RUNS = 15
-QUICK_LATENCY_RUNS = 5
+# Inference latency: rounds of forward runs (each model once per round, in carryover-balanced orders: ten
+# orders for five models), and the largest graph timed.
+LATENCY_RUNS = 20
+QUICK_LATENCY_RUNS = 10
 LATENCY_MAX_NODES = 1000
 # Outputs are compared only up to this size: in torch 2.13 every quantize_per_tensor call costs ~8 ms, so
 # running a large reference model takes many seconds. Code and state_dict are compared at every size.
@@ -180,24 +180,46 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
     return result, ours, theirs
 
 
-def measure_latency(observed: Observed, ours: GraphModule, theirs: GraphModule, runs: int) -> dict[str, Any]:
-    """Forward latency (seconds, medians of `runs`, alternating) of qfx's lowered model, torch's lowered model
-    and the float model, on the row's example inputs, after one untimed call of each. Each round starts with
-    the next model in turn: a forward right after another model's runs up to 10% slower (its weights were
-    pushed out of the caches), so a fixed order would favour whichever model comes later."""
-    models = {"qfx": ours, "torch": theirs, "float": float_model(observed.family, observed.blocks)}
+def measure_latency(observed: Observed, built: dict[str, list[GraphModule]], runs: int) -> dict[str, Any]:
+    """Forward latency (seconds) of qfx's lowered models, torch's lowered models and the float model, on the
+    row's example inputs, after one untimed call of each. `built` holds each side's models in the order they
+    were built, which alternates (qfx, torch, torch, qfx): the model built first in a row runs up to 10%
+    slower, whoever built it (moving torch's convert first moves the slowdown to torch's model), so each side
+    is timed on one model of each build position and counts its faster one. The rounds go through orders in
+    which every model follows every other equally often: a forward right after another model's runs slower
+    (its weights were pushed out of the caches), so with a fixed neighbour the model after the float model,
+    whose weights are the largest, always paid for it."""
+    models = {f"{side}#{i}": model for side in ("qfx", "torch") for i, model in enumerate(built[side], 1)}
+    models["float"] = float_model(observed.family, observed.blocks)
     inputs = observed.example_inputs
-    samples: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    orders = carryover_balanced_orders(len(names))
     with torch.no_grad():
         for model in models.values():
             model(*inputs)
         for round_ in range(runs):
-            first = round_ % len(names)
-            for name in names[first:] + names[:first]:
-                samples[name].append(timed(models[name], *inputs)[0])
-    medians = {name: median(v) for name, v in samples.items()}
-    return {"runs": samples, "median": medians, "qfx_over_torch": medians["qfx"] / medians["torch"]}
+            for index in orders[round_ % len(orders)]:
+                samples[names[index]].append(timed(models[names[index]], *inputs)[0])
+    per_model = {name: median(v) for name, v in samples.items()}
+    medians = {side: min(m for name, m in per_model.items() if name.split("#")[0] == side)
+               for side in ("qfx", "torch", "float")}
+    return {"runs": samples, "per_model": per_model, "median": medians,
+            "qfx_over_torch": medians["qfx"] / medians["torch"]}
+
+
+def carryover_balanced_orders(n: int) -> list[list[int]]:
+    """Orders of range(n) in which each item stands in each position equally often and comes right after each
+    other item equally often (a Williams design: n orders for even n, 2n for odd n)."""
+    first, low, high = [0], 1, n - 1
+    while len(first) < n:
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    orders = [[(item + shift) % n for item in first] for shift in range(n)]
+    return orders + [order[::-1] for order in orders] if n % 2 else orders
 
 
 def _pass_medians(runs: list[list[tuple[str, float, int, int]]]) -> list[dict[str, Any]]:
@@ -255,7 +277,15 @@ def warm_up() -> None:
     for mode in MODES:
         _, ours, theirs = measure_convert(observed, mode, 1, work)
         if mode == "lowered" and ours is not None:
-            measure_latency(observed, ours, theirs, 1)
+            measure_latency(observed, latency_models(observed, ours, theirs), 1)
+
+
+def latency_models(observed: Observed, ours: GraphModule, theirs: GraphModule) -> dict[str, list[GraphModule]]:
+    """qfx's and torch's lowered models for `measure_latency`: the last timed round's (qfx's built first),
+    then one more of each, built in the other order (torch's first)."""
+    _, ours_fn, theirs_fn = MODES["lowered"]
+    theirs_again = theirs_fn(copy.deepcopy(observed.model))
+    return {"qfx": [ours, ours_fn(observed.model)], "torch": [theirs, theirs_again]}
 
 
 def run_row(observed: Observed, repeat: int, latency_runs: int, with_floor: bool = False) -> dict[str, Any]:
@@ -279,7 +309,7 @@ def run_row(observed: Observed, repeat: int, latency_runs: int, with_floor: bool
         result, ours, theirs = measure_convert(observed, mode, repeat, work if mode in FLOOR_MODES else None)
         row["convert"][mode] = result
         if mode == "lowered" and ours is not None and latency_runs and observed.nodes <= LATENCY_MAX_NODES:
-            row["latency"] = measure_latency(observed, ours, theirs, latency_runs)
+            row["latency"] = measure_latency(observed, latency_models(observed, ours, theirs), latency_runs)
         del ours, theirs
     row["row_seconds"] = time.perf_counter() - started
     return row
@@ -408,8 +438,8 @@ def latency_table(rows: list[dict[str, Any]], runs: int) -> Table | None:
     if not timed_rows:
         return None
     table = Table(title=escape(f"Inference latency, one thread: lowered qfx / lowered torch / float model  [ms per "
-                               f"forward, median of {runs}, alternating; same kernels, so qfx/torch should be 1 "
-                               f"within noise]"), title_justify="left")
+                               f"forward, median of {runs} balanced rounds; two models per side, built in turn, the "
+                               f"faster counted; same kernels, so qfx/torch should be 1 within noise]"), title_justify="left")
     for name in ("family", "blocks", "mapping", "nodes"):
         table.add_column(name, justify="left" if name in ("family", "mapping") else "right")
     for name in ("qfx lowered", "torch lowered", "float", "qfx/torch", "float/qfx"):

@@ -4,6 +4,7 @@ architecture rows with their tensor floor, the latency table, the targets, and b
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -111,17 +112,38 @@ def test_the_floor_finds_each_observed_weight_and_leaves_the_model_alone(tiny_ar
     assert same_fingerprint(before, fingerprint(observed.model))
 
 
-def test_latency_rounds_start_with_each_model_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A forward right after another model's is slower: each round of the latency measurement starts with
-    the next model, so that no model is always first."""
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6])
+def test_latency_orders_balance_positions_and_neighbours(n: int) -> None:
+    """Every model stands in every position equally often and follows every other model equally often."""
+    orders = bench_run.carryover_balanced_orders(n)
+    assert all(sorted(order) == list(range(n)) for order in orders)
+    for position in range(n):
+        assert Counter(order[position] for order in orders) == Counter({i: len(orders) // n for i in range(n)})
+    pairs = Counter((a, b) for order in orders for a, b in zip(order, order[1:]))
+    assert set(pairs.values()) == {len(orders) // n} and len(pairs) == n * (n - 1)
+
+
+def test_latency_times_two_models_per_side_and_counts_the_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model built first in a row runs slower whoever built it: each side is timed on two models built in
+    turn, in balanced orders, and counts its faster one."""
     calls: list[str] = []
+    slow = {"qfx#1": 2.0}
 
     def recorder(name: str):
         return lambda *inputs: calls.append(name)
 
+    def timed(fn, *inputs):  # the first-built qfx model takes 2 s a forward, every other 1 s
+        fn(*inputs)
+        return slow.get(calls[-1], 1.0), None
+
     monkeypatch.setattr(bench_run, "float_model", lambda family, blocks: recorder("float"))
+    monkeypatch.setattr(bench_run, "timed", timed)
     observed = type("Observed", (), {"family": "mlp", "blocks": 1, "example_inputs": ()})()
-    found = bench_run.measure_latency(observed, recorder("qfx"), recorder("torch"), 3)
-    assert calls == ["qfx", "torch", "float",  # the untimed calls
-                     "qfx", "torch", "float", "torch", "float", "qfx", "float", "qfx", "torch"]
-    assert all(len(runs) == 3 for runs in found["runs"].values())
+    built = {"qfx": [recorder("qfx#1"), recorder("qfx#2")], "torch": [recorder("torch#1"), recorder("torch#2")]}
+    found = bench_run.measure_latency(observed, built, 10)
+    assert calls[:5] == ["qfx#1", "qfx#2", "torch#1", "torch#2", "float"]  # the untimed calls
+    timed_calls = calls[5:]
+    assert Counter(timed_calls) == Counter({name: 10 for name in ("qfx#1", "qfx#2", "torch#1", "torch#2", "float")})
+    assert len({tuple(timed_calls[i:i + 5]) for i in range(0, 50, 5)}) == 10  # ten different orders
+    assert found["per_model"]["qfx#1"] == 2.0 and found["median"]["qfx"] == 1.0
+    assert found["qfx_over_torch"] == 1.0
