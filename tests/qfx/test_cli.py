@@ -61,6 +61,16 @@ def test_passes_lists_every_registered_pass(capsys: pytest.CaptureFixture[str]) 
     assert f"lowered pipeline: {LOWERED_PIPELINE}" in out
 
 
+def test_passes_table_leaves_room_for_the_description_on_80_columns() -> None:
+    """Captured output is 80 columns wide: the module goes under the pass name, so the description column
+    is not squeezed to a word per line."""
+    status, out, _ = run("passes")
+    assert status == 0
+    header = next(line for line in out.splitlines() if "does" in line)
+    assert header.index("does") < 45
+    assert all(len(line) <= 80 for line in out.splitlines() if line.startswith(("│", "┃")))
+
+
 def test_summary_line_is_the_first_sentence_on_one_line() -> None:
     doc = "Drop dead nodes, repeatedly (as torch.fx\n    does). Names stay taken.\n\n    Details."
     assert cli.summary_line(doc) == "Drop dead nodes, repeatedly (as torch.fx does)."
