@@ -439,7 +439,8 @@ def latency_table(rows: list[dict[str, Any]], runs: int) -> Table | None:
         return None
     table = Table(title=escape(f"Inference latency, one thread: lowered qfx / lowered torch / float model  [ms per "
                                f"forward, median of {runs} balanced rounds; two models per side, built in turn, the "
-                               f"faster counted; same kernels, so qfx/torch should be 1 within noise]"), title_justify="left")
+                               f"faster counted; same kernels, so qfx/torch should be 1 within noise]"),
+                  title_justify="left")
     for name in ("family", "blocks", "mapping", "nodes"):
         table.add_column(name, justify="left" if name in ("family", "mapping") else "right")
     for name in ("qfx lowered", "torch lowered", "float", "qfx/torch", "float/qfx"):
