@@ -1,9 +1,10 @@
-"""The compiled parts of qfx: the histogram-search, weight-range and weight-quantization kernels
-(pyproject.toml holds everything else).
+"""The compiled parts of qfx: the histogram-search, weight-range, QAT weight-qparams and weight-quantization
+kernels (pyproject.toml holds everything else).
 
 All are optional: without a C compiler qfx installs all the same and does their work with tensor
-operations. They must be compiled without floating-point contraction (fused multiply-adds) and without
-fast-math, so that each float32 operation is rounded on its own, as torch's tensor operations round it."""
+operations (the QAT qparams with torch's fused fake-quantize op). They must be compiled without
+floating-point contraction (fused multiply-adds) and without fast-math, so that each float32 operation is
+rounded on its own, as torch's tensor operations round it."""
 
 import platform
 
@@ -20,6 +21,8 @@ setup(
                   extra_compile_args=FLAGS + WIDE, optional=True),
         Extension("qfx.passes.swap_modules._range_kernel", sources=["passes/swap_modules/_range_kernel.c"],
                   extra_compile_args=FLAGS, optional=True),
+        Extension("qfx.passes.swap_modules._channel_qparams_kernel",
+                  sources=["passes/swap_modules/_channel_qparams_kernel.c"], extra_compile_args=FLAGS, optional=True),
         Extension("qfx.lowering.support._quantize_kernel", sources=["lowering/support/_quantize_kernel.c"],
                   extra_compile_args=FLAGS, optional=True),
     ]

@@ -4,16 +4,17 @@ The weight fake quant. torch's convert calls a QAT module's `weight_fake_quant` 
 reads its qparams; the fake-quantized weight it returns is thrown away. For the usual fake quant
 (`FusedMovingAvgObsFakeQuantize`) that call is one fused op which updates the running min/max, computes the
 scale and zero point from them and fake-quantizes every element of the weight, the last step being most of
-its cost (three quarters on a 3x3 conv of 512 channels). A per-channel one is called once on, instead of the
-weight, each channel's minimum and maximum (taken in one pass by `row_ranges`; the op's own per-channel
-reduction costs more than the rest of the call): it observes the same extremes, computes the same qparams
-and fake-quantizes two values a channel. Where the weight itself must be observed, the op, which does each
-step under its own flag, is run twice: once observing the weight with fake quantization off (the min/max
-update alone), once with observation off on a zero tensor of one element per channel (the qparams alone,
-from the updated min/max). Either way the fake quant ends in the very state the call leaves it in. It runs
-on a working copy of the QAT module
-that shares everything but the weight fake quant, whose own copy shares everything but the four tensors the
-op writes (the input model is never changed, and a QAT model's weights are not copied).
+its cost (three quarters on a 3x3 conv of 512 channels). The op does each step under its own flag, so here
+it runs in steps. It observes with fake quantization off (the min/max update alone): for a per-channel
+one, of a large weight, each channel's minimum and maximum instead of the weight (taken in one pass by
+`row_ranges`; the op's own per-channel reduction costs more than the rest of the call), which the op
+observes as it would the weight. Then the qparams are computed from the updated min/max: per channel by
+the compiled `_channel_qparams_kernel.c`, as the op computes them (the op stores them an element at a time,
+half a microsecond a channel), else by the op with observation off on a zero tensor of one element per
+channel. Either way the fake quant ends in the very state the call leaves it in. It runs on a working copy
+of the QAT module that shares everything but the weight fake quant, whose own copy shares everything but
+the four tensors the op writes (the input model is never changed, and a QAT model's weights are not
+copied).
 
 The float module. torch's `to_float` of the QAT Linear and Conv families constructs a float module of the
 QAT module's sizes (allocating and initialising a weight of the full size) and then assigns the QAT
@@ -25,6 +26,8 @@ constructor's weight is tiny; the float module then gets the real sizes.
 from __future__ import annotations
 
 import copy
+import functools
+import itertools
 from typing import Any
 
 import torch
@@ -39,10 +42,12 @@ from .reference_modules import give_real_sizes, registration_hooks, standin
 from .weight_qparams import row_ranges
 
 
-# Below this many weight elements the call itself (fake quantization included) costs less than the steps that
-# avoid fake-quantizing the weight (per channel: a 3x3 depthwise conv of 32 channels, 52 against 136 us; 4k
-# elements, 103 against 161; 16k, 226 against 202; 33k, 348 against 209).
+# Below this many weight elements the op's own reduction observes a weight faster than its channel extremes
+# are taken, and, where the qparams kernel does not apply, one call (fake quantization included) costs less
+# than the steps (per channel: a 3x3 depthwise conv of 32 channels, 52 against 136 us; 4k elements, 103
+# against 161; 16k, 226 against 202; 33k, 348 against 209).
 _ONE_CALL_FASTER_BELOW = 16384
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
@@ -50,24 +55,106 @@ def run_weight_fake_quant(fake_quant: Any, weight: Any) -> None:
     if not _plain_fused(fake_quant, weight):
         fake_quant(weight)
         return
-    observer = fake_quant.activation_post_process
-    qparam_args = (observer.min_val, observer.max_val, fake_quant.scale, fake_quant.zero_point,
-                   observer.averaging_constant, observer.quant_min, observer.quant_max, fake_quant.ch_axis,
-                   fake_quant.is_per_channel, fake_quant.is_symmetric_quant)
-    extremes = _channel_extremes(fake_quant, weight)
-    if extremes is not None:
-        # one call: the extremes observed in the weight's place, the qparams computed from them, and only
-        # the extremes (two values a channel) fake-quantized
-        torch.fused_moving_avg_obs_fake_quant(extremes, fake_quant.observer_enabled, fake_quant.fake_quant_enabled,
-                                              *qparam_args)
+    kernel = native_kernel() if _kernel_applies(fake_quant) else None
+    small = weight.numel() < _ONE_CALL_FASTER_BELOW
+    if kernel is None and small:
+        fake_quant(weight)
         return
-    torch.fused_moving_avg_obs_fake_quant(weight, fake_quant.observer_enabled,
-                                          torch.zeros_like(fake_quant.fake_quant_enabled), *qparam_args)
+    observer = fake_quant.activation_post_process
+    op_args = (observer.min_val, observer.max_val, fake_quant.scale, fake_quant.zero_point,
+               observer.averaging_constant, observer.quant_min, observer.quant_max, fake_quant.ch_axis,
+               fake_quant.is_per_channel, fake_quant.is_symmetric_quant)
+    if int(fake_quant.observer_enabled) == 1:
+        # the observation alone (fake quantization off): of the extremes in the weight's place, or of the
+        # weight by the op's own reduction
+        extremes = None if small else _channel_extremes(fake_quant, weight)
+        torch.fused_moving_avg_obs_fake_quant(weight if extremes is None else extremes, fake_quant.observer_enabled,
+                                              torch.zeros_like(fake_quant.fake_quant_enabled), *op_args)
+    if kernel is not None and _write_channel_qparams(kernel, fake_quant):
+        return
+    # the qparams alone, by the op: observation off, on one zero per channel
     shape = [1] * weight.dim()
     if fake_quant.is_per_channel:
         shape[fake_quant.ch_axis] = weight.shape[fake_quant.ch_axis]
     torch.fused_moving_avg_obs_fake_quant(weight.new_zeros(shape), torch.zeros_like(fake_quant.observer_enabled),
-                                          fake_quant.fake_quant_enabled, *qparam_args)
+                                          fake_quant.fake_quant_enabled, *op_args)
+
+
+def _kernel_applies(fake_quant: Any) -> bool:
+    """Whether the qparams kernel may compute what the op stores for `fake_quant`: per channel along axis 0
+    (the op refuses other axes), into a float32 scale and an integer zero point (of one value per channel,
+    which the op's observation makes them: `_write_channel_qparams` checks)."""
+    return (fake_quant.is_per_channel and fake_quant.ch_axis == 0 and fake_quant.scale.dtype == torch.float32
+            and fake_quant.zero_point.dtype in (torch.int32, torch.int64))
+
+
+def _write_channel_qparams(kernel: Any, fake_quant: Any) -> bool:
+    """Store in `fake_quant`'s scale and zero point the qparams the op derives from its observer's running
+    minima and maxima (computed by `kernel`); False, having changed nothing, where the op must: running
+    ranges or qparams not of one value per channel (float32 ranges), values that are not finite."""
+    observer = fake_quant.activation_post_process
+    low, high = observer.min_val, observer.max_val
+    channels = low.numel()
+    if not (low.dtype == high.dtype == torch.float32 and low.shape == high.shape == (channels,)
+            and fake_quant.scale.shape == fake_quant.zero_point.shape == (channels,)
+            and low.is_contiguous() and high.is_contiguous()):
+        return False
+    qmin, qmax = observer.quant_min, observer.quant_max
+    if not (type(qmin) is int and type(qmax) is int and _INT32_MIN <= qmin and qmax <= _INT32_MAX):
+        return False
+    found = _kernel_qparams(kernel, low, high, qmin, qmax, bool(fake_quant.is_symmetric_quant))
+    if found is None:
+        return False
+    fake_quant.scale.copy_(found[0])
+    fake_quant.zero_point.copy_(found[1])
+    return True
+
+
+def _kernel_qparams(kernel: Any, low: torch.Tensor, high: torch.Tensor, qmin: int, qmax: int,
+                    symmetric: bool) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(float32 scales, int32 zero points) by `kernel` for contiguous float32 minima and maxima; None where it
+    leaves them to the op."""
+    channels = low.numel()
+    scales, zero_points = torch.empty(channels), torch.empty(channels, dtype=torch.int32)
+    if not kernel.channel_qparams(scales.data_ptr(), zero_points.data_ptr(), low.data_ptr(), high.data_ptr(),
+                                  channels, qmin, qmax, symmetric):
+        return None
+    return scales, zero_points
+
+
+@functools.cache
+def native_kernel() -> Any:
+    """The compiled qparams kernel (`_channel_qparams_kernel.c`, built when qfx is installed with a C compiler
+    at hand), or None when it was not built or does not compute what torch's op stores on a sample of
+    ranges: the op computes the qparams then (about half a microsecond a channel, where the kernel takes
+    nanoseconds)."""
+    try:
+        from . import _channel_qparams_kernel  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return _channel_qparams_kernel if _kernel_agrees(_channel_qparams_kernel) else None
+
+
+def _kernel_agrees(kernel: Any) -> bool:
+    """Whether `kernel` gives the op's qparams for ranges that take each of its branches (a zero end, equal
+    ends, tiny and huge ranges, both signs) and for maxima around ties of the zero point (where functions of
+    the same name round differently), symmetric and affine, signed and unsigned."""
+    ties = torch.tensor([255 / (k + 0.5) - 1 for k in (3, 60, 127, 200)], dtype=torch.float32).view(torch.int32)
+    near_ties = (ties[:, None] + torch.arange(-40, 41, dtype=torch.int32)).flatten().view(torch.float32)
+    branches_low = torch.tensor([0.0, -1.5, 0.25, -3e-7, -2e30, 0.0, -0.75, 1e-3])
+    branches_high = torch.tensor([2.0, 0.0, 0.25, 5e-7, 3e30, 0.0, 0.5, 4.0])
+    low = torch.cat([branches_low, torch.full_like(near_ties, -1.0)])
+    high = torch.cat([branches_high, near_ties])
+    channels = low.numel()
+    for (qmin, qmax), symmetric in itertools.product(((-128, 127), (0, 255), (0, 15)), (False, True)):
+        scale, zero_point = torch.ones(channels), torch.zeros(channels, dtype=torch.int32)
+        torch.fused_moving_avg_obs_fake_quant(torch.zeros(channels, 1), torch.tensor([0]), torch.tensor([1]),
+                                              low.clone(), high.clone(), scale, zero_point, 0.01, qmin, qmax, 0,
+                                              True, symmetric)
+        found = _kernel_qparams(kernel, low, high, qmin, qmax, symmetric)
+        if found is None or not (torch.equal(found[0], scale) and torch.equal(found[1], zero_point)):
+            return False
+    return True
 
 
 def _channel_extremes(fake_quant: Any, weight: torch.Tensor) -> torch.Tensor | None:
@@ -162,8 +249,6 @@ def _plain_fused(fake_quant: Any, weight: Any) -> bool:
         return False
     if int(enabled) != 1 or not (isinstance(weight, torch.Tensor) and weight.is_floating_point()
                                  and weight.dim() > 0 and weight.device.type == "cpu"):
-        return False
-    if weight.numel() < _ONE_CALL_FASTER_BELOW:
         return False
     if fake_quant.is_per_channel:
         if not 0 <= fake_quant.ch_axis < weight.dim():

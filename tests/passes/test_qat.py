@@ -23,6 +23,7 @@ from torch.ao.quantization.fake_quantize import (
 from qfx.passes.swap_modules import qat as fq_module
 from qfx.passes.swap_modules.qat import run_weight_fake_quant, to_float
 from qfx.testing.strategies import examples
+from tests.support.kernels import PATHS, assert_kernel_built, taking
 from tests.support.snapshot import assert_unchanged, diff_values, freeze_value, snapshot
 
 CONSTRUCTORS = [get_default_qat_qconfig_mapping(backend).global_qconfig.weight for backend in ("x86", "qnnpack")]
@@ -35,8 +36,9 @@ CONSTRUCTORS += [FusedMovingAvgObsFakeQuantize.with_args(observer=MovingAverageP
 
 
 @pytest.fixture(autouse=True)
-def _two_calls_for_every_weight(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests' weights are small, which take one call; here every weight takes the two-call path."""
+def _steps_for_every_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' weights are small, which take one call (or are observed whole); here every weight takes
+    the steps, observed by its channel extremes where it can be (tests that need otherwise set it)."""
     monkeypatch.setattr(fq_module, "_ONE_CALL_FASTER_BELOW", 0)
 
 
@@ -51,9 +53,20 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
             and (not a.is_floating_point() or torch.equal(torch.signbit(a), torch.signbit(b))))
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("one_call_below", [0, 1 << 30])
 @settings(max_examples=examples(80), deadline=None)
 @given(data=st.data())
-def test_the_fake_quant_ends_as_the_call_leaves_it(data):
+def test_the_fake_quant_ends_as_the_call_leaves_it(path, one_call_below, data):
+    """Every way through run_weight_fake_quant: qparams by the kernel or by the op; the weight observed by its
+    channel extremes (or by the op's reduction where those cannot stand in) or, small, by the op's reduction
+    (or one call, where the kernel does not apply)."""
+    with taking(fq_module, path), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fq_module, "_ONE_CALL_FASTER_BELOW", one_call_below)
+        _check_against_the_call(data)
+
+
+def _check_against_the_call(data) -> None:
     fake_quant = data.draw(st.sampled_from(CONSTRUCTORS))()
     shape = (data.draw(st.integers(1, 12)), data.draw(st.integers(1, 6)), *data.draw(st.sampled_from([(), (3,),
                                                                                                      (2, 2)])))
@@ -96,14 +109,20 @@ def test_the_output_is_skipped_only_for_a_plain_fused_fake_quant_that_fake_quant
                         lambda x, *rest: (calls.append(tuple(x.shape)), real(x, *rest))[1])
     weight = torch.randn(6, 4, 3, 3)
     run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), weight)
-    # each channel's minimum and maximum observed, and the qparams computed from them, in one call
+    # each channel's minimum and maximum observed in one call; the qparams are the kernel's
     assert calls == [(6, 2, 1, 1)]
     calls.clear()
     with_zero_channel = weight.clone()
     with_zero_channel[2] = 0.0  # a zero minimum: its sign is the op's to decide, so the op sees the weight
     run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), with_zero_channel)
     run_weight_fake_quant(default_fused_wt_fake_quant(), weight)  # per tensor: the weight itself
-    assert calls == [(6, 4, 3, 3), (6, 1, 1, 1), (6, 4, 3, 3), (1, 1, 1, 1)]
+    # (per channel the qparams come from the kernel; per tensor the op computes them on one zero)
+    assert calls == [(6, 4, 3, 3), (6, 4, 3, 3), (1, 1, 1, 1)]
+    calls.clear()
+    with taking(fq_module, "tensor"):  # without the kernel the op computes them, on one zero per channel
+        run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), weight)
+        run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), with_zero_channel)
+    assert calls == [(6, 2, 1, 1), (6, 1, 1, 1), (6, 4, 3, 3), (6, 1, 1, 1)]
 
     calls.clear()
     off = default_fused_per_channel_wt_fake_quant()
@@ -246,8 +265,97 @@ def test_running_ranges_of_another_size_are_left_to_the_call():
         default_fused_per_channel_wt_fake_quant(), torch.randn(6, 3))
 
 
-def test_small_weights_take_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_weights_are_observed_by_the_op_and_take_one_call_without_the_kernel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below the size where taking a weight's channel extremes pays, the op observes the weight itself and
+    the kernel computes the qparams; where the kernel does not apply (per tensor, or not built) the fake
+    quant is called once."""
     monkeypatch.setattr(fq_module, "_ONE_CALL_FASTER_BELOW", 4096)
-    fake_quant = default_fused_per_channel_wt_fake_quant()
-    assert not fq_module._plain_fused(fake_quant, torch.randn(32, 1, 3, 3))
-    assert fq_module._plain_fused(fake_quant, torch.randn(64, 64))
+    calls: list[tuple[tuple[int, ...], int]] = []
+    real = torch.fused_moving_avg_obs_fake_quant
+    monkeypatch.setattr(torch, "fused_moving_avg_obs_fake_quant",
+                        lambda x, observing, quantizing, *rest: (calls.append((tuple(x.shape), int(quantizing))),
+                                                                 real(x, observing, quantizing, *rest))[1])
+    small, large = torch.randn(32, 1, 3, 3), torch.randn(64, 64)
+    for weight in (small, large):
+        run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), weight)
+    assert calls == [((32, 1, 3, 3), 0), ((64, 2), 0)]  # observation only: the qparams are the kernel's
+    calls.clear()
+    run_weight_fake_quant(default_fused_wt_fake_quant(), small)
+    with taking(fq_module, "tensor"):
+        run_weight_fake_quant(default_fused_per_channel_wt_fake_quant(), small)
+    assert calls == [((32, 1, 3, 3), 1), ((32, 1, 3, 3), 1)]
+
+
+def test_the_qparams_kernel_is_built_and_agrees() -> None:
+    assert_kernel_built(fq_module)
+
+
+_QRANGES = [(-128, 127), (0, 255), (-64, 63), (0, 127), (0, 15), (-8, 7), (0, 1), (-(2**31), 2**31 - 1)]
+
+
+@pytest.mark.parametrize("qmin, qmax, low", [(0, 255, -1.0), (-128, 127, -1.0), (0, 255, -0.37), (0, 15, -2.5)])
+def test_the_qparams_kernel_breaks_zero_point_ties_as_the_op(qmin: int, qmax: int, low: float) -> None:
+    """Maxima within 300 float32 steps of each one that puts the exact zero point on a half: there the
+    functions named ChooseQuantizationParams part (ATen's keeps a double scale and compares differences of
+    the errors, fbgemm's a float scale and their sums), and the kernel must round as the op does."""
+    kernel = fq_module.native_kernel()
+    if kernel is None:
+        pytest.skip("the qparams kernel is not built")
+    ties = [(-low) * (qmax - qmin) / (k + 0.5 - qmin) + low for k in range(qmin, qmax)]
+    bits = torch.tensor([t for t in ties if t > 0], dtype=torch.float32).view(torch.int32)
+    high = (bits[:, None] + torch.arange(-300, 301, dtype=torch.int32)).flatten().view(torch.float32).contiguous()
+    channels = high.numel()
+    lows = torch.full((channels,), low)
+    scales, zero_points = torch.empty(channels), torch.empty(channels, dtype=torch.int32)
+    assert kernel.channel_qparams(scales.data_ptr(), zero_points.data_ptr(), lows.data_ptr(), high.data_ptr(),
+                                  channels, qmin, qmax, False)
+    scale, zero_point = torch.ones(channels), torch.zeros(channels, dtype=torch.int32)
+    torch.fused_moving_avg_obs_fake_quant(torch.zeros(channels, 1), torch.tensor([0]), torch.tensor([1]), lows.clone(),
+                                          high.clone(), scale, zero_point, 0.01, qmin, qmax, 0, True, False)
+    assert torch.equal(scales, scale) and torch.equal(zero_points, zero_point)
+
+
+@st.composite
+def _float32(draw) -> float:
+    """Floats that running minima and maxima hold: zeros of both signs, tiny, ordinary and huge magnitudes."""
+    kind = draw(st.sampled_from(["zero", "tiny", "plain", "huge", "any"]))
+    if kind == "zero":
+        return draw(st.sampled_from([0.0, -0.0]))
+    if kind == "any":
+        return draw(st.floats(width=32, allow_nan=False, allow_infinity=False))
+    exponent = {"tiny": (-45, -4), "plain": (-4, 3), "huge": (3, 38)}[kind]
+    magnitude = draw(st.floats(1.0, 9.99)) * 10.0 ** draw(st.integers(*exponent))
+    return draw(st.sampled_from([1.0, -1.0])) * magnitude
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(ranges=st.lists(st.tuples(_float32(), _float32()), min_size=1, max_size=24),
+       qrange=st.sampled_from(_QRANGES), symmetric=st.booleans())
+def test_the_qparams_kernel_stores_what_the_op_stores(ranges, qrange, symmetric) -> None:
+    """Bit for bit, on ranges of every kind (a zero end, equal ends, tiny, huge, below the small-scale
+    threshold, a minimum above its maximum, which the op takes as it comes), for every quantized range and
+    both schemes."""
+    kernel = fq_module.native_kernel()
+    if kernel is None:
+        pytest.skip("the qparams kernel is not built")
+    low = torch.tensor([min(r) if i % 5 else r[0] for i, r in enumerate(ranges)], dtype=torch.float32)
+    high = torch.tensor([max(r) if i % 5 else r[1] for i, r in enumerate(ranges)], dtype=torch.float32)
+    channels = low.numel()
+    qmin, qmax = qrange
+    scales, zero_points = torch.empty(channels), torch.empty(channels, dtype=torch.int32)
+    written = kernel.channel_qparams(scales.data_ptr(), zero_points.data_ptr(), low.data_ptr(), high.data_ptr(),
+                                     channels, qmin, qmax, symmetric)
+    # left to the op: values that are not finite (above float32's largest), a quantized range whose width
+    # overflows the op's int arithmetic, a symmetric range of one step (the op divides by zero)
+    declines = (not (bool(low.isfinite().all()) and bool(high.isfinite().all())) or qmax - qmin > 2**31 - 1
+                or (symmetric and qmax - qmin == 1 and bool(((low < 0) & (high > 0)).any())))
+    assert written != declines
+    if not written:
+        return
+    scale, zero_point = torch.ones(channels), torch.zeros(channels, dtype=torch.int32)
+    torch.fused_moving_avg_obs_fake_quant(torch.zeros(channels, 1), torch.tensor([0]), torch.tensor([1]), low.clone(),
+                                          high.clone(), scale, zero_point, 0.01, qmin, qmax, 0, True, symmetric)
+    assert torch.equal(scales, scale) and torch.equal(zero_points, zero_point)
+
+
