@@ -318,12 +318,15 @@ def test_the_qparams_kernel_breaks_zero_point_ties_as_the_op(qmin: int, qmax: in
 
 @st.composite
 def _float32(draw) -> float:
-    """Floats that running minima and maxima hold: zeros of both signs, tiny, ordinary and huge magnitudes."""
-    kind = draw(st.sampled_from(["zero", "tiny", "plain", "huge", "any"]))
+    """Floats that running minima and maxima hold: zeros of both signs, tiny, ordinary and huge magnitudes (the
+    largest finite ones too, whose ranges overflow a float32 scale; beyond them, infinities)."""
+    kind = draw(st.sampled_from(["zero", "tiny", "plain", "huge", "largest", "any"]))
     if kind == "zero":
         return draw(st.sampled_from([0.0, -0.0]))
     if kind == "any":
         return draw(st.floats(width=32, allow_nan=False, allow_infinity=False))
+    if kind == "largest":
+        return draw(st.sampled_from([1.0, -1.0])) * draw(st.floats(9.999999680285692e37, 3.4028234663852886e38, width=32))
     exponent = {"tiny": (-45, -4), "plain": (-4, 3), "huge": (3, 38)}[kind]
     magnitude = draw(st.floats(1.0, 9.99)) * 10.0 ** draw(st.integers(*exponent))
     return draw(st.sampled_from([1.0, -1.0])) * magnitude
@@ -335,7 +338,7 @@ def _float32(draw) -> float:
 def test_the_qparams_kernel_stores_what_the_op_stores(ranges, qrange, symmetric) -> None:
     """Bit for bit, on ranges of every kind (a zero end, equal ends, tiny, huge, below the small-scale
     threshold, a minimum above its maximum, which the op takes as it comes), for every quantized range and
-    both schemes."""
+    both schemes; what the kernel declines the op refuses or gives a scale that is not finite."""
     kernel = fq_module.native_kernel()
     if kernel is None:
         pytest.skip("the qparams kernel is not built")
@@ -346,16 +349,16 @@ def test_the_qparams_kernel_stores_what_the_op_stores(ranges, qrange, symmetric)
     scales, zero_points = torch.empty(channels), torch.empty(channels, dtype=torch.int32)
     written = kernel.channel_qparams(scales.data_ptr(), zero_points.data_ptr(), low.data_ptr(), high.data_ptr(),
                                      channels, qmin, qmax, symmetric)
-    # left to the op: values that are not finite (above float32's largest), a quantized range whose width
-    # overflows the op's int arithmetic, a symmetric range of one step (the op divides by zero)
-    declines = (not (bool(low.isfinite().all()) and bool(high.isfinite().all())) or qmax - qmin > 2**31 - 1
-                or (symmetric and qmax - qmin == 1 and bool(((low < 0) & (high > 0)).any())))
-    assert written != declines
-    if not written:
+    if qmax - qmin > 2**31 - 1 or not (bool(low.isfinite().all()) and bool(high.isfinite().all())):
+        assert not written  # the op's int arithmetic would overflow, or values are not finite: the op's to take
         return
     scale, zero_point = torch.ones(channels), torch.zeros(channels, dtype=torch.int32)
-    torch.fused_moving_avg_obs_fake_quant(torch.zeros(channels, 1), torch.tensor([0]), torch.tensor([1]), low.clone(),
-                                          high.clone(), scale, zero_point, 0.01, qmin, qmax, 0, True, symmetric)
-    assert torch.equal(scales, scale) and torch.equal(zero_points, zero_point)
+    refusal = _outcome(lambda: torch.fused_moving_avg_obs_fake_quant(
+        torch.zeros(channels, 1), torch.tensor([0]), torch.tensor([1]), low.clone(), high.clone(), scale, zero_point,
+        0.01, qmin, qmax, 0, True, symmetric))
+    if written:
+        assert refusal is None and torch.equal(scales, scale) and torch.equal(zero_points, zero_point)
+    else:  # declined only where a scale or zero point is not finite on the way (the op refuses, or stores inf)
+        assert refusal is not None or not bool(scale.isfinite().all())
 
 
