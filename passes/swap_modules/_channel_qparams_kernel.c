@@ -27,7 +27,7 @@
 #include <math.h>
 #include <stdint.h>
 
-/* QuantUtils.h's threshold below which a scale is raised (a float constant). */
+/* The threshold below which a scale is raised (a float constant, fbgemm's as ATen's). */
 static const float SMALL_SCALE_THRESHOLD = 6.1e-5f;
 
 /* std::min and std::max of two floats: the first unless the second compares strictly beyond it. */
