@@ -20,7 +20,8 @@ The float module. torch's `to_float` of the QAT Linear and Conv families constru
 QAT module's sizes (allocating and initialising a weight of the full size) and then assigns the QAT
 module's weight (or the weight with its BatchNorm folded in) over it. It runs here on a shallow stand-in of
 the QAT module that reports one feature (one channel per group and a unit kernel for convs), so that the
-constructor's weight is tiny; the float module then gets the real sizes.
+constructor's weight is tiny; the float module then gets the real sizes. For torch's QAT convs the float
+conv is not constructed at all but copied from a prototype (`float_prototypes.py`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
+from .float_prototypes import holds_placeholder, replaying_standin
 from .reference_modules import give_real_sizes, registration_hooks, standin
 from .weight_qparams import row_ranges
 
@@ -284,10 +286,15 @@ def to_float(module: Any) -> torch.nn.Module:
     state = module.__dict__
     if sizes is _LINEAR_SIZES:
         small = {"in_features": 1, "out_features": 1}
+        result = standin(module, **small).to_float()
     else:
         groups = state["groups"]
         small = {"in_channels": groups, "out_channels": groups, "kernel_size": (1,) * len(state["kernel_size"])}
-    result = standin(module, **small).to_float()
+        result = None
+        if type(module).__module__.startswith("torch.ao.nn."):  # (a user's subclass is not subclassed again)
+            result = replaying_standin(module, **small).to_float()  # its float conv copied from a prototype
+        if result is None or holds_placeholder(result):
+            result = standin(module, **small).to_float()
     built = result[0] if isinstance(result, _FusedModule) else result
     if type(built) not in (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d) or not give_real_sizes(
             built, module, sizes):

@@ -20,6 +20,7 @@ from torch.ao.quantization.fake_quantize import (
     default_fused_wt_fake_quant,
 )
 
+from qfx.passes.swap_modules import float_prototypes
 from qfx.passes.swap_modules import qat as fq_module
 from qfx.passes.swap_modules.qat import run_weight_fake_quant, to_float
 from qfx.testing.strategies import examples
@@ -198,17 +199,65 @@ def _trained(bn: nn.Module) -> nn.Module:
 def test_to_float_builds_what_the_modules_to_float_builds(module):
     before = snapshot(module)
     ours, theirs = to_float(module), module.to_float()
-    assert [(n, type(m)) for n, m in ours.named_modules()] == [(n, type(m)) for n, m in theirs.named_modules()]
-    for (name, a), (_, b) in zip(ours.named_modules(), theirs.named_modules()):
-        assert list(a.__dict__) == list(b.__dict__) and list(a._modules) == list(b._modules)
-        own = [{k: v for k, v in m.__dict__.items() if k != "_modules"} for m in (a, b)]  # (children: above)
-        assert not diff_values(freeze_value(own[0]), freeze_value(own[1]), name or "module")
+    _assert_builds_what_to_float_builds(ours, theirs)
     assert_unchanged(before, module)
     first = ours[0] if isinstance(ours, nni._FusedModule) else ours
     x = (torch.randn(2, first.in_features) if isinstance(first, nn.Linear)
          else torch.randn(1, first.in_channels, *[5] * len(first.kernel_size)))
     a, b = _forward(ours.eval(), x), _forward(theirs.eval(), x)
     assert a[0] == b[0] and (torch.equal(a[1], b[1]) if a[0] == "value" else a[1] == b[1])
+
+
+def _assert_builds_what_to_float_builds(ours: nn.Module, theirs: nn.Module) -> None:
+    assert [(n, type(m)) for n, m in ours.named_modules()] == [(n, type(m)) for n, m in theirs.named_modules()]
+    for (name, a), (_, b) in zip(ours.named_modules(), theirs.named_modules()):
+        assert list(a.__dict__) == list(b.__dict__) and list(a._modules) == list(b._modules)
+        own = [{k: v for k, v in m.__dict__.items() if k != "_modules"} for m in (a, b)]  # (children: above)
+        assert not diff_values(freeze_value(own[0]), freeze_value(own[1]), name or "module")
+
+
+def test_a_float_conv_is_constructed_once_for_its_arguments_then_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The float conv to_float builds comes from a prototype the constructor made for the same arguments:
+    with other sizes but the same groups, stride, padding and bias, no constructor runs for the second."""
+    monkeypatch.setattr(float_prototypes, "_PROTOTYPES", {})
+    qconfig = get_default_qat_qconfig_mapping("x86").global_qconfig
+    modules = [nniqat.ConvBnReLU2d.from_float(_with_qconfig(nni.ConvBnReLU2d(
+        nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1, groups=2), _trained(nn.BatchNorm2d(2 * c)), nn.ReLU()),
+        qconfig)) for c in (3, 5)]
+    constructed = []
+    real_init = nn.Conv2d.__init__
+
+    def counting_init(self, *args, **kwargs) -> None:
+        constructed.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Conv2d, "__init__", counting_init)
+    for module in modules:
+        ours = to_float(module)
+        count = len(constructed)
+        _assert_builds_what_to_float_builds(ours, module.to_float())
+        constructed[count:] = []  # (torch's own to_float constructs, of course)
+    assert len(constructed) == 1
+
+
+def test_a_placeholder_to_float_leaves_makes_the_module_the_plain_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prototype parameter that to_float does not assign (a torch whose to_float differs) is noticed, and
+    the float module is built by the constructor instead."""
+    monkeypatch.setattr(float_prototypes, "_PROTOTYPES", {})
+    real_layout = float_prototypes._layout_of
+
+    def with_an_extra_parameter(module):
+        layout = real_layout(module)
+        return tuple((name, {**value, "extra": float_prototypes.PLACEHOLDER} if name == "_parameters" else value)
+                     for name, value in layout)
+
+    monkeypatch.setattr(float_prototypes, "_layout_of", with_an_extra_parameter)
+    qconfig = get_default_qat_qconfig_mapping("x86").global_qconfig
+    module = nnqat.Conv2d.from_float(_with_qconfig(nn.Conv2d(3, 4, 3), qconfig))
+    to_float(module)  # (the prototype is made)
+    ours = to_float(module)
+    assert not float_prototypes.holds_placeholder(ours)
+    _assert_builds_what_to_float_builds(ours, module.to_float())
 
 
 def _forward(module: nn.Module, x: torch.Tensor) -> tuple[str, object]:
