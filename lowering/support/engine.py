@@ -35,6 +35,7 @@ from torch.ao.nn.quantized.modules.conv import _ConvNd
 from torch.ao.nn.quantized.reference.modules.utils import ReferenceQuantizedModule
 
 from qfx.ir.errors import ConvertError
+from qfx.passes.support.constructor_layouts import Layout, call_key, layout_of, replay
 
 from .weight_quantize import quantize_per_channel
 
@@ -194,10 +195,9 @@ def _placeholder_free(q_class: type) -> type:
     """A subclass of `q_class` whose constructor packs its placeholder weight at the smallest shape, then
     stores the real shape attributes where the constructor put the placeholder's (same keys, same order).
 
-    A constructor run with the same (shrunk) arguments builds the same instance dict, so a dict made of
-    empty module tables, immutable values, child modules of that kind and a placeholder packed weight is
-    remembered and replayed for the next module with those arguments (fresh tables and children, shared
-    values, no placeholder packed) instead of running the constructor again.
+    A constructor run with the same (shrunk) arguments builds the same instance dict, so its layout
+    (`qfx.passes.support.constructor_layouts`, with the packed weight as the slot left None) is remembered
+    and replayed for the next module with those arguments instead of running the constructor again.
 
     Conv classes pack no placeholder at all: their constructor's own set_weight_bias (the only one before
     `scale` is set) stores None where the packed params go, and `from_reference` packs the real weight
@@ -211,15 +211,15 @@ def _placeholder_free(q_class: type) -> type:
             q_class.__init__(self, *args, **kwargs)
             return
         small_args, real, finish = shrunk
-        key = _layout_key(small_args, kwargs)
+        key = call_key(small_args, kwargs)
         layout = _LAYOUTS.get((q_class, key)) if key is not None else None
         state = self.__dict__
         if layout is None:
             q_class.__init__(self, *small_args, **kwargs)
             if key is not None and len(_LAYOUTS) < _MAX_LAYOUTS:
-                _LAYOUTS[(q_class, key)] = _layout_of(state) or ()
+                _LAYOUTS[(q_class, key)] = layout_of(state, slot=(_PACKED, torch.ScriptObject)) or ()
         elif layout:
-            _replay(layout, state)
+            replay(layout, state)
         else:  # the constructor's result cannot be replayed: run it
             q_class.__init__(self, *small_args, **kwargs)
         for name, value in real.items():
@@ -279,91 +279,10 @@ def packing_mode(weight: Any, bias: Any) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-# An instance dict to replay: (name, how, what) per entry, `how` one of these.
-_VALUE, _TABLE, _PLACEHOLDER, _CHILDREN = range(4)
-Layout = tuple[tuple[str, int, Any], ...]
+# The instance dicts constructors built, by (class, constructor arguments) (see constructor_layouts).
 _LAYOUTS: dict[tuple[type, tuple], Layout] = {}
 _MAX_LAYOUTS = 512
-_IMMUTABLE = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.qscheme)
-_TABLES = (dict, set, collections.OrderedDict)
 _PACKED = "_packed_params"  # where constructors keep packed weights, which from_reference packs anew
-
-
-def _layout_key(args: tuple, kwargs: dict) -> tuple | None:
-    """The constructor arguments as a key, when they are plain immutable values (None otherwise). The
-    key holds the values' types too: equal values of different types (1, 1.0, True), or 0.0 and -0.0,
-    build different instance dicts."""
-    key = (args, tuple(sorted(kwargs.items())))
-    types = _immutable_types(key)
-    return None if types is None else (key, types)
-
-
-def _immutable_types(value: Any) -> tuple | None:
-    """The types of the leaves of nested tuple `value`, depth first (a float's exact value instead); None
-    if a leaf is not immutable."""
-    types = []
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is tuple:
-            stack.extend(item)
-        elif kind in _IMMUTABLE:
-            types.append(item.hex() if kind is float else kind)  # hex tells 0.0 from -0.0
-        else:
-            return None
-    return tuple(types)
-
-
-def _immutable(value: Any) -> bool:
-    return _immutable_types((value,)) is not None
-
-
-def _layout_of(state: dict[str, Any]) -> Layout | None:
-    """The instance dict a constructor built, to replay: immutable values are shared, empty tables made
-    afresh, child modules rebuilt from their own layouts, and a packed placeholder weight (`_packed_params`)
-    left None for from_reference to pack (`_check_packed` makes sure it did). None when the dict holds
-    anything else."""
-    layout = []
-    for name, value in state.items():
-        kind = type(value)
-        if name == "_modules" and kind is dict and value:
-            children = []
-            for child_name, child in value.items():
-                child_layout = _layout_of(child.__dict__)
-                if child_layout is None:
-                    return None
-                children.append((child_name, type(child), child_layout))
-            layout.append((name, _CHILDREN, tuple(children)))
-        elif kind in _TABLES:
-            if value:
-                return None
-            layout.append((name, _TABLE, kind))
-        elif _immutable(value):
-            layout.append((name, _VALUE, value))
-        elif name == _PACKED and isinstance(value, torch.ScriptObject):
-            layout.append((name, _PLACEHOLDER, None))
-        else:
-            return None
-    return tuple(layout)
-
-
-def _replay(layout: Layout, state: dict[str, Any]) -> None:
-    """Fill an empty instance dict from `layout`."""
-    for name, how, what in layout:
-        if how == _VALUE:
-            state[name] = what
-        elif how == _TABLE:
-            state[name] = what()
-        elif how == _PLACEHOLDER:
-            state[name] = None
-        else:
-            children = {}
-            for child_name, child_class, child_layout in what:
-                child = child_class.__new__(child_class)
-                _replay(child_layout, child.__dict__)
-                children[child_name] = child
-            state[name] = children
 
 
 def _check_packed(module: torch.nn.Module, q_class: type) -> None:

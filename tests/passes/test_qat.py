@@ -244,14 +244,13 @@ def test_a_placeholder_to_float_leaves_makes_the_module_the_plain_way(monkeypatc
     """A prototype parameter that to_float does not assign (a torch whose to_float differs) is noticed, and
     the float module is built by the constructor instead."""
     monkeypatch.setattr(float_prototypes, "_PROTOTYPES", {})
-    real_layout = float_prototypes._layout_of
+    real_layout = float_prototypes.layout_of
 
-    def with_an_extra_parameter(module):
-        layout = real_layout(module)
-        return tuple((name, {**value, "extra": float_prototypes.PLACEHOLDER} if name == "_parameters" else value)
-                     for name, value in layout)
+    def with_an_extra_parameter(state, **options):
+        return tuple((name, how, (what[0], (*what[1], ("extra", True))) if name == "_parameters" else what)
+                     for name, how, what in real_layout(state, **options))
 
-    monkeypatch.setattr(float_prototypes, "_layout_of", with_an_extra_parameter)
+    monkeypatch.setattr(float_prototypes, "layout_of", with_an_extra_parameter)
     qconfig = get_default_qat_qconfig_mapping("x86").global_qconfig
     module = nnqat.Conv2d.from_float(_with_qconfig(nn.Conv2d(3, 4, 3), qconfig))
     to_float(module)  # (the prototype is made)

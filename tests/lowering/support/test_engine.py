@@ -340,18 +340,6 @@ def test_a_replayed_module_whose_weight_was_not_packed_is_refused(monkeypatch):
     assert set(engine._SHAPE_ARGUMENTS) >= {nnq.Linear, nnq.Conv2d, nniq.ConvAdd2d, nnqd.Linear}
 
 
-def test_replay_keys_tell_apart_equal_values_of_different_kinds():
-    """A constructor's result is replayed only for arguments of the same types and exact values: 1, 1.0
-    and True are equal in Python but not to a constructor that stores them; nor are 0.0 and -0.0."""
-    keys = [engine._layout_key(args, {}) for args in [(1, (2, 2)), (True, (2, 2)), (1.0, (2, 2)), (1, (2, True))]]
-    keys += [engine._layout_key((0.01,), {"slope": value}) for value in (0.0, -0.0)]
-    assert all(key is not None for key in keys)
-    assert len(set(keys)) == len(keys)
-    assert engine._layout_key((1, (2, 2)), {}) == keys[0]
-    assert engine._layout_key(([1],), {}) is None
-    assert engine._layout_key((1,), {"x": torch.zeros(1)}) is None
-
-
 def test_per_channel_weights_are_quantized_by_qfx_and_others_by_torch(monkeypatch):
     """from_reference reads a per-channel weight through qfx's quantize (same tensor as torch's; the
     property test above checks the modules), and a per-tensor one through torch's own."""
