@@ -7,6 +7,8 @@ through; qfx reports it as an `EngineError`, which is a RuntimeError too.
 `from_reference` of torch's quantized Linear, Conv, ConvTranspose, Embedding and dynamic LSTM/GRU modules
 runs their constructor, which quantizes and packs a placeholder weight of the full size (random ones for
 every layer of an RNN), and then packs the real weight over it: half of the packing work is thrown away.
+(Quantized BatchNorm's constructor makes tensors from_reference replaces at once, which cost less than the
+constructor's own Python: there the replay below is what saves.)
 For those classes qfx runs the same `from_reference` through a private subclass whose constructor is
 called with the smallest shape the other arguments allow (the placeholder costs nothing) and then records
 the real shape attributes in place; the object that comes out is of torch's own class, with the same
@@ -35,7 +37,7 @@ from torch.ao.nn.quantized.modules.conv import _ConvNd
 from torch.ao.nn.quantized.reference.modules.utils import ReferenceQuantizedModule
 
 from qfx.ir.errors import ConvertError
-from qfx.passes.support.constructor_layouts import Layout, call_key, layout_of, replay
+from qfx.passes.support.constructor_layouts import Layout, call_key, holds_placeholder, layout_of, replay
 
 from .weight_quantize import quantize_per_channel
 
@@ -158,6 +160,16 @@ def _shrink_embedding(args: tuple, kwargs: dict) -> Shrunk | None:
         lambda module: module._packed_params.set_weight(weight)
 
 
+def _shrink_batchnorm(args: tuple, kwargs: dict) -> Shrunk | None:
+    """(num_features, eps, momentum) of a quantized BatchNorm -> arguments for a one-feature module, and the
+    real size. from_reference assigns the float module's weight, bias and running statistics over the
+    constructor's; its scalar buffers (the batch count, scale and zero point) are the same at any size."""
+    if len(args) < 1:
+        return None
+    num_features, *rest = args
+    return (1, *rest), {"num_features": num_features}, None
+
+
 def _shrink_conv(args: tuple, kwargs: dict) -> Shrunk | None:
     """(in_channels, out_channels, kernel_size, stride, padding, dilation or output_padding, groups, ...)
     -> arguments for a placeholder with one channel per group and a unit kernel, and the real sizes (the
@@ -182,12 +194,14 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
     nnq.EmbeddingBag: _shrink_embedding,
     nnqd.LSTM: _shrink_rnn,
     nnqd.GRU: _shrink_rnn,
+    **{cls: _shrink_batchnorm for cls in (nnq.BatchNorm2d, nnq.BatchNorm3d, nniq.BNReLU2d, nniq.BNReLU3d)},
 }
 
 
 # Classes whose from_reference reads the weight with get_quantized_weight and nothing it could not read
 # through a _QuantizingView.
-_READS_QUANTIZED_WEIGHT = frozenset(c for c, shrink in _SHAPE_ARGUMENTS.items() if shrink is not _shrink_rnn)
+_READS_QUANTIZED_WEIGHT = frozenset(c for c, shrink in _SHAPE_ARGUMENTS.items()
+                                    if shrink not in (_shrink_rnn, _shrink_batchnorm))
 
 
 @functools.cache
@@ -217,7 +231,8 @@ def _placeholder_free(q_class: type) -> type:
         if layout is None:
             q_class.__init__(self, *small_args, **kwargs)
             if key is not None and len(_LAYOUTS) < _MAX_LAYOUTS:
-                _LAYOUTS[(q_class, key)] = layout_of(state, slot=(_PACKED, torch.ScriptObject)) or ()
+                _LAYOUTS[(q_class, key)] = layout_of(state, parameters=True, buffers=True,
+                                                     slot=(_PACKED, torch.ScriptObject)) or ()
         elif layout:
             replay(layout, state)
         else:  # the constructor's result cannot be replayed: run it
@@ -286,7 +301,11 @@ _PACKED = "_packed_params"  # where constructors keep packed weights, which from
 
 
 def _check_packed(module: torch.nn.Module, q_class: type) -> None:
-    """Every packed-weight slot of the built module holds packed params (from_reference packed them)."""
+    """Every packed-weight slot of the built module holds packed params (from_reference packed them), and
+    every parameter or buffer a replayed constructor left as a placeholder was assigned."""
     for sub in (module,) if not module._modules else module.modules():
         if _PACKED in sub.__dict__ and sub.__dict__[_PACKED] is None:
             raise EngineError(f"{q_class.__qualname__}: from_reference did not pack its weight as qfx expects")
+    if holds_placeholder(module):
+        raise EngineError(f"{q_class.__qualname__}: from_reference did not assign a parameter or buffer of its "
+                          "constructor as qfx expects")

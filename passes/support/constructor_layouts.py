@@ -6,8 +6,9 @@ packed over right away) and QAT `to_float` (`float_prototypes.py`: a float conv 
 assigned over right away). A constructor called with the same arguments builds the same instance dict, so
 the dict of its first call is kept as a layout, and the next object with those arguments gets its dict from
 the layout: immutable values shared, empty module tables made afresh, lists of immutable values copied,
-child modules rebuilt from their own layouts, and a placeholder wherever the caller replaces what the
-constructor made (the parameters, when asked; one named slot, such as a packed weight). A dict holding
+child modules rebuilt from their own layouts, scalar buffers cloned, and a placeholder wherever the caller
+replaces what the constructor made (parameters and other buffers, when asked; one named slot, such as a
+packed weight). A dict holding
 anything else has no layout, and its constructor runs every time.
 """
 
@@ -24,17 +25,17 @@ _TABLES = (dict, set, collections.OrderedDict)
 
 
 class _Placeholder:
-    """Stands where the constructor put a parameter, until the caller assigns the real one."""
+    """Stands where the constructor put a parameter or buffer, until the caller assigns the real one."""
 
     def __repr__(self) -> str:
-        return "<placeholder parameter>"
+        return "<placeholder tensor>"
 
 
 PLACEHOLDER = _Placeholder()
 
 # One entry of a layout: (attribute name, how to make its value, what from).
 Layout = tuple[tuple[str, int, Any], ...]
-_VALUE, _TABLE, _LIST, _PARAMETERS, _SLOT, _CHILDREN = range(6)
+_VALUE, _TABLE, _LIST, _PARAMETERS, _BUFFERS, _SLOT, _CHILDREN = range(7)
 
 
 def call_key(args: tuple, kwargs: dict) -> tuple | None:
@@ -63,12 +64,14 @@ def _leaf_types(value: Any) -> tuple | None:
     return tuple(types)
 
 
-def layout_of(state: dict[str, Any], *, parameters: bool = False,
+def layout_of(state: dict[str, Any], *, parameters: bool = False, buffers: bool = False,
               slot: tuple[str, type] | None = None) -> Layout | None:
     """The layout of a constructor's instance dict `state`, or None when it holds something a layout does not
     replay. With `parameters`, the parameter table is replayed with a PLACEHOLDER for each parameter (None
-    stays None); else it must be empty, as every other table. `slot` = (name, type): a value of that type
-    under that name is replayed as None (for the caller to fill). Children get layouts of their own."""
+    stays None); with `buffers`, the buffer table with a clone of each scalar (0-dim) buffer, which is what
+    its constructor would make again, and a PLACEHOLDER for each other; else those tables must be empty, as
+    every other table. `slot` = (name, type): a value of that type under that name is replayed as None (for
+    the caller to fill). Children get layouts of their own."""
     layout = []
     for name, value in state.items():
         kind = type(value)
@@ -76,13 +79,18 @@ def layout_of(state: dict[str, Any], *, parameters: bool = False,
             children = []
             for child_name, child in value.items():
                 child_layout = None if child is None else layout_of(child.__dict__, parameters=parameters,
-                                                                     slot=slot)
+                                                                     buffers=buffers, slot=slot)
                 if child_layout is None:
                     return None
                 children.append((child_name, type(child), child_layout))
             layout.append((name, _CHILDREN, tuple(children)))
         elif parameters and name == "_parameters" and kind in _TABLES:
             layout.append((name, _PARAMETERS, (kind, tuple((key, p is not None) for key, p in value.items()))))
+        elif buffers and name == "_buffers" and kind in _TABLES:
+            entries = tuple((key, b.detach().clone() if isinstance(b, torch.Tensor) and b.dim() == 0 and
+                             type(b) is torch.Tensor else (None if b is None else PLACEHOLDER))
+                            for key, b in value.items())
+            layout.append((name, _BUFFERS, (kind, entries)))
         elif kind in _TABLES:
             if value:
                 return None
@@ -112,6 +120,9 @@ def replay(layout: Layout, state: dict[str, Any]) -> None:
         elif how == _PARAMETERS:
             kind, entries = what
             state[name] = kind((key, PLACEHOLDER if present else None) for key, present in entries)
+        elif how == _BUFFERS:
+            kind, entries = what
+            state[name] = kind((key, b.clone() if isinstance(b, torch.Tensor) else b) for key, b in entries)
         elif how == _SLOT:
             state[name] = None
         else:
@@ -124,5 +135,6 @@ def replay(layout: Layout, state: dict[str, Any]) -> None:
 
 
 def holds_placeholder(module: torch.nn.Module) -> bool:
-    """Whether `module` or a module below it still holds a PLACEHOLDER parameter."""
-    return any(p is PLACEHOLDER for sub in module.modules() for p in sub._parameters.values())
+    """Whether `module` or a module below it still holds a PLACEHOLDER parameter or buffer."""
+    return any(t is PLACEHOLDER for sub in module.modules() for table in (sub._parameters, sub._buffers)
+               for t in table.values())

@@ -56,7 +56,7 @@ def lowerings(draw):
     """(quantized class, reference module, from_reference's extra arguments, an input the result takes)."""
     kind = draw(st.sampled_from(["linear", "linear_relu", "dynamic_linear", "dynamic_linear_relu", "conv",
                                  "conv_relu", "conv_transpose", "embedding", "embedding_bag", "dynamic_lstm",
-                                 "dynamic_gru"]))
+                                 "dynamic_gru", "batchnorm", "bn_relu"]))
     torch.manual_seed(draw(st.integers(0, 1000)))
     bias = draw(st.sampled_from([True, False, "strided"]))  # "strided": a bias that is not contiguous
     per_channel = draw(st.booleans())
@@ -65,6 +65,8 @@ def lowerings(draw):
         return _embedding_lowering(draw, kind)
     if kind in ("dynamic_lstm", "dynamic_gru"):
         return _rnn_lowering(draw, kind)
+    if kind in ("batchnorm", "bn_relu"):
+        return _batchnorm_lowering(draw, scale, zero_point, with_relu=kind == "bn_relu")
     if kind.endswith("linear") or kind.endswith("linear_relu"):
         n_in, n_out = draw(st.integers(1, 9)), draw(st.integers(1, 9))
         linear = _with_bias(torch.nn.Linear(n_in, n_out, bias=bool(bias)), bias)
@@ -91,6 +93,24 @@ def lowerings(draw):
     if kind == "conv_relu":
         return fused_q_class, _fused(fused_class(conv, torch.nn.ReLU()), ref), (scale, zero_point), x
     return q_class, ref, (scale, zero_point), x
+
+
+def _batchnorm_lowering(draw, scale: torch.Tensor, zero_point: torch.Tensor, with_relu: bool) -> tuple:
+    """A BatchNorm2d/3d, or one fused with a ReLU, as the lowering meets it (trained statistics or none;
+    affine: from_reference reads the weight's device)."""
+    dims = draw(st.sampled_from([2, 3]))
+    n = draw(st.integers(1, 9))
+    bn = (torch.nn.BatchNorm2d if dims == 2 else torch.nn.BatchNorm3d)(
+        n, eps=draw(st.sampled_from([1e-5, 1e-3])), momentum=draw(st.sampled_from([0.1, None])),
+        track_running_stats=draw(st.booleans())).eval()
+    if bn.running_mean is not None:
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    x = torch.quantize_per_tensor(torch.randn(1, n, *([4] * dims)), 0.05, 3, torch.quint8)
+    if with_relu:
+        fused = (nni.BNReLU2d if dims == 2 else nni.BNReLU3d)(bn, torch.nn.ReLU())
+        return (nniq.BNReLU2d if dims == 2 else nniq.BNReLU3d), fused, (scale, zero_point), x
+    return (nnq.BatchNorm2d if dims == 2 else nnq.BatchNorm3d), bn, (scale, zero_point), x
 
 
 def _transposed_lowering(draw, dims: int, bias: bool | str, scale: torch.Tensor, zero_point: torch.Tensor) -> tuple:
@@ -327,6 +347,30 @@ def test_the_placeholder_weight_is_packed_at_the_smallest_shape_or_not_at_all(mo
     assert shapes == [(5, 3)]
     assert again._packed_params is not module._packed_params
     assert again._packed_params._packed_params is not module._packed_params._packed_params
+
+
+def test_a_quantized_batchnorm_is_constructed_once_then_replayed(monkeypatch):
+    """The constructor of a quantized BatchNorm runs once for its (one-feature) arguments; the next module,
+    of another size, gets the replayed dict: its own batch count, the float module's tensors."""
+    monkeypatch.setattr(engine, "_LAYOUTS", {})
+    constructed = []
+    real_init = nnq.BatchNorm2d.__init__
+
+    def counting_init(self, *args, **kwargs) -> None:
+        constructed.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(nnq.BatchNorm2d, "__init__", counting_init)
+    built = []
+    for n in (3, 5):
+        bn = torch.nn.BatchNorm2d(n).eval()
+        bn.running_mean.uniform_(-1, 1)
+        ours = quantized_from_reference(nnq.BatchNorm2d, bn, torch.tensor(0.5), torch.tensor(2), where="test")
+        assert ours.num_features == n and ours.running_mean is bn.running_mean and ours.weight is bn.weight
+        built.append(ours)
+    assert constructed == [(1, 1e-05, 0.1)]
+    assert built[0].num_batches_tracked is not built[1].num_batches_tracked
+    assert torch.equal(built[1].num_batches_tracked, torch.tensor(0))
 
 
 def test_a_replayed_module_whose_weight_was_not_packed_is_refused(monkeypatch):

@@ -63,3 +63,13 @@ def test_children_are_replayed_from_their_own_layouts() -> None:
     made = _replayed(built)
     assert [type(m) for m in made] == [nn.ReLU, nn.Flatten]
     assert made[0] is not built[0] and made[1].__dict__ == built[1].__dict__
+
+
+def test_buffers_replay_as_fresh_scalars_and_placeholders() -> None:
+    built = nn.BatchNorm2d(4)
+    made = _replayed(built, parameters=True, buffers=True)
+    assert list(made._buffers) == ["running_mean", "running_var", "num_batches_tracked"]
+    assert made.running_mean is PLACEHOLDER and made.running_var is PLACEHOLDER
+    assert torch.equal(made.num_batches_tracked, built.num_batches_tracked)
+    assert made.num_batches_tracked is not built.num_batches_tracked
+    assert holds_placeholder(made)
