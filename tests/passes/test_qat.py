@@ -24,6 +24,7 @@ from qfx.passes.swap_modules import float_prototypes
 from qfx.passes.swap_modules import qat as fq_module
 from qfx.passes.swap_modules.qat import run_weight_fake_quant, to_float
 from qfx.testing.strategies import examples
+from tests.support.constructions import record_constructions
 from tests.support.kernels import PATHS, assert_kernel_built, taking
 from tests.support.snapshot import assert_unchanged, diff_values, freeze_value, snapshot
 
@@ -224,14 +225,7 @@ def test_a_float_conv_is_constructed_once_for_its_arguments_then_copied(monkeypa
     modules = [nniqat.ConvBnReLU2d.from_float(_with_qconfig(nni.ConvBnReLU2d(
         nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1, groups=2), _trained(nn.BatchNorm2d(2 * c)), nn.ReLU()),
         qconfig)) for c in (3, 5)]
-    constructed = []
-    real_init = nn.Conv2d.__init__
-
-    def counting_init(self, *args, **kwargs) -> None:
-        constructed.append(args)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(nn.Conv2d, "__init__", counting_init)
+    constructed = record_constructions(monkeypatch, nn.Conv2d)
     for module in modules:
         ours = to_float(module)
         count = len(constructed)

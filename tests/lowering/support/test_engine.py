@@ -33,6 +33,7 @@ from torch.ao.quantization.utils import get_qparam_dict
 
 from qfx.lowering.support import engine
 from qfx.lowering.support.engine import quantized_from_reference
+from tests.support.constructions import record_constructions
 from tests.support.snapshot import diff_tensors, diff_values, freeze_value, module_state
 from qfx.testing.strategies import examples
 
@@ -353,14 +354,7 @@ def test_a_quantized_batchnorm_is_constructed_once_then_replayed(monkeypatch):
     """The constructor of a quantized BatchNorm runs once for its (one-feature) arguments; the next module,
     of another size, gets the replayed dict: its own batch count, the float module's tensors."""
     monkeypatch.setattr(engine, "_LAYOUTS", {})
-    constructed = []
-    real_init = nnq.BatchNorm2d.__init__
-
-    def counting_init(self, *args, **kwargs) -> None:
-        constructed.append(args)
-        real_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(nnq.BatchNorm2d, "__init__", counting_init)
+    constructed = record_constructions(monkeypatch, nnq.BatchNorm2d)
     built = []
     for n in (3, 5):
         bn = torch.nn.BatchNorm2d(n).eval()
