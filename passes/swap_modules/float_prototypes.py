@@ -9,8 +9,8 @@ as a copy of a prototype: the layout of a module the constructor built once for 
 (remembered across converts; `qfx.passes.support.constructor_layouts`), with tables of its own, immutable
 values shared, lists copied, and a placeholder where the constructor put a parameter. `to_float` assigns
 every parameter it keeps; a placeholder left in the result (`holds_placeholder`) means this torch's
-to_float does otherwise, and the caller builds the module the plain way. Only the random numbers the constructor would draw are not drawn (the convert restores the
-global generator anyway).
+to_float does otherwise, and the caller builds the module the plain way. Only the random numbers the
+constructor would draw are not drawn (the convert restores the global generator anyway).
 """
 
 from __future__ import annotations
