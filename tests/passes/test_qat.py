@@ -368,7 +368,8 @@ def _float32(draw) -> float:
     if kind == "any":
         return draw(st.floats(width=32, allow_nan=False, allow_infinity=False))
     if kind == "largest":
-        return draw(st.sampled_from([1.0, -1.0])) * draw(st.floats(9.999999680285692e37, 3.4028234663852886e38, width=32))
+        largest = draw(st.floats(9.999999680285692e37, 3.4028234663852886e38, width=32))
+        return draw(st.sampled_from([1.0, -1.0])) * largest
     exponent = {"tiny": (-45, -4), "plain": (-4, 3), "huge": (3, 38)}[kind]
     magnitude = draw(st.floats(1.0, 9.99)) * 10.0 ** draw(st.integers(*exponent))
     return draw(st.sampled_from([1.0, -1.0])) * magnitude
