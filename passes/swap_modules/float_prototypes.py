@@ -8,9 +8,9 @@ Here the stand-in's class is a subclass of the QAT class whose `_FLOAT_CONV_MODU
 as a copy of a prototype: the layout of a module the constructor built once for the same arguments
 (remembered across converts; `qfx.passes.support.constructor_layouts`), with tables of its own, immutable
 values shared, lists copied, and a placeholder where the constructor put a parameter. `to_float` assigns
-every parameter it keeps; a placeholder left in the result (`holds_placeholder`) means this torch's
-to_float does otherwise, and the caller builds the module the plain way. Only the random numbers the
-constructor would draw are not drawn (the convert restores the global generator anyway).
+every parameter it keeps; a placeholder left in the result (`constructor_layouts.holds_placeholder`) means
+this torch's to_float does otherwise, and the caller builds the module the plain way. Only the random
+numbers the constructor would draw are not drawn (the convert restores the global generator anyway).
 """
 
 from __future__ import annotations
@@ -20,11 +20,9 @@ from typing import Any
 
 import torch
 
-from qfx.passes.support.constructor_layouts import Layout, call_key, holds_placeholder, layout_of, replay
+from qfx.passes.support.constructor_layouts import Layout, call_key, layout_of, replay
 
 from .reference_modules import standin
-
-__all__ = ["holds_placeholder", "replaying_standin"]
 
 
 _PROTOTYPES: dict[tuple, Layout] = {}

@@ -39,8 +39,10 @@ from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
-from .float_prototypes import holds_placeholder, replaying_standin
-from .reference_modules import give_real_sizes, registration_hooks, standin
+from qfx.passes.support.constructor_layouts import holds_placeholder
+
+from .float_prototypes import replaying_standin
+from .reference_modules import give_real_sizes, registration_hooks, standin, torchs_own
 from .weight_qparams import row_ranges
 
 
@@ -192,7 +194,7 @@ def working_module(module: Any, memo: dict[int, Any] | None = None) -> Any:
     children = module.__dict__.get("_modules", {})
     fake_quant = children.get("weight_fake_quant")
     if (fake_quant is None or "parametrizations" in children
-            or not type(module).to_float.__module__.startswith("torch.ao.nn.")):
+            or not torchs_own(type(module).to_float)):
         return copy.deepcopy(module, memo)
     return _sharing_copy(module, {}, {"weight_fake_quant": working_copy(fake_quant, memo)})
 
@@ -291,7 +293,7 @@ def to_float(module: Any) -> torch.nn.Module:
         groups = state["groups"]
         small = {"in_channels": groups, "out_channels": groups, "kernel_size": (1,) * len(state["kernel_size"])}
         result = None
-        if type(module).__module__.startswith("torch.ao.nn."):  # (a user's subclass is not subclassed again)
+        if torchs_own(type(module)):  # (a user's subclass is not subclassed again)
             result = replaying_standin(module, **small).to_float()  # its float conv copied from a prototype
         if result is None or holds_placeholder(result):
             result = standin(module, **small).to_float()

@@ -291,15 +291,18 @@ class ReferenceBuilder:
         return layout is not None and layout.takes(float_module)
 
 
-_TORCH_MODULES = "torch.ao.nn."
+def torchs_own(definition: Any) -> bool:
+    """Whether a class or function (a bound method: its function) is one of torch's module classes or their
+    methods (defined under torch.ao.nn), whose behaviour qfx knows, rather than a user's."""
+    module = getattr(getattr(definition, "__func__", definition), "__module__", None)
+    return isinstance(module, str) and module.startswith("torch.ao.nn.")
 
 
 def from_float(reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
     """`reference_class.from_float(float_module, qparams)`, given a deep copy of the float module when that
     from_float is not torch's own: a user's reference class may write into the module it is given (torch
     gives it the live one, which its convert replaces anyway)."""
-    method = getattr(reference_class.from_float, "__func__", reference_class.from_float)
-    if not getattr(method, "__module__", "").startswith(_TORCH_MODULES):
+    if not torchs_own(reference_class.from_float):
         float_module = copy.deepcopy(float_module)
     return reference_class.from_float(float_module, qparams)
 

@@ -20,6 +20,7 @@ from torch.ao.quantization.fake_quantize import (
     default_fused_wt_fake_quant,
 )
 
+from qfx.passes.support.constructor_layouts import holds_placeholder
 from qfx.passes.swap_modules import float_prototypes
 from qfx.passes.swap_modules import qat as fq_module
 from qfx.passes.swap_modules.qat import run_weight_fake_quant, to_float
@@ -249,7 +250,7 @@ def test_a_placeholder_to_float_leaves_makes_the_module_the_plain_way(monkeypatc
     module = nnqat.Conv2d.from_float(_with_qconfig(nn.Conv2d(3, 4, 3), qconfig))
     to_float(module)  # (the prototype is made)
     ours = to_float(module)
-    assert not float_prototypes.holds_placeholder(ours)
+    assert not holds_placeholder(ours)
     _assert_builds_what_to_float_builds(ours, module.to_float())
 
 
