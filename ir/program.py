@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import functools
 from typing import Any, Iterable
 
@@ -75,6 +76,14 @@ def native_backend_config() -> BackendConfig:
     return get_native_backend_config()
 
 
+class Preserved(enum.Enum):
+    """A preserved attribute's value that only exists once the converted model does."""
+
+    # The observed model's own Graph object: torch's convert rewrites that graph in place, so the
+    # attribute it re-attaches is the converted model's graph.
+    OWN_GRAPH = "the converted model's own graph"
+
+
 @attrs.frozen(slots=True)
 class ConvertOptions:
     """The arguments of convert that passes read (torch's `convert` signature)."""
@@ -87,7 +96,8 @@ class ConvertOptions:
     backend_config: Any = None
     convert_custom_config: Any = None
     qconfig_mapping: Any = None
-    # Attributes convert_fx re-attaches to the result (name -> value, read from the observed model).
+    # Attributes convert_fx re-attaches to the result (name -> value, read from the observed model; a
+    # `Preserved` member for a value codegen supplies).
     preserved_attributes: FrozenDict | None = attrs.field(default=None, converter=frozen_dict_or_none)
 
 

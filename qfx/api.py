@@ -16,7 +16,7 @@ from torch.fx import GraphModule
 
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
 from qfx.ir.lift import lift_reporting, require_observed
-from qfx.ir.program import ConvertOptions, Program, native_backend_config
+from qfx.ir.program import ConvertOptions, Preserved, Program, native_backend_config
 from qfx.ir.validate import check_arguments, check_convert_custom_config, forget_table_devices, warn_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
@@ -75,7 +75,7 @@ def convert_options(
     preserved_attributes = None
     if preserve_from is not None:
         names = convert_custom_config.preserved_attributes
-        preserved_attributes = {n: getattr(preserve_from, n) for n in names if hasattr(preserve_from, n)}
+        preserved_attributes = {n: _preserved_value(preserve_from, n) for n in names if hasattr(preserve_from, n)}
     # torch only tests its flags for truth (check_arguments made sure they have one)
     return ConvertOptions(
         is_reference=bool(is_reference),
@@ -88,6 +88,25 @@ def convert_options(
         qconfig_mapping=qconfig_mapping,
         preserved_attributes=preserved_attributes,
     )
+
+
+def _preserved_value(observed: GraphModule, name: str) -> Any:
+    """What convert_fx re-attaches as the preserved attribute `name` of `observed`.
+
+    torch reads the attribute before its convert rewrites the observed model in place. Its graph is
+    rewritten into the converted model's graph, which is what qfx preserves for it. A method of the
+    observed model itself would, on torch's result, run torch's half-converted copy of the observed model
+    and, on qfx's, the observed model (updating its observers): refused."""
+    value = getattr(observed, name)
+    if value is observed.graph:
+        return Preserved.OWN_GRAPH
+    if callable(value) and getattr(value, "__self__", None) is observed:
+        raise ConvertValueError(
+            f"convert_custom_config preserves '{name}', a method of the observed model itself; on the converted "
+            f"model it would run the observed model, not the converted one: leave '{name}' out of the "
+            "preserved_attributes"
+        )
+    return value
 
 
 class _FrozenObjects:

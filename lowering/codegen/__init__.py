@@ -11,7 +11,7 @@ from torch.fx.immutable_collections import immutable_dict
 from qfx.ir.args import thaw
 from qfx.ir.errors import CodegenError, QfxError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
-from qfx.ir.program import Program, QuantFacts
+from qfx.ir.program import Preserved, Program, QuantFacts
 from qfx.ir.tracebacks import failing_node
 
 from .graph_module import graph_module
@@ -54,9 +54,15 @@ def _emit(program: Program) -> GraphModule:
     if program.quant is not None:  # first, where prepare_fx puts it
         meta[OBSERVED_ATTRS_KEY] = _thaw_quant_facts(program.quant)
     meta.update(program.root.meta)
+    preserved = meta.get(PRESERVED_ATTRS_KEY)
+    if preserved is not None:
+        meta[PRESERVED_ATTRS_KEY] = preserved = {
+            name: gm.graph if value is Preserved.OWN_GRAPH else value for name, value in preserved.items()}
     gm.meta.update(meta)
     _install_root_extras(gm, program)
-    for name, value in (meta.get(PRESERVED_ATTRS_KEY) or {}).items():
+    for name, value in (preserved or {}).items():
+        if name == "graph" and value is gm.graph:
+            continue  # (setting it again would only compile the same code once more)
         try:
             setattr(gm, name, value)
         except Exception as exc:

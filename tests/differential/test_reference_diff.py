@@ -240,6 +240,29 @@ def test_dict_config_warning_points_at_the_caller() -> None:
         assert future and all(w.filename == __file__ for w in future), [(w.filename, w.message) for w in future]
 
 
+@pytest.mark.parametrize("mode", ["reference", "decomposed", "lowered"])
+def test_preserving_the_graph_preserves_the_converted_graph(mode: str) -> None:
+    """Preserving `graph`: torch's convert rewrites the observed graph it read into the converted one, so
+    the converted model keeps its own graph (and code, and outputs); the observed graph is not handed
+    to the result (which would make it that graph's owning module)."""
+    from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+
+    case = CASES_BY_NAME["resnet_block"]
+    qfx_fn, torch_fn = MODES[mode]
+    observed = fresh_observed(case)
+    before = snapshot(observed)
+    config = ConvertCustomConfig().set_preserved_attributes(["graph"])
+    expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed), convert_custom_config=config)
+    actual, qfx_exc = attempt(qfx_fn, observed, convert_custom_config=config)
+    assert torch_exc is None and qfx_exc is None, (torch_exc, qfx_exc)
+    assert_unchanged(before, observed)
+    assert observed.graph.owning_module is observed
+    for model in (actual, expected):
+        assert model.meta["_user_preserved_attributes"]["graph"] is model.graph
+    assert actual.code == expected.code
+    assert_same_outputs(actual, expected, *run_inputs(case, 100))
+
+
 @pytest.mark.parametrize("mode", ["reference", "decomposed", "raw"])
 def test_not_observed_model(mode: str) -> None:
     """A traced but never prepared model: qfx says it was not observed (torch fails an assertion)."""

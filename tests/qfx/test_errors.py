@@ -460,6 +460,9 @@ TABLE: list[Row] = [
         lambda m: qfx.convert_fx(m, convert_custom_config=ConvertCustomConfig().set_preserved_attributes(["code"])),
         r"the preserved attribute 'code' cannot be set on the converted GraphModule .*no setter.*; leave it out",
         AttributeError),
+    Row("preserved-attribute-own-method", E.ConvertValueError, observed,
+        lambda m: qfx.convert_fx(m, convert_custom_config=ConvertCustomConfig().set_preserved_attributes(["forward"])),
+        r"preserves 'forward', a method of the observed model itself; .*: leave 'forward' out", ValueError),
     Row("model-file-missing", ModelFileError, lambda: None, lambda _: load_observed("/nonexistent/model.pt"),
         r"cannot read '/nonexistent/model.pt': no such file"),
 ]
