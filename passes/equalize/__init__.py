@@ -51,6 +51,7 @@ from .weights import (
     scaled_weight,
 )
 from ..manager import register
+from ..support.module_copies import standin
 
 
 @register("equalize")
@@ -185,7 +186,7 @@ class _Equalizer:
             )
         weight = self.attribute(weight_node.target)
         new_weight = scaled_weight(weight, scale, next_scale)
-        self.attributes[weight_node.target] = plain_tensor_for(weight, new_weight, weight_node.target)
+        self.store(weight_node.target, plain_tensor_for(weight, new_weight, weight_node.target))
         if next_scale is None:
             return
         bias_node = next(
@@ -196,9 +197,20 @@ class _Equalizer:
         if bias_node is None:
             return
         bias = self.attribute(bias_node.target)
-        self.attributes[bias_node.target] = plain_tensor_for(
-            bias, scaled_bias(bias, next_scale), bias_node.target
-        )
+        self.store(bias_node.target, plain_tensor_for(bias, scaled_bias(bias, next_scale), bias_node.target))
+
+    def store(self, target: str, value: torch.Tensor) -> None:
+        """torch's setattr of a scaled functional weight or bias on the module that owns `target`: the
+        attribute table's entry, and, for a submodule's tensor, a copy of that submodule holding it (the
+        passes after this one read such tensors through their owner, as torch reads its live model)."""
+        self.attributes[target] = value
+        owner_path, _, name = target.rpartition(".")
+        owner = self.modules.get(owner_path) if owner_path else None
+        if owner is None:
+            return
+        own = standin(owner, _parameters=dict(owner._parameters), _buffers=dict(owner._buffers))
+        setattr(own, name, value)
+        self.modules.replace(owner_path, own)
 
     def reset_observer(self, obs_node: Node) -> None:
         """torch's clear_weight_quant_obs_node: the weight observer forgets its min/max (on a copy)."""

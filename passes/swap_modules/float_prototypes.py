@@ -22,7 +22,7 @@ import torch
 
 from qfx.passes.support.constructor_layouts import Layout, call_key, layout_of, replay
 
-from .reference_modules import standin
+from ..support.module_copies import standin
 
 
 _PROTOTYPES: dict[tuple, Layout] = {}

@@ -41,8 +41,9 @@ from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAv
 
 from qfx.passes.support.constructor_layouts import holds_placeholder
 
+from ..support.module_copies import standin
 from .float_prototypes import replaying_standin
-from .reference_modules import give_real_sizes, registration_hooks, standin, torchs_own
+from .reference_modules import give_real_sizes, registration_hooks, torchs_own
 from .weight_qparams import row_ranges
 
 

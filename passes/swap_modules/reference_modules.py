@@ -32,6 +32,7 @@ import torch
 import torch.ao.nn.quantized.reference as ref
 import torch.nn.modules.module as module_globals
 
+from ..support.module_copies import standin
 from .constructor_attributes import constructor_attributes
 
 _FLOAT_CLASS: dict[type, type] = {
@@ -351,17 +352,6 @@ def _from_one_feature_standin(reference_class: type, float_module: torch.nn.Modu
     if not give_real_sizes(module, float_module, _SIZES):  # (not torch 2.13's layout: build it the plain way)
         return reference_class.from_float(float_module, qparams)
     return module
-
-
-def standin(module: torch.nn.Module, **attributes: Any) -> torch.nn.Module:
-    """A new object of `module`'s class whose instance dict holds `module`'s entries (its tables shared, to be
-    only read) with `attributes` in place of its own: what a constructor-calling method is run on instead of
-    `module`."""
-    kind = type(module)
-    made = kind.__new__(kind)
-    made.__dict__.update(module.__dict__)
-    made.__dict__.update(attributes)
-    return made
 
 
 def give_real_sizes(built: torch.nn.Module, module: torch.nn.Module, names: tuple[str, ...]) -> bool:

@@ -476,6 +476,21 @@ class FunctionalLinearChain(nn.Module):
         return F.linear(x, self.w2, self.b2)
 
 
+class SubmoduleLinearChain(nn.Module):
+    """F.linear chain whose weights and biases are buffers of a submodule (get_attr 'holder.w1' ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holder = nn.Module()
+        for name, shape in (("w1", (8, 6)), ("b1", (8,)), ("w2", (5, 8)), ("b2", (5,))):
+            self.holder.register_buffer(name, torch.randn(*shape))
+
+    def forward(self, x):
+        h = self.holder
+        x = F.relu(F.linear(x, h.w1, h.b1))
+        return F.linear(x, h.w2, h.b2)
+
+
 class ConvChain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -1153,6 +1168,9 @@ CASES: list[Case] = [
     # torch's equalization cannot write a plain tensor into an nn.Parameter slot: torch raises TypeError
     Case("equalization_functional_parameters", lambda: FunctionalLinearChain(as_parameters=True), _randn((4, 6)),
          _qcm(global_=default_qconfig), equalization_config=_qcm(global_=default_equalization_qconfig)),
+    # the equalized weights live in a submodule: the passes after equalization must read the scaled ones
+    Case("equalization_functional_submodule", SubmoduleLinearChain, _randn((4, 6)), _qcm(global_=default_qconfig),
+         equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("equalization_conv", ConvChain, _randn((2, 3, 6, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("quantized_io", QuantIO, _randn((3, 6), (3, 6)), _x86,
