@@ -14,6 +14,7 @@ from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
 from .program import ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
+from .users_order import recorded_users_order
 from .validate import check_graph, check_observers
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
@@ -44,11 +45,13 @@ def lift_reporting(
     node_name = lambda x: names.get(id(x)) if isinstance(x, torch.fx.Node) else None  # noqa: E731
 
     nodes = []
+    kept: dict[torch.fx.Node, str] = {}
     targets: dict[str, None] = {}
     dead = _dead_after_output(fx_graph)
     for n in fx_graph.nodes:
         if n in dead:
             continue
+        kept[n] = n.name
         try:
             args = freeze(tuple(n.args), node_name)
             kwargs = tuple([(k, freeze(v, node_name)) for k, v in n.kwargs.items()])
@@ -97,6 +100,7 @@ def lift_reporting(
         root=root,
         quant=_quant_facts(facts, observed),
         options=options or ConvertOptions(),
+        users_order=recorded_users_order(kept),
     ))
     return program, uncalibrated
 

@@ -136,6 +136,9 @@ class Program:
     root: RootInfo = attrs.field(factory=RootInfo, eq=False)
     quant: QuantFacts | None = None
     options: ConvertOptions = attrs.field(factory=ConvertOptions)
+    # For nodes whose users FX lists in another order than their execution order: node name -> users in
+    # FX's order (names that no longer read the node are skipped by readers; see ir/users_order.py).
+    users_order: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
 
     def evolve(self, **changes: Any) -> "Program":
         """A copy with the given fields changed."""

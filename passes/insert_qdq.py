@@ -36,6 +36,7 @@ from qfx.ir.errors import (
 from qfx.ir.graph import Node
 from qfx.ir.program import CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
+from qfx.ir.users_order import UsersOrder
 
 from .manager import register
 from .support.observers import HANDS_OVER, ObserverTest, QParamsReads
@@ -126,6 +127,8 @@ class _QdqRewrite:
         self.is_observer = ObserverTest()
         self.reads = QParamsReads()
         self._plain_lookup_classes: dict[type, bool] = {}
+        # node.users as torch's loop leaves them: an input observer's first user names its qparams
+        self.users_order = UsersOrder(program.graph, program.users_order)
 
     @property
     def device(self) -> Any:
@@ -176,6 +179,7 @@ class _QdqRewrite:
                 self.builder.emit(node)
                 if placeholder_index in self.input_quantized_idxs:
                     self._dequantize_after(node.name)
+                    self.users_order.touch_users(node.name)
                 placeholder_index += 1
             elif node.op == "output":
                 self.builder.emit(self._keep_outputs_quantized(node))
@@ -214,6 +218,7 @@ class _QdqRewrite:
                 f"Expecting the for call custom module node to be a Node, but got {source} (node '{node.name}')")
         self.builder.replace_uses(node.name, source)
         self._dequantize_after(source.name)
+        self.users_order.touch_users(node.name)
 
     def _dequantize_producing(self, arg: Arg) -> Node | None:
         """The `dequantize` method call that produces `arg`, if that is what produces it."""
@@ -231,8 +236,11 @@ class _QdqRewrite:
             if dequantize is not None:
                 bypass[dequantize.name] = dequantize.args[0]
         kept = self.builder.emit(node.with_inputs_replaced(bypass))
+        if bypass:
+            self.users_order.touch(node.name)
         if convention.output == "dequantize":
             self._dequantize_after(kept.name)
+            self.users_order.touch_users(node.name)
 
     def _keep_outputs_quantized(self, node: Node) -> Node:
         if not self.output_quantized_idxs:
@@ -288,6 +296,7 @@ class _QdqRewrite:
                     and all(self.quant.has_none_qconfig(u) for u in self.program.graph.users[node.name]))
         if unwanted or not observer_is_convertible(observer):
             self.builder.replace_uses(node.name, x)
+            self.users_order.touch_users(node.name)
             return
         dtype = observer.dtype
         dynamic = observer_is_dynamic(observer)
@@ -299,6 +308,7 @@ class _QdqRewrite:
             self.builder.emit(node)
         else:
             self.builder.replace_uses(node.name, out)
+            self.users_order.touch_users(node.name)
 
     def _qparam_attributes(self, node: Node, scale: Any, zero_point: Any) -> tuple[Ref, Ref]:
         """New root attributes holding an observer's scale and zero point, and get_attr nodes reading them."""
@@ -392,7 +402,7 @@ class _QdqRewrite:
         observed = observer_node.args[0]
         input_only = self.quant.has_none_qconfig(observed.name)
         if input_only:
-            users = self.program.graph.users[observer_node.name]
+            users = self.users_order.users(observer_node.name)
             anchor = users[0] if users else None
             for user in users:
                 u = self.program.graph[user]

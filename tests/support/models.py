@@ -491,6 +491,18 @@ class SubmoduleLinearChain(nn.Module):
         return F.linear(x, h.w2, h.b2)
 
 
+class TwoInputsLinear(nn.Module):
+    """Input observers shared by a Linear and an add, around an equalized layer (see InputObserverUsers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(6, 8)
+        self.fc2 = nn.Linear(6, 8)
+
+    def forward(self, x, y):
+        return self.fc1(x), self.fc2(x + y), self.fc1(y)
+
+
 class ConvChain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -503,6 +515,20 @@ class ConvChain(nn.Module):
 
 
 # inputs/outputs ----------------------------------------------------------------------------------------------
+
+
+class InputObserverUsers(nn.Module):
+    """The second input's observer is read by the add (which also reads the first input's observer) and by
+    the Linear. Converting the first observer sets the add's arguments again, which puts the add after the
+    Linear among the second observer's users; its first user names that observer's qparams
+    (fc_input_scale_0, not _input_scale_1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        return x + y, self.fc(y)
 
 
 class QuantIO(nn.Module):
@@ -1171,8 +1197,12 @@ CASES: list[Case] = [
     # the equalized weights live in a submodule: the passes after equalization must read the scaled ones
     Case("equalization_functional_submodule", SubmoduleLinearChain, _randn((4, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
+    Case("equalization_two_inputs", TwoInputsLinear, _randn((4, 6), (4, 6)), _qcm(global_=default_qconfig),
+         equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("equalization_conv", ConvChain, _randn((2, 3, 6, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
+    Case("input_observer_users_reordered", InputObserverUsers, _randn((2, 4), (2, 4)),
+         _qcm(global_=default_qconfig)),
     Case("quantized_io", QuantIO, _randn((3, 6), (3, 6)), _x86,
          prepare_custom_config=_io_config([0], [0]), quantized_inputs=(0,), raw=True),
     Case("quantized_io_nested_tuple", NestedTupleOut, _randn((3, 6)), _x86,
