@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import torch
 from torch.ao.quantization.backend_config import BackendConfig
-from torch.ao.quantization.fake_quantize import FakeQuantizeBase
+from torch.ao.quantization.fake_quantize import FakeQuantize, FakeQuantizeBase, FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 from torch.ao.quantization.observer import (
     FixedQParamsObserver,
@@ -262,6 +262,8 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
                             "the fake-quantize"
                         )
                     continue
+                if type(module).calculate_qparams not in _ASKING_THEIR_OBSERVER:
+                    continue  # qparams of its own (learned, fixed or the user's): its observer is not read
             # an observer class with qparams of its own reads what it likes (torch only calls it)
             if torchs_own_observer_method(type(observer).calculate_qparams) and _never_calibrated(observer, classes):
                 uncalibrated.append(f"'{target}' (node '{node_name}')")
@@ -271,6 +273,10 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
                 "instead of editing the observer, or restore it with load_state_dict"
             ) from None
     return uncalibrated
+
+
+# The calculate_qparams of torch's fake quants that hand the question to their activation_post_process.
+_ASKING_THEIR_OBSERVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQuantize.calculate_qparams)
 
 
 class _ClassFacts:

@@ -45,7 +45,7 @@ from qfx.passes.apply_qconfig_mapping import QConfigMismatchError
 from qfx.passes.apply_qconfig_mapping.qconfig_assign import FusedQConfigError
 from qfx.passes.equalize.weights import EqualizationTypeError
 from tests.support.models import CASES_BY_NAME, convert_kwargs, prepare_case
-from tests.support.snapshot import assert_unchanged, snapshot
+from tests.support.snapshot import assert_same_model, assert_unchanged, snapshot
 
 EXAMPLE = (torch.randn(1, 3, 8, 8),)
 
@@ -528,6 +528,43 @@ def test_calibrated_observers_do_not_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", E.UncalibratedObserverWarning)
         ref(observed())
+
+
+def test_fake_quants_with_qparams_of_their_own_do_not_warn() -> None:
+    """A fake quant whose qparams are its own (a _LearnableFakeQuantize learning them, its observer never
+    run) does not read its observer: no warning, torch's result; one that asks its observer still warns."""
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver, QConfig, QConfigMapping
+    from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    def learnable(dtype: torch.dtype, low: int, high: int) -> Any:
+        return _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=low, quant_max=high,
+                                                dtype=dtype, scale=0.1, zero_point=0.0)
+
+    qconfig = QConfig(activation=learnable(torch.quint8, 0, 255), weight=learnable(torch.qint8, -128, 127))
+    model = prepare_qat_fx(nn.Sequential(nn.Linear(6, 3)).train(), QConfigMapping().set_global(qconfig),
+                           (torch.randn(4, 6),))
+    for module in model.modules():
+        if isinstance(module, _LearnableFakeQuantize):
+            module.enable_param_learning()  # (its observer is off from now on)
+    model(torch.randn(4, 6)).sum().backward()
+    model.eval()
+    before = snapshot(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", E.UncalibratedObserverWarning)
+        ours = ref(model)
+    assert_unchanged(before, model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = convert_to_reference_fx(copy.deepcopy(model))
+    assert_same_model(ours, theirs)
+
+    asking = QConfig(activation=FakeQuantize.with_args(observer=MovingAverageMinMaxObserver),
+                     weight=qconfig.weight)
+    model = prepare_qat_fx(nn.Sequential(nn.Linear(6, 3)).train(), QConfigMapping().set_global(asking),
+                           (torch.randn(4, 6),))
+    with pytest.warns(E.UncalibratedObserverWarning, match=r"2 observer\(s\) never saw data"):
+        ref(model.eval())
 
 
 class _FakeDevice(torch.Tensor):
