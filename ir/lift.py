@@ -45,13 +45,16 @@ def lift_reporting(
     node_name = lambda x: names.get(id(x)) if isinstance(x, torch.fx.Node) else None  # noqa: E731
 
     nodes = []
-    kept: dict[torch.fx.Node, str] = {}
+    position: dict[torch.fx.Node, int] = {}  # (of the nodes kept)
+    shared: list[torch.fx.Node] = []  # nodes with two or more users
     targets: dict[str, None] = {}
     dead = _dead_after_output(fx_graph)
     for n in fx_graph.nodes:
         if n in dead:
             continue
-        kept[n] = n.name
+        position[n] = len(position)
+        if len(n.users) > 1:
+            shared.append(n)
         try:
             args = freeze(tuple(n.args), node_name)
             kwargs = tuple([(k, freeze(v, node_name)) for k, v in n.kwargs.items()])
@@ -100,7 +103,7 @@ def lift_reporting(
         root=root,
         quant=_quant_facts(facts, observed),
         options=options or ConvertOptions(),
-        users_order=recorded_users_order(kept),
+        users_order=recorded_users_order(position, shared),
     ))
     return program, uncalibrated
 

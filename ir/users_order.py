@@ -21,45 +21,46 @@ from .frozendict import FrozenDict
 from .graph import Graph
 
 
-def recorded_users_order(kept: Mapping[torch.fx.Node, str]) -> FrozenDict:
-    """{node name: its users' names in FX's order} for each of the FX nodes `kept` (node -> name, in graph
-    order) with two or more users among them that FX does not list in graph order."""
-    position = {node: i for i, node in enumerate(kept)}
+def recorded_users_order(position: Mapping[torch.fx.Node, int], shared: list[torch.fx.Node]) -> FrozenDict:
+    """{node name: its users' names in FX's order} for each of the FX nodes `shared` (those with two or more
+    users) whose users among the nodes kept (node -> position in graph order) FX does not list in graph
+    order."""
     found = {}
-    for node, name in kept.items():
-        if len(node.users) < 2:
-            continue
+    for node in shared:
         users = [user for user in node.users if user in position]
         if any(position[a] > position[b] for a, b in zip(users, users[1:])):
-            found[name] = tuple(kept[user] for user in users)
+            found[node.name] = tuple(user.name for user in users)
     return FrozenDict(found)
 
 
 class UsersOrder:
     """The users of each node of `graph` in the order FX would list them, starting from `recorded` (a
-    Program's users_order) and moved by the touches made since."""
+    Program's users_order) and moved by the edits made since. Edits are only noted; orders are worked
+    out when asked for (rarely: most passes never ask)."""
 
     def __init__(self, graph: Graph, recorded: Mapping[str, tuple[str, ...]]) -> None:
         self._graph = graph
         self._recorded = recorded
-        self._touched: dict[str, int] = {}  # node name -> when torch last set its arguments (or created it)
         self._clock = 0
+        self._touched: dict[str, list[int]] = {}  # node name -> when torch set its arguments
+        self._replaced: dict[str, int] = {}  # node name -> when torch replaced all its uses
 
     def touch(self, name: str) -> None:
-        """torch set the arguments of node `name` (or created it) now: it goes to the end of the users of
-        each of its inputs."""
+        """torch set the arguments of node `name` now: it goes to the end of the users of each of its
+        inputs."""
         self._clock += 1
-        self._touched[name] = self._clock
+        self._touched.setdefault(name, []).append(self._clock)
 
     def touch_users(self, name: str) -> None:
-        """torch replaced every use of node `name` (replace_all_uses_with): each user is touched, in the
-        order FX lists them."""
-        for user in self.users(name):
-            self.touch(user)
+        """torch replaced every use of node `name` now (replace_all_uses_with, once a node): it set the
+        arguments of each user, in the order FX lists them."""
+        self._clock += 1
+        self._replaced[name] = self._clock
 
-    def users(self, name: str) -> list[str]:
-        """The users of `name` in FX's order: those the recorded order lists, in that order, then the others
-        in execution order, then the touched ones in the order they were last touched."""
+    def users(self, name: str, before: int | None = None) -> list[str]:
+        """The users of `name` in FX's order (just before the edit made at clock `before`, if given): those
+        the recorded order lists, in that order, then the others in execution order, then the ones whose
+        arguments torch set since, in the order it last did."""
         current = self._graph.users.get(name, ())
         recorded = self._recorded.get(name)
         if recorded is None:
@@ -69,7 +70,18 @@ class UsersOrder:
             ordered = [user for user in recorded if user in members]
             listed = set(ordered)
             ordered += [user for user in current if user not in listed]
-        touched = self._touched
-        if touched and len(ordered) > 1:
-            ordered.sort(key=lambda user: touched.get(user, -1))  # (a stable sort: untouched keep their order)
+        if len(ordered) > 1 and self._clock:
+            limit = self._clock + 1 if before is None else before
+            # (a stable sort: users never set again keep their order)
+            ordered.sort(key=lambda user: self._last_set(user, limit))
         return ordered
+
+    def _last_set(self, user: str, before: int) -> tuple[int, int]:
+        """When torch last set the arguments of `user` before clock `before`: (clock, its place among the
+        users it set then); (-1, 0) for never."""
+        last = (max([clock for clock in self._touched.get(user, ()) if clock < before], default=-1), 0)
+        for source in self._graph[user].input_name_tuple():
+            clock = self._replaced.get(source)
+            if clock is not None and last[0] < clock < before:
+                last = (clock, self.users(source, clock).index(user))
+        return last
