@@ -13,12 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.modules.module as module_globals
 from torch.fx import GraphModule
 from torch.fx.graph import CodeGen
 from torch.fx.graph_module import _copy_attr
 
 from qfx.ir.program import Program
+from qfx.passes.support.constructor_layouts import registration_hooks
 
 from .pysource import python_code, serving
 
@@ -84,9 +84,7 @@ def _direct_install_possible(program: Program) -> bool:
     codegen = program.root.codegen
     if codegen is not None and type(codegen) is not CodeGen:
         return False
-    return not (module_globals._global_module_registration_hooks
-                or module_globals._global_buffer_registration_hooks
-                or module_globals._global_parameter_registration_hooks)
+    return not registration_hooks()
 
 
 def _free(module: torch.nn.Module, name: str, on_class: dict[tuple[type, str], bool]) -> bool:

@@ -37,7 +37,8 @@ from torch.ao.nn.quantized.modules.conv import _ConvNd
 from torch.ao.nn.quantized.reference.modules.utils import ReferenceQuantizedModule
 
 from qfx.ir.errors import ConvertError
-from qfx.passes.support.constructor_layouts import Layout, call_key, holds_placeholder, layout_of, replay
+from qfx.passes.support.constructor_layouts import (Layout, call_key, holds_placeholder, layout_of, registration_hooks,
+                                                    replay)
 
 from .weight_quantize import quantize_per_channel
 
@@ -58,7 +59,7 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
         if q_class in _READS_QUANTIZED_WEIGHT and _per_channel_weight(ref_module):
             ref_module = _QuantizingView(ref_module)
         shrink = _SHAPE_ARGUMENTS.get(q_class)
-        if shrink is None:
+        if shrink is None or registration_hooks():
             return q_class.from_reference(ref_module, *args)
         module = _placeholder_free(q_class).from_reference(ref_module, *args)
         module.__class__ = q_class

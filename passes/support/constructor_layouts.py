@@ -18,6 +18,7 @@ import collections
 from typing import Any
 
 import torch
+import torch.nn.modules.module as module_globals
 
 # What a layout may share between objects (the constructor's own values: never changed in place).
 IMMUTABLE = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.qscheme)
@@ -138,3 +139,10 @@ def holds_placeholder(module: torch.nn.Module) -> bool:
     """Whether `module` or a module below it still holds a PLACEHOLDER parameter or buffer."""
     return any(t is PLACEHOLDER for sub in module.modules() for table in (sub._parameters, sub._buffers)
                for t in table.values())
+
+
+def registration_hooks() -> bool:
+    """Whether global module/parameter/buffer registration hooks are set: a constructor's registrations call
+    them, so then only the constructor itself may build modules (nothing is replayed), at their real sizes."""
+    return bool(module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
+                or module_globals._global_module_registration_hooks)

@@ -39,11 +39,11 @@ from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.fake_quantize import FusedMovingAvgObsFakeQuantize
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver
 
-from qfx.passes.support.constructor_layouts import holds_placeholder
+from qfx.passes.support.constructor_layouts import holds_placeholder, registration_hooks
 
 from ..support.module_copies import standin
 from .float_prototypes import replaying_standin
-from .reference_modules import give_real_sizes, registration_hooks, torchs_own
+from .reference_modules import give_real_sizes, torchs_own
 from .weight_qparams import row_ranges
 
 

@@ -30,8 +30,8 @@ from typing import Any
 import attrs
 import torch
 import torch.ao.nn.quantized.reference as ref
-import torch.nn.modules.module as module_globals
 
+from ..support.constructor_layouts import registration_hooks
 from ..support.module_copies import standin
 from .constructor_attributes import constructor_attributes
 
@@ -363,13 +363,6 @@ def give_real_sizes(built: torch.nn.Module, module: torch.nn.Module, names: tupl
     for name in names:
         state[name] = module.__dict__[name]
     return True
-
-
-def registration_hooks() -> bool:
-    """Whether global module/parameter/buffer registration hooks are set (a constructor's registrations call
-    them: then only the constructor itself may build modules, at their real sizes)."""
-    return bool(module_globals._global_parameter_registration_hooks or module_globals._global_buffer_registration_hooks
-                or module_globals._global_module_registration_hooks)
 
 
 # Template qparams: their axis is a tensor, so _init_weight_qparams never calls .item() on a meta tensor; it

@@ -367,6 +367,25 @@ def test_a_quantized_batchnorm_is_constructed_once_then_replayed(monkeypatch):
     assert torch.equal(built[1].num_batches_tracked, torch.tensor(0))
 
 
+def test_global_registration_hooks_see_every_registration_from_reference_makes(monkeypatch):
+    """With a global module registration hook set (after a first build recorded the constructor's layout),
+    nothing is replayed: the hook sees the registrations torch's from_reference makes, in its order."""
+    monkeypatch.setattr(engine, "_LAYOUTS", {})
+    reference = _reference(torch.nn.Linear(4, 3), nnqr.Linear, per_channel=True)
+    args = (torch.tensor(0.5), torch.tensor(2))
+    quantized_from_reference(nnq.Linear, reference, *args, where="test")  # (records the layout)
+    seen: list[tuple[str, str]] = []
+    handle = torch.nn.modules.module.register_module_module_registration_hook(
+        lambda module, name, child: seen.append((type(module).__name__, name)))
+    try:
+        nnq.Linear.from_reference(reference, *args)
+        expected, seen[:] = list(seen), []
+        quantized_from_reference(nnq.Linear, reference, *args, where="test")
+    finally:
+        handle.remove()
+    assert expected and seen == expected
+
+
 def test_a_replayed_module_whose_weight_was_not_packed_is_refused(monkeypatch):
     """If from_reference stopped packing over the placeholder, the replayed module would keep an empty
     slot: that is an EngineError, not a broken module."""
