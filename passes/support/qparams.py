@@ -224,9 +224,9 @@ def _calibrated(low: float, high: float) -> bool:
 
 def _searchable(observer: Any) -> bool:
     """A HistogramObserver whose search and scoring are torch's own, with a float32 histogram (calibrated
-    or not)."""
+    or not), while float32 is the default dtype (torch's scoring makes its tensors in the default dtype)."""
     kind = type(observer)
-    if not isinstance(observer, HistogramObserver) or (
+    if torch.get_default_dtype() != torch.float32 or not isinstance(observer, HistogramObserver) or (
             kind.calculate_qparams is not HistogramObserver.calculate_qparams
             or kind._non_linear_param_search is not HistogramObserver._non_linear_param_search
             or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error

@@ -263,6 +263,35 @@ def test_preserving_the_graph_preserves_the_converted_graph(mode: str) -> None:
     assert_same_outputs(actual, expected, *run_inputs(case, 100))
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_histogram_qparams_under_another_default_dtype(dtype: torch.dtype) -> None:
+    """torch's HistogramObserver scores its candidate ranges in tensors of the default dtype: converting
+    while another one is the default gives its qparams, not float32's."""
+    from torch.ao.quantization import QConfig, QConfigMapping
+    from torch.ao.quantization.observer import HistogramObserver, default_weight_observer
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3), nn.ReLU(), nn.Conv2d(6, 6, 3), nn.Conv2d(6, 3, 1)).eval()
+    activation = HistogramObserver.with_args(dtype=torch.quint8, reduce_range=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (reduce_range's deprecation)
+        observed = tq.prepare_fx(model, QConfigMapping().set_global(QConfig(activation, default_weight_observer)),
+                                 (x,))
+    observed(x)
+    qfx_fn, torch_fn = MODES["reference"]
+    before = snapshot(observed)
+    torch.set_default_dtype(dtype)
+    try:
+        expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed))
+        actual, qfx_exc = attempt(qfx_fn, observed)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert torch_exc is None and qfx_exc is None, (torch_exc, qfx_exc)
+    assert_unchanged(before, observed)
+    assert_same_model(actual, expected)
+
+
 @pytest.mark.parametrize("mode", ["reference", "decomposed", "raw"])
 def test_not_observed_model(mode: str) -> None:
     """A traced but never prepared model: qfx says it was not observed (torch fails an assertion)."""
