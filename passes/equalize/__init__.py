@@ -30,6 +30,7 @@ from torch.ao.quantization.fx._equalize import _InputEqualizationObserver, _Weig
 from torch.ao.quantization.observer import ObserverBase
 
 from qfx.ir.args import Ref
+from qfx.ir.errors import ConvertKeyError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.ir.rewrite import GraphBuilder
@@ -128,7 +129,13 @@ class _Equalizer:
     def scale_input_observer(self, eq_node: Node, obs: Node) -> None:
         """torch's scale_input_observer, on a copy of the observer."""
         eq_obs: _InputEqualizationObserver = self.modules[eq_node.target]
-        old = self.modules.get(obs.target) if obs.op == "call_module" else None
+        target = str(obs.target)
+        if target not in self.modules:  # (torch looks it up in its table of modules: a KeyError)
+            raise ConvertKeyError(
+                f"equalization observer '{eq_node.name}' reads node '{obs.name}' ({obs.op} {target}), which is "
+                "not an input observer module; prepare the model without an _equalization_config entry for the "
+                "layer it feeds")
+        old = self.modules[target]
         if not isinstance(old, ObserverBase):
             return
         min_scaled, max_scaled = eq_obs.calculate_scaled_minmax()

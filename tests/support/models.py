@@ -503,6 +503,18 @@ class TwoInputsLinear(nn.Module):
         return self.fc1(x), self.fc2(x + y), self.fc1(y)
 
 
+class ReshapedConv(nn.Module):
+    """A conv whose input is a reshape of the model's input: its equalization observer reads the reshape,
+    not an input observer (torch's convert fails looking the reshape up as a module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x.reshape(2, 4, 16).reshape(2, 4, 4, 4)), x * x
+
+
 class ConvChain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -1198,6 +1210,8 @@ CASES: list[Case] = [
     Case("equalization_functional_submodule", SubmoduleLinearChain, _randn((4, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("equalization_two_inputs", TwoInputsLinear, _randn((4, 6), (4, 6)), _qcm(global_=default_qconfig),
+         equalization_config=_qcm(global_=default_equalization_qconfig)),
+    Case("equalization_after_reshape", ReshapedConv, _randn((2, 64)), lambda: get_default_qconfig_mapping("fbgemm"),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("equalization_conv", ConvChain, _randn((2, 3, 6, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
