@@ -179,6 +179,14 @@ class Program:
                 if not any(k == p or k.startswith(p + ".") for p in paths)}
         return attrs.evolve(self, modules=FrozenDict(keep))
 
+    def fx_users(self, name: str) -> list[str]:
+        """The users of node `name` in the order FX's `node.users` lists them on the lifted graph (see
+        ir/users_order.py: readers that no longer read it are left out, new ones follow in execution
+        order)."""
+        from .users_order import UsersOrder
+
+        return UsersOrder(self.graph, self.users_order).users(name)
+
     def resolve(self, target: str) -> Any:
         """The object a get_attr or call_module `target` names."""
         if target in self.modules:

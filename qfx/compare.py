@@ -24,7 +24,10 @@ def copy_for_torch(observed: GraphModule) -> GraphModule:
     still counts as used, and torch's result would name nodes otherwise than qfx's (and torch's own, on the
     model). A GraphModule's deepcopy also keeps only what its graph uses and torch's own entries: the
     copy gets the other attributes set on the original (one a user set after prepare, to be preserved,
-    say) too, copied with the rest."""
+    say) too, copied with the rest. And a deepcopy lists every node's users in graph order, where the
+    model's may be in another (prepare sets some nodes' arguments again, which moves them to the end),
+    which torch's convert reads (the first user of an input observer names its qparams): the copy's
+    nodes list their users in the model's order."""
     memo: dict[int, Any] = {}
     copied = copy.deepcopy(observed, memo)
     for original, new in zip(observed.modules(), copied.modules()):
@@ -36,7 +39,19 @@ def copy_for_torch(observed: GraphModule) -> GraphModule:
             made._used_names.update(used._used_names)
             for base, count in used._base_count.items():
                 made._base_count[base] = max(count, made._base_count.get(base, 0))
+            _restore_users_order(original.graph, new.graph)
     return copied
+
+
+def _restore_users_order(original: torch.fx.Graph, copied: torch.fx.Graph) -> None:
+    """Make each node of `copied` (a deepcopy of `original`) list its users in the order its original does."""
+    by_name = {node.name: node for node in copied.nodes}
+    for node in original.nodes:
+        if len(node.users) > 1:
+            users = by_name[node.name].users
+            order = [by_name[user.name] for user in node.users]
+            users.clear()
+            users.update(dict.fromkeys(order))
 
 
 def same_value(a: Any, b: Any) -> bool:

@@ -163,7 +163,7 @@ class _Equalizer:
         observer and drop its weight-equalization observer node."""
         scale = weight_obs.equalization_scale
         scale = None if is_default_scale(scale) else scale
-        next_scale = next_equalization_scale(self.graph, node, self.modules)
+        next_scale = next_equalization_scale(self.program, node, self.modules)
         if node.op == "call_module":
             if scale is not None:
                 module = equalized_module(self.modules[node.target], scale, next_scale, node.name)

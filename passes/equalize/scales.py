@@ -86,13 +86,13 @@ def weight_equalization_node(op_node: Node, graph: Graph, modules: ModuleTable) 
 
 
 def first_user(
-    graph: Graph, node: Node, modules: ModuleTable, module_type: type | None = None, function: Any = None
+    program: Program, node: Node, modules: ModuleTable, module_type: type | None = None, function: Any = None
 ) -> Node | None:
     """Mirror of torch's maybe_get_next_module: the first reader of `node` that calls a module of
-    `module_type` or the function `function`. Readers are taken in graph order (FX keeps them in the
-    order the edges were made, which is the same on the graphs prepare builds)."""
-    for name in graph.users[node.name]:
-        user = graph[name]
+    `module_type` or the function `function`, in the order FX lists the readers (prepare leaves them out
+    of graph order where it set a reader's arguments again)."""
+    for name in program.fx_users(node.name):
+        user = program.graph[name]
         if module_type is not None and calls_module_of_type(user, modules, module_type):
             return user
         if user.op == "call_function" and function is not None and user.target == function:
@@ -100,17 +100,17 @@ def first_user(
     return None
 
 
-def next_equalization_scale(graph: Graph, node: Node, modules: ModuleTable) -> torch.Tensor | None:
+def next_equalization_scale(program: Program, node: Node, modules: ModuleTable) -> torch.Tensor | None:
     """Mirror of torch's maybe_get_next_equalization_scale: the scale of the input-equalization observer
     of the equalized layer reading `node`'s output (through an optional ReLU and one observer), or None
     when there is none or its scale is the default 1."""
-    relu = first_user(graph, node, modules, module_type=nn.ReLU)
+    relu = first_user(program, node, modules, module_type=nn.ReLU)
     if relu is None:
-        relu = first_user(graph, node, modules, function=F.relu)
-    obs = first_user(graph, node if relu is None else relu, modules, module_type=ObserverBase)
+        relu = first_user(program, node, modules, function=F.relu)
+    obs = first_user(program, node if relu is None else relu, modules, module_type=ObserverBase)
     if obs is None:
         return None
-    eq_node = first_user(graph, obs, modules, module_type=_InputEqualizationObserver)
+    eq_node = first_user(program, obs, modules, module_type=_InputEqualizationObserver)
     if eq_node is None:
         return None
     # torch looks the observer up by the node's name (not its target); they coincide after prepare.
@@ -164,7 +164,8 @@ def _layer_and_weight_observer(
 ) -> tuple[Node | None, _WeightEqualizationObserver | None]:
     """torch's get_op_node_and_weight_eq_obs, plus the weight observer's calibration for module layers."""
     graph = program.graph
-    layer = next((graph[u] for u in graph.users[eq_node.name] if supports_equalization(graph[u], modules)), None)
+    layer = next((graph[u] for u in program.fx_users(eq_node.name) if supports_equalization(graph[u], modules)),
+                 None)
     if layer is None:
         raise EqualizationStructureError(
             f"Expected an operation node after the input equalization observer '{eq_node.name}'"

@@ -7,11 +7,11 @@ module tree and bit-identical outputs as torch, or fail where torch fails with a
 
 from __future__ import annotations
 
-import copy
 
 from hypothesis import HealthCheck, event, given, settings
 
 from tests.support.snapshot import assert_same_model, assert_unchanged, snapshot
+from qfx.compare import copy_for_torch
 from qfx.testing.strategies import examples, observed_models
 from tests.differential.test_reference_diff import MODES, assert_same_behaviour, assert_same_failure, assert_same_root_attributes, attempt
 
@@ -20,7 +20,7 @@ def check_mode(observed, example_inputs, mode: str) -> None:
     """One observed model converted by qfx and torch in `mode` (see the module docstring)."""
     qfx_fn, torch_fn = MODES[mode]
     before = snapshot(observed)
-    expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed))
+    expected, torch_exc = attempt(torch_fn, copy_for_torch(observed))
     actual, qfx_exc = attempt(qfx_fn, observed)
     assert_unchanged(before, observed)
     if torch_exc is not None:

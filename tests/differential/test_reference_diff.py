@@ -20,6 +20,7 @@ import torch.nn as nn
 from torch.ao.quantization import quantize_fx as tq
 
 import qfx
+from qfx.compare import copy_for_torch
 from tests.support.models import CASES, CASES_BY_NAME, Case, convert_kwargs, prepare_case, run_inputs
 from tests.support.snapshot import assert_same_model, assert_same_outputs, assert_unchanged, snapshot
 
@@ -46,7 +47,7 @@ def _calibrated(name: str) -> tuple[torch.fx.GraphModule, tuple]:
 def fresh_observed(case: Case) -> torch.fx.GraphModule:
     """A private copy of the case's calibrated observed model (prepared once per case per session)."""
     observed, _ = _calibrated(case.name)
-    return copy.deepcopy(observed)
+    return copy_for_torch(observed)
 
 
 def attempt(fn: Converter, model: Any, **kwargs: Any) -> tuple[Any, BaseException | None]:
@@ -103,7 +104,7 @@ def check_against_torch(case: Case, mode: str, extra: Callable[[], dict[str, Any
     qfx_fn, torch_fn = MODES[mode]
     observed = fresh_observed(case)
     before = snapshot(observed)
-    expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed), **{**convert_kwargs(case), **extra()})
+    expected, torch_exc = attempt(torch_fn, copy_for_torch(observed), **{**convert_kwargs(case), **extra()})
 
     kwargs = {**convert_kwargs(case), **extra()}
     config_text = {k: repr(v) for k, v in kwargs.items()}
@@ -143,10 +144,10 @@ def test_a_model_copied_after_dead_code_elimination_matches_torch(mode: str) -> 
     case = CASES_BY_NAME["lstm_dynamic"]
     observed, _ = prepare_case(case)
     assert observed.graph.eliminate_dead_code()
-    observed = copy.deepcopy(observed)
+    observed = copy_for_torch(observed)
     qfx_fn, torch_fn = MODES[mode]
     before = snapshot(observed)
-    expected = torch_fn(copy.deepcopy(observed))
+    expected = torch_fn(copy_for_torch(observed))
     actual = qfx_fn(observed)
     assert_unchanged(before, observed)
     assert_same_model(actual, expected)
@@ -218,7 +219,7 @@ def test_dict_configs_warn_and_convert_like_torch(mode: str) -> None:
     ):
         observed = fresh_observed(c)
         before = snapshot(observed)
-        expected, torch_warnings = _recorded(torch_fn, copy.deepcopy(observed), **copy.deepcopy(kwargs))
+        expected, torch_warnings = _recorded(torch_fn, copy_for_torch(observed), **copy.deepcopy(kwargs))
         actual, qfx_warnings = _recorded(qfx_fn, observed, **kwargs)
         assert_unchanged(before, observed)
         assert torch_warnings, "torch warned nothing: the test no longer exercises dict configs"
@@ -252,7 +253,7 @@ def test_preserving_the_graph_preserves_the_converted_graph(mode: str) -> None:
     observed = fresh_observed(case)
     before = snapshot(observed)
     config = ConvertCustomConfig().set_preserved_attributes(["graph"])
-    expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed), convert_custom_config=config)
+    expected, torch_exc = attempt(torch_fn, copy_for_torch(observed), convert_custom_config=config)
     actual, qfx_exc = attempt(qfx_fn, observed, convert_custom_config=config)
     assert torch_exc is None and qfx_exc is None, (torch_exc, qfx_exc)
     assert_unchanged(before, observed)
@@ -283,7 +284,7 @@ def test_histogram_qparams_under_another_default_dtype(dtype: torch.dtype) -> No
     before = snapshot(observed)
     torch.set_default_dtype(dtype)
     try:
-        expected, torch_exc = attempt(torch_fn, copy.deepcopy(observed))
+        expected, torch_exc = attempt(torch_fn, copy_for_torch(observed))
         actual, qfx_exc = attempt(qfx_fn, observed)
     finally:
         torch.set_default_dtype(torch.float32)
@@ -323,7 +324,7 @@ def test_bad_qconfig_mapping_type() -> None:
     case = CASES_BY_NAME["functional_linear"]
     observed = fresh_observed(case)
     before = snapshot(observed)
-    _, torch_exc = attempt(tq.convert_to_reference_fx, copy.deepcopy(observed), qconfig_mapping=[("", None)])
+    _, torch_exc = attempt(tq.convert_to_reference_fx, copy_for_torch(observed), qconfig_mapping=[("", None)])
     assert torch_exc is not None
     _, qfx_exc = attempt(qfx.convert_to_reference_fx, observed, qconfig_mapping=[("", None)])
     assert_same_failure(qfx_exc, torch_exc, "a list qconfig_mapping")

@@ -96,6 +96,21 @@ def test_assert_same_as_torch_after_the_users_dead_code_elimination(kwargs: dict
     assert "mul = " not in result.code  # (the erased name stays taken)
 
 
+def test_the_copy_for_torch_lists_users_in_the_models_order() -> None:
+    """A deepcopy lists every node's users in graph order; the copy torch converts keeps the model's order
+    (which prepare leaves otherwise where it set a node's arguments again), which torch's convert reads."""
+    from qfx.compare import copy_for_torch
+
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    a, b = graph.call_function(torch.neg, (x,)), graph.call_function(torch.abs, (x,))
+    graph.output((a, b))
+    a.args = a.args  # x's users: abs_1, neg
+    model = torch.fx.GraphModule(torch.nn.Module(), graph)
+    assert [u.name for u in copy.deepcopy(model).graph.find_nodes(op="placeholder")[0].users] == ["neg", "abs_1"]
+    assert [u.name for u in copy_for_torch(model).graph.find_nodes(op="placeholder")[0].users] == ["abs_1", "neg"]
+
+
 @settings(max_examples=examples(5), deadline=None)
 @given(programs())
 def test_cleanup_is_pure_on_random_programs(program: Program) -> None:

@@ -4,7 +4,6 @@ with, and module-by-module comparisons."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -12,6 +11,7 @@ import torch.nn as nn
 from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+from qfx.compare import copy_for_torch
 from qfx.api import convert_options
 from qfx.ir import lift
 from qfx.ir.program import Program
@@ -54,7 +54,7 @@ def around_pass(observed: torch.fx.GraphModule, pass_name: str) -> tuple[Program
 
 def torch_lowered(observed: torch.fx.GraphModule, backend_config: Any = None) -> torch.fx.GraphModule:
     """torch's convert_fx of a copy of `observed`."""
-    return convert_fx(copy.deepcopy(observed), backend_config=backend_config)
+    return convert_fx(copy_for_torch(observed), backend_config=backend_config)
 
 
 def assert_same_module(ours: nn.Module, theirs: nn.Module, path: str) -> None:

@@ -515,6 +515,25 @@ class ReshapedConv(nn.Module):
         return self.conv(x.reshape(2, 4, 16).reshape(2, 4, 4, 4)), x * x
 
 
+class TwoReLUsThenEqualized(nn.Module):
+    """fc1 (dynamically quantized: no output observer) feeds two ReLUs; only the second leads to an equalized
+    layer. prepare sets the first ReLU's arguments again, so FX lists fc1's users as (relu_n, relu_q):
+    torch's convert takes relu_n as fc1's next ReLU and scales fc1 by fc2's equalization scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.relu_q, self.relu_n, self.fc2 = nn.Linear(8, 8), nn.ReLU(), nn.ReLU(), nn.Linear(8, 8)
+
+    def forward(self, x):
+        y = self.fc1(x)
+        return self.relu_q(y), self.fc2(self.relu_n(y))
+
+
+def _two_relus_mapping() -> QConfigMapping:
+    return (QConfigMapping().set_global(default_qconfig).set_module_name("fc1", default_dynamic_qconfig)
+            .set_module_name("relu_n", None))
+
+
 class ConvChain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -1212,6 +1231,8 @@ CASES: list[Case] = [
     Case("equalization_two_inputs", TwoInputsLinear, _randn((4, 6), (4, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("equalization_after_reshape", ReshapedConv, _randn((2, 64)), lambda: get_default_qconfig_mapping("fbgemm"),
+         equalization_config=_qcm(global_=default_equalization_qconfig)),
+    Case("equalization_users_order", TwoReLUsThenEqualized, _randn((4, 8)), _two_relus_mapping,
          equalization_config=_qcm(global_=default_equalization_qconfig)),
     Case("equalization_conv", ConvChain, _randn((2, 3, 6, 6)), _qcm(global_=default_qconfig),
          equalization_config=_qcm(global_=default_equalization_qconfig)),
