@@ -3,12 +3,12 @@
 FX keeps `node.users` as an insertion-ordered dict. A node enters the users of each of its inputs when it
 is created, and whenever its arguments are set again (`replace_input_with`, `replace_all_uses_with` on one
 of its inputs) it leaves them and enters them again, at the end. Where torch's convert reads such an order
-(the first user of an input observer names that observer's qparams), qfx reproduces it: lift records the
+(the first user of an input observer names that observer's qparams; equalization takes a layer's first
+ReLU, observer and equalization observer among its users), qfx reproduces it: lift records the
 order of every node whose users FX does not list in execution order (`Program.users_order`), and a pass
-that emulates torch's edits tells a `UsersOrder` which nodes torch touched, in torch's order. (Only
-insert-qdq asks, and only the edits of torch's main loop are counted; equalization's, before it, set
-layers behind equalization observers again, which prepare inserts only where the layer's input feeds no
-other quantized op.)
+that emulates torch's edits tells a `UsersOrder` which nodes torch touched, in torch's order. (insert-qdq
+counts the edits of torch's main loop; equalization reads the orders lift recorded, without counting its
+own edits, which set layers behind equalization observers again.)
 """
 
 from __future__ import annotations
