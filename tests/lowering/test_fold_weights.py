@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import io
-import subprocess
-import sys
 
 import torch
 import torch.nn as nn
@@ -126,27 +124,6 @@ def test_state_dict_save_load_and_pickle_match_torch() -> None:
     again = torch.load(buffer, weights_only=False)
     assert torch.equal(run_model(again, INPUTS), run_model(ours, INPUTS))
     assert list(again.state_dict()) == [k for k in convert_fx_pickled(observed).state_dict()]
-
-
-def test_a_saved_model_loads_where_qfx_is_not_installed(tmp_path) -> None:
-    """Like torch's result, qfx's pickles without a reference to qfx (its state_dict hooks pickle as torch's
-    hooks of the same behaviour): in a process that cannot import qfx, torch.load gives a model with the
-    state_dict and outputs of torch's result loaded there."""
-    observed = _observed()
-    torch.save(qfx.convert_fx(observed), tmp_path / "qfx.pt")
-    torch.save(convert_fx(copy.deepcopy(observed)), tmp_path / "torch.pt")
-    torch.save(INPUTS, tmp_path / "inputs.pt")
-    check = (
-        "import sys; sys.modules['qfx'] = None\n"  # (importing qfx now fails)
-        "import torch\n"
-        f"ours, theirs = (torch.load({str(tmp_path)!r} + name, weights_only=False) for name in ('/qfx.pt', '/torch.pt'))\n"
-        f"inputs = torch.load({str(tmp_path)!r} + '/inputs.pt')\n"
-        "assert torch.equal(ours(*inputs), theirs(*inputs))\n"
-        "assert list(ours.state_dict()) == list(theirs.state_dict())\n"
-        "print('loaded')\n"
-    )
-    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
-    assert done.returncode == 0 and done.stdout.startswith("loaded"), done.stderr[-2000:]
 
 
 def torch_state_with_other_weights(observed: torch.fx.GraphModule) -> dict:
