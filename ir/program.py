@@ -13,6 +13,7 @@ from torch.ao.quantization.backend_config import BackendConfig, get_native_backe
 from .frozendict import FrozenDict, frozen_dict, frozen_dict_or_none
 from .graph import Graph, Node
 from .namespace import Namespace
+from .users_order import UsersOrder
 
 
 def _by_identity(table: FrozenDict) -> frozenset:
@@ -183,8 +184,6 @@ class Program:
         """The users of node `name` in the order FX's `node.users` lists them on the lifted graph (see
         ir/users_order.py: readers that no longer read it are left out, new ones follow in execution
         order)."""
-        from .users_order import UsersOrder
-
         return UsersOrder(self.graph, self.users_order).users(name)
 
     def resolve(self, target: str) -> Any:
