@@ -199,8 +199,15 @@ class Program:
 def _descendants(module: Any) -> list[tuple[str, Any]]:
     """`named_submodules(module)` without the module itself. A module with nn.Module's named_modules and no
     children (what most swaps put in and take out) has none, known without a walk."""
-    if getattr(type(module), "named_modules", None) is torch.nn.Module.named_modules and not module._modules:
-        return []
+    plain = torch.nn.Module.named_modules
+    if getattr(type(module), "named_modules", None) is plain:
+        children = module._modules
+        if not children:
+            return []
+        # one level of childless children (a fused module's parts): listed without the walk
+        found = [(name, child) for name, child in children.items() if child is not None]
+        if all(not child._modules and getattr(type(child), "named_modules", None) is plain for _, child in found):
+            return found
     return [(name, sub) for name, sub in named_submodules(module) if name]
 
 

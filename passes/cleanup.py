@@ -7,7 +7,7 @@ attributes the graph no longer uses, and attaches the preserved attributes conve
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 import torch
@@ -25,8 +25,9 @@ def has_own_leftovers(module: torch.nn.Module) -> bool:
     observer hook."""
     if "qconfig" in module.__dict__ or _attached_observer(module) is not None:
         return True
-    return (any(h is _observer_forward_hook for h in module._forward_hooks.values())
-            or any(h is _observer_forward_pre_hook for h in module._forward_pre_hooks.values()))
+    hooks, pre_hooks = module._forward_hooks, module._forward_pre_hooks
+    return bool(hooks and any(h is _observer_forward_hook for h in hooks.values())
+                or pre_hooks and any(h is _observer_forward_pre_hook for h in pre_hooks.values()))
 
 
 def _attached_observer(module: torch.nn.Module) -> Any:
@@ -42,16 +43,25 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
     known = memo.get(id(module))
     if known is not None:
         return known
-    children = {name: (without_quantization_leftovers(child, memo) if child is not None else None)
-                for name, child in module._modules.items()}
-    if not has_own_leftovers(module) and all(children[name] is child for name, child in module._modules.items()):
+    kids = module._modules
+    children = None  # a new child table, made only when some child changes
+    if kids:
+        for name, child in kids.items():
+            if child is None:
+                continue
+            clean_child = without_quantization_leftovers(child, memo)
+            if clean_child is not child:
+                if children is None:
+                    children = dict(kids)
+                children[name] = clean_child
+    if children is None and not has_own_leftovers(module):
         memo[id(module)] = module
         return module
     clean = object.__new__(type(module))
     clean.__dict__.update(module.__dict__)
     # The copy shares the containers in __dict__; give it its own before changing them.
     state = clean.__dict__
-    state["_modules"] = children
+    state["_modules"] = children if children is not None else dict(kids)
     state["_forward_hooks"] = _without(module._forward_hooks, _observer_forward_hook)
     state["_forward_pre_hooks"] = _without(module._forward_pre_hooks, _observer_forward_pre_hook)
     state.pop("qconfig", None)
@@ -105,34 +115,22 @@ def _under_any(path: str, roots: set[str]) -> bool:
     return False
 
 
-def _ancestors(path: str) -> Iterator[str]:
-    """The strict ancestors of a dotted path, nearest first ("a.b.c" -> "a.b", "a")."""
-    end = path.rfind(".")
-    while end > 0:
-        yield path[:end]
-        end = path.rfind(".", 0, end)
-
-
 def _relink_children(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
     """`modules` with every entry that lies in the tree of another entry replaced by the object that tree
-    holds at its path. Walks down from the entries no other entry's tree reaches, through the paths that
-    lead to entries only."""
+    holds at its path. Shallowest first, each entry is looked up from its nearest ancestor entry (already
+    settled), through the children's tables; an entry that tree does not reach stays as it is."""
     out = dict(modules)
-    leads = {ancestor for path in modules for ancestor in _ancestors(path)}
-    reached: set[str] = set()
-    for top in sorted(modules, key=lambda p: p.count(".")):
-        if top in reached:
+    for path in sorted(out, key=lambda p: p.count(".")):
+        end = path.rfind(".")
+        while end > 0 and path[:end] not in out:
+            end = path.rfind(".", 0, end)
+        if end <= 0:
             continue
-        stack = [(top, out[top])]
-        while stack:
-            path, module = stack.pop()
-            for name, child in module._modules.items():
-                if child is None:
-                    continue
-                sub = f"{path}.{name}"
-                if sub in out:
-                    out[sub] = child
-                    reached.add(sub)
-                if sub in leads:
-                    stack.append((sub, child))
+        module: torch.nn.Module | None = out[path[:end]]
+        for name in path[end + 1:].split("."):
+            module = module._modules.get(name)
+            if module is None:
+                break
+        else:
+            out[path] = module
     return out
