@@ -91,8 +91,13 @@ class Node:
         return Node(self.name, self.op, self.target, map_refs(self.args, fn), kwargs, self.type, self.meta)
 
     def evolve(self, **changes: Any) -> "Node":
-        """A copy with the given fields changed."""
-        return attrs.evolve(self, **changes)
+        """A copy with the given fields changed (a TypeError for a name that is not a field)."""
+        # (the constructor directly: attrs.evolve re-reads the class's fields on every call, and a pass
+        # may evolve every node of a graph)
+        values = [changes.pop(field) if field in changes else getattr(self, field) for field in _FIELDS]
+        if changes:
+            raise TypeError(f"Node has no field(s) {', '.join(sorted(changes))}")
+        return Node(*values)
 
     def __repr__(self) -> str:
         return f"Node({self.name}: {self.op} {self.target!r})"
@@ -100,6 +105,7 @@ class Node:
 
 (_set_name, _set_op, _set_target, _set_args, _set_kwargs, _set_type, _set_meta, _set_input_names) = (
     Node.__dict__[field.name].__set__ for field in attrs.fields(Node))
+_FIELDS = ("name", "op", "target", "args", "kwargs", "type", "meta")  # the constructor's, in its order
 
 
 @attrs.frozen(slots=False, eq=True, hash=False, repr=False)

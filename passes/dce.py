@@ -27,15 +27,17 @@ def node_is_impure(node: Node, program: Program) -> bool:
 def eliminate_dead_code(program: Program) -> Program:
     """Drop every pure node with no readers, repeatedly (as torch.fx.Graph.eliminate_dead_code does by
     walking backwards). Names stay taken in the namespace, as in FX."""
-    readers: dict[str, int] = {n.name: 0 for n in program.graph.nodes}
-    for n in program.graph.nodes:
-        for name in set(n.inputs()):
+    nodes = program.graph.nodes
+    readers: dict[str, int] = dict.fromkeys([n.name for n in nodes], 0)
+    for n in nodes:
+        names = n.input_name_tuple()
+        for name in (names if len(names) < 2 else set(names)):
             readers[name] += 1
     dead: set[str] = set()
-    for n in reversed(program.graph.nodes):
+    for n in reversed(nodes):
         if readers[n.name] == 0 and not node_is_impure(n, program):
             dead.add(n.name)
-            for name in set(n.inputs()):
+            for name in set(n.input_name_tuple()):
                 readers[name] -= 1
     if not dead:
         return program

@@ -611,3 +611,25 @@ def test_nodes_and_refs_hold_exactly_what_they_were_made_with() -> None:
     for value, field in ((made, "name"), (made, "meta"), (ref, "name")):
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             setattr(value, field, "other")
+
+
+_NODE_CHANGES = st.fixed_dictionaries({}, optional={
+    "name": st.sampled_from(["a", "b_1"]), "op": st.sampled_from(["call_function", "get_attr"]),
+    "target": st.sampled_from([operator.add, "w"]), "args": st.sampled_from([(), (Ref("x"), 2)]),
+    "kwargs": st.sampled_from([(), (("k", Ref("y")),)]), "type": st.sampled_from([None, torch.Tensor]),
+    "meta": st.sampled_from([{}, {"m": 1}]),
+})
+
+
+@given(_NODE_CHANGES)
+def test_node_evolve_is_attrs_evolve(changes):
+    import attrs
+
+    node = Node("n", "call_function", operator.mul, (Ref("x"), Ref("z")), (("alpha", 3),), None, {"k": 1})
+    node.input_name_tuple()  # a cached view must not leak into the copy
+    evolved = node.evolve(**changes)
+    expected = attrs.evolve(node, **changes)
+    assert evolved == expected and evolved.input_name_tuple() == expected.input_name_tuple()
+    assert type(evolved.meta) is type(expected.meta)
+    with pytest.raises(TypeError):
+        node.evolve(nmae="typo")
