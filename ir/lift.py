@@ -9,7 +9,10 @@ from pyrsistent import pvector
 from torch.fx import GraphModule
 
 from .args import freeze
-from .errors import ConvertAttributeError, LiftError, MissingTargetError, NotObservedModelError
+from .errors import (
+    ConvertAttributeError, ConvertTypeError, ConvertValueError, LiftError, MalformedGraphError, MissingTargetError,
+    NotObservedModelError,
+)
 from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
@@ -42,7 +45,7 @@ def lift_reporting(
     require_observed(gm, observed)
     fx_graph = gm.graph
     names = {id(n): n.name for n in fx_graph.nodes}
-    node_name = lambda x: names.get(id(x)) if isinstance(x, torch.fx.Node) else None  # noqa: E731
+    node_name = lambda x: _name_in(names, x) if isinstance(x, torch.fx.Node) else None  # noqa: E731
 
     nodes = []
     position: dict[torch.fx.Node, int] = {}  # (of the nodes kept)
@@ -58,6 +61,11 @@ def lift_reporting(
         try:
             args = freeze(tuple(n.args), node_name)
             kwargs = tuple([(k, freeze(v, node_name)) for k, v in n.kwargs.items()])
+        except _ForeignNode as foreign:
+            raise MalformedGraphError(
+                [f"node '{n.name}' reads node '{foreign.args[0]}' of another graph"],
+                "on the model given to convert (set its arguments to nodes of this graph, then call "
+                "graph.lint() and recompile())") from None
         except Exception as exc:  # pragma: no cover - defensive
             raise LiftError(f"node '{n.name}': cannot represent its arguments ({exc})") from exc
         nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, frozen_meta(n.meta)))
@@ -84,7 +92,11 @@ def lift_reporting(
                                        if n.op == "call_module" and n.target in modules)
 
     ns = fx_graph._graph_namespace
-    namespace = Namespace(frozenset(ns._used_names), FrozenDict(ns._base_count))
+    # A node renamed by assigning node.name is missing from FX's namespace; it is taken all the same.
+    used = frozenset(ns._used_names)
+    if any(node.name not in used for node in nodes):
+        used = used.union(node.name for node in nodes)
+    namespace = Namespace(used, FrozenDict(ns._base_count))
     meta = dict(gm.meta)
     facts = meta.pop(OBSERVED_ATTRS_KEY, None)
     root = RootInfo(
@@ -108,6 +120,19 @@ def lift_reporting(
     return program, uncalibrated
 
 
+class _ForeignNode(Exception):
+    """An argument that is an FX node of another graph (its name is the exception's argument)."""
+
+
+def _name_in(names: dict[int, str], node: torch.fx.Node) -> str:
+    """The name of `node`, a node of the graph whose nodes `names` names by id; _ForeignNode otherwise
+    (torch fails on such an argument; left as a constant, it would vanish from the generated code)."""
+    name = names.get(id(node))
+    if name is None:
+        raise _ForeignNode(node.name)
+    return name
+
+
 def _quant_facts(facts: Any, observed: bool) -> QuantFacts | None:
     """The quant facts of prepare's meta entry `facts`; None for none in an unobserved model."""
     if facts is None and not observed:
@@ -119,6 +144,13 @@ def _quant_facts(facts: Any, observed: bool) -> QuantFacts | None:
             f"the model's meta['{OBSERVED_ATTRS_KEY}'] is {type(facts).__name__}, not the "
             f"ObservedGraphModuleAttrs prepare_fx records ({exc}); convert the model prepare_fx returned, "
             "without editing its meta") from None
+    except (TypeError, ValueError) as exc:  # a table or name set that is not one (None, a number, a string)
+        kind = ConvertTypeError if isinstance(exc, TypeError) else ConvertValueError
+        raise kind(
+            f"the model's meta['{OBSERVED_ATTRS_KEY}'] holds a field of the wrong kind ({type(exc).__name__}: "
+            f"{exc}): node_name_to_qconfig, node_name_to_scope and equalization_node_name_to_qconfig must be "
+            "dicts by node name, observed_node_names a set of node names; convert the model prepare_fx "
+            "returned, without editing its meta") from None
 
 
 def require_observed(gm: Any, observed: bool = True) -> None:

@@ -108,6 +108,17 @@ def _drop_prepare_mapping(model: torch.fx.GraphModule) -> None:
     model.meta["_observed_graph_module_attrs"] = facts
 
 
+def _mistype_observed_names(model: torch.fx.GraphModule) -> None:
+    facts = copy.copy(model.meta["_observed_graph_module_attrs"])
+    facts.observed_node_names = None
+    model.meta["_observed_graph_module_attrs"] = facts
+
+
+def _read_node_of_another_graph(model: torch.fx.GraphModule) -> None:
+    node = next(n for n in model.graph.nodes if n.op == "call_module" and n.target == "0")
+    node.args = (torch.fx.Graph().placeholder("elsewhere"),)
+
+
 def _add_unscoped_node(model: torch.fx.GraphModule) -> None:
     output = next(n for n in model.graph.nodes if n.op == "output")
     with model.graph.inserting_before(output):
@@ -439,6 +450,11 @@ TABLE: list[Row] = [
         lambda m: ref(m, qconfig_mapping=get_default_qconfig_mapping()),
         r"a qconfig_mapping was passed to convert, but the model carries no QConfigMapping from prepare",
         AttributeError),
+    Row("observed-facts-field-type", E.ConvertTypeError, edited(_mistype_observed_names), ref,
+        r"holds a field of the wrong kind \(TypeError: 'NoneType' object is not iterable\).*observed_node_names a "
+        r"set of node names; convert the model prepare_fx returned", TypeError),
+    Row("argument-of-another-graph", E.MalformedGraphError, edited(_read_node_of_another_graph), ref,
+        r"node '_0' reads node 'elsewhere' of another graph"),
     Row("node-without-scope", E.ConvertKeyError, edited(_add_unscoped_node),
         lambda m: ref(m, qconfig_mapping=get_default_qconfig_mapping()),
         r"node 'neg' \(call_function .*neg.*\) has no entry in prepare's node_name_to_scope", KeyError),
@@ -478,6 +494,7 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "EngineError": "tests/lowering/test_lower_dynamic_modules.py",
     "LiftError": "tests/lowering/test_roundtrip.py",
     "EntryPointError": "tests/qfx/test_entrypoint.py",
+    "UserModelError": "tests/qfx/test_cli.py",
 }
 
 # Raised on purpose but not provoked by any test yet: internal-consistency checks whose inputs need a
@@ -608,6 +625,17 @@ def test_an_unused_call_after_the_output_is_dropped_as_torch_drops_it() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert ref(model).code == convert_to_reference_fx(copy.deepcopy(model)).code
+
+
+def test_a_node_renamed_by_assignment_converts_as_torch_converts_it() -> None:
+    """`node.name = ...` leaves the new name out of FX's namespace; torch converts such a model."""
+    model = observed()
+    next(n for n in model.graph.nodes if n.op == "call_module" and n.target == "2").name = "head"
+    model.recompile()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert qfx.convert_fx(model).code == torch.ao.quantization.quantize_fx.convert_fx(
+            copy.deepcopy(model)).code
 
 
 def test_observer_states_torch_converts_are_converted() -> None:
