@@ -10,7 +10,8 @@ hands any other target to `_copy_attr` itself (through a view of the table that 
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import torch
 from torch.fx import GraphModule
@@ -62,8 +63,10 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
     source = _TableView(table, views, "", program.root.training)
     code = python_code(program)  # GraphModule's recompile asks the graph for its code: ours is the same
     if not _direct_install_possible(program):
-        with serving(graph, code):
-            return GraphModule(source, graph, class_name=program.root.class_name)
+        gm = GraphModule.__new__(GraphModule)
+        with serving(graph, code), _recompiled_alone(gm):
+            GraphModule.__init__(gm, source, graph, class_name=program.root.class_name)
+        return gm
     # An empty graph with the same tracer facts: GraphModule() records those and compiles a `pass` body.
     empty = torch.fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
     root = torch.nn.Module()
@@ -73,9 +76,27 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
     for target in table:
         if not _install(gm, target, table, on_class):
             _copy_attr(source, gm, target)
-    with serving(graph, code):
+    with serving(graph, code), _recompiled_alone(gm):
         gm.graph = graph
     return gm
+
+
+@contextlib.contextmanager
+def _recompiled_alone(gm: GraphModule) -> Iterator[None]:
+    """While active, recompiling `gm` leaves its GraphModule children alone. GraphModule.recompile also
+    recompiles every GraphModule child; a child here is either one codegen built and compiled already, or a
+    module shared with the observed model, whose forward and code must stay as they are. (Every
+    GraphModule has a class of its own, made by GraphModule.__new__: the override is `gm`'s only.)"""
+    own_class = type(gm)
+    own_class._recompile_submodules = _no_submodules
+    try:
+        yield
+    finally:
+        del own_class._recompile_submodules
+
+
+def _no_submodules(self: GraphModule) -> list:
+    return []
 
 
 def _direct_install_possible(program: Program) -> bool:

@@ -138,3 +138,42 @@ def test_a_failure_while_emitting_names_the_node_and_keeps_its_type(monkeypatch)
         raise AssertionError("codegen did not fail")
     monkeypatch.undo()
     assert codegen(program).code == torch.fx.symbolic_trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU())).code
+
+
+def test_graph_module_children_shared_with_the_observed_model_are_not_recompiled() -> None:
+    """GraphModule.recompile recompiles every GraphModule child; a child the result shares with the observed
+    model keeps its compiled forward (here its graph has an edit not yet compiled: recompiling would change
+    what the observed model computes)."""
+    import warnings
+
+    import qfx
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    class Top(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.s = nn.Sequential(nn.Linear(6, 6))
+            self.o = nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.o(self.s(x))
+
+    torch.manual_seed(0)
+    x = (torch.randn(4, 6),)
+    config = PrepareCustomConfig().set_standalone_module_name("s", None, x, None, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = prepare_fx(Top().eval(), get_default_qconfig_mapping(), x, prepare_custom_config=config)
+        model(*x)
+        # no longer marked as an observed standalone module: convert keeps it as it is, shared
+        model.s.meta["_observed_graph_module_attrs"].is_observed_standalone_module = False
+        output = next(n for n in model.s.graph.nodes if n.op == "output")
+        with model.s.graph.inserting_before(output):
+            output.args = (model.s.graph.call_function(torch.neg, (output.args[0],)),)
+        code, forward, before = model.s._code, type(model.s).forward, model(*x)
+        for convert in (qfx.convert_to_reference_fx, qfx.convert_to_reference_decomposed_fx, qfx.convert_fx):
+            convert(model)
+            assert model.s._code is code and type(model.s).forward is forward
+            assert torch.equal(model(*x), before)
