@@ -85,6 +85,18 @@ class Preserved(enum.Enum):
     OWN_GRAPH = "the converted model's own graph"
 
 
+@attrs.frozen(slots=True, eq=False)
+class OwnModule:
+    """A preserved attribute that is the observed model's own child module `path`. torch's convert rewrites
+    that module in place and re-attaches it: `module` is the observed module until swap-modules makes it
+    the module as that convert leaves it; cleanup then removes its quantization leftovers, unless torch
+    replaced the module itself (`in_model` False: torch leaves the old object as it is)."""
+
+    path: str
+    module: Any
+    in_model: bool = True
+
+
 @attrs.frozen(slots=True)
 class ConvertOptions:
     """The arguments of convert that passes read (torch's `convert` signature)."""

@@ -14,7 +14,7 @@ import torch
 from torch.ao.quantization.observer import _is_activation_post_process
 from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook
 
-from qfx.ir.program import Program
+from qfx.ir.program import OwnModule, Program
 
 from .manager import register
 from .support.root_attributes import PRESERVED_ATTRS_KEY
@@ -90,18 +90,29 @@ def cleanup(program: Program) -> Program:
     module_targets = {t for t in target_set if t in program.modules}
     modules = {path: module for path, module in program.modules.items()
                if path in target_set or _under_any(path, module_targets)}
+    memo: dict[int, torch.nn.Module] = {}
     if program.options.remove_qconfig:
-        memo: dict[int, torch.nn.Module] = {}
         modules = {path: without_quantization_leftovers(m, memo) for path, m in modules.items()}
         # A child listed under its own path must be the same object its cleaned parent holds.
         modules = _relink_children(modules)
     attributes = {k: v for k, v in program.attributes.items() if k in target_set}
     meta: dict[str, Any] = {}
     if program.options.preserved_attributes is not None:
-        meta[PRESERVED_ATTRS_KEY] = dict(program.options.preserved_attributes)
+        meta[PRESERVED_ATTRS_KEY] = {
+            name: _preserved_value(program, value, memo) for name, value in program.options.preserved_attributes.items()}
     # (the hooks and plain attributes that weight folding set on the root stay)
     root = attrs.evolve(program.root, class_name="GraphModule", meta=meta)
     return program.evolve(modules=modules, attributes=attributes, root=root, quant=None)
+
+
+def _preserved_value(program: Program, value: Any, memo: dict[int, torch.nn.Module]) -> Any:
+    """What a preserved attribute re-attaches: an observed submodule without its leftovers, as torch's
+    convert leaves it (the same object as the table's where the table holds it: `memo` is the table's)."""
+    if not isinstance(value, OwnModule):
+        return value
+    if value.in_model and program.options.remove_qconfig:
+        return without_quantization_leftovers(value.module, memo)
+    return value.module
 
 
 def _under_any(path: str, roots: set[str]) -> bool:

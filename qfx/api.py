@@ -16,7 +16,7 @@ from torch.fx import GraphModule
 
 from qfx.ir.errors import ConvertAssertionError, ConvertValueError, PassError, QfxError
 from qfx.ir.lift import lift_reporting, require_observed
-from qfx.ir.program import ConvertOptions, Preserved, Program, native_backend_config
+from qfx.ir.program import ConvertOptions, OwnModule, Preserved, Program, native_backend_config
 from qfx.ir.validate import check_arguments, check_convert_custom_config, forget_table_devices, warn_uncalibrated
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import Instrument
@@ -100,6 +100,8 @@ def _preserved_value(observed: GraphModule, name: str) -> Any:
     value = getattr(observed, name)
     if value is observed.graph:
         return Preserved.OWN_GRAPH
+    if isinstance(value, torch.nn.Module) and observed._modules.get(name) is value:
+        return OwnModule(name, value)
     if callable(value) and getattr(value, "__self__", None) is observed:
         raise ConvertValueError(
             f"convert_custom_config preserves '{name}', a method of the observed model itself; on the converted "

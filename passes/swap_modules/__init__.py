@@ -26,9 +26,10 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qfx.ir.errors import ConvertError
 from qfx.ir.graph import Node
-from qfx.ir.program import CallingConvention, ConvertOptions, Program, native_backend_config
+from qfx.ir.program import CallingConvention, ConvertOptions, OwnModule, Program, native_backend_config
 
 from ..manager import register
+from ..support.module_copies import as_converted_in_place
 from ..support.observers import ObserverTest
 from ..support.root_attributes import unique_device
 from .custom import convert_custom, custom_module_classes
@@ -114,13 +115,27 @@ def swap_modules(program: Program) -> Program:
         elif type_before_parametrizations(module) in custom_classes:
             _swap_custom(node, work, mapping)
 
-    if not work.replaced and not work.conventions:
-        return program
     result = program.with_modules(work.replaced)
     if work.conventions:
         conventions = {**facts.calling_conventions, **work.conventions}
         result = result.evolve(quant=attrs.evolve(facts, calling_conventions=conventions))
-    return result
+    return _preserved_as_converted(result)
+
+
+def _preserved_as_converted(program: Program) -> Program:
+    """`program` with each preserved attribute that is an observed submodule (an OwnModule) standing for
+    that module as torch's in-place convert leaves it, swapped modules and all (torch re-attaches the
+    object it read before converting; lowering replaces modules in the converted model, not in it)."""
+    preserved = program.options.preserved_attributes
+    if not preserved or not any(isinstance(value, OwnModule) for value in preserved.values()):
+        return program
+    resolved = dict(preserved)
+    for name, value in preserved.items():
+        if isinstance(value, OwnModule):
+            converted = as_converted_in_place(value.path, value.module, program.modules)
+            resolved[name] = (OwnModule(value.path, value.module, in_model=False) if converted is None
+                              else OwnModule(value.path, converted))
+    return program.evolve(options=attrs.evolve(program.options, preserved_attributes=resolved))
 
 
 def _weighted_modules(program: Program, classes: WeightedClasses,

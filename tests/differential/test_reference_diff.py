@@ -83,7 +83,15 @@ def assert_same_root_attributes(actual: torch.fx.GraphModule, expected: torch.fx
         f"meta keys differ: qfx {sorted(actual.meta)} vs torch {sorted(expected.meta)}"
     )
     if "_user_preserved_attributes" in expected.meta:
-        assert actual.meta["_user_preserved_attributes"] == expected.meta["_user_preserved_attributes"]
+        ours, theirs = actual.meta["_user_preserved_attributes"], expected.meta["_user_preserved_attributes"]
+        assert list(ours) == list(theirs), f"preserved attributes differ: qfx {list(ours)} vs torch {list(theirs)}"
+        for key, value in theirs.items():
+            if isinstance(value, (nn.Module, torch.fx.Graph)):
+                # (the objects themselves are compared with the module trees; here: which object it is)
+                assert type(ours[key]) is type(value), f"preserved {key!r}: qfx {type(ours[key])} vs torch {type(value)}"
+                assert (ours[key] is getattr(actual, key, None)) == (value is getattr(expected, key, None)), key
+            else:
+                assert ours[key] == value, f"preserved {key!r}: qfx {ours[key]!r} vs torch {value!r}"
 
 
 def assert_same_behaviour(actual: nn.Module, expected: nn.Module, inputs: tuple) -> None:

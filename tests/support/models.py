@@ -638,6 +638,21 @@ class Preserved(nn.Module):
         return self.fc(x) + self.table.sum()
 
 
+class PreservedSubmodules(nn.Module):
+    """Preserved attributes that are submodules: a fused conv the convert swaps, a Linear it swaps, a ReLU
+    it keeps, and a Linear the graph never calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+        self.idle = nn.Linear(2, 2)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).mean((2, 3)))
+
+
 class TupleGetitem(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -1027,6 +1042,10 @@ def _prepare_preserved() -> PrepareCustomConfig:
     return PrepareCustomConfig().set_preserved_attributes(["version", "tag"])
 
 
+def _convert_preserved_submodules() -> ConvertCustomConfig:
+    return ConvertCustomConfig().set_preserved_attributes(["conv", "relu", "fc", "idle"])
+
+
 def _convert_preserved() -> ConvertCustomConfig:
     return ConvertCustomConfig().set_preserved_attributes(["version", "tag", "not_there"])
 
@@ -1247,6 +1266,8 @@ CASES: list[Case] = [
     Case("multi_io", MultiIO, _randn((3, 6), (3, 5), (1, 2, 3, 3)), _x86),
     Case("preserved_attributes", Preserved, _randn((3, 6)), _x86,
          prepare_custom_config=_prepare_preserved, convert_custom_config=_convert_preserved),
+    Case("preserved_submodules", PreservedSubmodules, _randn((2, 3, 6, 6)), _x86,
+         convert_custom_config=_convert_preserved_submodules),
     Case("tuple_getitem", TupleGetitem, _randn((3, 6)), _x86),
     Case("cat_shared_observers", CatShared, _randn((3, 6), (1, 2, 3, 3)), _x86),
     Case("misc_ops", MiscOps, _randn((2, 3, 10, 10)), _x86),
