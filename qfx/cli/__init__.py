@@ -69,3 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise
             print(f"qfx: error: {one_line(str(exc)) or type(exc).__name__}", file=sys.stderr)
             return EXIT_USAGE
+        except OSError as exc:  # a path given on the command line that cannot be read or written
+            if debug:
+                raise
+            where = f"'{exc.filename}': " if exc.filename is not None else ""
+            print(f"qfx: error: {where}{exc.strerror or exc}; check the path", file=sys.stderr)
+            return EXIT_USAGE

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Callable
+from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.table import Table
@@ -13,6 +14,7 @@ from torch.ao.quantization.quantize_fx import convert_to_reference_fx as torch_c
 from torch.fx import GraphModule
 
 import qfx
+from qfx.ir.errors import QfxError
 from qfx.passes.instruments import Timing
 
 EXIT_USAGE = 2
@@ -28,6 +30,25 @@ MODES: dict[str, tuple[str, Callable[..., GraphModule], Callable[[GraphModule], 
     ),
     "lowered": ("convert_fx", qfx.convert_fx, torch_convert_fx),
 }
+
+
+class UserModelError(QfxError):
+    """Running the user's model (or a conversion of it) on its inputs failed."""
+
+
+@contextlib.contextmanager
+def running_user_model(what: str) -> Iterator[None]:
+    """Report a failure of the user's code or inputs inside the block as a UserModelError saying `what`
+    was being run (qfx's own errors pass as they are)."""
+    try:
+        yield
+    except QfxError:
+        raise
+    except Exception as exc:  # the user's forward: any exception type
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserModelError(
+            f"{what} failed ({type(exc).__name__}{': ' + reason if reason else ''}); check that the example and "
+            "calibration inputs fit the model (shapes, dtypes, number of arguments)") from exc
 
 
 def pass_table(timing: Timing, total_seconds: float | None = None,

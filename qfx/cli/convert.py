@@ -21,7 +21,7 @@ from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
 from qfx.passes.manager import Pipeline
 
-from .common import MODES, pass_table, plain
+from .common import MODES, pass_table, plain, running_user_model
 from .modelfile import load_observed, save_with_graphs
 from .prepare import BACKENDS, calibrate, prepare_entry_point
 from .report import count_ops, latency_ms, output_error
@@ -66,10 +66,11 @@ def _instruments(args: argparse.Namespace) -> tuple[Timing, list[Instrument]]:
 def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, inputs: tuple | None,
                          console: Console) -> bool:
     torch_name, _, theirs_fn = MODES[mode]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), running_user_model(f"--check-against-torch: torch's {torch_name}"):
         warnings.simplefilter("ignore")
         theirs = theirs_fn(copy_for_torch(observed))
-    found = differences(result, theirs, inputs)
+    with running_user_model("--check-against-torch: running both converted models on the example inputs"):
+        found = differences(result, theirs, inputs)
     compared = "same code, same state_dict" + (", identical outputs" if inputs is not None else "")
     if found:
         plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(found)})")
@@ -121,11 +122,13 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
                    + (f" ({', '.join(counts.float_nodes[:8])}{' ...' if counts.float > 8 else ''})"
                       if counts.float else ""))
     batches = entry.calibration_batches
-    error = output_error(entry.model, result, batches)
+    with running_user_model("comparing the converted model with the float model on the calibration batches"):
+        error = output_error(entry.model, result, batches)
     plain(console, f"output error against the float model on {len(batches)} calibration batch"
                    f"{'es' if len(batches) != 1 else ''}: max abs {error.max_abs:.4g}, SQNR {error.sqnr_db:.1f} dB")
-    float_ms = latency_ms(copy.deepcopy(entry.model).eval(), entry.example_inputs)
-    quant_ms = latency_ms(result, entry.example_inputs)
+    with running_user_model("timing the float and the converted model on the example inputs"):
+        float_ms = latency_ms(copy.deepcopy(entry.model).eval(), entry.example_inputs)
+        quant_ms = latency_ms(result, entry.example_inputs)
     plain(console, f"latency (median forward on the example inputs): float {float_ms:.3f} ms, quantized "
                    f"{quant_ms:.3f} ms ({float_ms / quant_ms:.2f}x)")
     return _finish(result, observed, before, entry.example_inputs, args, console)

@@ -93,7 +93,11 @@ def save_with_graphs(value: Any, path: str | Path, what: str) -> None:
     except Exception as exc:
         partial.unlink(missing_ok=True)
         raise ModelFileError(f"cannot save {what} to '{path}': {exc}") from exc
-    partial.replace(path)
+    try:
+        partial.replace(path)
+    except OSError as exc:  # (a directory of that name, say)
+        partial.unlink(missing_ok=True)
+        raise ModelFileError(f"cannot save {what} to '{path}': {exc.strerror or exc}; choose another path") from exc
 
 
 def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:

@@ -17,6 +17,8 @@ from torch.fx import GraphModule
 from qfx.entrypoint import EntryPoint, EntryPointError
 from qfx.ir.errors import QfxError
 
+from .common import running_user_model
+
 BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
 
 
@@ -54,6 +56,7 @@ def calibrate(observed: GraphModule, batches: tuple[tuple, ...], console: Consol
     columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress, torch.no_grad():
         task = progress.add_task("calibrate", total=len(batches))
-        for batch in batches:
-            observed(*batch)
+        for i, batch in enumerate(batches):
+            with running_user_model(f"calibrating: the prepared model on batch {i + 1} of {len(batches)}"):
+                observed(*batch)
             progress.advance(task)

@@ -170,6 +170,34 @@ def test_convert_rejects_a_model_prepare_did_not_produce(tmp_path: Path) -> None
     assert "without prepare_fx's facts" in err and "save_observed" in err
 
 
+BAD_PATH_RUNS = {
+    "save-to-a-directory": (("convert", "{model}", "--save", "{tmp}"), "cannot save the converted model to"),
+    "dump-ir-into-a-file": (("convert", "{model}", "--dump-ir", "{model}"), "Not a directory"),
+    "show-into-a-missing-directory": (("show", "{model}", "--format", "dot", "-o", "{tmp}/no/such/x.dot"),
+                                      "No such file or directory"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PATH_RUNS))
+def test_paths_that_cannot_be_written_exit_2_with_one_clear_line(saved_demo: Path, tmp_path: Path, name: str) -> None:
+    argv, message = BAD_PATH_RUNS[name]
+    status, _, err = run(*(a.format(model=saved_demo, tmp=tmp_path) for a in argv))
+    assert status == 2, err
+    assert err.startswith("qfx: error: ") and message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["observed.pt"]  # nothing half-written left behind
+
+
+def test_inputs_that_do_not_fit_the_model_exit_2_naming_the_step(tmp_path: Path) -> None:
+    (tmp_path / "mismatched.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 4)).eval(), (torch.randn(2, 5),)\n")
+    status, _, err = run("convert", f"{tmp_path / 'mismatched.py'}:build")
+    assert status == 2
+    assert err.startswith("qfx: error: calibrating: the prepared model on batch 1 of 1 failed (RuntimeError: ")
+    assert "check that the example and calibration inputs fit the model" in err and "Traceback" not in err
+
+
 def test_convert_unknown_pass_exits_2(saved_demo: Path) -> None:
     status, _, err = run("convert", str(saved_demo), "--pipeline", "dce,no-such-pass")
     assert status == 2
@@ -207,3 +235,14 @@ def test_multi_line_errors_are_folded_onto_one_line() -> None:
     assert cli.one_line("IR verification failed:\n  node 'a': bad\n  node 'b': bad") == (
         "IR verification failed: node 'a': bad; node 'b': bad")
     assert cli.one_line("plain") == "plain"
+
+
+def test_running_user_model_names_the_step_and_lets_qfx_errors_through() -> None:
+    from qfx.cli.common import UserModelError, running_user_model
+
+    with pytest.raises(UserModelError, match=r"^timing the model failed \(ValueError: bad shape\); check"):
+        with running_user_model("timing the model"):
+            raise ValueError("bad shape\nsecond line")
+    with pytest.raises(UnsupportedError):
+        with running_user_model("timing the model"):
+            raise UnsupportedError("qfx's own")
