@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from torch.fx.graph import _illegal_names
-
 from .errors import VerificationError
 from .graph import OPS
 from .program import Program
@@ -27,9 +25,8 @@ def problems(program: Program) -> list[str]:
             found.append("duplicate name")
         if name not in used:
             found.append("name not recorded in the namespace")
-        if not _is_fx_name(name):
-            found.append("not a name FX would give a node (an identifier that shadows no keyword, builtin or "
-                         "FX global)")
+        if not isinstance(name, str) or not name:
+            found.append("name must be a non-empty string")
         for read in node.inputs():
             if read not in defined:
                 state = "later" if read in graph.by_name else "nowhere"
@@ -67,9 +64,3 @@ def verify(program: Program, where: str = "") -> Program:
     if found:
         raise VerificationError(found, where)
     return program
-
-
-def _is_fx_name(name: str) -> bool:
-    """Whether FX's namespace would hand out `name` unchanged (codegen relies on it, not renaming nodes): an
-    ASCII identifier (FX replaces every other character) that is no keyword, builtin or FX global."""
-    return isinstance(name, str) and name.isascii() and name.isidentifier() and name not in _illegal_names

@@ -97,7 +97,7 @@ def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwarg
     """Append a node to a graph that has no owning module yet: what Graph.create_node does, minus its scan
     of every argument for raw SymInts (a warning that cannot apply to a graph lifted from FX, and most of
     create_node's cost on large graphs), and minus name allocation: the verifier guarantees IR names are
-    unique identifiers, and `_restore_namespace` installs the program's name state afterwards."""
+    unique, and `_restore_namespace` installs the program's name state afterwards."""
     node = torch.fx.Node(graph, name, op, target, args, kwargs or immutable_dict(), type_expr)
     # Node.__setattr__ re-files the node in the graph's lookup table on every assignment; meta is not
     # part of that table's key, so set it directly.

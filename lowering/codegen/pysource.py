@@ -143,7 +143,13 @@ class _Emitter:
         self.nodes = nodes
         self.func_name = func_name
         # every name the generated code binds to a node (the output node is never named)
-        self.node_names = {n.name for n in nodes if n.op != "output"}
+        names = [n.name for n in nodes if n.op != "output"]
+        self.node_names = set(names)
+        # FX's code generator renames a node whose name is not a plain identifier or shadows a builtin,
+        # keyword or FX global (a user may set node.name to anything); the emitter writes names as they are
+        if not (all(map(str.isidentifier, names)) and all(map(str.isascii, names))
+                and self.node_names.isdisjoint(_illegal_names)):
+            raise _Unsupported("a node name that FX's code generator renames")
         self.globals: dict[str, Any] = {}
         self.global_of: dict[Any, str] = {}  # object -> its global name (FX's namespace dedups objects by ==)
         self.reads: dict[str, None] = {}  # nodes read by the node being rendered, in order (an ordered set)

@@ -627,15 +627,22 @@ def test_an_unused_call_after_the_output_is_dropped_as_torch_drops_it() -> None:
         assert ref(model).code == convert_to_reference_fx(copy.deepcopy(model)).code
 
 
-def test_a_node_renamed_by_assignment_converts_as_torch_converts_it() -> None:
-    """`node.name = ...` leaves the new name out of FX's namespace; torch converts such a model."""
+@pytest.mark.parametrize("name", ["head", "input", "def", "a-b"])
+def test_a_node_renamed_by_assignment_converts_as_torch_converts_it(name: str) -> None:
+    """`node.name = ...` leaves the new name out of FX's namespace, and FX's code generator renames a name
+    that is a builtin, a keyword or no identifier; torch converts such a model."""
+    from qfx.compare import copy_for_torch, differences
+
     model = observed()
-    next(n for n in model.graph.nodes if n.op == "call_module" and n.target == "2").name = "head"
+    next(n for n in model.graph.nodes if n.op == "call_module" and n.target == "2").name = name
     model.recompile()
+    before = snapshot(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert qfx.convert_fx(model).code == torch.ao.quantization.quantize_fx.convert_fx(
-            copy.deepcopy(model)).code
+        for ours, theirs in ((qfx.convert_to_reference_fx, convert_to_reference_fx),
+                             (qfx.convert_fx, torch.ao.quantization.quantize_fx.convert_fx)):
+            assert differences(ours(model), theirs(copy_for_torch(model)), EXAMPLE) == []
+    assert_unchanged(before, model)
 
 
 def test_observer_states_torch_converts_are_converted() -> None:
