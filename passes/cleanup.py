@@ -98,8 +98,8 @@ def cleanup(program: Program) -> Program:
     attributes = {k: v for k, v in program.attributes.items() if k in target_set}
     meta: dict[str, Any] = {}
     if program.options.preserved_attributes is not None:
-        meta[PRESERVED_ATTRS_KEY] = {
-            name: _preserved_value(program, value, memo) for name, value in program.options.preserved_attributes.items()}
+        meta[PRESERVED_ATTRS_KEY] = {name: _preserved_value(program, value, memo)
+                                     for name, value in program.options.preserved_attributes.items()}
     # (the hooks and plain attributes that weight folding set on the root stay)
     root = attrs.evolve(program.root, class_name="GraphModule", meta=meta)
     return program.evolve(modules=modules, attributes=attributes, root=root, quant=None)
