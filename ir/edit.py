@@ -81,6 +81,7 @@ class GraphEditor:
     def users(self, name: str) -> list[str]:
         """Names of the nodes that read `name` (FX's `node.users`): in graph order as of the first question,
         then in the order later uses were made."""
+        self[name]  # (a GraphEditError for an unknown node)
         return list(self._user_table()[name])
 
     def _user_table(self) -> dict[str, dict[str, None]]:
@@ -131,8 +132,10 @@ class GraphEditor:
     def update(self, name: str, **changes: Any) -> Node:
         """Change fields of node `name` (target, args, kwargs, ...) in place; users are kept in step."""
         old = self[name]
-        self._own()
         new = old.evolve(**changes)
+        if "args" in changes or "kwargs" in changes:
+            self._check_inputs(new)
+        self._own()
         if "args" in changes or "kwargs" in changes:
             self._drop_uses(old)
             self._add_uses(new)
@@ -146,6 +149,7 @@ class GraphEditor:
         changed = node.with_inputs_replaced({old: new})
         if changed is node:
             return node
+        self._check_inputs(changed)
         self._own()
         self._drop_uses(node)
         self._add_uses(changed)
@@ -156,6 +160,8 @@ class GraphEditor:
     def replace_all_uses(self, old: str, new: Arg) -> list[str]:
         """Make every user of node `old` read `new` instead (FX's `replace_all_uses_with`); returns them."""
         users = self.users(old)
+        if isinstance(new, Ref) and new.name not in self._nodes:
+            raise GraphEditError(f"cannot redirect the users of '{old}' to '%{new.name}', which is not in the graph")
         for user in users:
             if user != (new.name if isinstance(new, Ref) else None):
                 self.replace_input(user, old, new)
@@ -182,6 +188,7 @@ class GraphEditor:
                      kwargs: Iterable[tuple[str, Arg]] = (), *, name: str | None = None,
                      meta: Any = None, type_expr: Any = None) -> Ref:
         """A new node right after `anchor` (FX's `inserting_after(anchor)` + `create_node`)."""
+        self[anchor]  # (a GraphEditError for an unknown anchor, before a name is taken)
         node = self._new_node(op, target, args, kwargs, name, meta, type_expr)
         self._link_after(anchor, node.name)
         return Ref(node.name)
@@ -218,8 +225,10 @@ class GraphEditor:
 
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: Any, type_expr: Any) -> Node:
+        args, kwargs = tuple(args), tuple(kwargs)
+        self._check_inputs(Node("(new)", op, target, args, kwargs))  # before a name is taken
         node_name = self.names.fresh(name if name is not None else candidate_name(target))
-        node = Node(node_name, op, target, tuple(args), tuple(kwargs), type_expr, meta)
+        node = Node(node_name, op, target, args, kwargs, type_expr, meta)
         self._own()
         self._nodes[node_name] = node
         if self._users is not None:
@@ -227,11 +236,15 @@ class GraphEditor:
         self._add_uses(node)
         return node
 
-    def _add_uses(self, node: Node) -> None:
+    def _check_inputs(self, node: Node) -> None:
+        """A GraphEditError (nothing changed yet) when `node` reads a node that is not in the graph."""
         for name in node.input_name_tuple():
             if name not in self._nodes:
                 raise GraphEditError(f"node '{node.name}' reads '%{name}', which is not in the graph")
-            if self._users is not None:
+
+    def _add_uses(self, node: Node) -> None:
+        if self._users is not None:
+            for name in node.input_name_tuple():
                 self._users[name][node.name] = None
 
     def _drop_uses(self, node: Node) -> None:

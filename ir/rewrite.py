@@ -12,8 +12,16 @@ from typing import Any, Iterable
 import torch
 
 from .args import Arg, Ref
+from .errors import QfxError
 from .graph import Node
 from .program import Program
+
+
+class GraphBuildError(QfxError, KeyError):
+    """An edit of a node the builder has not appended (an unknown anchor or node name)."""
+
+    def __str__(self) -> str:  # (KeyError prints the repr of its argument)
+        return str(self.args[0]) if self.args else ""
 
 
 _CANDIDATES: dict[Any, str] = {}
@@ -100,8 +108,9 @@ class GraphBuilder:
         *, name: str | None = None,
     ) -> Ref:
         """Insert a new node right after the appended node `anchor` (FX's `inserting_after`)."""
+        position = self.position_of(anchor) + 1  # (before a name is taken)
         node = self._new_node(op, target, args, kwargs, name, None, None)
-        self.nodes.insert(self.position_of(anchor) + 1, node)
+        self.nodes.insert(position, node)
         self._emitted[node.name] = node
         return Ref(node.name)
 
@@ -110,8 +119,9 @@ class GraphBuilder:
         *, name: str | None = None,
     ) -> Ref:
         """Insert a new node right before the appended node `anchor` (FX's `inserting_before`)."""
+        position = self.position_of(anchor)  # (before a name is taken)
         node = self._new_node(op, target, args, kwargs, name, None, None)
-        self.nodes.insert(self.position_of(anchor), node)
+        self.nodes.insert(position, node)
         self._emitted[node.name] = node
         return Ref(node.name)
 
@@ -143,11 +153,11 @@ class GraphBuilder:
                     self._emitted[n.name] = changed
 
     def position_of(self, name: str) -> int:
-        """Index of an appended node (linear search: for rare, local edits)."""
+        """Index of an appended node (linear search: for rare, local edits); GraphBuildError if none."""
         for i in range(len(self.nodes) - 1, -1, -1):
             if self.nodes[i].name == name:
                 return i
-        raise KeyError(name)
+        raise GraphBuildError(f"no node named '{name}' has been appended to the graph being built")
 
     def finish(self, **changes: Any) -> Program:
         """The new program: the built nodes, the new name state, and any other field changes."""

@@ -137,3 +137,48 @@ def test_an_editor_that_edits_nothing_gives_back_its_program():
     editor.users(names[1])
     editor.replace_input(names[-1], "no_such_input", Ref(names[0]))  # reads nothing it names: no edit
     assert editor.finish() is program
+
+
+def _relu_neg_program():
+    class M(torch.nn.Module):
+        def forward(self, x):
+            return torch.neg(torch.relu(x))
+
+    return lift(torch.fx.symbolic_trace(M()), observed=False)
+
+
+def _editor_state(editor: GraphEditor) -> tuple:
+    names = [n.name for n in editor.walk()]
+    return names, [editor[n] for n in names], {n: editor.users(n) for n in names}, editor.names.freeze()
+
+
+def test_a_refused_edit_leaves_the_editor_as_it_was():
+    """Each edit FX would refuse raises a GraphEditError before changing anything: nodes, users and the
+    names handed out stay as they were, and the editor goes on editing as FX would."""
+    program = _relu_neg_program()
+    refused = [
+        lambda e: e.update("neg", args=(Ref("missing"),)),
+        lambda e: e.replace_input("neg", "relu", Ref("missing")),
+        lambda e: e.replace_all_uses("relu", Ref("ghost")),
+        lambda e: e.insert_after("relu", "call_function", torch.add, (Ref("relu"), Ref("missing"))),
+        lambda e: e.insert_after("nope", "call_function", torch.relu, (Ref("x"),)),
+        lambda e: e.insert_before("nope", "call_function", torch.relu, (Ref("x"),)),
+        lambda e: e.users("nope"),
+        lambda e: e.erase("relu"),
+    ]
+    for edit in refused:
+        editor = GraphEditor(program)
+        editor.users("x")  # (the users table, once built, is kept in step by every edit)
+        before = _editor_state(editor)
+        try:
+            edit(editor)
+        except GraphEditError:
+            pass
+        else:
+            raise AssertionError("the edit was not refused")
+        assert _editor_state(editor) == before
+        # a legal edit afterwards works as on FX's graph, and names the new node as FX would
+        added = editor.insert_after("relu", "call_function", torch.relu, (Ref("relu"),))
+        assert added.name == "relu_1"
+        editor.replace_all_uses("relu", Ref("x"))
+        verify(editor.finish())
