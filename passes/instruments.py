@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Protocol, TextIO
 
 import attrs
 
+from qfx.ir.errors import QfxError
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
 from qfx.ir.verify import verify
@@ -97,7 +98,13 @@ class DumpIR(BaseInstrument):
     """Writes the input IR and the IR after each pass to numbered files in `directory`."""
 
     def __init__(self, directory: str | Path) -> None:
+        if not isinstance(directory, (str, Path)):
+            raise QfxError(f"DumpIR takes a directory path, got {type(directory).__name__}")
         self.directory = Path(directory)
+
+    def _file(self, index: int, p: Pass, suffix: str) -> Path:
+        # (a pass name is any string: one that holds a path separator must not name a subdirectory)
+        return self.directory / f"{index + 1:02d}-{p.name.replace('/', '_').replace(chr(92), '_')}{suffix}"
 
     def before_pass(self, index: int, p: Pass, program: Program) -> None:
         if index == 0:
@@ -105,7 +112,7 @@ class DumpIR(BaseInstrument):
             (self.directory / "00-input.ir").write_text(print_program(program))
 
     def after_pass(self, index: int, p: Pass, before: Program, after: Program, seconds: float) -> None:
-        (self.directory / f"{index + 1:02d}-{p.name}.ir").write_text(print_program(after))
+        self._file(index, p, ".ir").write_text(print_program(after))
 
     def after_failure(self, index: int, p: Pass, program: Program, error: BaseException) -> None:
-        (self.directory / f"{index + 1:02d}-{p.name}.FAILED.txt").write_text(f"{error}\n")
+        self._file(index, p, ".FAILED.txt").write_text(f"{error}\n")

@@ -15,6 +15,7 @@ import attrs
 from qfx.ir.errors import PassError, PipelineSpecError, QfxError, pass_error_type
 from qfx.ir.program import Program
 from qfx.ir.tracebacks import failing_node
+from qfx.ir.validate import check_instruments
 
 from .instruments import Instrument
 
@@ -35,16 +36,34 @@ REGISTRY: dict[str, Pass] = {}
 
 
 def register(name: str) -> Callable[[Callable[[Program], Program]], Pass]:
-    """Decorator: register `fn` as the pass called `name` (usable in text pipelines)."""
+    """Decorator: register `fn` as the pass called `name` (usable in text pipelines: a non-empty string
+    without commas or surrounding blanks); a QfxError for a taken or unusable name, or a non-callable."""
+    if not isinstance(name, str) or not name or "," in name or name != name.strip():
+        raise QfxError(f"cannot register a pass named {name!r}: a pass name is a non-empty string without "
+                       "commas or surrounding blanks, as text pipelines spell it")
 
     def wrap(fn: Callable[[Program], Program]) -> Pass:
         if name in REGISTRY:
             raise QfxError(f"a pass named '{name}' is already registered")
+        if not callable(fn):
+            raise QfxError(f"cannot register {fn!r} as the pass '{name}': a pass is a function Program -> Program")
         p = Pass(name, fn, (fn.__doc__ or "").strip())
         REGISTRY[name] = p
         return p
 
     return wrap
+
+
+def _instrument(inst: Instrument, when: str, p: Pass, hook: Callable[..., None], *args: object) -> None:
+    """Call an instrument's hook; its failure is an InstrumentError naming it and the pass, unless it is
+    a check's verdict on the pass (a QfxError or AssertionError: then it is the pass's failure)."""
+    try:
+        hook(*args)
+    except (QfxError, AssertionError):
+        raise
+    except Exception as exc:
+        raise InstrumentError(f"instrument {type(inst).__name__} failed {when} pass '{p.name}': "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 def get_pass(name: str) -> Pass:
@@ -53,7 +72,7 @@ def get_pass(name: str) -> Pass:
     try:
         return REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(REGISTRY))
+        known = ", ".join(sorted(map(str, REGISTRY)))
         raise PipelineSpecError(f"unknown pass '{name}'; known passes: {known}") from None
 
 
@@ -67,15 +86,29 @@ def _load_builtin_passes() -> None:
 GLOBAL_INSTRUMENTS: list[Instrument] = []
 
 
+def _only_passes(_: object, __: object, passes: tuple) -> None:
+    for p in passes:
+        if not isinstance(p, Pass):
+            raise PipelineSpecError(f"a pipeline holds passes (qfx.passes.Pass, from get_pass or register), "
+                                    f"got {type(p).__name__} {p!r}; Pipeline.parse takes pass names")
+
+
+class InstrumentError(QfxError, RuntimeError):
+    """An instrument failed while a pipeline ran (the passes it watched did not)."""
+
+
 @attrs.frozen
 class Pipeline:
     """An ordered sequence of passes, run with instruments."""
 
-    passes: tuple[Pass, ...] = attrs.field(converter=tuple)
+    passes: tuple[Pass, ...] = attrs.field(converter=tuple, validator=_only_passes)
 
     @classmethod
     def parse(cls, spec: str) -> "Pipeline":
         """Build a pipeline from a comma-separated list of registered pass names, e.g. "dce,cleanup"."""
+        if not isinstance(spec, str):
+            raise PipelineSpecError(f"a pipeline spec is a string of pass names separated by commas, got "
+                                    f"{type(spec).__name__}")
         names = [s.strip() for s in spec.split(",")]
         if not spec.strip() or any(not n for n in names):
             raise PipelineSpecError(f"malformed pipeline spec {spec!r}: expected names separated by commas")
@@ -92,26 +125,33 @@ class Pipeline:
         traceback shows them), listing the passes that ran, and carrying the last good program in
         `.last_good`; it is also an instance of the failing error's builtin type (RuntimeError, ...).
         """
+        if not isinstance(program, Program):
+            raise QfxError(f"Pipeline.run takes a Program (from qfx.ir.lift), got {type(program).__name__}")
+        check_instruments(instruments)
         active = [*GLOBAL_INSTRUMENTS, *instruments]
+        check_instruments(active)
         current = program
         for index, p in enumerate(self.passes):
             try:
                 for inst in active:
-                    inst.before_pass(index, p, current)
+                    _instrument(inst, "before", p, inst.before_pass, index, p, current)
                 start = time.perf_counter()
                 result = p(current)
                 seconds = time.perf_counter() - start
                 if not isinstance(result, Program):
                     raise QfxError(f"returned {type(result).__name__}, not a Program")
                 for inst in active:
-                    inst.after_pass(index, p, current, result, seconds)
-            except PassError:
+                    _instrument(inst, "after", p, inst.after_pass, index, p, current, result, seconds)
+            except (PassError, InstrumentError):
                 raise
             except Exception as exc:
-                for inst in active:
-                    inst.after_failure(index, p, current, exc)
                 node, module = failing_node(exc.__traceback__, current)
                 message = str(exc) if isinstance(exc, QfxError) else f"{type(exc).__name__}: {exc}"
+                for inst in active:
+                    try:
+                        inst.after_failure(index, p, current, exc)
+                    except Exception as also:  # (the pass's failure is the one to report)
+                        message += f" (and instrument {type(inst).__name__} failed on it: {type(also).__name__}: {also})"
                 raise pass_error_type(type(exc))(
                     p.name, message, current, self.names[:index], node=node, module=module
                 ) from exc
@@ -119,5 +159,7 @@ class Pipeline:
         return current
 
     def __add__(self, other: "Pipeline | Iterable[Pass]") -> "Pipeline":
+        if isinstance(other, str):
+            raise PipelineSpecError(f"add Pipeline.parse({other!r}), not the string itself, to a pipeline")
         extra = other.passes if isinstance(other, Pipeline) else tuple(other)
         return Pipeline(self.passes + extra)

@@ -419,3 +419,75 @@ def test_assert_same_outputs_is_bitwise_and_isolated():
 class _Pairs(nn.Module):
     def forward(self, x):
         return x, {"k": [x * 2, (x.sum(), None)]}
+
+
+# --------------------------------------------------------------------------------------------------
+# misuse of the pass API: typed errors, nothing registered or half-run
+
+
+@pytest.mark.parametrize("name", [None, 5, "", " padded", "with,comma"])
+def test_register_refuses_names_text_pipelines_cannot_spell(name):
+    before = dict(REGISTRY)
+    with pytest.raises(QfxError, match="cannot register a pass named"):
+        register(name)(lambda p: p)
+    assert REGISTRY == before
+    with pytest.raises(PipelineSpecError, match="unknown pass 'no-such'"):
+        get_pass("no-such")
+
+
+def test_register_refuses_what_is_not_a_function():
+    with pytest.raises(QfxError, match="a pass is a function Program -> Program"):
+        register("not-callable-pass")(42)
+    assert "not-callable-pass" not in REGISTRY
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Pipeline.parse(None),
+    lambda: Pipeline.parse(["dce"]),
+    lambda: Pipeline(["dce"]),
+    lambda: Pipeline.parse("dce") + "cleanup",
+    lambda: Pipeline.parse("dce") + [lambda p: p],
+])
+def test_pipelines_hold_passes_only(make):
+    with pytest.raises(PipelineSpecError):
+        make()
+
+
+def test_a_failing_instrument_is_named_and_not_blamed_on_the_pass(program, tmp_path):
+    from qfx.passes.manager import InstrumentError
+
+    with pytest.raises(InstrumentError, match=r"instrument PrintIR failed after pass 'identity': TypeError"):
+        Pipeline([_identity()]).run(program, [PrintIR(io.BytesIO())])
+    with pytest.raises(QfxError, match="Pipeline.run takes a Program"):
+        Pipeline([_identity()]).run(fx.symbolic_trace(DeadEnds()))
+    with pytest.raises(QfxError, match="instruments must be a list or tuple"):
+        Pipeline([_identity()]).run(program, 5)
+
+
+def test_an_instrument_failing_on_a_failure_leaves_the_pass_error_in_charge(program, tmp_path):
+    class Broken(Timing):
+        def after_failure(self, index, p, program, error):
+            raise OSError("disk full")
+
+    def boom(p):
+        raise ValueError("the pass's own failure")
+
+    with pytest.raises(PassError, match=r"the pass's own failure \(and instrument Broken failed on it: OSError"):
+        Pipeline([Pass("boom", boom)]).run(program, [Broken()])
+
+
+def test_dump_ir_writes_any_pass_name_into_its_directory(program, tmp_path):
+    Pipeline([_identity("mine/v2")]).run(program, [DumpIR(tmp_path)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00-input.ir", "01-mine_v2.ir"]
+    with pytest.raises(QfxError, match="DumpIR takes a directory path"):
+        DumpIR(None)
+
+
+def test_copies_of_a_pass_error_keep_the_last_good_program(program):
+    import copy
+
+    with pytest.raises(PassError) as info:
+        Pipeline([Pass("boom", lambda p: {}["missing"])]).run(program)
+    for clone in (copy.copy(info.value), copy.deepcopy(info.value)):
+        assert type(clone) is type(info.value) and str(clone) == str(info.value)
+        assert clone.last_good is not None and clone.last_good.graph == info.value.last_good.graph

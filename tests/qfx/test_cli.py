@@ -172,7 +172,7 @@ def test_convert_rejects_a_model_prepare_did_not_produce(tmp_path: Path) -> None
 
 BAD_PATH_RUNS = {
     "save-to-a-directory": (("convert", "{model}", "--save", "{tmp}"), "cannot save the converted model to"),
-    "dump-ir-into-a-file": (("convert", "{model}", "--dump-ir", "{model}"), "Not a directory"),
+    "dump-ir-into-a-file": (("convert", "{model}", "--dump-ir", "{model}"), "instrument DumpIR failed before pass"),
     "show-into-a-missing-directory": (("show", "{model}", "--format", "dot", "-o", "{tmp}/no/such/x.dot"),
                                       "No such file or directory"),
 }
