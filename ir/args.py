@@ -7,6 +7,8 @@ whole argument tree can be shared between program versions and compared structur
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Callable, Iterator
 
 import attrs
@@ -193,7 +195,12 @@ def render_leaf(value: Any) -> str:
         return f"{value.__module__}.{value.__qualname__}"
     if isinstance(value, torch.Tensor):
         return f"tensor(shape={tuple(value.shape)}, dtype={value.dtype})"
-    return repr(value)
+    if isinstance(value, torch.ScriptObject):  # packed weights and other torch classes
+        return f"ScriptObject({value._type().qualified_name()})"
+    return _ADDRESS.sub("", repr(value))  # (a default repr names the object's address)
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def qualified_name(fn: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 
 class QfxError(Exception):
     """Base class of every error qfx raises on purpose."""
@@ -65,6 +67,20 @@ class _WrappingError(QfxError):
     def __reduce__(self) -> tuple:
         family = next(c for c in type(self).__mro__ if c.__module__ == __name__ and "[" not in c.__name__)
         return _rebuild_wrapping_error, (family, self._mirrors, self._rebuild_args())
+
+    # Copies keep everything the error carries (`last_good`...); a pickle keeps what travels between processes.
+    def __copy__(self) -> "_WrappingError":
+        clone = Exception.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.args = self.args
+        return clone
+
+    def __deepcopy__(self, memo: dict) -> "_WrappingError":
+        clone = Exception.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        clone.args = copy.deepcopy(self.args, memo)
+        return clone
 
 
 def _rebuild_wrapping_error(family: type, mirrors: type[Exception] | None, args: tuple) -> QfxError:

@@ -43,6 +43,9 @@ def lift_reporting(
     the lifted graph must pass the verifier (MalformedGraphError lists what it breaks).
     """
     require_observed(gm, observed)
+    if options is not None and not isinstance(options, ConvertOptions):
+        raise LiftError(f"lift's options must be a ConvertOptions (qfx.api.convert_options builds one), got "
+                        f"{type(options).__name__}")
     fx_graph = gm.graph
     names = {id(n): n.name for n in fx_graph.nodes}
     node_name = lambda x: _name_in(names, x) if isinstance(x, torch.fx.Node) else None  # noqa: E731

@@ -12,6 +12,7 @@ from functools import lru_cache
 import attrs
 from torch.fx.graph import _illegal_char_regex, _illegal_names, _name_regex
 
+from .errors import QfxError
 from .frozendict import FrozenDict
 
 
@@ -46,6 +47,8 @@ class NameAllocator:
 
     def fresh(self, candidate: str) -> str:
         """Return a new unique name derived from `candidate`, as FX would choose it."""
+        if not isinstance(candidate, str):
+            raise QfxError(f"a node name candidate must be a string, got {type(candidate).__name__}")
         candidate, base, num = split_candidate(candidate)
         if num is None or candidate in self._used:
             num = self._base_count.get(base, 0)

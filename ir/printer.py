@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from .args import render, render_leaf
+from .errors import QfxError
 from .program import Program
 
 
 def print_program(program: Program, *, tables: bool = True) -> str:
     """Render `program`: one line per node, then (optionally) the module and attribute tables."""
+    if not isinstance(program, Program):
+        raise QfxError(f"print_program takes a Program (lift a GraphModule with qfx.ir.lift first), got "
+                       f"{type(program).__name__}")
     lines = ["graph {"]
     for node in program.graph.nodes:
         target = node.target if isinstance(node.target, str) else render_leaf(node.target)

@@ -10,6 +10,7 @@ import attrs
 import torch
 from torch.ao.quantization.backend_config import BackendConfig, get_native_backend_config
 
+from .errors import QfxError
 from .frozendict import FrozenDict, frozen_dict, frozen_dict_or_none
 from .graph import Graph, Node
 from .namespace import Namespace
@@ -142,6 +143,9 @@ class Program:
     Values in both tables are never mutated by qfx; a pass that needs a different one stores a new object.
     """
 
+    # Equal programs must hash equally, and their tables are dicts: programs are not hashable.
+    __hash__ = None  # type: ignore[assignment]
+
     graph: Graph
     modules: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict, eq=_by_identity)
     attributes: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict, eq=_by_identity)
@@ -170,6 +174,9 @@ class Program:
         leave the table and the new module's descendants enter it."""
         if not replacements:
             return self
+        for path, new in replacements.items():
+            if not isinstance(new, torch.nn.Module):
+                raise QfxError(f"with_modules: '{path}' must be given a torch.nn.Module, got {type(new).__name__}")
         table = dict(self.modules)
         for path, new in replacements.items():
             old = self.modules.get(path)
@@ -184,8 +191,8 @@ class Program:
         return attrs.evolve(self, modules=FrozenDict(table))
 
     def without_modules(self, paths: Iterable[str]) -> "Program":
-        """A copy without the given submodules (and their descendants)."""
-        paths = set(paths)
+        """A copy without the given submodules (and their descendants); `paths` may be one path."""
+        paths = {paths} if isinstance(paths, str) else set(paths)
         if not paths:
             return self
         keep = {k: v for k, v in self.modules.items()

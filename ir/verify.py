@@ -9,6 +9,8 @@ from .program import Program
 
 def problems(program: Program) -> list[str]:
     """Every invariant `program` breaks, as readable lines (empty when it is well formed)."""
+    if not isinstance(program, Program):
+        return [f"not a Program but {type(program).__name__} (lift a GraphModule with qfx.ir.lift first)"]
     out: list[str] = []
     graph = program.graph
     defined: set[str] = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import operator
 import os
 import subprocess
@@ -22,7 +23,7 @@ from qfx.ir import (
     DictArg, ListArg, NameAllocator, Namespace, Node, Ref, SliceArg, TupleArg, VerificationError, lift,
     print_program, verify,
 )
-from qfx.ir.args import freeze, map_refs, refs, render, thaw
+from qfx.ir.args import freeze, map_refs, refs, render, render_leaf, thaw
 from qfx.ir.rewrite import GraphBuilder, candidate_name
 from qfx.ir.errors import CodegenError
 from qfx.ir.verify import problems
@@ -461,6 +462,35 @@ def test_builder_redirect_emitted_and_position(program):
     assert builder.nodes[builder.position_of("sum_1")].args == (Ref("lin"),)
     with pytest.raises(KeyError):
         builder.position_of("ghost")
+
+
+def test_builder_edits_around_an_unknown_node_are_refused_before_a_name_is_taken(program):
+    from qfx.ir.rewrite import GraphBuildError
+
+    builder = GraphBuilder(program)
+    for node in program.graph.nodes:
+        builder.keep(node)
+    names = builder.names.freeze()
+    for edit in (lambda: builder.insert_after("ghost", "call_function", torch.relu, (Ref("lin"),)),
+                 lambda: builder.insert_before("ghost", "call_function", torch.relu, (Ref("lin"),)),
+                 lambda: builder.replace_input("ghost", "lin", Ref("add"))):
+        with pytest.raises(GraphBuildError, match="no node named 'ghost' has been appended"):
+            edit()
+    assert builder.names.freeze() == names and len(builder.nodes) == len(program.graph.nodes)
+
+
+def test_programs_are_not_hashable_as_equal_programs_would_hash_apart(program):
+    assert program == program.evolve()
+    with pytest.raises(TypeError):
+        hash(program)
+
+
+def test_printing_packed_weights_names_no_address():
+    packed = torch.ops.quantized.linear_prepack(
+        torch.quantize_per_tensor(torch.randn(2, 2), 0.1, 0, torch.qint8), None)
+    text = render_leaf(packed)
+    assert "0x" not in text and text == render_leaf(copy.deepcopy(packed)) and "LinearPackedParams" in text
+    assert "0x" not in render_leaf(torch.Generator())
 
 
 def test_builder_finish_with_changes(program):

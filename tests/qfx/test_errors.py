@@ -495,6 +495,8 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "LiftError": "tests/lowering/test_roundtrip.py",
     "EntryPointError": "tests/qfx/test_entrypoint.py",
     "UserModelError": "tests/qfx/test_cli.py",
+    "GraphBuildError": "tests/ir/test_ir.py",
+    "InstrumentError": "tests/passes/test_manager.py",
 }
 
 # Raised on purpose but not provoked by any test yet: internal-consistency checks whose inputs need a
