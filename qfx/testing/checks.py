@@ -24,28 +24,67 @@ from qfx.ir.verify import verify
 PassLike = Callable[[Program], Program]
 
 
-def _held_state(value: Any) -> Any:
-    """A comparable copy of what a module or tensor in a Program's tables holds (tensors cloned)."""
+def _tensor_state(tensor: torch.Tensor) -> tuple:
+    """The tensor object, whether it requires grad, and a copy of its values."""
+    return id(tensor), type(tensor), tensor.requires_grad, tensor.detach().clone()
+
+
+def _module_state(module: torch.nn.Module) -> dict[str, Any]:
+    """What one module holds itself: its class, every instance attribute (by `_value_state`), its
+    parameters, buffers and children by name, and the hooks of every hook table."""
+    state: dict[str, Any] = {"class": type(module)}
+    for key, value in vars(module).items():
+        if key in ("_parameters", "_buffers"):
+            state[key] = {k: None if v is None else _tensor_state(v) for k, v in value.items()}
+        elif key == "_modules":
+            state[key] = {k: id(v) for k, v in value.items()}
+        elif key.endswith("hooks") and isinstance(value, dict):
+            state[key] = [(k, id(v)) for k, v in value.items()]
+        else:
+            state[key] = _value_state(value)
+    return state
+
+
+_PLAIN = (type(None), bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.qscheme)
+
+
+def _value_state(value: Any) -> Any:
+    """A value as comparable data: containers by their contents, tensors by `_tensor_state`, plain values
+    as they are, any other object by identity."""
+    if isinstance(value, dict):
+        return (type(value), {k: _value_state(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return (type(value), [_value_state(v) for v in value])
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        return _tensor_state(value)
+    if isinstance(value, _PLAIN):
+        return value
+    return id(value)
+
+
+def _held_state(value: Any) -> Any:
+    """A comparable copy of what a module (and each module below it) or a tensor in a Program's tables
+    holds."""
+    if isinstance(value, torch.Tensor):
+        return _tensor_state(value)
     if isinstance(value, torch.nn.Module):
-        state = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v))
-                 for k, v in value.state_dict(keep_vars=True).items()}
-        attrs = {name: sorted(vars(m)) for name, m in value.named_modules(remove_duplicate=False)}
-        return state, attrs
+        return {name: _module_state(m) for name, m in value.named_modules(remove_duplicate=False)}
     return None
 
 
 def _program_state(program: Program) -> tuple:
-    """Everything a pass could change in `program`: its text, table identities and the state they hold."""
+    """Everything a pass could change in `program`: its text, node metas, table identities and the state
+    they hold."""
     modules = {k: id(v) for k, v in program.modules.items()}
     attributes = {k: id(v) for k, v in program.attributes.items()}
     held = {k: _held_state(v) for k, v in list(program.modules.items()) + list(program.attributes.items())}
-    return print_program(program), modules, attributes, held, id(program.quant), id(program.options)
+    metas = {n.name: _value_state(n.meta) for n in program.graph.nodes}
+    return print_program(program), metas, modules, attributes, held, id(program.quant), id(program.options)
 
 
 def _changes(before: tuple, after: tuple) -> list[str]:
-    names = ["printed IR", "module table", "attribute table", "module/tensor state", "quant facts", "options"]
+    names = ["printed IR", "node meta", "module table", "attribute table", "module/tensor state", "quant facts",
+             "options"]
     return [name for name, a, b in zip(names, before, after) if not same_value(a, b)]
 
 
@@ -77,7 +116,8 @@ def assert_idempotent(pass_: PassLike, program: Program) -> Program:
     name = getattr(pass_, "name", getattr(pass_, "__name__", repr(pass_)))
     if print_program(once) != print_program(twice):
         raise AssertionError(f"pass {name!r} is not idempotent: a second run changed the printed IR")
-    if dict(once.modules) != dict(twice.modules) or list(once.attributes) != list(twice.attributes):
+    if (dict(once.modules) != dict(twice.modules) or list(once.attributes) != list(twice.attributes)
+            or not all(same_value(once.attributes[k], twice.attributes[k]) for k in once.attributes)):
         raise AssertionError(f"pass {name!r} is not idempotent: a second run changed the module or tensor tables")
     return once
 

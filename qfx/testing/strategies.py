@@ -442,7 +442,11 @@ def build_model(spec: ModelSpec) -> nn.Module:
 
 @st.composite
 def model_specs(draw: st.DrawFn, min_steps: int = 1, max_steps: int = 10, dead_branches: bool = True) -> ModelSpec:
-    """A random ModelSpec. With `dead_branches=False` every value feeds the output."""
+    """A random ModelSpec of `min_steps` to `max_steps` steps (at least one: the output is a computed
+    value). With `dead_branches=False` every value feeds the output."""
+    if not 1 <= min_steps <= max_steps:
+        raise ValueError(f"model_specs needs 1 <= min_steps <= max_steps, got min_steps={min_steps}, "
+                         f"max_steps={max_steps}: a model has at least one step")
     inputs = (IMG, VEC) if draw(st.booleans()) else (IMG,)
     kinds = list(inputs)
     steps: list[Step] = []

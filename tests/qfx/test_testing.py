@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,63 @@ def test_assert_pure_catches_a_pass_that_mutates_a_module(program: Program) -> N
     fresh = lift(observed_demo_model(), options=program.options)
     with pytest.raises(AssertionError, match="mutated its input program: module/tensor state"):
         assert_pure(bump_bias, fresh)
+
+
+def _set(path: str, name: str, value: object):
+    return lambda p: setattr(p.module(path), name, value)
+
+
+MUTATIONS = {
+    "observer-dtype": (_set("activation_post_process_0", "dtype", torch.qint32), "module/tensor state"),
+    "observer-quant-max": (_set("activation_post_process_0", "quant_max", 7), "module/tensor state"),
+    "qconfig": (_set("query", "qconfig", None), "module/tensor state"),
+    "training": (lambda p: p.module("query").train(not p.module("query").training), "module/tensor state"),
+    "parameter-replaced": (lambda p: setattr(p.module("query"), "bias", torch.nn.Parameter(
+        p.module("query").bias.detach().clone())), "module/tensor state"),
+    "requires-grad": (lambda p: p.module("query").weight.requires_grad_(False), "module/tensor state"),
+    "hook": (lambda p: p.module("query").register_forward_hook(lambda *a: None), "module/tensor state"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_assert_pure_catches_every_kind_of_module_edit(name: str) -> None:
+    mutate, what = MUTATIONS[name]
+
+    def mutating(p: Program) -> Program:
+        mutate(p)
+        return p
+
+    fresh = lift(observed_demo_model(), options=convert_options(is_reference=True, convert_custom_config=None))
+    with pytest.raises(AssertionError, match=f"mutated its input program: {what}"):
+        assert_pure(mutating, fresh)
+
+
+def test_assert_pure_catches_an_edited_node_meta() -> None:
+    fresh = lift(observed_demo_model(), options=convert_options(is_reference=True, convert_custom_config=None))
+    node, key = next((n, k) for n in fresh.graph.nodes for k, v in n.meta.items() if isinstance(v, dict) and v)
+
+    def edit_meta(p: Program) -> Program:
+        p.graph[node.name].meta[key].clear()
+        return p
+
+    with pytest.raises(AssertionError, match="mutated its input program: node meta"):
+        assert_pure(edit_meta, fresh)
+
+
+def test_assert_idempotent_compares_the_tensors_too(program: Program) -> None:
+    def double_constants(p: Program) -> Program:
+        return p.evolve(attributes={k: v * 2 if isinstance(v, torch.Tensor) else v for k, v in p.attributes.items()})
+
+    with pytest.raises(AssertionError, match="not idempotent"):
+        assert_idempotent(double_constants, program.evolve(attributes={"c": torch.ones(2)}))
+
+
+def test_model_specs_need_a_step() -> None:
+    from qfx.testing.strategies import model_specs
+
+    with pytest.raises(ValueError, match="min_steps"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (.example() is for interactive use; it draws once here)
+        model_specs(min_steps=0, max_steps=0).example()
 
 
 def test_assert_idempotent(program: Program) -> None:
