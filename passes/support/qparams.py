@@ -223,8 +223,9 @@ def _calibrated(low: float, high: float) -> bool:
 
 
 def _searchable(observer: Any) -> bool:
-    """A HistogramObserver whose search and scoring are torch's own, with a float32 histogram (calibrated
-    or not), while float32 is the default dtype (torch's scoring makes its tensors in the default dtype)."""
+    """A HistogramObserver whose search and scoring are torch's own, with a float32 histogram and float32
+    range buffers (calibrated or not; the search computes in float32, torch in the buffers' dtype), while
+    float32 is the default dtype (torch's scoring makes its tensors in the default dtype)."""
     kind = type(observer)
     if torch.get_default_dtype() != torch.float32 or not isinstance(observer, HistogramObserver) or (
             kind.calculate_qparams is not HistogramObserver.calculate_qparams
@@ -232,9 +233,9 @@ def _searchable(observer: Any) -> bool:
             or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error
             or kind._get_norm is not HistogramObserver._get_norm):
         return False
-    histogram = observer.histogram
+    histogram, low, high = observer.histogram, observer.min_val, observer.max_val
     return not (histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins
-                or not histogram.numel())
+                or not histogram.numel() or low.dtype != torch.float32 or high.dtype != torch.float32)
 
 
 def _observed_ranges(observers: list[Any]) -> dict[int, tuple[float, float]]:

@@ -130,6 +130,16 @@ def test_unsupported_observers_are_left_to_themselves():
     assert histogram_qparams(per_channel) is None
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bool])
+def test_histograms_with_range_buffers_of_another_dtype_are_left_to_torch(dtype):
+    """The search computes in float32; torch in the range buffers' dtype (float64 scores differently, bool
+    fails): such observers compute their own qparams."""
+    observer = HistogramObserver()
+    observer(torch.randn(64) * 3)
+    observer.min_val, observer.max_val = observer.min_val.to(dtype), observer.max_val.to(dtype)
+    assert histogram_qparams(observer) is None and batched_histogram_qparams([observer]) == {}
+
+
 HISTOGRAM_DTYPES = [
     {"dtype": torch.quint8}, {"dtype": torch.qint8}, {"dtype": torch.quint8, "reduce_range": True},
     {"dtype": torch.qint8, "qscheme": torch.per_tensor_symmetric}, {"dtype": torch.qint32},
