@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import sys
 import warnings
 from typing import Callable, Iterator
 
@@ -39,16 +41,22 @@ class UserModelError(QfxError):
 @contextlib.contextmanager
 def running_user_model(what: str) -> Iterator[None]:
     """Report a failure of the user's code or inputs inside the block as a UserModelError saying `what`
-    was being run (qfx's own errors pass as they are)."""
+    was being run (qfx's own errors pass as they are). What the block writes to stderr is held back and
+    written after it, unless the block failed: torch.fx prints the generated code of a failing forward
+    there, which the one-line error replaces."""
+    held = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stderr(held):
+            yield
     except QfxError:
+        sys.stderr.write(held.getvalue())
         raise
     except Exception as exc:  # the user's forward: any exception type
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise UserModelError(
             f"{what} failed ({type(exc).__name__}{': ' + reason if reason else ''}); check that the example and "
             "calibration inputs fit the model (shapes, dtypes, number of arguments)") from exc
+    sys.stderr.write(held.getvalue())
 
 
 def pass_table(timing: Timing, total_seconds: float | None = None,

@@ -38,6 +38,11 @@ def _operator_overload(namespace: str, op: str, overload: str) -> Any:
     return getattr(getattr(getattr(torch.ops, namespace), op), overload)
 
 
+def _operator_packet(namespace: str, op: str) -> Any:
+    """The operator torch.ops.<namespace>.<op> (all its overloads)."""
+    return getattr(getattr(torch.ops, namespace), op)
+
+
 def _rebuild_module(cls: type, state: Any) -> torch.nn.Module:
     """A module of class `cls` from its pickled state, set up as a Module first (hooks and tables exist)."""
     module = cls.__new__(cls)
@@ -61,6 +66,9 @@ class _ObservedPickler(pickle.Pickler):
         if isinstance(obj, torch._ops.OpOverload):
             namespace, op = obj._schema.name.split("::")
             return (_operator_overload, (namespace, op, obj._overloadname))
+        if isinstance(obj, torch._ops.OpOverloadPacket):  # (lowered graphs call torch.ops.quantized.add, ...)
+            namespace, op = obj._qualified_op_name.split("::")
+            return (_operator_packet, (namespace, op))
         if getattr(obj, "__qualname__", None) == _DEVICE_CLOSURE and callable(obj):
             found = obj() or {}
             return (functools.partial, (_factory_kwargs_on, found.get("device")))

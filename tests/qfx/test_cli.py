@@ -191,11 +191,12 @@ def test_inputs_that_do_not_fit_the_model_exit_2_naming_the_step(tmp_path: Path)
     (tmp_path / "mismatched.py").write_text(
         "import torch\n"
         "def build():\n"
-        "    return torch.nn.Sequential(torch.nn.Linear(4, 4)).eval(), (torch.randn(2, 5),)\n")
+        "    return torch.nn.Linear(4, 4).eval(), (torch.randn(2, 5),)\n")  # (traced: F.linear in the code)
     status, _, err = run("convert", f"{tmp_path / 'mismatched.py'}:build")
     assert status == 2
     assert err.startswith("qfx: error: calibrating: the prepared model on batch 1 of 1 failed (RuntimeError: ")
     assert "check that the example and calibration inputs fit the model" in err and "Traceback" not in err
+    assert err.count("\n") == 1  # (torch.fx's printout of the failing generated code is held back)
 
 
 def test_convert_unknown_pass_exits_2(saved_demo: Path) -> None:
@@ -246,3 +247,33 @@ def test_running_user_model_names_the_step_and_lets_qfx_errors_through() -> None
     with pytest.raises(UnsupportedError):
         with running_user_model("timing the model"):
             raise UnsupportedError("qfx's own")
+
+
+def test_a_lowered_model_calling_quantized_operators_saves_and_loads_back(tmp_path: Path) -> None:
+    """Lowered graphs call operator packets (torch.ops.quantized.add): the model file stores them by name."""
+    import warnings
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    from qfx.cli.convert import save_converted
+
+    class AddNet(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.fc(x) + x
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 4),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_fx(AddNet().eval(), get_default_qconfig_mapping(), x)
+        observed(*x)
+        lowered = qfx.convert_fx(observed)
+    assert "torch.ops.quantized.add(" in lowered.code
+    save_converted(lowered, tmp_path / "q.pt")
+    loaded = torch.load(tmp_path / "q.pt", weights_only=False)
+    assert loaded.code == lowered.code and torch.equal(loaded(*x), lowered(*x))
