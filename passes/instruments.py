@@ -6,6 +6,7 @@ failure. `qfx.passes.manager.GLOBAL_INSTRUMENTS` lists the instruments added to 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
@@ -94,8 +95,12 @@ class PrintIR(BaseInstrument):
         self.stream.write(f"// ----- IR after {p.name} -----\n{print_program(after)}")
 
 
+_DUMP_FILE = re.compile(r"\d\d-.+\.(ir|FAILED\.txt)")  # the names DumpIR writes
+
+
 class DumpIR(BaseInstrument):
-    """Writes the input IR and the IR after each pass to numbered files in `directory`."""
+    """Writes the input IR and the IR after each pass to numbered files in `directory` (replacing the numbered
+    files of an earlier dump there)."""
 
     def __init__(self, directory: str | Path) -> None:
         if not isinstance(directory, (str, Path)):
@@ -109,6 +114,10 @@ class DumpIR(BaseInstrument):
     def before_pass(self, index: int, p: Pass, program: Program) -> None:
         if index == 0:
             self.directory.mkdir(parents=True, exist_ok=True)
+            # an earlier run's dump (its numbered files only) would read as later passes of this one
+            for old in self.directory.iterdir():
+                if _DUMP_FILE.fullmatch(old.name) and old.is_file():
+                    old.unlink()
             (self.directory / "00-input.ir").write_text(print_program(program))
 
     def after_pass(self, index: int, p: Pass, before: Program, after: Program, seconds: float) -> None:

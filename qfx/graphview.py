@@ -81,10 +81,26 @@ def _direct_kind(program: Program, node: Node) -> str | None:
     return None
 
 
+def _lowered(program: Program) -> bool:
+    """Whether `program` is lowered: it runs quantized ops or modules, and no reference modules."""
+    native = False
+    for node in program.graph.nodes:
+        if node.op == "call_module" and node.target in program.modules:
+            home = type(program.module(node.target)).__module__
+            if home.startswith(_QUANTIZED_MODULE_PREFIXES):
+                if ".reference" in home:
+                    return False
+                native = True
+        elif node.op == "call_function" and _op_name(node.target)[0] == "quantized":
+            native = True
+    return native
+
+
 def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> dict[str, str]:
     """Every node's kind, by name: one of KINDS. A node runs quantized when it is a quantized module or op,
     reads only quantized values (e.g. a flatten on a quantized tensor), or sits in a reference pattern
-    (dequantize -> op [-> op] -> quantize); it is "observed" when prepare put an observer on its output.
+    (dequantize -> op [-> op] -> quantize) of a program not yet lowered (in a lowered one such an op runs in
+    float); it is "observed" when prepare put an observer on its output.
     `qconfigs` (node name -> qconfig; default: the program's own quant facts, which convert drops, so pass
     the observed program's) marks the nodes the user kept in float (qconfig None) as float."""
     if qconfigs is None:
@@ -107,8 +123,9 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> d
                 kind = "float"
         kinds[node.name] = kind
     # Reference patterns, from the outputs back: an op whose every user quantizes its result, or is itself
-    # such an op, runs quantized (dequantize -> add -> relu -> quantize_per_tensor).
-    for node in reversed(program.graph.nodes):
+    # such an op, runs quantized (dequantize -> add -> relu -> quantize_per_tensor). Not in a lowered
+    # program: lowering rewrote every pattern it could, so one still there runs in float.
+    for node in () if _lowered(program) else reversed(program.graph.nodes):
         node_users = users.get(node.name, ())
         if (kinds[node.name] == "float" and node_users and not (node.name in qconfigs and qconfigs[node.name] is None)
                 and all(kinds[u] == "quantize" or (kinds[u] == "quantized" and _direct_kind(program, by_name[u]) is None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import pickle
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,13 @@ def save_with_graphs(value: Any, path: str | Path, what: str) -> None:
         raise ModelFileError(f"cannot save {what} to '{path}': {exc.strerror or exc}; choose another path") from exc
 
 
+def _looks_converted(model: GraphModule) -> bool:
+    """Whether `model`'s graph quantizes (a converted model rather than a float or observed one)."""
+    return any(n.op == "call_function" and getattr(n.target, "__name__", "") in ("quantize_per_tensor",
+                                                                                  "quantize_per_channel")
+               for n in model.graph.nodes)
+
+
 def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
     """Read a file written by `save_observed` (or a torch.save'd GraphModule) -> (model, example inputs).
 
@@ -116,13 +124,24 @@ def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"cannot read '{path}': no such file")
+    # The model's classes are the user's: found, as `python -m` finds them, from the current directory
+    # (and, as `python script.py` would, beside the file).
+    searched = [p for p in ("", str(path.resolve().parent)) if p not in sys.path]
+    sys.path[:0] = searched
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = torch.load(path, weights_only=False, map_location="cpu")
+    except ModuleNotFoundError as exc:
+        raise ModelFileError(f"cannot load '{path}': its model uses classes of the module '{exc.name}', which "
+                             "cannot be imported from here; run qfx where that module can be imported, or add its "
+                             "folder to PYTHONPATH") from exc
     except Exception as exc:  # torch.load raises many types for a bad file; all mean the same here
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFileError(f"cannot load '{path}' (is it a file written by torch.save?): {reason}") from exc
+    finally:
+        for p in searched:
+            sys.path.remove(p)
     inputs = None
     if isinstance(loaded, dict) and "model" in loaded:
         model, inputs = loaded["model"], loaded.get("example_inputs")
@@ -134,10 +153,16 @@ def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
             "save the output of prepare_fx with qfx.cli.save_observed(model, path)"
         )
     if OBSERVED_ATTRS_KEY not in model.meta:
+        if _looks_converted(model):
+            raise NotObservedModelError(
+                f"'{path}' holds a converted model (as `qfx convert --save` writes), not an observed one; give "
+                "qfx the observed model, saved with qfx.cli.save_observed(model, path)")
         raise NotObservedModelError(
             f"'{path}' holds a GraphModule without prepare_fx's facts (plain torch.save drops GraphModule.meta); "
             "save the observed model with qfx.cli.save_observed(model, path)"
         )
-    if inputs is not None and not isinstance(inputs, tuple):
+    if isinstance(inputs, list):  # (entry points may return their example inputs as a list too)
+        inputs = tuple(inputs)
+    elif inputs is not None and not isinstance(inputs, tuple):
         inputs = (inputs,)
     return model, inputs

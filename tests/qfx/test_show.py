@@ -103,3 +103,37 @@ def test_without_dot_svg_says_how_to_install_it(saved_demo: Path, tmp_path: Path
     assert result.returncode == 2
     assert err.strip() == f"qfx: error: {INSTALL_HINT}" and "apt-get install graphviz" in err
     assert not (tmp_path / "x.svg").exists()
+
+
+def test_ops_left_between_dequantize_and_quantize_in_a_lowered_model_count_as_float() -> None:
+    """Lowering rewrites every reference pattern it can; matmul, softmax and GELU, which have no quantized
+    kernel, stay dequantize -> op -> quantize and run in float: the report says so (in the reference model
+    the same patterns count as quantized)."""
+    import warnings
+
+    import torch
+    from torch import nn
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    import qfx
+    from qfx.cli.report import count_ops
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.out, self.act = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8), nn.GELU()
+
+        def forward(self, x):
+            a = torch.softmax(self.q(x) @ self.k(x).transpose(-2, -1), dim=-1)
+            return self.out(self.act(a @ x))
+
+    torch.manual_seed(0)
+    x = (torch.randn(2, 5, 8),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_fx(Attention().eval(), get_default_qconfig_mapping("x86"), x)
+        observed(*x)
+        lowered, reference = qfx.convert_fx(observed), qfx.convert_to_reference_fx(observed)
+    assert set(count_ops(lowered, observed).float_nodes) == {"matmul", "softmax", "matmul_1", "act"}
+    assert count_ops(reference, observed).float == 0
