@@ -277,3 +277,50 @@ def test_a_lowered_model_calling_quantized_operators_saves_and_loads_back(tmp_pa
     save_converted(lowered, tmp_path / "q.pt")
     loaded = torch.load(tmp_path / "q.pt", weights_only=False)
     assert loaded.code == lowered.code and torch.equal(loaded(*x), lowered(*x))
+
+
+def test_model_files_find_the_users_classes_and_take_list_inputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved observed model whose classes live in the user's module loads where that module can be
+    imported (the current directory); example inputs saved as a list are the forward's arguments."""
+    import subprocess
+    import sys
+
+    (tmp_path / "usernet.py").write_text(
+        "import torch\n"
+        "class Two(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)\n"
+        "    def forward(self, x, y):\n"
+        "        return self.a(x) + self.b(y)\n")
+    script = (
+        "import torch, warnings; warnings.simplefilter('ignore')\n"
+        "from torch.ao.quantization import get_default_qconfig_mapping\n"
+        "from torch.ao.quantization.quantize_fx import prepare_fx\n"
+        "from qfx.cli import save_observed\n"
+        "from usernet import Two\n"
+        "x = [torch.randn(2, 4), torch.randn(2, 4)]\n"
+        "m = prepare_fx(Two().eval(), get_default_qconfig_mapping(), tuple(x)); m(*x)\n"
+        "save_observed(m, 'observed.pt', x)\n")
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run("convert", "observed.pt", "--mode", "reference", "--check-against-torch")
+    assert status == 0, err
+    assert "identical outputs" in out
+    sys.modules.pop("usernet", None)
+
+
+def test_a_converted_model_given_as_observed_is_named_as_such(saved_demo: Path, tmp_path: Path) -> None:
+    status, _, _ = run("convert", str(saved_demo), "--save", str(tmp_path / "q.pt"))
+    assert status == 0
+    status, _, err = run("convert", str(tmp_path / "q.pt"))
+    assert status == 2 and "holds a converted model" in err and "save_observed" in err
+
+
+def test_dump_ir_replaces_an_earlier_dump(saved_demo: Path, tmp_path: Path) -> None:
+    dump = tmp_path / "ir"
+    (dump).mkdir()
+    (dump / "notes.txt").write_text("mine")
+    assert run("convert", str(saved_demo), "--dump-ir", str(dump))[0] == 0
+    assert run("convert", str(saved_demo), "--pipeline", "apply-qconfig-mapping", "--dump-ir", str(dump))[0] == 0
+    assert sorted(p.name for p in dump.iterdir()) == ["00-input.ir", "01-apply-qconfig-mapping.ir", "notes.txt"]
