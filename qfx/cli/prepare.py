@@ -38,6 +38,11 @@ def prepare_entry_point(entry: EntryPoint, backend: str, qat: bool) -> GraphModu
     """A copy of the entry point's model traced and prepared with `backend`'s default qconfig mapping
     (the QAT one, in train mode, with `qat`). Raises EntryPointError when prepare cannot trace the model."""
     use_backend(backend)
+    other = sorted({str(p.dtype).replace("torch.", "") for p in entry.model.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if other:
+        raise EntryPointError(f"entry point '{entry.spec}': the model has {', '.join(other)} parameters; the "
+                              "quantized kernels take float32 models: return model.float() (and float32 inputs)")
     model = copy.deepcopy(entry.model)
     try:
         with warnings.catch_warnings():

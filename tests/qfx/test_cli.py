@@ -324,3 +324,12 @@ def test_dump_ir_replaces_an_earlier_dump(saved_demo: Path, tmp_path: Path) -> N
     assert run("convert", str(saved_demo), "--dump-ir", str(dump))[0] == 0
     assert run("convert", str(saved_demo), "--pipeline", "apply-qconfig-mapping", "--dump-ir", str(dump))[0] == 0
     assert sorted(p.name for p in dump.iterdir()) == ["00-input.ir", "01-apply-qconfig-mapping.ir", "notes.txt"]
+
+
+def test_a_model_that_is_not_float32_is_refused_up_front(tmp_path: Path) -> None:
+    (tmp_path / "f64.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    return torch.nn.Linear(4, 4).double().eval(), (torch.randn(2, 4, dtype=torch.float64),)\n")
+    status, _, err = run("convert", f"{tmp_path / 'f64.py'}:build")
+    assert status == 2 and "has float64 parameters" in err and "model.float()" in err and err.count("\n") == 1
