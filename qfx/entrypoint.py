@@ -58,8 +58,13 @@ def _import_module(module: str, spec: str) -> Any:
         try:
             loader_spec.loader.exec_module(loaded)
         except Exception as exc:
+            hint = ""
+            if isinstance(exc, ImportError) and "relative import" in str(exc):
+                dotted = ".".join(path.with_suffix("").parts)
+                hint = (f"; a module of a package imports relative to it: give it as a module, e.g. "
+                        f"'{dotted}:{spec.rpartition(':')[2]}', from the folder that holds the package")
             raise EntryPointError(f"entry point '{spec}': importing '{module}' failed: "
-                                  f"{type(exc).__name__}: {exc}") from exc
+                                  f"{type(exc).__name__}: {exc}{hint}") from exc
         finally:
             sys.path.remove(str(path.resolve().parent))
         return loaded

@@ -71,3 +71,19 @@ def test_debug_raises_the_error_itself(workdir: Path) -> None:
 
     with pytest.raises(EntryPointError, match="returned a Net"):
         cli.main(["--debug", "convert", "usermodel_ep:bad_shape"])
+
+
+def test_a_package_module_given_by_path_points_to_its_dotted_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text("import torch\nWIDTH = 4\n")
+    (package / "models.py").write_text(
+        "import torch\nfrom .layers import WIDTH\n"
+        "def build():\n    return torch.nn.Linear(WIDTH, WIDTH).eval(), (torch.randn(2, WIDTH),)\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EntryPointError, match=r"relative import.*give it as a module, e\.g\. 'mypkg\.models:build'"):
+        load_entry_point("mypkg/models.py:build")
+    assert load_entry_point("mypkg.models:build").model.in_features == 4
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        del sys.modules[name]
