@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
-from .args import Arg, Ref
+from .args import Arg, Ref, ref_names
 from .errors import QfxError
 from .graph import Node
 from .namespace import NameAllocator
@@ -134,7 +134,7 @@ class GraphEditor:
         old = self[name]
         new = old.evolve(**changes)
         if "args" in changes or "kwargs" in changes:
-            self._check_inputs(new)
+            self._check_reads(name, new.input_name_tuple())
         self._own()
         if "args" in changes or "kwargs" in changes:
             self._drop_uses(old)
@@ -149,7 +149,7 @@ class GraphEditor:
         changed = node.with_inputs_replaced({old: new})
         if changed is node:
             return node
-        self._check_inputs(changed)
+        self._check_reads(name, changed.input_name_tuple())
         self._own()
         self._drop_uses(node)
         self._add_uses(changed)
@@ -226,7 +226,10 @@ class GraphEditor:
     def _new_node(self, op: str, target: Any, args: tuple, kwargs: Iterable, name: str | None,
                   meta: Any, type_expr: Any) -> Node:
         args, kwargs = tuple(args), tuple(kwargs)
-        self._check_inputs(Node("(new)", op, target, args, kwargs))  # before a name is taken
+        reads = ref_names(args)
+        for _, value in kwargs:
+            ref_names(value, reads)
+        self._check_reads(None, reads)  # before a name is taken
         node_name = self.names.fresh(name if name is not None else candidate_name(target))
         node = Node(node_name, op, target, args, kwargs, type_expr, meta)
         self._own()
@@ -236,11 +239,13 @@ class GraphEditor:
         self._add_uses(node)
         return node
 
-    def _check_inputs(self, node: Node) -> None:
-        """A GraphEditError (nothing changed yet) when `node` reads a node that is not in the graph."""
-        for name in node.input_name_tuple():
+    def _check_reads(self, reader: str | None, reads: Iterable[str]) -> None:
+        """A GraphEditError (nothing changed yet) when node `reader` (None: a node being made) reads a node
+        that is not in the graph."""
+        for name in reads:
             if name not in self._nodes:
-                raise GraphEditError(f"node '{node.name}' reads '%{name}', which is not in the graph")
+                who = "a new node" if reader is None else f"node '{reader}'"
+                raise GraphEditError(f"{who} reads '%{name}', which is not in the graph")
 
     def _add_uses(self, node: Node) -> None:
         if self._users is not None:

@@ -109,7 +109,8 @@ class DumpIR(BaseInstrument):
 
     def _file(self, index: int, p: Pass, suffix: str) -> Path:
         # (a pass name is any string: one that holds a path separator must not name a subdirectory)
-        return self.directory / f"{index + 1:02d}-{p.name.replace('/', '_').replace(chr(92), '_')}{suffix}"
+        name = p.name.replace("/", "_").replace("\\", "_")
+        return self.directory / f"{index + 1:02d}-{name}{suffix}"
 
     def before_pass(self, index: int, p: Pass, program: Program) -> None:
         if index == 0:

@@ -128,8 +128,8 @@ class Pipeline:
         if not isinstance(program, Program):
             raise QfxError(f"Pipeline.run takes a Program (from qfx.ir.lift), got {type(program).__name__}")
         check_instruments(instruments)
+        check_instruments(GLOBAL_INSTRUMENTS)
         active = [*GLOBAL_INSTRUMENTS, *instruments]
-        check_instruments(active)
         current = program
         for index, p in enumerate(self.passes):
             try:

@@ -111,8 +111,7 @@ def save_with_graphs(value: Any, path: str | Path, what: str) -> None:
 
 def _looks_converted(model: GraphModule) -> bool:
     """Whether `model`'s graph quantizes (a converted model rather than a float or observed one)."""
-    return any(n.op == "call_function" and getattr(n.target, "__name__", "") in ("quantize_per_tensor",
-                                                                                  "quantize_per_channel")
+    return any(n.op == "call_function" and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
                for n in model.graph.nodes)
 
 
