@@ -71,7 +71,18 @@ def _same(value: Any, other: Any, top: bool = True) -> bool:
     if kind in _SCALARS:
         return value is other or value == other
     if kind is tuple or (top and kind is list):
-        return len(value) == len(other) and all([_same(a, b, False) for a, b in zip(value, other)])
+        if len(value) != len(other):
+            return False
+        for a, b in zip(value, other):
+            item = type(a)
+            if item is not type(b):
+                return False
+            if item in _SCALARS:  # (most items: sizes and strides)
+                if a is not b and a != b:
+                    return False
+            elif not _same(a, b, False):
+                return False
+        return True
     return False
 
 
