@@ -110,9 +110,19 @@ def save_with_graphs(value: Any, path: str | Path, what: str) -> None:
 
 
 def _looks_converted(model: GraphModule) -> bool:
-    """Whether `model`'s graph quantizes (a converted model rather than a float or observed one)."""
-    return any(n.op == "call_function" and n.target in (torch.quantize_per_tensor, torch.quantize_per_channel)
+    """Whether `model`'s graph quantizes (a converted model, of any mode, rather than a float or observed
+    one): a call of torch's quantize functions or of a decomposed quantize op."""
+    return any(n.op == "call_function" and (n.target in _QUANTIZE_FUNCTIONS or _decomposed_quantize(n.target))
                for n in model.graph.nodes)
+
+
+_QUANTIZE_FUNCTIONS = (torch.quantize_per_tensor, torch.quantize_per_channel, torch.quantize_per_tensor_dynamic)
+
+
+def _decomposed_quantize(target: Any) -> bool:
+    """Whether `target` is an overload of a quantize op of torch's decomposed quantization library."""
+    return (isinstance(target, torch._ops.OpOverload) and target.namespace == "quantized_decomposed"
+            and target._opname.startswith("quantize_"))
 
 
 def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:

@@ -310,8 +310,9 @@ def test_model_files_find_the_users_classes_and_take_list_inputs(tmp_path: Path,
     sys.modules.pop("usernet", None)
 
 
-def test_a_converted_model_given_as_observed_is_named_as_such(saved_demo: Path, tmp_path: Path) -> None:
-    status, _, _ = run("convert", str(saved_demo), "--save", str(tmp_path / "q.pt"))
+@pytest.mark.parametrize("mode", ["reference", "decomposed", "lowered"])
+def test_a_converted_model_given_as_observed_is_named_as_such(saved_demo: Path, tmp_path: Path, mode: str) -> None:
+    status, _, _ = run("convert", str(saved_demo), "--mode", mode, "--save", str(tmp_path / "q.pt"))
     assert status == 0
     status, _, err = run("convert", str(tmp_path / "q.pt"))
     assert status == 2 and "holds a converted model" in err and "save_observed" in err
