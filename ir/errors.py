@@ -115,21 +115,23 @@ class PassError(_WrappingError):
     modules and tensors need not pickle)."""
 
     def __init__(self, pass_name: str, message: str, last_good: object, ran: tuple[str, ...],
-                 node: str | None = None, module: str | None = None) -> None:
+                 node: str | None = None, module: str | None = None, advice: str = "") -> None:
         self.pass_name = pass_name
         self.cause_message = message
         self.last_good = last_good
         self.ran = ran
         self.node = node
         self.module = module
+        self.advice = advice
         done = ", ".join(ran) if ran else "none"
         at = f" at node '{node}'" if node else ""
         at += f" (module {module})" if module else ""
-        self.message = f"pass '{pass_name}' failed{at}: {_one_line(message)} (passes already run: {done})"
+        then = f"; {advice}" if advice else ""
+        self.message = f"pass '{pass_name}' failed{at}: {_one_line(message)} (passes already run: {done}){then}"
         super().__init__(self.message)
 
     def _rebuild_args(self) -> tuple:
-        return (self.pass_name, self.cause_message, None, self.ran, self.node, self.module)
+        return (self.pass_name, self.cause_message, None, self.ran, self.node, self.module, self.advice)
 
 
 def pass_error_type(cause: type[BaseException]) -> type[PassError]:

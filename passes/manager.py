@@ -66,6 +66,14 @@ def _instrument(inst: Instrument, when: str, p: Pass, hook: Callable[..., None],
                               f"{type(exc).__name__}: {exc}") from exc
 
 
+def _next_step(p: Pass) -> str:
+    """What to do about an error a pass did not raise itself (one from torch, or from the model's code)."""
+    if getattr(p.run, "__module__", "").startswith("qfx."):
+        return ("if torch's convert_fx converts a copy of this model, this is a qfx bug: please report it with the "
+                "IR `qfx convert --dump-ir` (or a DumpIR instrument) writes; if not, fix the node or module named")
+    return f"the pass '{p.name}' is not one of qfx's: fix it, or leave it out of the pipeline"
+
+
 def get_pass(name: str) -> Pass:
     """The registered pass called `name`."""
     _load_builtin_passes()
@@ -153,7 +161,8 @@ class Pipeline:
                     except Exception as also:  # (the pass's failure is the one to report)
                         message += f" (and instrument {type(inst).__name__} failed on it: {type(also).__name__}: {also})"
                 raise pass_error_type(type(exc))(
-                    p.name, message, current, self.names[:index], node=node, module=module
+                    p.name, message, current, self.names[:index], node=node, module=module,
+                    advice="" if isinstance(exc, QfxError) else _next_step(p),
                 ) from exc
             current = result
         return current

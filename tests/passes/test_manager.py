@@ -148,6 +148,7 @@ def test_failing_pass_names_itself_and_keeps_last_good(program):
     assert err.ran == ("dce", "identity")
     assert "pass 'boom' failed" in str(err) and "the-missing-thing" in str(err)
     assert "passes already run: dce, identity" in str(err)
+    assert str(err).endswith("; the pass 'boom' is not one of qfx's: fix it, or leave it out of the pipeline")
     assert isinstance(err.__cause__, KeyError)
     assert err.last_good == Pipeline.parse("dce").run(program)
     assert "sigmoid" not in err.last_good.graph.by_name
@@ -180,6 +181,15 @@ def test_first_pass_failure_lists_none(program):
     with pytest.raises(PassError, match=r"passes already run: none") as info:
         Pipeline([Pass("boom", lambda p: 1 / 0)]).run(program)
     assert info.value.last_good is program and info.value.ran == ()
+
+
+def test_a_pass_error_in_qfx_own_words_gives_no_further_advice(program):
+    def refuse(p):
+        raise QfxError("the node 'x' cannot be converted; do this instead")
+
+    with pytest.raises(PassError) as info:
+        Pipeline([Pass("refuse", refuse)]).run(program)
+    assert str(info.value).endswith("do this instead (passes already run: none)") and info.value.advice == ""
 
 
 def test_pass_returning_something_else(program):
