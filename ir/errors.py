@@ -134,6 +134,11 @@ class PassError(_WrappingError):
         return (self.pass_name, self.cause_message, None, self.ran, self.node, self.module, self.advice)
 
 
+# The next step for an error qfx did not raise itself (torch's, or the model's code's) while converting.
+REPORT_IF_TORCH_CONVERTS = ("if torch's convert_fx converts a copy of this model, this is a qfx bug: please report it "
+                            "with the IR `qfx convert --dump-ir` (or a DumpIR instrument) writes")
+
+
 def pass_error_type(cause: type[BaseException]) -> type[PassError]:
     """The PassError class for an error of type `cause` escaping a pass."""
     return mirrored_type(PassError, cause)

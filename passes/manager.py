@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Sequence
 
 import attrs
 
-from qfx.ir.errors import PassError, PipelineSpecError, QfxError, pass_error_type
+from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, PassError, PipelineSpecError, QfxError, pass_error_type
 from qfx.ir.program import Program
 from qfx.ir.tracebacks import failing_node
 from qfx.ir.validate import check_instruments
@@ -69,8 +69,7 @@ def _instrument(inst: Instrument, when: str, p: Pass, hook: Callable[..., None],
 def _next_step(p: Pass) -> str:
     """What to do about an error a pass did not raise itself (one from torch, or from the model's code)."""
     if getattr(p.run, "__module__", "").startswith("qfx."):
-        return ("if torch's convert_fx converts a copy of this model, this is a qfx bug: please report it with the "
-                "IR `qfx convert --dump-ir` (or a DumpIR instrument) writes; if not, fix the node or module named")
+        return f"{REPORT_IF_TORCH_CONVERTS}; if not, fix the node or module named"
     return f"the pass '{p.name}' is not one of qfx's: fix it, or leave it out of the pipeline"
 
 

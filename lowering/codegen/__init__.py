@@ -9,7 +9,7 @@ from torch.fx import GraphModule
 from torch.fx.immutable_collections import immutable_dict
 
 from qfx.ir.args import thaw
-from qfx.ir.errors import CodegenError, QfxError, mirrored_type
+from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, CodegenError, QfxError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.ir.program import Preserved, Program, QuantFacts
 from qfx.ir.tracebacks import failing_node
@@ -30,7 +30,8 @@ def codegen(program: Program) -> GraphModule:
         raise
     except Exception as exc:
         node, _ = failing_node(exc.__traceback__, program)
-        raise mirrored_type(CodegenError, type(exc))(f"{type(exc).__name__}: {exc}", node) from exc
+        raise mirrored_type(CodegenError, type(exc))(
+            f"{type(exc).__name__}: {exc}; {REPORT_IF_TORCH_CONVERTS}", node) from exc
 
 
 def _emit(program: Program) -> GraphModule:

@@ -132,7 +132,8 @@ def test_a_failure_while_emitting_names_the_node_and_keeps_its_type(monkeypatch)
         codegen(program)
     except CodegenError as error:
         assert isinstance(error, KeyError)
-        assert str(error) == "code generation failed at node '_1': KeyError: 'no such thing'"
+        assert str(error).startswith("code generation failed at node '_1': KeyError: 'no such thing'; if torch's "
+                                      "convert_fx converts a copy of this model, this is a qfx bug")
         assert str(pickle.loads(pickle.dumps(error))) == str(error)
     else:
         raise AssertionError("codegen did not fail")
