@@ -77,8 +77,7 @@ def _lower_one(editor: GraphEditor, q_node: Node, swaps: dict[str, Any]) -> None
             swaps[ref.target] = quantized_from_reference(quantized_cls, module, scale, zero_point,
                                                          where=f"node '{ref.name}' (module '{ref.target}')")
 
-    for dq in dequantizes:
-        editor.replace_input(ref.name, dq.name, dq.args[0])
+    editor.replace_inputs(ref.name, [(dq.name, dq.args[0]) for dq in dequantizes])
     qparams = q_node.args[1:]
     editor.replace_all_uses(q_node.name, q_node.args[0])
     editor.erase(q_node.name)

@@ -126,6 +126,32 @@ def test_walk_while_editing_matches_fx(case, forward):
     assert print_program(program) == printed  # the input is untouched
 
 
+@settings(max_examples=examples(60), deadline=None)
+@given(traced_models(), st.integers(0, 10**6),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.booleans()), max_size=8), st.booleans())
+def test_replace_inputs_is_replace_input_in_turn(case, pick, picks, users_known):
+    """Many replacements at once leave the node, and every node's users in their order, as the same
+    replacements one by one (also where a replacement brings in a node a later one replaces, or repeats)."""
+    gm = case[0] if isinstance(case, tuple) else case
+    program = lift(gm, observed=False)
+    names = [n.name for n in program.graph.nodes]
+    readers = [n for n in program.graph.nodes if n.input_names()]
+    if not readers:
+        return
+    node = readers[pick % len(readers)]
+    reads = node.input_names()
+    pairs = [(reads[i % len(reads)] if from_reads else names[i % len(names)], Ref(names[j % len(names)]))
+             for i, j, from_reads in picks]
+    one, many = GraphEditor(program), GraphEditor(program)
+    if users_known:  # (the users table, once built, keeps the order uses are made in)
+        one.users(names[0]), many.users(names[0])
+    for old, new in pairs:
+        one.replace_input(node.name, old, new)
+    many.replace_inputs(node.name, pairs)
+    assert _editor_state(many) == _editor_state(one)
+    assert many.finish() == one.finish()
+
+
 def test_an_editor_that_edits_nothing_gives_back_its_program():
     """No edit, however much the pass reads (walks, users, lookups): the input program itself comes back."""
     gm = torch.fx.symbolic_trace(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU()))

@@ -20,6 +20,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 import qfx
 from qfx.api import convert_options
 from qfx.ir import lift
+from qfx.ir.edit import GraphEditor
 from qfx.ir.program import Program
 from qfx.lowering.lower_special_patterns.tables import SPECIAL
 from qfx.lowering.support.engine import EngineError
@@ -128,6 +129,29 @@ def test_whole_convert_matches_torch() -> None:
     theirs = convert_fx(copy.deepcopy(observed))
     assert_same_model(ours, theirs)
     assert_same_outputs(ours, theirs, *INPUTS)
+
+
+class CatOfLinears(nn.Module):
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.fcs = nn.ModuleList(nn.Linear(4, 4) for _ in range(k))
+
+    def forward(self, x):
+        return torch.cat([fc(x) for fc in self.fcs], 1)
+
+
+def test_a_cat_of_many_inputs_is_rebuilt_once_and_matches_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cat reads every quantized input in one edit (one per input made lowering a k-input cat O(k^2))."""
+    observed = observe(CatOfLinears(12), (torch.randn(2, 4),))
+    rebuilt: list[str] = []
+    replace = GraphEditor._replace_inputs
+    monkeypatch.setattr(GraphEditor, "_replace_inputs",
+                        lambda editor, name, mapping: rebuilt.append(name) or replace(editor, name, mapping))
+    ours = qfx.convert_fx(observed)
+    assert rebuilt.count("cat") == 1
+    theirs = convert_fx(copy.deepcopy(observed))
+    assert_same_model(ours, theirs)
+    assert_same_outputs(ours, theirs, torch.randn(2, 4))
 
 
 class Fp16(nn.Module):
