@@ -61,6 +61,12 @@ class UsersOrder:
         """The users of `name` in FX's order (just before the edit made at clock `before`, if given): those
         the recorded order lists, in that order, then the others in execution order, then the ones whose
         arguments torch set since, in the order it last did."""
+        return self._users(name, before, {})
+
+    def _users(self, name: str, before: int | None, places: dict[tuple[str, int], dict[str, int]]) -> list[str]:
+        # `places` remembers, for this question, each earlier order worked out on the way: the place of every
+        # user of `source` just before clock `c`, under (source, c). k users of one source would otherwise
+        # each work out the same order of k users again.
         current = self._graph.users.get(name, ())
         recorded = self._recorded.get(name)
         if recorded is None:
@@ -73,15 +79,19 @@ class UsersOrder:
         if len(ordered) > 1 and self._clock:
             limit = self._clock + 1 if before is None else before
             # (a stable sort: users never set again keep their order)
-            ordered.sort(key=lambda user: self._last_set(user, limit))
+            ordered.sort(key=lambda user: self._last_set(user, limit, places))
         return ordered
 
-    def _last_set(self, user: str, before: int) -> tuple[int, int]:
+    def _last_set(self, user: str, before: int, places: dict[tuple[str, int], dict[str, int]]) -> tuple[int, int]:
         """When torch last set the arguments of `user` before clock `before`: (clock, its place among the
         users it set then); (-1, 0) for never."""
         last = (max([clock for clock in self._touched.get(user, ()) if clock < before], default=-1), 0)
         for source in self._graph[user].input_name_tuple():
             clock = self._replaced.get(source)
             if clock is not None and last[0] < clock < before:
-                last = (clock, self.users(source, clock).index(user))
+                place = places.get((source, clock))
+                if place is None:
+                    order = self._users(source, clock, places)
+                    place = places[(source, clock)] = {u: i for i, u in enumerate(order)}
+                last = (clock, place[user])
         return last

@@ -70,3 +70,25 @@ def test_lift_records_only_orders_that_differ_from_execution_order() -> None:
     a.args = a.args  # x's users: b, a
     program = lift(torch.fx.GraphModule(torch.nn.Module(), graph), observed=False)
     assert dict(program.users_order) == {"x": ("abs_1", "neg")}
+
+
+def test_an_order_is_worked_out_once_per_question(monkeypatch) -> None:
+    """k users of one node, each also reading a node whose uses were all redirected: the order of those
+    users just before the redirect is worked out once, not once per user (O(k^2) on wide graphs)."""
+    graph = torch.fx.Graph()
+    x, y = graph.placeholder("x"), graph.placeholder("y")
+    adds = [graph.call_function(torch.add, (x, y)) for _ in range(50)]
+    graph.output(tuple(adds))
+    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    program = lift(gm, observed=False)
+    order = UsersOrder(program.graph, program.users_order)
+    with gm.graph.inserting_after(y):
+        replacement = gm.graph.call_function(torch.neg, (y,))
+    y.replace_all_uses_with(replacement, delete_user_cb=lambda user: user is not replacement)
+    order.touch_users("y")
+    asked: list[tuple[str, int | None]] = []
+    users = UsersOrder._users
+    monkeypatch.setattr(UsersOrder, "_users", lambda self, name, before, places: asked.append((name, before))
+                        or users(self, name, before, places))
+    assert order.users("x") == [user.name for user in x.users]
+    assert asked == [("x", None), ("y", 1)]
