@@ -11,7 +11,7 @@ hands any other target to `_copy_attr` itself (through a view of the table that 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.fx import GraphModule
@@ -19,7 +19,7 @@ from torch.fx.graph import CodeGen
 from torch.fx.graph_module import _copy_attr
 
 from qfx.ir.program import Program
-from qfx.passes.support.constructor_layouts import registration_hooks
+from qfx.passes.support.constructor_layouts import layout_of, registration_hooks, replay
 
 from .pysource import python_code, serving
 
@@ -73,8 +73,9 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
     root.training = program.root.training
     gm = GraphModule(root, empty, class_name=program.root.class_name)
     on_class: dict[tuple[type, str], bool] = {}
+    new_parent = _empty_modules()
     for target in table:
-        if not _install(gm, target, table, on_class):
+        if not _install(gm, target, table, on_class, new_parent):
             _copy_attr(source, gm, target)
     with serving(graph, code), _recompiled_alone(gm):
         gm.graph = graph
@@ -122,8 +123,24 @@ def _free(module: torch.nn.Module, name: str, on_class: dict[tuple[type, str], b
     return not known
 
 
-def _install(gm: GraphModule, target: str, table: dict[str, Any],
-             on_class: dict[tuple[type, str], bool]) -> bool:
+def _empty_modules() -> Callable[[], torch.nn.Module]:
+    """A maker of empty modules equal to `torch.nn.Module()` (the parents `_copy_attr` creates), filled from
+    the instance dict of one such module instead of running its constructor each time (a deeply nested
+    model has a parent per level of every path)."""
+    layout = layout_of(torch.nn.Module().__dict__)
+    if layout is None:
+        return torch.nn.Module
+
+    def make() -> torch.nn.Module:
+        module = torch.nn.Module.__new__(torch.nn.Module)
+        replay(layout, module.__dict__)
+        return module
+
+    return make
+
+
+def _install(gm: GraphModule, target: str, table: dict[str, Any], on_class: dict[tuple[type, str], bool],
+             new_parent: Callable[[], torch.nn.Module]) -> bool:
     """Do what `_copy_attr(root, gm, target)` does when that is plainly putting entries into module tables;
     False (having changed nothing) when `target` needs `_copy_attr` itself."""
     *prefix, field = target.split(".")
@@ -140,7 +157,7 @@ def _install(gm: GraphModule, target: str, table: dict[str, Any],
             continue
         if not _free(to_module, item, on_class):
             return False
-        parent = torch.nn.Module()
+        parent = new_parent()
         created.append((to_module, item, parent))
         to_module = parent
     value = table[target]

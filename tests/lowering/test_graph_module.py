@@ -24,11 +24,18 @@ def _layout(module: nn.Module) -> list:
     out = []
     for path, m in module.named_modules(remove_duplicate=False):
         out.append((path, type(m).__name__ if type(m).__name__ != "GraphModuleImpl" else "GM",
-                    [(k, id(v) if type(v) is not nn.Module else "new parent") for k, v in m._modules.items()],
+                    [(k, id(v) if type(v) is not nn.Module else _new_parent(v)) for k, v in m._modules.items()],
                     [(k, id(v)) for k, v in m._parameters.items()],
                     [(k, id(v)) for k, v in m._buffers.items()],
                     m.training))
     return out
+
+
+def _new_parent(module: nn.Module) -> tuple:
+    """An empty parent module as `_copy_attr` makes one (nn.Module()): its instance dict's names, in order,
+    with each value's type and, for plain values, the value (tables are compared by `_layout` itself)."""
+    return ("new parent", [(k, type(v), v if not isinstance(v, (dict, set)) else None)
+                           for k, v in vars(module).items()])
 
 
 @st.composite
@@ -79,7 +86,7 @@ def test_install_matches_copy_attr(table, training):
         source = _source(table, training)
         on_class: dict = {}
         for target in table:
-            if not gmod._install(actual, target, table, on_class):
+            if not gmod._install(actual, target, table, on_class, gmod._empty_modules()):
                 gmod._copy_attr(source, actual, target)
     except Exception as exc:  # noqa: BLE001
         assert isinstance(expected, Exception) and type(exc) is type(expected) and str(exc) == str(expected)
