@@ -88,8 +88,9 @@ def cleanup(program: Program) -> Program:
     targets = [n.target for n in program.graph.nodes if n.op in ("call_module", "get_attr")]
     target_set = set(targets)
     module_targets = {t for t in target_set if t in program.modules}
+    under_target = _Descendants(module_targets)
     modules = {path: module for path, module in program.modules.items()
-               if path in target_set or _under_any(path, module_targets)}
+               if path in target_set or under_target(path)}
     memo: dict[int, torch.nn.Module] = {}
     if program.options.remove_qconfig:
         modules = {path: without_quantization_leftovers(m, memo) for path, m in modules.items()}
@@ -115,15 +116,23 @@ def _preserved_value(program: Program, value: Any, memo: dict[int, torch.nn.Modu
     return value.module
 
 
-def _under_any(path: str, roots: set[str]) -> bool:
-    """Whether `path` is a strict descendant of one of `roots`."""
-    # (the ancestors walked inline: this runs for every module of the table, observers included)
-    end = path.rfind(".")
-    while end > 0:
-        if path[:end] in roots:
-            return True
-        end = path.rfind(".", 0, end)
-    return False
+class _Descendants:
+    """Whether a path is a strict descendant of one of `roots`; each ancestor's answer is kept, so a table
+    of every module of a deeply nested model is answered in time linear in its size."""
+
+    def __init__(self, roots: set[str]) -> None:
+        self._roots = roots
+        self._below: dict[str, bool] = {}  # path -> whether it is one of the roots or below one
+
+    def __call__(self, path: str) -> bool:
+        end = path.rfind(".")
+        if end <= 0:
+            return False
+        parent = path[:end]
+        below = self._below.get(parent)
+        if below is None:
+            below = self._below[parent] = parent in self._roots or self(parent)
+        return below
 
 
 def _relink_children(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:

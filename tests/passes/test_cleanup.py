@@ -12,7 +12,7 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver, default_qconfig
 from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook, _remove_qconfig
 
-from qfx.passes.cleanup import _relink_children, without_quantization_leftovers
+from qfx.passes.cleanup import _Descendants, _relink_children, without_quantization_leftovers
 from qfx.testing.strategies import examples
 from tests.support.snapshot import assert_unchanged, snapshot
 
@@ -141,3 +141,16 @@ def test_a_deep_chain_is_looked_at_once_per_module() -> None:
     for _ in range(299):
         node = node.child
     assert "qconfig" not in node.__dict__ and "qconfig" in chain[-1].__dict__
+
+
+_ATOMS = ("a", "b", "0", "1")
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_ATOMS), min_size=1, max_size=5).map(".".join), max_size=30),
+       st.lists(st.lists(st.sampled_from(_ATOMS), min_size=1, max_size=4).map(".".join), max_size=5))
+def test_descendants_are_the_paths_with_a_root_as_a_strict_prefix(paths: list[str], roots: list[str]) -> None:
+    below = _Descendants(set(roots))
+    for path in paths:  # (asked in any order, answers kept across questions)
+        atoms = path.split(".")
+        assert below(path) == any(".".join(atoms[:i]) in roots for i in range(1, len(atoms))), path
