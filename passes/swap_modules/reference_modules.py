@@ -228,12 +228,33 @@ def _copy(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.detach().clone() if tensor.requires_grad else tensor.clone()
 
 
-class ReferenceBuilder:
-    """Builds reference modules for one pass run; `build` returns what `from_float` returns."""
+class LearnedLayouts:
+    """What reference builders learn from from_float on meta stand-ins: per reference class its schema, and
+    per layout key its layout (None: not built by `_Layout.new`). Both follow from torch's classes alone, so
+    one table can serve every convert of a process; entries are keyed by the class together with its
+    from_float and constructor, so patching either makes the class learned afresh."""
 
     def __init__(self) -> None:
-        self._schemas: dict[type, _Schema] = {}
-        self._layouts: dict[tuple, _Layout | None] = {}
+        self.schemas: dict[tuple, _Schema] = {}
+        self.layouts: dict[tuple, _Layout | None] = {}
+
+
+# The table swap-modules' builders share.
+PROCESS_LAYOUTS = LearnedLayouts()
+
+
+def _class_key(reference_class: type) -> tuple:
+    return reference_class, getattr(reference_class.from_float, "__func__", None), reference_class.__init__
+
+
+class ReferenceBuilder:
+    """Builds reference modules for one pass run; `build` returns what `from_float` returns. Layouts are
+    learned into `learned` (a table of the builder's own by default)."""
+
+    def __init__(self, learned: LearnedLayouts | None = None) -> None:
+        learned = learned if learned is not None else LearnedLayouts()
+        self._schemas = learned.schemas
+        self._layouts = learned.layouts
         self._axes = _AxisTensors()
 
     def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
@@ -266,7 +287,8 @@ class ReferenceBuilder:
     def _key(self, reference_class: type, float_module: torch.nn.Module) -> tuple[tuple, tuple] | None:
         """The layout key of `float_module` (its reference class and the class and dtype of each float
         parameter, or None for a missing one) and those parameters; None when unknown."""
-        schema = self._schemas.get(reference_class)
+        class_key = _class_key(reference_class)
+        schema = self._schemas.get(class_key)
         if schema is None:
             return None
         try:
@@ -274,7 +296,7 @@ class ReferenceBuilder:
             tensor_keys = tuple([_tensor_key(tensor) for tensor in tensors])
         except (AttributeError, _Unsupported):
             return None
-        return (reference_class, tensor_keys), tensors
+        return (class_key, tensor_keys), tensors
 
     def _learn_on_meta(self, reference_class: type, float_module: torch.nn.Module) -> bool:
         """Learn the layout of `float_module`'s class and parameter signature from from_float run on its
@@ -284,7 +306,7 @@ class ReferenceBuilder:
             return False
         if not _as_constructed(reference_class, float_module.__dict__, None):
             return False  # a template must come from a module whose attributes the constructor would store
-        if reference_class in self._schemas:
+        if _class_key(reference_class) in self._schemas:
             keyed = self._key(reference_class, float_module)
             if keyed is None or keyed[0] in self._layouts:
                 return False
@@ -295,7 +317,7 @@ class ReferenceBuilder:
         template = reference_class.from_float(standin, _TEMPLATE_QPARAMS)
         if type(template) is not reference_class:
             return False
-        schema = self._schemas.setdefault(reference_class, _Schema.of(template))
+        schema = self._schemas.setdefault(_class_key(reference_class), _Schema.of(template))
         keyed = self._key(reference_class, float_module)
         if keyed is None or keyed[0] in self._layouts:
             return False

@@ -35,7 +35,7 @@ from qfx.ir.errors import ConvertError
 from qfx.ir.program import ConvertOptions, QuantFacts
 
 from .qat import run_weight_fake_quant, to_float
-from .reference_modules import ReferenceBuilder, from_float
+from .reference_modules import PROCESS_LAYOUTS, ReferenceBuilder, from_float
 from .weight_qparams import ConstructorKeys, WeightQParamTable
 
 
@@ -185,7 +185,7 @@ class FastPaths:
 
     def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
         self.qparams = WeightQParamTable(device, constructor_keys)
-        self.references = ReferenceBuilder()
+        self.references = ReferenceBuilder(PROCESS_LAYOUTS)
 
     @classmethod
     def plan(

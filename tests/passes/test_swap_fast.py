@@ -34,7 +34,8 @@ from torch.ao.quantization.utils import get_qparam_dict
 import qfx.api as api
 from qfx.passes.swap_modules import weight_qparams as weight_qparams_module
 from qfx.passes.swap_modules import weighted as swap_weighted
-from qfx.passes.swap_modules.reference_modules import ReferenceBuilder
+from qfx.passes.swap_modules import reference_modules
+from qfx.passes.swap_modules.reference_modules import LearnedLayouts, ReferenceBuilder
 from qfx.passes.swap_modules.weight_qparams import (
     ConstructorKeys,
     WeightObserverConfig,
@@ -319,9 +320,10 @@ def test_a_new_configuration_of_a_known_class_is_built_from_its_class_layout(mon
     builder = ReferenceBuilder()
     first = nn.Conv2d(3, 8, 3, padding=1)
     builder.build(ref.Conv2d, first, _qparams(first, 2, False))
-    calls = []
-    original = ref.Conv2d.from_float
-    monkeypatch.setattr(ref.Conv2d, "from_float", classmethod(lambda cls, *a: (calls.append(a), original(*a))[1]))
+    calls = []  # from_float runs on a meta stand-in (learning) or on the module itself (the slow path)
+    for name in ("_meta_standin", "from_float"):
+        original = getattr(reference_modules, name)
+        monkeypatch.setattr(reference_modules, name, lambda *a, _original=original: (calls.append(a), _original(*a))[1])
     others = [nn.Conv2d(8, 16, 5, stride=2, padding=2), nn.Conv2d(16, 16, 3, groups=16, dilation=2, padding="same"),
               nn.Conv2d(4, 6, (1, 7), padding=(0, 3), padding_mode="reflect")]
     got = [builder.build(ref.Conv2d, f, _qparams(f, 2, False)) for f in others]
@@ -330,6 +332,28 @@ def test_a_new_configuration_of_a_known_class_is_built_from_its_class_layout(mon
     for module, f in zip(got, others):
         q = _qparams(f, 2, False)
         assert_same_module(module, ref.Conv2d.from_float(f, q), f, q)
+
+
+def test_builders_sharing_a_table_learn_a_class_once_and_again_when_its_from_float_changes(monkeypatch):
+    """Layouts learned by one builder serve the next one sharing its table (as every convert of a process
+    shares swap-modules' table); a class whose from_float was patched meanwhile is learned afresh."""
+    learned = LearnedLayouts()
+    first = nn.Conv2d(3, 8, 3, padding=1)
+    ReferenceBuilder(learned).build(ref.Conv2d, first, _qparams(first, 2, False))
+    standins = []
+    original_standin = reference_modules._meta_standin
+    monkeypatch.setattr(reference_modules, "_meta_standin", lambda m: (standins.append(m), original_standin(m))[1])
+    second = nn.Conv2d(8, 4, 1)
+    ReferenceBuilder(learned).build(ref.Conv2d, second, _qparams(second, 2, False))
+    assert standins == []
+    calls = []
+    original = ref.Conv2d.from_float
+    monkeypatch.setattr(ref.Conv2d, "from_float", classmethod(lambda cls, *a: (calls.append(a), original(*a))[1]))
+    got = ReferenceBuilder(learned).build(ref.Conv2d, second, _qparams(second, 2, False))
+    assert len(standins) == 1 and len(calls) == 1  # (learned again, on the meta stand-in)
+    monkeypatch.undo()
+    q = _qparams(second, 2, False)
+    assert_same_module(got, ref.Conv2d.from_float(second, q), second, q)
 
 
 def test_builder_results_do_not_share_buffers_or_tables():
