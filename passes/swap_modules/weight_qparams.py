@@ -283,14 +283,14 @@ def _check_rows() -> list[list[float]]:
 
 
 def _row_ranges_with_zero_signs(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch.aminmax(rows, dim=1), the signs of zeros included. Row amin and amax (about twice as fast on
-    embedding tables) give the same values, but a zero may come out with another sign (0.0 and -0.0 compare
-    equal, and the reductions meet a row's elements in other orders): the rows whose minimum or maximum is
-    a zero are taken again by aminmax, which reduces each row of a contiguous matrix on its own, the same
-    way whichever rows are beside it."""
+    """torch.aminmax(rows, dim=1), the signs of zeros included. `row_ranges` (the kernel's one pass, or row
+    amin and amax: several times, or about twice, as fast on embedding tables) gives the same values, but a
+    zero may come out with another sign (0.0 and -0.0 compare equal, and the reductions meet a row's
+    elements in other orders): the rows whose minimum or maximum is a zero are taken again by aminmax,
+    which reduces each row of a contiguous matrix on its own, the same way whichever rows are beside it."""
     if not rows.is_contiguous():
         return torch.aminmax(rows, dim=1)
-    low, high = rows.amin(dim=1), rows.amax(dim=1)
+    low, high = row_ranges(rows)
     zeros = torch.logical_or(low == 0, high == 0).nonzero().squeeze(1)
     if zeros.numel():
         again_low, again_high = torch.aminmax(rows.index_select(0, zeros), dim=1)
