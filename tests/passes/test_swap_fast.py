@@ -835,3 +835,23 @@ def test_row_ranges_do_not_depend_on_the_default_dtype():
         torch.set_default_dtype(previous)
     assert low.dtype == high.dtype == torch.float32
     assert torch.equal(low, matrix.amin(dim=1)) and torch.equal(high, matrix.amax(dim=1))
+
+
+def test_qconfigs_with_a_bare_observer_class_share_one_swap_check(monkeypatch):
+    """float_qparams_weight_only_qconfig's activation is a class, not a with_args wrapper: its qconfigs still
+    have a key, so the swap check (which builds both observers) runs once for all alike tables, and
+    answers as torch's check does."""
+    from torch.ao.quantization import float_qparams_weight_only_qconfig
+    from torch.ao.quantization.backend_config import get_native_backend_config
+
+    keys = ConstructorKeys()
+    assert keys(PlaceholderObserver) == keys(PlaceholderObserver) is not None
+    assert keys(PlaceholderObserver) != keys(MinMaxObserver)
+    classes = swap_weighted.WeightedClasses.of(get_native_backend_config())
+    checks = []
+    original = swap_weighted._swap_applies
+    monkeypatch.setattr(swap_weighted, "_swap_applies", lambda *a: (checks.append(a), original(*a))[1])
+    qconfigs = [copy.copy(float_qparams_weight_only_qconfig) for _ in range(5)]  # (prepare's: one per module)
+    answers = {classes.reference_swap_applies(q, nn.Embedding) for q in qconfigs}
+    assert len(checks) == 1
+    assert answers == {original(classes, float_qparams_weight_only_qconfig, nn.Embedding)}
