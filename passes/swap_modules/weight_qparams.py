@@ -70,8 +70,6 @@ class ConstructorKeys:
 
     def _key(self, constructor: Any) -> tuple | None:
         partial = getattr(constructor, "p", None)
-        if partial is None and isinstance(constructor, type):
-            return (constructor, (), (), ())  # a class called without arguments (PlaceholderObserver, say)
         if partial is None or not hasattr(partial, "func"):
             return None
         known = self._partials.get(id(partial))

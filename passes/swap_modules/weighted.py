@@ -126,11 +126,19 @@ class WeightedClasses:
         return found if found is not None else self.root_to_reference.get(type_before_parametrizations(module))
 
     def _qconfig_key(self, qconfig: Any) -> tuple | None:
-        activation = self.constructor_keys(getattr(qconfig, "activation", None))
-        weight = self.constructor_keys(getattr(qconfig, "weight", None))
+        activation = self._observer_key(getattr(qconfig, "activation", None))
+        weight = self._observer_key(getattr(qconfig, "weight", None))
         if activation is None or weight is None:
             return None
         return (type(qconfig), activation, weight)
+
+    def _observer_key(self, constructor: Any) -> tuple | None:
+        """What decides the dtypes of the observers `constructor` builds: its constructor key, or the class
+        itself for a class called without arguments (float_qparams_weight_only_qconfig's activation)."""
+        key = self.constructor_keys(constructor)
+        if key is None and isinstance(constructor, type):
+            return (constructor,)
+        return key
 
 
 def first_member(fused: torch.nn.Module) -> torch.nn.Module:

@@ -844,10 +844,8 @@ def test_qconfigs_with_a_bare_observer_class_share_one_swap_check(monkeypatch):
     from torch.ao.quantization import float_qparams_weight_only_qconfig
     from torch.ao.quantization.backend_config import get_native_backend_config
 
-    keys = ConstructorKeys()
-    assert keys(PlaceholderObserver) == keys(PlaceholderObserver) is not None
-    assert keys(PlaceholderObserver) != keys(MinMaxObserver)
     classes = swap_weighted.WeightedClasses.of(get_native_backend_config())
+    assert classes._observer_key(PlaceholderObserver) != classes._observer_key(MinMaxObserver)
     checks = []
     original = swap_weighted._swap_applies
     monkeypatch.setattr(swap_weighted, "_swap_applies", lambda *a: (checks.append(a), original(*a))[1])
