@@ -8,7 +8,6 @@ whole argument tree can be shared between program versions and compared structur
 from __future__ import annotations
 
 import re
-
 from typing import Any, Callable, Iterator
 
 import attrs
