@@ -150,6 +150,7 @@ def measure_convert(observed: Observed, mode: str, repeat: int,
             theirs = result if keep else None
             del result, given
             if floor is not None and code is not None:
+                gc.collect()  # from the state each convert starts from (torch's result may be cyclic garbage)
                 floor_runs.append(floor_seconds(floor, code, lowered=mode == "lowered"))
     finally:
         gc.unfreeze()

@@ -14,7 +14,9 @@ import warnings
 from typing import Any
 
 import torch
+from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 from torch.fx import GraphModule
+from torch.nn.modules.batchnorm import _NormBase
 
 
 def copy_for_torch(observed: GraphModule) -> GraphModule:
@@ -90,16 +92,20 @@ def same_value(a: Any, b: Any) -> bool:
 
 
 def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
-    """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits), the names of each
-    module's attributes and, when `inputs` are given, outputs (of copies: neither module is changed).
-    Empty when they are the same."""
+    """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits; or, where torch
+    cannot save a module, the error `state_dict()` raises), the names of each module's attributes and, when
+    `inputs` are given, outputs (of copies: neither module is changed). Empty when they are the same."""
     found: list[str] = []
     if ours.code != theirs.code:
         a, b = ours.code.splitlines(), theirs.code.splitlines()
         line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         found.append(f"code differs from line {line + 1} (qfx: {_line(a, line)!r}, torch: {_line(b, line)!r})")
-    ours_state, theirs_state = ours.state_dict(), theirs.state_dict()
-    if list(ours_state) != list(theirs_state):
+    (ours_state, ours_error), (theirs_state, theirs_error) = state_dict_or_error(ours), state_dict_or_error(theirs)
+    if ours_error is not None or theirs_error is not None:
+        # torch cannot save some lowered modules (a 3-D conv packed by qnnpack): then both must fail alike
+        if ours_error != theirs_error:
+            found.append(f"state_dict() differs: qfx's {ours_error or 'works'}, torch's {theirs_error or 'works'}")
+    elif list(ours_state) != list(theirs_state):
         only = sorted(set(ours_state) ^ set(theirs_state))
         found.append(f"state_dict keys differ ({', '.join(only[:4]) if only else 'same keys, other order'})")
     else:
@@ -115,14 +121,35 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
         found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (first: only qfx's "
                      f"{sorted(first_ours - first_theirs)}, only torch's {sorted(first_theirs - first_ours)})")
     if inputs is not None:
-        # Run copies: a module may share observers with the observed model, and running them records stats.
-        ours, theirs = copy.deepcopy(ours), copy.deepcopy(theirs)
+        ours, theirs = _to_run(ours), _to_run(theirs)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             same = same_value(ours(*inputs), theirs(*inputs))
         if not same:
             found.append("outputs differ")
     return found
+
+
+def _to_run(model: GraphModule) -> GraphModule:
+    """A copy of `model` to run: a module may share observers with the observed model, and running them
+    records stats. A model torch cannot copy (a 3-D conv packed by qnnpack cannot be unpacked) is run itself
+    when running cannot change it: nothing in it observes, and no batch or instance norm is in training mode
+    (it would update its running statistics); otherwise the copy's error is raised."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:
+        if any(isinstance(module, (ObserverBase, FakeQuantizeBase))
+               or (isinstance(module, _NormBase) and module.training) for module in model.modules()):
+            raise
+        return model
+
+
+def state_dict_or_error(model: torch.nn.Module) -> tuple[dict[str, Any], str | None]:
+    """`model.state_dict()` and None, or an empty dict and the error it raised ("Type: message")."""
+    try:
+        return model.state_dict(), None
+    except Exception as exc:
+        return {}, f"{type(exc).__name__}: {exc}"
 
 
 def _attribute_names(model: torch.nn.Module) -> dict[str, frozenset[str]]:

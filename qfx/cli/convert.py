@@ -14,7 +14,7 @@ from rich.console import Console
 from torch.fx import GraphModule
 
 from qfx.api import convert_options, gc_paused
-from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint
+from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint, state_dict_or_error
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
 from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
@@ -71,7 +71,9 @@ def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, 
         theirs = theirs_fn(copy_for_torch(observed))
     with running_user_model("--check-against-torch: running both converted models on the example inputs"):
         found = differences(result, theirs, inputs)
-    compared = "same code, same state_dict" + (", identical outputs" if inputs is not None else "")
+    _, unsaveable = state_dict_or_error(result)
+    state = "same state_dict" if unsaveable is None else f"state_dict() failing alike: {unsaveable}"
+    compared = f"same code, {state}" + (", identical outputs" if inputs is not None else "")
     if found:
         plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(found)})")
         return False

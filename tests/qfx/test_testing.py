@@ -212,3 +212,38 @@ def test_assert_same_as_torch_with_an_attribute_set_after_prepare(kwargs: dict) 
     assert differences(result, other, None) == []
     other.conv.extra = 1
     assert any("attributes differ on 'conv'" in found for found in differences(result, other, None))
+
+
+def _observed_video(engine: str) -> tuple[torch.fx.GraphModule, tuple]:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 5, 5, 5)
+    model = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 3), torch.nn.ReLU()).eval()
+    observed = prepare_fx(model, get_default_qconfig_mapping(engine), (x,))
+    observed(x)
+    return observed, (x,)
+
+
+def test_assert_same_as_torch_on_a_model_torch_cannot_save() -> None:
+    """A 3-D conv lowered for qnnpack has a packed weight torch cannot unpack: neither model has a state_dict
+    or a deep copy. The state_dict()s must fail alike, and the models themselves are run (nothing in them
+    records anything); a model that could record something is not run without a copy."""
+    from qfx.compare import differences
+
+    engine = torch.backends.quantized.engine
+    torch.backends.quantized.engine = "qnnpack"
+    try:
+        observed, inputs = _observed_video("qnnpack")
+        result = assert_same_as_torch(observed, example_inputs=inputs)
+        with pytest.raises(RuntimeError, match="conv2d_unpack"):
+            result.state_dict()
+        saveable = qfx.convert_to_reference_fx(observed)
+        assert ("state_dict() differs: qfx's RuntimeError: QNNPACK only supports conv2d_unpack right now., torch's "
+                "works") in differences(result, saveable, None)
+        result.observer = observed.activation_post_process_0  # as if it still observed: never run uncopied
+        with pytest.raises(RuntimeError, match="conv2d_unpack"):
+            differences(result, result, inputs)
+    finally:
+        torch.backends.quantized.engine = engine

@@ -34,3 +34,20 @@ def bad_shape():
 
 def not_a_model():
     return "model", (torch.randn(1),)
+
+
+class Video(nn.Module):
+    """A 3-D conv: under qnnpack torch packs it but cannot unpack it, so neither lowered model has a
+    state_dict (nor can be deep-copied)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x))
+
+
+def build_video():
+    torch.manual_seed(0)
+    return Video().eval(), (torch.randn(1, 3, 5, 5, 5),)
