@@ -9,7 +9,9 @@ Tensors are compared bit for bit, never with a tolerance.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import warnings
 from typing import Any
 
@@ -121,16 +123,35 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
         found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (first: only qfx's "
                      f"{sorted(first_ours - first_theirs)}, only torch's {sorted(first_theirs - first_ours)})")
     if inputs is not None:
-        ours, theirs = _to_run(ours), _to_run(theirs)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            same = same_value(ours(*inputs), theirs(*inputs))
-        if not same:
+        (ours_out, ours_error), (theirs_out, theirs_error) = outputs_or_error(ours, inputs), outputs_or_error(
+            theirs, inputs)
+        if ours_error is not None or theirs_error is not None:
+            # (a quantized kernel may refuse what the float op took, torch's as much as qfx's: then alike)
+            if ours_error != theirs_error:
+                found.append(f"outputs differ: qfx's model {_ran(ours_error)}, torch's {_ran(theirs_error)}")
+        elif not same_value(ours_out, theirs_out):
             found.append("outputs differ")
     return found
 
 
-def _to_run(model: GraphModule) -> GraphModule:
+def outputs_or_error(model: GraphModule, inputs: tuple) -> tuple[Any, str | None]:
+    """What `model(*inputs)` returns (run on `copy_to_run(model)`, without autograd) and None, or None and
+    the error it raised ("Type: message"; what the failing forward prints to stderr, as a GraphModule prints
+    its code, is dropped)."""
+    model = copy_to_run(model)
+    with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            return model(*inputs), None
+        except Exception as exc:
+            return None, f"{type(exc).__name__}: {exc}"
+
+
+def _ran(error: str | None) -> str:
+    return "runs" if error is None else f"raises {error}"
+
+
+def copy_to_run(model: torch.nn.Module) -> torch.nn.Module:
     """A copy of `model` to run: a module may share observers with the observed model, and running them
     records stats. A model torch cannot copy (a 3-D conv packed by qnnpack cannot be unpacked) is run itself
     when running cannot change it: nothing in it observes, and no batch or instance norm is in training mode

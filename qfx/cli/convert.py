@@ -14,7 +14,8 @@ from rich.console import Console
 from torch.fx import GraphModule
 
 from qfx.api import convert_options, gc_paused
-from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint, state_dict_or_error
+from qfx.compare import (copy_for_torch, differences, fingerprint, outputs_or_error, same_fingerprint,
+                         state_dict_or_error)
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
 from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
@@ -73,7 +74,10 @@ def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, 
         found = differences(result, theirs, inputs)
     _, unsaveable = state_dict_or_error(result)
     state = "same state_dict" if unsaveable is None else f"state_dict() failing alike: {unsaveable}"
-    compared = f"same code, {state}" + (", identical outputs" if inputs is not None else "")
+    compared = f"same code, {state}"
+    if inputs is not None:
+        _, failure = outputs_or_error(result, inputs)
+        compared += ", identical outputs" if failure is None else f", failing alike on the example inputs: {failure}"
     if found:
         plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(found)})")
         return False
@@ -124,6 +128,13 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
                    + (f" ({', '.join(counts.float_nodes[:8])}{' ...' if counts.float > 8 else ''})"
                       if counts.float else ""))
     batches = entry.calibration_batches
+    failure = next((error for batch in batches for error in [outputs_or_error(result, batch)[1]] if error), None)
+    if failure is not None:
+        # The observed model ran on these batches: the converted one itself refuses them.
+        plain(console, f"output error and latency not measured: the converted model fails on the calibration "
+                       f"batches the observed model ran on ({failure}); a quantized op can refuse what its float "
+                       "op took (--check-against-torch tells whether torch's converted model fails alike)")
+        return max(_finish(result, observed, before, entry.example_inputs, args, console), 1)
     with running_user_model("comparing the converted model with the float model on the calibration batches"):
         error = output_error(entry.model, result, batches)
     plain(console, f"output error against the float model on {len(batches)} calibration batch"

@@ -14,6 +14,7 @@ import attrs
 import torch
 from torch.fx import GraphModule
 
+from qfx.compare import copy_to_run
 from qfx.graphview import float_islands, node_kinds
 from qfx.ir.lift import lift
 
@@ -62,7 +63,7 @@ class OutputError:
 
 def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batches: tuple[tuple, ...]) -> OutputError:
     """Run both models (copies, in eval mode) on every batch and compare every floating-point output."""
-    float_model, quantized = copy.deepcopy(float_model).eval(), _copy_to_run(quantized)
+    float_model, quantized = copy.deepcopy(float_model).eval(), copy_to_run(quantized)
     signal = noise = 0.0
     max_abs = 0.0
     with torch.no_grad(), warnings.catch_warnings():
@@ -80,19 +81,9 @@ def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batch
     return OutputError(max_abs, sqnr)
 
 
-def _copy_to_run(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy of `model` to run (a forward may update state the caller keeps); the model itself where it
-    cannot be copied (qnnpack's packed 3-D conv weights), which only a converted model holds, and a
-    converted model's forward changes nothing."""
-    try:
-        return copy.deepcopy(model)
-    except Exception:  # (torch raises RuntimeError; any failure to copy means the same here)
-        return model
-
-
 def latency_ms(model: torch.nn.Module, inputs: tuple, runs: int = LATENCY_RUNS) -> float:
     """Median milliseconds of one forward of `model` (a copy) on `inputs`, after one warm-up run."""
-    model = _copy_to_run(model)
+    model = copy_to_run(model)
     times = []
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

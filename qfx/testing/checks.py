@@ -125,8 +125,9 @@ def assert_idempotent(pass_: PassLike, program: Program) -> Program:
 def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None = None,
                          **convert_kwargs: Any) -> GraphModule:
     """Convert `observed` with qfx and with torch (on a deep copy) and check the results are the same: same
-    code, same state_dict (bit for bit) and, with `example_inputs`, identical outputs; and that qfx left
-    `observed` unchanged. `convert_kwargs` are torch `convert`'s: `is_reference` (default False: lowered,
+    code, same state_dict (bit for bit) and, with `example_inputs`, identical outputs (or the same error
+    from both, where a quantized op refuses the inputs); and that qfx left `observed` unchanged.
+    `convert_kwargs` are torch `convert`'s: `is_reference` (default False: lowered,
     as `convert_fx`), `is_decomposed`, `convert_custom_config`, `qconfig_mapping`, `backend_config`.
     Returns qfx's result."""
     import qfx

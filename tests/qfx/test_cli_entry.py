@@ -106,6 +106,24 @@ def test_convert_checks_a_model_torch_cannot_save_against_torch(workdir: Path) -
             "supports conv2d_unpack right now., identical outputs)") in out
 
 
+def test_convert_reports_a_converted_model_that_fails_where_the_float_one_ran(workdir: Path) -> None:
+    """The lowered model's quantized pool returns channels-last strides that its `.view` refuses: qfx says the
+    converted model fails on batches the observed model ran on (not that the inputs do not fit), skips the
+    measurements, and the check against torch says torch's model fails alike."""
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build_flattening"),
+                                      "--check-against-torch")
+    assert status == 1
+    assert ("output error and latency not measured: the converted model fails on the calibration batches the "
+            "observed model ran on (RuntimeError: view size is not compatible") in out
+    assert "equal to torch's convert_fx: yes (same code, same state_dict, failing alike on the example inputs: " \
+           "RuntimeError: view size is not compatible" in out
+    assert "latency" not in out.replace("output error and latency", "") and "def forward" not in err + out
+
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build_flattening"), "--mode", "reference")
+    assert status == 0, err
+    assert "SQNR" in out and "latency (median forward" in out
+
+
 def run_in_process(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

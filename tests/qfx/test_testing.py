@@ -3,7 +3,9 @@ user's own pass file, property-tested with qfx.testing strategies, runs under py
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import subprocess
 import sys
 import warnings
@@ -247,3 +249,23 @@ def test_assert_same_as_torch_on_a_model_torch_cannot_save() -> None:
             differences(result, result, inputs)
     finally:
         torch.backends.quantized.engine = engine
+
+
+def test_differences_compares_how_the_models_fail_on_the_inputs() -> None:
+    """Two models that raise the same error on the inputs behave alike; one that raises where the other runs
+    does not. What a failing GraphModule prints to stderr is dropped."""
+    from qfx.compare import differences
+
+    class Flattening(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(-1)
+
+    failing = torch.fx.symbolic_trace(Flattening())
+    running = torch.fx.symbolic_trace(torch.nn.Flatten(0))
+    strided = (torch.randn(2, 3).t(),)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert differences(failing, copy.deepcopy(failing), strided) == []
+        found = differences(failing, running, strided)[-1]  # (after the code's difference)
+    assert found.startswith("outputs differ: qfx's model raises RuntimeError: view size is not compatible")
+    assert found.endswith(", torch's runs") and err.getvalue() == ""

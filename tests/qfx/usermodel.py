@@ -51,3 +51,23 @@ class Video(nn.Module):
 def build_video():
     torch.manual_seed(0)
     return Video().eval(), (torch.randn(1, 3, 5, 5, 5),)
+
+
+class Flattening(nn.Module):
+    """`.view` of a quantized adaptive average pool's output: the quantized kernel returns it in channels-last
+    strides, which `.view` refuses (`.reshape` would copy), so the converted model fails where the float one ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((2, 2))
+        self.fc = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.conv(x)))
+        return self.fc(x.view(x.size(0), -1))
+
+
+def build_flattening():
+    torch.manual_seed(0)
+    return Flattening().eval(), (torch.randn(1, 3, 8, 8),)
