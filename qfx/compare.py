@@ -96,7 +96,8 @@ def same_value(a: Any, b: Any) -> bool:
 def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
     """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits; or, where torch
     cannot save a module, the error `state_dict()` raises), the names of each module's attributes and, when
-    `inputs` are given, outputs (of copies: neither module is changed). Empty when they are the same."""
+    `inputs` are given, outputs (or the error each model raises on them; see `outputs_or_error`: neither
+    module is changed). Empty when they are the same."""
     found: list[str] = []
     if ours.code != theirs.code:
         a, b = ours.code.splitlines(), theirs.code.splitlines()
@@ -123,8 +124,8 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
         found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (first: only qfx's "
                      f"{sorted(first_ours - first_theirs)}, only torch's {sorted(first_theirs - first_ours)})")
     if inputs is not None:
-        (ours_out, ours_error), (theirs_out, theirs_error) = outputs_or_error(ours, inputs), outputs_or_error(
-            theirs, inputs)
+        ours_out, ours_error = outputs_or_error(ours, inputs)
+        theirs_out, theirs_error = outputs_or_error(theirs, inputs)
         if ours_error is not None or theirs_error is not None:
             # (a quantized kernel may refuse what the float op took, torch's as much as qfx's: then alike)
             if ours_error != theirs_error:

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch.fx import GraphModule
 
-from qfx.compare import copy_for_torch, differences, fingerprint, same_fingerprint, same_value
+from qfx.compare import copy_for_torch, differences, fingerprint, outputs_or_error, same_fingerprint, same_value
 from qfx.ir.errors import VerificationError
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
@@ -126,7 +126,8 @@ def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None 
                          **convert_kwargs: Any) -> GraphModule:
     """Convert `observed` with qfx and with torch (on a deep copy) and check the results are the same: same
     code, same state_dict (bit for bit) and, with `example_inputs`, identical outputs (or the same error
-    from both, where a quantized op refuses the inputs); and that qfx left `observed` unchanged.
+    from both, where a quantized op refuses the inputs: then with a warning, as no output was compared);
+    and that qfx left `observed` unchanged.
     `convert_kwargs` are torch `convert`'s: `is_reference` (default False: lowered,
     as `convert_fx`), `is_decomposed`, `convert_custom_config`, `qconfig_mapping`, `backend_config`.
     Returns qfx's result."""
@@ -152,4 +153,8 @@ def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None 
     found = differences(ours, theirs, example_inputs)
     if found:
         raise AssertionError(f"qfx.{name.lstrip('_')} differs from torch's {name}: {'; '.join(found)}")
+    failure = outputs_or_error(ours, example_inputs)[1] if example_inputs is not None else None
+    if failure is not None:  # the same as torch's, but no output was compared: say so
+        warnings.warn(f"both converted models fail alike on the example inputs ({failure}): no outputs were "
+                      "compared", stacklevel=2)
     return ours

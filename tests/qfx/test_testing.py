@@ -269,3 +269,19 @@ def test_differences_compares_how_the_models_fail_on_the_inputs() -> None:
         found = differences(failing, running, strided)[-1]  # (after the code's difference)
     assert found.startswith("outputs differ: qfx's model raises RuntimeError: view size is not compatible")
     assert found.endswith(", torch's runs") and err.getvalue() == ""
+
+
+def test_assert_same_as_torch_warns_when_both_models_fail_on_the_inputs() -> None:
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    from tests.qfx.usermodel import build_flattening
+
+    model, inputs = build_flattening()
+    observed = prepare_fx(model, get_default_qconfig_mapping("x86"), inputs)
+    observed(*inputs)
+    with pytest.warns(UserWarning, match="both converted models fail alike on the example inputs .*view size"):
+        assert_same_as_torch(observed, example_inputs=inputs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_same_as_torch(observed, example_inputs=inputs, is_reference=True)  # (runs: no warning)
