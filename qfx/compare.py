@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import types
 import warnings
 from typing import Any
 
@@ -31,9 +32,19 @@ def copy_for_torch(observed: GraphModule) -> GraphModule:
     say) too, copied with the rest. And a deepcopy lists every node's users in graph order, where the
     model's may be in another (prepare sets some nodes' arguments again, which moves them to the end),
     which torch's convert reads (the first user of an input observer names its qparams): the copy's
-    nodes list their users in the model's order."""
+    nodes list their users in the model's order. Tensors with autograd history, which torch refuses to
+    deep-copy, are copied detached."""
     memo: dict[int, Any] = {}
-    copied = copy.deepcopy(observed, memo)
+    try:
+        copied = copy.deepcopy(observed, memo)
+    except RuntimeError:
+        # torch refuses to deep-copy a tensor with autograd history (standalone module example inputs
+        # recorded under autograd, say): the copy gets such tensors detached, which torch's convert never
+        # differentiates through
+        memo = _detached_non_leaf_tensors(observed)
+        if not memo:
+            raise
+        copied = copy.deepcopy(observed, memo)
     for original, new in zip(observed.modules(), copied.modules()):
         if isinstance(original, GraphModule) and isinstance(new, GraphModule):
             state, copied_state = vars(original), vars(new)
@@ -45,6 +56,30 @@ def copy_for_torch(observed: GraphModule) -> GraphModule:
                 made._base_count[base] = max(count, made._base_count.get(base, 0))
             _restore_users_order(original.graph, new.graph)
     return copied
+
+
+def _detached_non_leaf_tensors(root: Any) -> dict[int, Any]:
+    """A deepcopy memo mapping each tensor with autograd history reachable from `root` (through containers
+    and instance dicts) to a detached clone of it."""
+    memo: dict[int, Any] = {}
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        value = stack.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, torch.Tensor):
+            if value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            stack.extend(value)
+        elif hasattr(value, "__dict__") and not isinstance(value, (type, types.ModuleType)):
+            stack.extend(vars(value).values())
+    return memo
 
 
 def _restore_users_order(original: torch.fx.Graph, copied: torch.fx.Graph) -> None:

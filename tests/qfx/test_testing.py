@@ -285,3 +285,23 @@ def test_assert_same_as_torch_warns_when_both_models_fail_on_the_inputs() -> Non
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert_same_as_torch(observed, example_inputs=inputs, is_reference=True)  # (runs: no warning)
+
+
+def test_assert_same_as_torch_copies_a_model_holding_tensors_with_autograd_history() -> None:
+    """Standalone module example inputs recorded under autograd are tensors torch cannot deep-copy: the copy
+    torch converts gets them detached (qfx never copies the model)."""
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1))).eval()
+    x = torch.randn(1, 3, 6, 6)
+    inner_inputs = (model[0](x),)  # (recorded with autograd on: it has a grad_fn)
+    assert inner_inputs[0].grad_fn is not None
+    config = PrepareCustomConfig().set_standalone_module_name("1", QConfigMapping(), inner_inputs, None, None)
+    observed = prepare_fx(model, get_default_qconfig_mapping("x86"), (x,), prepare_custom_config=config)
+    observed(x)
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(observed)
+    assert_same_as_torch(observed, example_inputs=(x,), is_reference=True)
