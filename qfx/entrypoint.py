@@ -48,7 +48,7 @@ def _import_module(module: str, spec: str) -> Any:
         path = Path(module)
         if not path.is_file():
             raise EntryPointError(f"entry point '{spec}': no such file '{module}'")
-        name = f"qfx_entry_{path.stem}"
+        name = _module_name_for(path)
         loader_spec = importlib.util.spec_from_file_location(name, path.resolve())
         if loader_spec is None or loader_spec.loader is None:
             raise EntryPointError(f"entry point '{spec}': '{module}' cannot be imported as a Python file")
@@ -78,6 +78,22 @@ def _import_module(module: str, spec: str) -> Any:
                 f"entry point '{spec}': no module named '{module}' (importable from the current directory, "
                 f"or give a path such as {module.replace('.', '/')}.py)") from exc
         raise EntryPointError(f"entry point '{spec}': importing '{module}' failed: {exc}") from exc
+
+
+def _module_name_for(path: Path) -> str:
+    """The name to import the file `path` under: its stem, as `python path` beside it or an import from its
+    folder names it, so that what is pickled with its classes (a saved model's node meta names them) loads
+    wherever that module can be imported; a private name when the stem is not an identifier or names another
+    module already imported or importable from here."""
+    stem = path.stem
+    if stem.isidentifier() and stem not in sys.modules:
+        try:
+            found = importlib.util.find_spec(stem)
+        except (ImportError, ValueError):
+            found = None
+        if found is None or (found.origin is not None and Path(found.origin).resolve() == path.resolve()):
+            return stem
+    return f"qfx_entry_{stem}"
 
 
 def _as_inputs(value: Any, spec: str, what: str) -> tuple:

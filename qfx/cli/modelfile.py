@@ -145,6 +145,13 @@ def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
         raise ModelFileError(f"cannot load '{path}': its model uses classes of the module '{exc.name}', which "
                              "cannot be imported from here; run qfx where that module can be imported, or add its "
                              "folder to PYTHONPATH") from exc
+    except AttributeError as exc:
+        if "__main__" not in str(exc):
+            raise ModelFileError(f"cannot load '{path}': {exc}") from exc
+        raise ModelFileError(
+            f"cannot load '{path}': its model uses a class defined in the script that saved it ({exc}), which no "
+            "other program can import; define the model's classes in a module (a .py file beside the script) and "
+            "save again, or convert the script's entry point instead (qfx convert script.py:build)") from exc
     except Exception as exc:  # torch.load raises many types for a bad file; all mean the same here
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ModelFileError(f"cannot load '{path}' (is it a file written by torch.save?): {reason}") from exc

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -124,11 +125,46 @@ def test_convert_reports_a_converted_model_that_fails_where_the_float_one_ran(wo
     assert "SQNR" in out and "latency (median forward" in out
 
 
+def forget_usermodel() -> None:
+    """Drop the modules in-process runs imported usermodel.py as (its stem, or a private name when taken)."""
+    for name in ("usermodel", "qfx_entry_usermodel"):
+        sys.modules.pop(name, None)
+
+
 def run_in_process(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         status = cli.main(list(argv))
     return status, out.getvalue(), err.getvalue()
+
+
+def test_a_saved_model_with_classes_of_the_users_file_loads_where_that_file_imports(workdir: Path) -> None:
+    """A model file is imported under its stem, so the classes its nodes' meta names (the residual block's)
+    pickle as `usermodel.Residual`: the saved model loads from the file's folder, in another process."""
+    result = qfx("convert", "usermodel.py:build_residual", "--mode", "reference", "--save", "q.pt", cwd=workdir)
+    assert result.returncode == 0, text(result)[1]
+    load = ("import torch; m = torch.load('q.pt', weights_only=False); "
+            "print(sorted({t.__module__ for n in m.graph.nodes for _, t in n.meta.get('nn_module_stack', {}).values()}))")
+    loaded = subprocess.run([sys.executable, "-c", load], cwd=workdir, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert "usermodel" in loaded.stdout and "qfx_entry" not in loaded.stdout
+
+
+def test_a_saved_observed_model_with_classes_of_a_script_says_why_it_cannot_load(tmp_path: Path) -> None:
+    script = tmp_path / "save_it.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nfrom torch.ao.quantization import get_default_qconfig_mapping\n"
+        "from torch.ao.quantization.quantize_fx import prepare_fx\nfrom qfx.cli import save_observed\n"
+        "class Block(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(4, 4)\n"
+        "    def forward(self, x):\n        return torch.relu(self.fc(x))\n"
+        "x = (torch.randn(3, 4),)\nobserved = prepare_fx(nn.Sequential(Block()).eval(), "
+        "get_default_qconfig_mapping('x86'), x)\nobserved(*x)\nsave_observed(observed, 'observed.pt', x)\n")
+    saved = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert saved.returncode == 0, saved.stderr
+    result = qfx("convert", "observed.pt", cwd=tmp_path)
+    out, err = text(result)
+    assert result.returncode == 2
+    assert "uses a class defined in the script that saved it" in err and "'Block'" in err, err
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -145,7 +181,7 @@ def test_bad_input_is_one_line_with_exit_2(workdir: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(workdir)
     (workdir / "notamodel.pt").write_text("not a model\n")
     status, out, err = run_in_process(*argv)
-    sys.modules.pop("qfx_entry_usermodel", None)
+    forget_usermodel()
     assert status == 2
     assert err.startswith("qfx: error: ") and message in err and err.count("\n") == 1, err
     assert "Traceback" not in err
@@ -164,7 +200,7 @@ def test_qat_prepares_with_prepare_qat_fx_and_runs_no_training(workdir: Path, mo
     monkeypatch.chdir(workdir)
     status, out, err = run_in_process("convert", "usermodel.py:build", "--qat", "--backend", "qnnpack",
                                       "--mode", "reference", "--check-against-torch")
-    sys.modules.pop("qfx_entry_usermodel", None)
+    forget_usermodel()
     assert status == 0, err
     assert "prepared with prepare_qat_fx (qnnpack backend, its default QAT qconfig mapping)" in out
     assert "equal to torch's convert_to_reference_fx: yes" in out

@@ -71,3 +71,19 @@ class Flattening(nn.Module):
 def build_flattening():
     torch.manual_seed(0)
     return Flattening().eval(), (torch.randn(1, 3, 8, 8),)
+
+
+class Residual(nn.Module):
+    """A block class of the user's own, which the traced nodes' meta names."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv(x) + x)
+
+
+def build_residual():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 1), Residual(4), Residual(4)).eval(), (torch.randn(1, 3, 6, 6),)
