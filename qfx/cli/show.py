@@ -54,6 +54,9 @@ def program_after(observed_program: Program, mode: str, after: str) -> tuple[Pro
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
     """Print or write the IR (text, DOT, SVG or PNG) and a summary of the float islands."""
     check_after(args.mode, args.after)
+    if args.format is None:  # the output file's extension says, else text
+        suffix = Path(args.output).suffix.lower() if args.output is not None else ""
+        args.format = _FORMAT_OF_SUFFIX.get(suffix, "text")
     if looks_like_entry_point(args.model):
         entry = load_entry_point(args.model)
         observed = prepare_entry_point(entry, args.backend, args.qat)
@@ -93,6 +96,9 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+_FORMAT_OF_SUFFIX = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot"}
+
+
 def add_parser(commands: argparse._SubParsersAction) -> None:
     """Register `qfx show`."""
     show = commands.add_parser(
@@ -105,8 +111,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     show.add_argument("model", metavar="MODULE:FUNCTION | MODEL.pt", help="the entry point or saved observed model")
     show.add_argument("--after", metavar="PASS", default="prepare",
                       help="prepare (default), final, or a pass of the pipeline (see qfx passes)")
-    show.add_argument("--format", choices=("text", "dot", "svg", "png"), default="text",
-                      help="text (default), dot (Graphviz source), svg or png (need Graphviz's dot program)")
+    show.add_argument("--format", choices=("text", "dot", "svg", "png"), default=None,
+                      help="text, dot (Graphviz source), svg or png (need Graphviz's dot program); default: "
+                           "as the -o file's extension says (.svg, .png, .dot, .gv), else text")
     show.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     show.add_argument("--mode", choices=("lowered", "reference", "decomposed"), default="lowered",
                       help="which pipeline --after refers to (default: lowered)")

@@ -94,6 +94,17 @@ def test_svg_and_png_of_the_final_result(workdir: Path) -> None:
         assert image.format == "PNG" and image.size[0] > 100
 
 
+def test_the_output_files_extension_chooses_the_format(saved_demo: Path, tmp_path: Path) -> None:
+    """Without --format, `-o x.dot` writes DOT (and .svg/.png pictures), any other name text, never text
+    under a picture's name."""
+    for name, starts in (("x.dot", "digraph qfx {"), ("x.gv", "digraph qfx {"), ("x.txt", "graph {")):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(["show", str(saved_demo), "-o", str(tmp_path / name)])
+        assert status == 0, err.getvalue()
+        assert (tmp_path / name).read_text().startswith(starts), name
+
+
 def test_without_dot_svg_says_how_to_install_it(saved_demo: Path, tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"  # PATH with python but without dot
     bin_dir.mkdir()
