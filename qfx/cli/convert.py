@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 import warnings
@@ -137,8 +138,10 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
         return max(_finish(result, observed, before, entry.example_inputs, args, console), 1)
     with running_user_model("comparing the converted model with the float model on the calibration batches"):
         error = output_error(entry.model, result, batches)
+    measured = (f"max abs {error.max_abs:.4g}, SQNR {error.sqnr_db:.1f} dB" if not math.isnan(error.sqnr_db)
+                else "not measured: NaN in the outputs (the float model's or the converted model's)")
     plain(console, f"output error against the float model on {len(batches)} calibration batch"
-                   f"{'es' if len(batches) != 1 else ''}: max abs {error.max_abs:.4g}, SQNR {error.sqnr_db:.1f} dB")
+                   f"{'es' if len(batches) != 1 else ''}: {measured}")
     with running_user_model("timing the float and the converted model on the example inputs"):
         float_ms = latency_ms(copy.deepcopy(entry.model).eval(), entry.example_inputs)
         quant_ms = latency_ms(result, entry.example_inputs)

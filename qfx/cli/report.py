@@ -62,7 +62,8 @@ class OutputError:
 
 
 def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batches: tuple[tuple, ...]) -> OutputError:
-    """Run both models (copies, in eval mode) on every batch and compare every floating-point output."""
+    """Run both models (copies, in eval mode) on every batch and compare every floating-point output (NaN
+    for both figures when an output holds NaN)."""
     float_model, quantized = copy.deepcopy(float_model).eval(), copy_to_run(quantized)
     signal = noise = 0.0
     max_abs = 0.0
@@ -76,7 +77,10 @@ def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batch
                 signal += float((x * x).sum())
                 noise += float(((x - q) ** 2).sum())
                 if x.numel():
-                    max_abs = max(max_abs, float((x - q).abs().max()))
+                    worst = float((x - q).abs().max())
+                    max_abs = worst if math.isnan(worst) or worst > max_abs else max_abs  # (NaN sticks)
+    if math.isnan(signal) or math.isnan(noise):  # NaN outputs (of either model): no error can be measured
+        return OutputError(math.nan, math.nan)
     sqnr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
     return OutputError(max_abs, sqnr)
 

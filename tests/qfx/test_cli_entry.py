@@ -205,3 +205,24 @@ def test_qat_prepares_with_prepare_qat_fx_and_runs_no_training(workdir: Path, mo
     assert "prepared with prepare_qat_fx (qnnpack backend, its default QAT qconfig mapping)" in out
     assert "equal to torch's convert_to_reference_fx: yes" in out
     assert torch.backends.quantized.engine == "qnnpack"
+
+
+def test_output_error_of_models_with_nan_outputs_is_not_a_number() -> None:
+    """NaN outputs made the error read "max abs 0, SQNR -inf dB" (perfect and worthless at once)."""
+    import math
+
+    from qfx.cli.report import output_error
+
+    class Log(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.log(x)
+
+    class Exact(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.clone()
+
+    batches = ((torch.tensor([-1.0, 2.0]),),)
+    error = output_error(Log(), Log(), batches)
+    assert math.isnan(error.max_abs) and math.isnan(error.sqnr_db)
+    error = output_error(Exact(), Exact(), batches)
+    assert error.max_abs == 0 and error.sqnr_db == math.inf
