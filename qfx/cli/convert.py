@@ -25,7 +25,7 @@ from qfx.passes.manager import Pipeline
 
 from .common import MODES, pass_table, plain, running_user_model
 from .modelfile import load_observed, save_with_graphs
-from .prepare import BACKENDS, calibrate, prepare_entry_point
+from .prepare import BACKENDS, DEFAULT_BACKEND, calibrate, prepare_entry_point, use_backend_for_saved
 from .report import count_ops, latency_ms, output_error
 
 EXAMPLES = """examples:
@@ -104,6 +104,7 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
 
 
 def _convert_saved(args: argparse.Namespace, console: Console) -> int:
+    use_backend_for_saved(args.model, args.backend, args.qat)
     observed, inputs = load_observed(args.model)
     before = fingerprint(observed)
     result = _convert_and_report(observed, args, console)
@@ -115,8 +116,9 @@ def _convert_saved(args: argparse.Namespace, console: Console) -> int:
 
 def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: Console) -> int:
     prepare_name = "prepare_qat_fx" if args.qat else "prepare_fx"
-    observed = prepare_entry_point(entry, args.backend, args.qat)
-    plain(console, f"{entry.spec}: traced and prepared with {prepare_name} ({args.backend} backend, its default "
+    backend = args.backend or DEFAULT_BACKEND
+    observed = prepare_entry_point(entry, backend, args.qat)
+    plain(console, f"{entry.spec}: traced and prepared with {prepare_name} ({backend} backend, its default "
                    f"{'QAT ' if args.qat else ''}qconfig mapping): {len(observed.graph.nodes)} nodes")
     calibrate(observed, entry.calibration_batches, console)
     if args.qat:
@@ -188,8 +190,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                     "A MODEL.pt written by qfx.cli.save_observed is converted as it is.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     convert.add_argument("model", metavar="MODULE:FUNCTION | MODEL.pt", help="the entry point or saved observed model")
-    convert.add_argument("--backend", choices=BACKENDS, default="x86",
-                         help="the backend's default qconfig mapping and quantized engine (default: x86)")
+    convert.add_argument("--backend", choices=BACKENDS, default=None,
+                         help="the backend's default qconfig mapping and quantized engine (default: x86); for a "
+                              "saved MODEL.pt, the quantized engine only")
     convert.add_argument("--qat", action="store_true", help="prepare with prepare_qat_fx (no training is run)")
     convert.add_argument("--mode", choices=tuple(MODES), default="lowered",
                          help="lowered: native kernels, as torch's convert_fx (default); reference: "

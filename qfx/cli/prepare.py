@@ -18,6 +18,7 @@ from qfx.entrypoint import EntryPoint, EntryPointError
 from qfx.ir.errors import QfxError
 
 from .common import running_user_model
+from .modelfile import ModelFileError
 
 BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
 
@@ -32,6 +33,19 @@ def use_backend(backend: str) -> None:
         raise BackendError(f"backend '{backend}' is not supported by this torch build (supported: "
                            f"{', '.join(e for e in torch.backends.quantized.supported_engines if e != 'none')})")
     torch.backends.quantized.engine = backend
+
+
+DEFAULT_BACKEND = "x86"
+
+
+def use_backend_for_saved(model: str, backend: str | None, qat: bool) -> None:
+    """The options of `qfx convert/show MODEL.pt`: the saved model was prepared already, so `--qat` does not
+    apply (ModelFileError) and `--backend` chooses only the quantized engine that lowers and runs it."""
+    if qat:
+        raise ModelFileError(f"--qat prepares an entry point with prepare_qat_fx; '{model}' was prepared already "
+                             "(leave --qat out)")
+    if backend is not None:
+        use_backend(backend)
 
 
 def prepare_entry_point(entry: EntryPoint, backend: str, qat: bool) -> GraphModule:

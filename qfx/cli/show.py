@@ -21,7 +21,7 @@ from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
 
 from .common import plain
 from .modelfile import load_observed
-from .prepare import BACKENDS, calibrate, prepare_entry_point
+from .prepare import BACKENDS, DEFAULT_BACKEND, calibrate, prepare_entry_point, use_backend_for_saved
 
 EXAMPLES = """examples:
   qfx show mymodels.py:build --after final --format svg -o model.svg   # where did my model stay in float?
@@ -59,11 +59,12 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
         args.format = _FORMAT_OF_SUFFIX.get(suffix, "text")
     if looks_like_entry_point(args.model):
         entry = load_entry_point(args.model)
-        observed = prepare_entry_point(entry, args.backend, args.qat)
+        observed = prepare_entry_point(entry, args.backend or DEFAULT_BACKEND, args.qat)
         calibrate(observed, entry.calibration_batches, Console(stderr=True))
         if args.qat:
             observed.eval()
     else:
+        use_backend_for_saved(args.model, args.backend, args.qat)
         observed, _ = load_observed(args.model)
     options = convert_options(is_reference=args.mode != "lowered", is_decomposed=args.mode == "decomposed",
                               convert_custom_config=None, remove_qconfig=args.mode != "decomposed",
@@ -117,6 +118,6 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     show.add_argument("-o", "--output", metavar="FILE", help="write here instead of stdout")
     show.add_argument("--mode", choices=("lowered", "reference", "decomposed"), default="lowered",
                       help="which pipeline --after refers to (default: lowered)")
-    show.add_argument("--backend", choices=BACKENDS, default="x86", help="as for qfx convert (default: x86)")
+    show.add_argument("--backend", choices=BACKENDS, default=None, help="as for qfx convert (default: x86)")
     show.add_argument("--qat", action="store_true", help="prepare with prepare_qat_fx")
     show.set_defaults(run=cmd_show)

@@ -334,3 +334,19 @@ def test_a_model_that_is_not_float32_is_refused_up_front(tmp_path: Path) -> None
         "    return torch.nn.Linear(4, 4).double().eval(), (torch.randn(2, 4, dtype=torch.float64),)\n")
     status, _, err = run("convert", f"{tmp_path / 'f64.py'}:build")
     assert status == 2 and "has float64 parameters" in err and "model.float()" in err and err.count("\n") == 1
+
+
+def test_a_saved_model_takes_backend_as_its_engine_and_refuses_qat(saved_demo: Path) -> None:
+    """A saved observed model was prepared already: --backend picks only the quantized engine that lowers and
+    runs it (it was ignored without a word), and --qat, which would prepare, is refused."""
+    engine = torch.backends.quantized.engine
+    try:
+        status, _, err = run("convert", str(saved_demo), "--backend", "qnnpack",
+                             "--save", str(saved_demo.with_name("q.pt")))
+        assert status == 0, err
+        assert torch.backends.quantized.engine == "qnnpack"
+        for command in ("convert", "show"):
+            status, _, err = run(command, str(saved_demo), "--qat")
+            assert status == 2 and "--qat prepares an entry point with prepare_qat_fx" in err, err
+    finally:
+        torch.backends.quantized.engine = engine
