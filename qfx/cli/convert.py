@@ -120,7 +120,7 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     observed = prepare_entry_point(entry, backend, args.qat)
     plain(console, f"{entry.spec}: traced and prepared with {prepare_name} ({backend} backend, its default "
                    f"{'QAT ' if args.qat else ''}qconfig mapping): {len(observed.graph.nodes)} nodes")
-    calibrate(observed, entry.calibration_batches, console)
+    calibrate(observed, entry.calibration_batches, console, entry.model)
     if args.qat:
         observed.eval()  # as before convert_fx in torch's QAT flow (no training step has run)
     before = fingerprint(observed)

@@ -14,10 +14,11 @@ from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_q
 from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 from torch.fx import GraphModule
 
+from qfx.compare import outputs_or_error
 from qfx.entrypoint import EntryPoint, EntryPointError
 from qfx.ir.errors import QfxError
 
-from .common import running_user_model
+from .common import UserModelError, running_user_model
 from .modelfile import ModelFileError
 
 BACKENDS = ("x86", "fbgemm", "qnnpack", "onednn")
@@ -70,12 +71,27 @@ def prepare_entry_point(entry: EntryPoint, backend: str, qat: bool) -> GraphModu
                               f"({type(exc).__name__}: {reason})") from exc
 
 
-def calibrate(observed: GraphModule, batches: tuple[tuple, ...], console: Console) -> None:
-    """Run every batch through `observed` (no gradients; QAT models run no training step), with a bar."""
+def calibrate(observed: GraphModule, batches: tuple[tuple, ...], console: Console,
+              float_model: torch.nn.Module | None = None) -> None:
+    """Run every batch through `observed` (no gradients; QAT models run no training step), with a bar. When
+    a batch fails there but `float_model` (the model `observed` was prepared from) runs on it, the error says
+    that the inputs fit the model and prepare's result cannot take them."""
     columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress, torch.no_grad():
         task = progress.add_task("calibrate", total=len(batches))
         for i, batch in enumerate(batches):
-            with running_user_model(f"calibrating: the prepared model on batch {i + 1} of {len(batches)}"):
-                observed(*batch)
+            where = f"calibrating: the prepared model on batch {i + 1} of {len(batches)}"
+            try:
+                with running_user_model(where):
+                    observed(*batch)
+            except UserModelError as exc:
+                if float_model is None or outputs_or_error(float_model, batch)[1] is not None:
+                    raise
+                cause = exc.__cause__
+                reason = (str(cause).strip().splitlines() or [""])[0]
+                raise UserModelError(
+                    f"{where} failed ({type(cause).__name__}: {reason}), although the float model "
+                    "runs on it: what prepare_fx made of the model (its observers, its traced graph) cannot take "
+                    "these inputs, e.g. a Python number where an observer expects a tensor; pass such inputs as "
+                    "tensors, or make them constants of the model") from cause
             progress.advance(task)

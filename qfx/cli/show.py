@@ -60,7 +60,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     if looks_like_entry_point(args.model):
         entry = load_entry_point(args.model)
         observed = prepare_entry_point(entry, args.backend or DEFAULT_BACKEND, args.qat)
-        calibrate(observed, entry.calibration_batches, Console(stderr=True))
+        calibrate(observed, entry.calibration_batches, Console(stderr=True), entry.model)
         if args.qat:
             observed.eval()
     else:

@@ -143,8 +143,8 @@ def test_a_saved_model_with_classes_of_the_users_file_loads_where_that_file_impo
     pickle as `usermodel.Residual`: the saved model loads from the file's folder, in another process."""
     result = qfx("convert", "usermodel.py:build_residual", "--mode", "reference", "--save", "q.pt", cwd=workdir)
     assert result.returncode == 0, text(result)[1]
-    load = ("import torch; m = torch.load('q.pt', weights_only=False); "
-            "print(sorted({t.__module__ for n in m.graph.nodes for _, t in n.meta.get('nn_module_stack', {}).values()}))")
+    load = ("import torch; m = torch.load('q.pt', weights_only=False); print(sorted({t.__module__ "
+            "for n in m.graph.nodes for _, t in n.meta.get('nn_module_stack', {}).values()}))")
     loaded = subprocess.run([sys.executable, "-c", load], cwd=workdir, capture_output=True, text=True)
     assert loaded.returncode == 0, loaded.stderr
     assert "usermodel" in loaded.stdout and "qfx_entry" not in loaded.stdout
@@ -226,3 +226,12 @@ def test_output_error_of_models_with_nan_outputs_is_not_a_number() -> None:
     assert math.isnan(error.max_abs) and math.isnan(error.sqnr_db)
     error = output_error(Exact(), Exact(), batches)
     assert error.max_abs == 0 and error.sqnr_db == math.inf
+
+
+def test_a_calibration_failure_on_inputs_the_float_model_takes_does_not_blame_the_inputs(workdir: Path) -> None:
+    status, _, err = run_in_process("convert", str(workdir / "usermodel.py:build_scaled"))
+    forget_usermodel()
+    assert status == 2
+    assert ("calibrating: the prepared model on batch 1 of 1 failed (AttributeError: 'float' object has no "
+            "attribute 'numel'), although the float model runs on it") in err
+    assert "check that the example and calibration inputs fit" not in err  # (test_cli: where they do not)

@@ -87,3 +87,19 @@ class Residual(nn.Module):
 def build_residual():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 4, 1), Residual(4), Residual(4)).eval(), (torch.randn(1, 3, 6, 6),)
+
+
+class Scaled(nn.Module):
+    """A Python number among the inputs: the float model takes it, prepare_fx's observer of it does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        return self.fc(x) * scale
+
+
+def build_scaled():
+    torch.manual_seed(0)
+    return Scaled().eval(), (torch.randn(2, 3), 2.0)
