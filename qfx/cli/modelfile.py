@@ -130,6 +130,10 @@ def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
 
     Raises ModelFileError when the file cannot be read or holds something else, and NotObservedModelError
     when the GraphModule lacks prepare_fx's facts."""
+    source = Path(str(path).removesuffix(":"))
+    if source.suffix == ".py" and source.is_file():  # (`qfx convert models.py` or `models.py:`)
+        raise ModelFileError(f"'{path}' names a Python file, not a saved model: add the function that builds the "
+                             f"model, as '{source}:build'")
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"cannot read '{path}': no such file")

@@ -174,6 +174,9 @@ def test_a_saved_observed_model_with_classes_of_a_script_says_why_it_cannot_load
     (("convert", "usermodel.py:bad_shape"), "it must return (model, example_inputs)"),
     (("convert", "nomodule_q:build"), "no module named 'nomodule_q'"),
     (("convert", "notamodel.pt"), "cannot load 'notamodel.pt'"),
+    (("convert", "usermodel.py"), "'usermodel.py' names a Python file, not a saved model: add the function that "
+                                  "builds the model, as 'usermodel.py:build'"),
+    (("show", "usermodel.py:"), "'usermodel.py:' names a Python file, not a saved model"),
     (("show", "usermodel.py:build", "--after", "no-such-pass"), "--after 'no-such-pass': not a pass"),
 ])
 def test_bad_input_is_one_line_with_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch,
