@@ -171,10 +171,13 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
 
 
 def outputs_or_error(model: GraphModule, inputs: tuple) -> tuple[Any, str | None]:
-    """What `model(*inputs)` returns (run on `copy_to_run(model)`, without autograd) and None, or None and
-    the error it raised ("Type: message"; what the failing forward prints to stderr, as a GraphModule prints
-    its code, is dropped)."""
-    model = copy_to_run(model)
+    """`run_or_error` on `copy_to_run(model)`: `model` itself is not changed."""
+    return run_or_error(copy_to_run(model), inputs)
+
+
+def run_or_error(model: torch.nn.Module, inputs: tuple) -> tuple[Any, str | None]:
+    """What `model(*inputs)` returns (without autograd) and None, or None and the error it raised ("Type:
+    message"; what the failing forward prints to stderr, as a GraphModule prints its code, is dropped)."""
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:

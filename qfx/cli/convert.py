@@ -131,15 +131,14 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
                    + (f" ({', '.join(counts.float_nodes[:8])}{' ...' if counts.float > 8 else ''})"
                       if counts.float else ""))
     batches = entry.calibration_batches
-    failure = next((error for batch in batches for error in [outputs_or_error(result, batch)[1]] if error), None)
-    if failure is not None:
-        # The observed model ran on these batches: the converted one itself refuses them.
-        plain(console, f"output error and latency not measured: the converted model fails on the calibration "
-                       f"batches the observed model ran on ({failure}); a quantized op can refuse what its float "
-                       "op took (--check-against-torch tells whether torch's converted model fails alike)")
-        return max(_finish(result, observed, before, entry.example_inputs, args, console), 1)
     with running_user_model("comparing the converted model with the float model on the calibration batches"):
         error = output_error(entry.model, result, batches)
+    if error.failure is not None:
+        # The observed model ran on these batches: the converted one itself refuses them.
+        plain(console, f"output error and latency not measured: the converted model fails on the calibration "
+                       f"batches the observed model ran on ({error.failure}); a quantized op can refuse what its "
+                       "float op took (--check-against-torch tells whether torch's converted model fails alike)")
+        return max(_finish(result, observed, before, entry.example_inputs, args, console), 1)
     measured = (f"max abs {error.max_abs:.4g}, SQNR {error.sqnr_db:.1f} dB" if not math.isnan(error.sqnr_db)
                 else "not measured: NaN in the outputs (the float model's or the converted model's)")
     plain(console, f"output error against the float model on {len(batches)} calibration batch"

@@ -14,7 +14,7 @@ import attrs
 import torch
 from torch.fx import GraphModule
 
-from qfx.compare import copy_to_run
+from qfx.compare import copy_to_run, run_or_error
 from qfx.graphview import float_islands, node_kinds
 from qfx.ir.lift import lift
 
@@ -55,22 +55,29 @@ def _leaves(value: Any) -> Iterator[torch.Tensor]:
 
 @attrs.frozen
 class OutputError:
-    """Quantized outputs against float outputs over all batches: max abs error and SQNR (dB)."""
+    """Quantized outputs against float outputs over all batches: max abs error and SQNR (dB); or, when the
+    quantized model failed on a batch, NaN for both and that failure ("Type: message")."""
 
     max_abs: float
     sqnr_db: float
+    failure: str | None = None
 
 
 def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batches: tuple[tuple, ...]) -> OutputError:
     """Run both models (copies, in eval mode) on every batch and compare every floating-point output (NaN
-    for both figures when an output holds NaN)."""
+    for both figures when an output holds NaN). A failure of the float model is raised; one of the quantized
+    model (a quantized op refusing what its float op took) is returned in `failure`."""
     float_model, quantized = copy.deepcopy(float_model).eval(), copy_to_run(quantized)
     signal = noise = 0.0
     max_abs = 0.0
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for batch in batches:
-            for x, q in zip(_leaves(float_model(*batch)), _leaves(quantized(*batch))):
+            expected = float_model(*batch)
+            got, failure = run_or_error(quantized, batch)
+            if failure is not None:
+                return OutputError(math.nan, math.nan, failure)
+            for x, q in zip(_leaves(expected), _leaves(got)):
                 if not x.dtype.is_floating_point:
                     continue
                 x, q = x.double(), q.double()
