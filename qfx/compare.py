@@ -176,14 +176,25 @@ def outputs_or_error(model: GraphModule, inputs: tuple) -> tuple[Any, str | None
 
 
 def run_or_error(model: torch.nn.Module, inputs: tuple) -> tuple[Any, str | None]:
-    """What `model(*inputs)` returns (without autograd) and None, or None and the error it raised ("Type:
-    message"; what the failing forward prints to stderr, as a GraphModule prints its code, is dropped)."""
+    """What `model(*inputs)` returns (without autograd; run on `fresh_inputs(inputs)`) and None, or None and
+    the error it raised ("Type: message"; what the failing forward prints to stderr, as a GraphModule prints
+    its code, is dropped)."""
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
-            return model(*inputs), None
+            return model(*fresh_inputs(inputs)), None
         except Exception as exc:
             return None, f"{type(exc).__name__}: {exc}"
+
+
+def fresh_inputs(inputs: tuple) -> tuple:
+    """A copy of `inputs` for one run: a model may edit its inputs in place (`x.mul_(2)`, a list input
+    appended to), and the next model run on them would see the edit. Inputs that cannot be copied (a
+    tensor with autograd history) are passed as they are."""
+    try:
+        return copy.deepcopy(inputs)
+    except Exception:
+        return inputs
 
 
 def _ran(error: str | None) -> str:

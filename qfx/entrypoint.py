@@ -57,7 +57,11 @@ def _import_module(module: str, spec: str) -> Any:
         sys.path.insert(0, str(path.resolve().parent))  # its own sibling imports work, as under `python file`
         try:
             loader_spec.loader.exec_module(loaded)
+        except SystemExit as exc:
+            sys.modules.pop(name, None)  # (as a failed import leaves no module behind)
+            raise _exited(spec, module, exc, importing=True) from exc
         except Exception as exc:
+            sys.modules.pop(name, None)
             hint = ""
             if isinstance(exc, ImportError) and "relative import" in str(exc):
                 dotted = ".".join(path.with_suffix("").parts)
@@ -72,12 +76,24 @@ def _import_module(module: str, spec: str) -> Any:
         sys.path.insert(0, "")  # the current directory, as `python -m` searches it
     try:
         return importlib.import_module(module)
+    except SystemExit as exc:
+        raise _exited(spec, module, exc, importing=True) from exc
     except ModuleNotFoundError as exc:
         if exc.name == module or module.startswith(f"{exc.name}."):
             raise EntryPointError(
                 f"entry point '{spec}': no module named '{module}' (importable from the current directory, "
                 f"or give a path such as {module.replace('.', '/')}.py)") from exc
         raise EntryPointError(f"entry point '{spec}': importing '{module}' failed: {exc}") from exc
+
+
+def _exited(spec: str, code: str, exc: SystemExit, importing: bool) -> EntryPointError:
+    """The error for user code (`code`: the file or the function) that called sys.exit while qfx loaded it."""
+    if importing:
+        return EntryPointError(
+            f"entry point '{spec}': '{code}' called sys.exit({exc.code!r}) while being imported; code that runs "
+            "as a script (parsing its command line, say) belongs under `if __name__ == \"__main__\":`")
+    return EntryPointError(f"entry point '{spec}': '{code}' called sys.exit({exc.code!r}); it must return the "
+                           "model and its inputs")
 
 
 def _module_name_for(path: Path) -> str:
@@ -94,6 +110,11 @@ def _module_name_for(path: Path) -> str:
         if found is None or (found.origin is not None and Path(found.origin).resolve() == path.resolve()):
             return stem
     return f"qfx_entry_{stem}"
+
+
+def with_article(noun: str) -> str:
+    """`noun` with its indefinite article ("an int", "a str")."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
 
 
 def _as_inputs(value: Any, spec: str, what: str) -> tuple:
@@ -113,20 +134,28 @@ def load_entry_point(spec: str) -> EntryPoint:
     module_name, sep, function_name = spec.rpartition(":")
     if not sep or not module_name or not function_name:
         raise EntryPointError(f"'{spec}' is not an entry point: expected MODULE:FUNCTION, e.g. {EXAMPLE}")
+    if ":" in module_name.replace(":\\", "") and not Path(module_name).is_file():  # (past a Windows drive)
+        first, _, second = module_name.rpartition(":")
+        raise EntryPointError(f"'{spec}' is not an entry point: expected MODULE:FUNCTION with one ':' "
+                              f"between them, e.g. '{first}:{second}'")
     module = _import_module(module_name, spec)
     function = getattr(module, function_name, None)
     if function is None:
         raise EntryPointError(f"entry point '{spec}': module '{module_name}' has no function '{function_name}'")
     if not callable(function):
-        raise EntryPointError(f"entry point '{spec}': '{function_name}' is a {type(function).__name__}, "
-                              "not a function")
+        raise EntryPointError(f"entry point '{spec}': '{function_name}' is "
+                              f"{with_article(type(function).__name__)}, not a function")
     try:
         returned = function()
+    except SystemExit as exc:
+        raise _exited(spec, function_name, exc, importing=False) from exc
     except Exception as exc:
         raise EntryPointError(f"entry point '{spec}' raised {type(exc).__name__}: {exc}") from exc
     shape = ("(model, example_inputs) or (model, example_inputs, calibration_batches)")
     if not isinstance(returned, tuple) or len(returned) not in (2, 3):
-        got = f"a tuple of {len(returned)}" if isinstance(returned, tuple) else f"a {type(returned).__name__}"
+        got = (f"a tuple of {len(returned)}" if isinstance(returned, tuple)
+               else f"{with_article(type(returned).__name__)} model alone" if isinstance(returned, torch.nn.Module)
+               else with_article(type(returned).__name__))
         raise EntryPointError(f"entry point '{spec}' returned {got}; it must return {shape}")
     model = returned[0]
     if not isinstance(model, torch.nn.Module):

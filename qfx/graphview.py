@@ -7,6 +7,7 @@ by module scope and a legend; `render(program, fmt)` turns it into SVG or PNG by
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Mapping
 
 import attrs
@@ -15,6 +16,7 @@ import torch
 from torch.ao.quantization.fake_quantize import FakeQuantizeBase
 from torch.ao.quantization.observer import ObserverBase
 
+from qfx.ir.args import Ref
 from qfx.ir.errors import QfxError
 from qfx.ir.graph import Node
 from qfx.ir.program import Program
@@ -100,7 +102,8 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> d
     """Every node's kind, by name: one of KINDS. A node runs quantized when it is a quantized module or op,
     reads only quantized values (e.g. a flatten on a quantized tensor), or sits in a reference pattern
     (dequantize -> op [-> op] -> quantize) of a program not yet lowered (in a lowered one such an op runs in
-    float); it is "observed" when prepare put an observer on its output.
+    float); it is "observed" when prepare put an observer on its output. Taking an item out of an input
+    (`x["image"]`, `inputs[0]`) is input, as the placeholder itself.
     `qconfigs` (node name -> qconfig; default: the program's own quant facts, which convert drops, so pass
     the observed program's) marks the nodes the user kept in float (qconfig None) as float."""
     if qconfigs is None:
@@ -108,30 +111,55 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> d
     kinds: dict[str, str] = {}
     users = program.graph.users
     by_name = program.graph.by_name
+    inputs: set[str] = set()  # placeholders and items taken out of them
+    tensor_inputs_of: dict[str, list[str]] = {}
     for node in program.graph.nodes:
         kind = _direct_kind(program, node)
+        if node.op == "placeholder" or _takes_item_of(node, inputs):
+            inputs.add(node.name)
+            kind = "io"
+        # (a get_attr is a constant, not a value flowing through the graph)
+        tensor_inputs = tensor_inputs_of[node.name] = [
+            name for name in node.input_names() if name in by_name and (kinds[name] != "io" or name in inputs)]
         if kind is None:
-            inputs = [by_name[name] for name in node.input_names() if name in by_name]
-            tensor_inputs = [kinds[i.name] for i in inputs if kinds[i.name] != "io" or i.op == "placeholder"]
-            if node.name in qconfigs and qconfigs[node.name] is None:
+            if _kept_in_float(node.name, qconfigs):
                 kind = "float"
-            elif tensor_inputs and all(k in ("quantize", "quantized") for k in tensor_inputs):
+            elif tensor_inputs and all(kinds[i] in ("quantize", "quantized") for i in tensor_inputs):
                 kind = "quantized"
             elif any(_direct_kind(program, by_name[u]) == "observer" for u in users.get(node.name, ())):
                 kind = "observed"
             else:
                 kind = "float"
         kinds[node.name] = kind
-    # Reference patterns, from the outputs back: an op whose every user quantizes its result, or is itself
-    # such an op, runs quantized (dequantize -> add -> relu -> quantize_per_tensor). Not in a lowered
-    # program: lowering rewrote every pattern it could, so one still there runs in float.
-    for node in () if _lowered(program) else reversed(program.graph.nodes):
+    # Reference patterns: an op whose every value comes from a dequantize (or from such an op) and whose every
+    # user quantizes its result, or is itself such an op, runs quantized (dequantize -> add -> relu ->
+    # quantize_per_tensor). Not in a lowered program: lowering rewrote every pattern it could, so one still
+    # there runs in float.
+    if _lowered(program):
+        return kinds
+    dequantized: set[str] = set()
+    for node in program.graph.nodes:
+        tensor_inputs = tensor_inputs_of[node.name]
+        if (kinds[node.name] == "float" and tensor_inputs and not _kept_in_float(node.name, qconfigs)
+                and all(kinds[i] == "dequantize" or i in dequantized for i in tensor_inputs)):
+            dequantized.add(node.name)
+    for node in reversed(program.graph.nodes):
         node_users = users.get(node.name, ())
-        if (kinds[node.name] == "float" and node_users and not (node.name in qconfigs and qconfigs[node.name] is None)
+        if (node.name in dequantized and node_users
                 and all(kinds[u] == "quantize" or (kinds[u] == "quantized" and _direct_kind(program, by_name[u]) is None)
                         for u in node_users)):
             kinds[node.name] = "quantized"
     return kinds
+
+
+def _kept_in_float(name: str, qconfigs: Mapping[str, Any]) -> bool:
+    return name in qconfigs and qconfigs[name] is None
+
+
+def _takes_item_of(node: Node, inputs: set[str]) -> bool:
+    """Whether `node` is `value[key]` of a value in `inputs` (a dict or tuple input being unpacked)."""
+    return (node.op == "call_function" and node.target is operator.getitem and bool(node.args)
+            and isinstance(node.args[0], Ref) and node.args[0].name in inputs)
 
 
 def float_islands(program: Program, kinds: dict[str, str] | None = None) -> list[list[str]]:
@@ -163,7 +191,7 @@ def summary(program: Program, kinds: dict[str, str] | None = None) -> str:
     """A plain-text summary: how many nodes of each kind, then each float island with its nodes."""
     kinds = node_kinds(program) if kinds is None else kinds
     counts = {kind: sum(1 for k in kinds.values() if k == kind) for kind in KINDS}
-    lines = ["nodes: " + ", ".join(f"{counts[k]} {KINDS[k][1]}" for k in KINDS if counts[k] and k != "io")]
+    lines = ["nodes: " + ", ".join(_counted(counts[k], k) for k in KINDS if counts[k] and k != "io")]
     islands = float_islands(program, kinds)
     if not islands:
         lines.append("float islands: none (every op runs quantized or is observed)")
@@ -173,6 +201,22 @@ def summary(program: Program, kinds: dict[str, str] | None = None) -> str:
             described = ", ".join(f"{n} ({_label_target(program.graph[n])})" for n in island)
             lines.append(f"  island {i} ({len(island)} node{'s' if len(island) > 1 else ''}): {described}")
     return "\n".join(lines)
+
+
+# kind -> (one node, several nodes), for the summary's counts
+_COUNTED: dict[str, tuple[str, str]] = {
+    "quantize": ("quantize", "quantizes"),
+    "dequantize": ("dequantize", "dequantizes"),
+    "quantized": ("quantized module / op", "quantized modules / ops"),
+    "observed": ("observed", "observed"),
+    "observer": ("observer / fake-quantize", "observers / fake-quantizes"),
+    "float": ("in a float island", "in float islands"),
+}
+
+
+def _counted(count: int, kind: str) -> str:
+    one, several = _COUNTED[kind]
+    return f"{count} {one if count == 1 else several}"
 
 
 def _label_target(node: Node) -> str:

@@ -19,12 +19,14 @@ from qfx.compare import (copy_for_torch, differences, fingerprint, outputs_or_er
                          state_dict_or_error)
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
 from qfx.ir.lift import lift
+from qfx.ir.errors import PipelineSpecError
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
 from qfx.passes.manager import Pipeline
+from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
 
 from .common import MODES, pass_table, plain, running_user_model
-from .modelfile import load_observed, save_with_graphs
+from .modelfile import check_writable, load_observed, save_with_graphs
 from .prepare import BACKENDS, DEFAULT_BACKEND, calibrate, prepare_entry_point, use_backend_for_saved
 from .report import count_ops, latency_ms, output_error
 
@@ -97,10 +99,25 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
     if args.decomposed:
         args.mode = "decomposed"
     if args.pipeline is not None:
-        Pipeline.parse(args.pipeline)  # a bad spec or unknown pass fails before any model is loaded
+        pipeline = Pipeline.parse(args.pipeline)  # a bad spec or unknown pass fails before any model is loaded
+        if args.check_against_torch:
+            _check_comparable(pipeline, args.pipeline, args.mode)
+    if args.save is not None:
+        check_writable(args.save, "the converted model")
     if looks_like_entry_point(args.model):
         return _convert_entry_point(load_entry_point(args.model), args, console)
     return _convert_saved(args, console)
+
+
+def _check_comparable(pipeline: Pipeline, pipeline_spec: str, mode: str) -> None:
+    """--check-against-torch compares with torch's whole convert: refuse it (PipelineSpecError) with a
+    --pipeline that is not the whole `mode` pipeline, whose result could never be equal."""
+    standard = LOWERED_PIPELINE if mode == "lowered" else REFERENCE_PIPELINE
+    if pipeline.names != Pipeline.parse(standard).names:
+        raise PipelineSpecError(
+            f"--check-against-torch compares with torch's whole {MODES[mode][0]}, and --pipeline "
+            f"'{pipeline_spec}' is not the whole {mode} pipeline ({standard}): its result cannot be equal; "
+            "leave out one of the two")
 
 
 def _convert_saved(args: argparse.Namespace, console: Console) -> int:
@@ -127,9 +144,12 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     result = _convert_and_report(observed, args, console)
     counts = count_ops(result, observed)
     islands = f" in {counts.islands} island{'s' if counts.islands != 1 else ''}" if counts.float else ""
+    observing = (f"; {counts.observers} observer{'s' if counts.observers != 1 else ''} / fake-quantize"
+                 f"{'s' if counts.observers != 1 else ''} still in place (the pipeline ends before insert-qdq "
+                 "converts them)" if counts.observers else "")
     plain(console, f"ops: {counts.quantized} run quantized, {counts.float} in float{islands}"
                    + (f" ({', '.join(counts.float_nodes[:8])}{' ...' if counts.float > 8 else ''})"
-                      if counts.float else ""))
+                      if counts.float else "") + observing)
     batches = entry.calibration_batches
     with running_user_model("comparing the converted model with the float model on the calibration batches"):
         error = output_error(entry.model, result, batches)

@@ -6,6 +6,7 @@ and GraphModule pickling drops `meta`, where prepare keeps the facts convert nee
 from __future__ import annotations
 
 import functools
+import os
 import pickle
 import sys
 import warnings
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
+from qfx.entrypoint import with_article
 from qfx.ir.errors import NotObservedModelError, QfxError
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.lowering.codegen import codegen
@@ -109,6 +111,22 @@ def save_with_graphs(value: Any, path: str | Path, what: str) -> None:
         raise ModelFileError(f"cannot save {what} to '{path}': {exc.strerror or exc}; choose another path") from exc
 
 
+def check_writable(path: str | Path, what: str) -> None:
+    """Raise ModelFileError unless `what` can be written to `path` (its folder exists and is writable, and
+    it is not a folder itself): checked before any work, so that a mistyped path does not cost a run."""
+    path = Path(path)
+    folder = path.parent
+    if path.is_dir():
+        problem = "it is a folder"
+    elif not folder.is_dir():
+        problem = f"the folder '{folder}' does not exist" if not folder.exists() else f"'{folder}' is not a folder"
+    elif not os.access(folder, os.W_OK):
+        problem = f"the folder '{folder}' is not writable"
+    else:
+        return
+    raise ModelFileError(f"cannot write {what} to '{path}': {problem}; choose another path")
+
+
 def _looks_converted(model: GraphModule) -> bool:
     """Whether `model`'s graph quantizes (a converted model, of any mode, rather than a float or observed
     one): a call of torch's quantize functions or of a decomposed quantize op."""
@@ -169,7 +187,7 @@ def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
         model = loaded
     if not isinstance(model, GraphModule):
         raise ModelFileError(
-            f"'{path}' holds a {type(model).__name__}, not an observed torch.fx.GraphModule; "
+            f"'{path}' holds {with_article(type(model).__name__)}, not an observed torch.fx.GraphModule; "
             "save the output of prepare_fx with qfx.cli.save_observed(model, path)"
         )
     if OBSERVED_ATTRS_KEY not in model.meta:

@@ -14,7 +14,7 @@ from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_q
 from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 from torch.fx import GraphModule
 
-from qfx.compare import outputs_or_error
+from qfx.compare import fresh_inputs, outputs_or_error
 from qfx.entrypoint import EntryPoint, EntryPointError
 from qfx.ir.errors import QfxError
 
@@ -83,7 +83,7 @@ def calibrate(observed: GraphModule, batches: tuple[tuple, ...], console: Consol
             where = f"calibrating: the prepared model on batch {i + 1} of {len(batches)}"
             try:
                 with running_user_model(where):
-                    observed(*batch)
+                    observed(*fresh_inputs(batch))  # (the batches are measured on later: keep them as given)
             except UserModelError as exc:
                 if float_model is None or outputs_or_error(float_model, batch)[1] is not None:
                     raise

@@ -14,7 +14,7 @@ import attrs
 import torch
 from torch.fx import GraphModule
 
-from qfx.compare import copy_to_run, run_or_error
+from qfx.compare import copy_to_run, fresh_inputs, run_or_error
 from qfx.graphview import float_islands, node_kinds
 from qfx.ir.lift import lift
 
@@ -29,6 +29,7 @@ class OpCounts:
     float: int
     islands: int
     float_nodes: tuple[str, ...]
+    observers: int = 0  # observers / fake-quantizes left in (a pipeline that stops before insert-qdq)
 
 
 def count_ops(model: GraphModule, observed: GraphModule) -> OpCounts:
@@ -39,7 +40,7 @@ def count_ops(model: GraphModule, observed: GraphModule) -> OpCounts:
     kinds = node_kinds(program, lift(observed).quant.node_name_to_qconfig)
     floats = tuple(n for n, k in kinds.items() if k == "float")
     return OpCounts(sum(1 for k in kinds.values() if k == "quantized"), len(floats),
-                    len(float_islands(program, kinds)), floats)
+                    len(float_islands(program, kinds)), floats, sum(1 for k in kinds.values() if k == "observer"))
 
 
 def _leaves(value: Any) -> Iterator[torch.Tensor]:
@@ -73,7 +74,7 @@ def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batch
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for batch in batches:
-            expected = float_model(*batch)
+            expected = float_model(*fresh_inputs(batch))
             got, failure = run_or_error(quantized, batch)
             if failure is not None:
                 return OutputError(math.nan, math.nan, failure)
@@ -93,8 +94,8 @@ def output_error(float_model: torch.nn.Module, quantized: torch.nn.Module, batch
 
 
 def latency_ms(model: torch.nn.Module, inputs: tuple, runs: int = LATENCY_RUNS) -> float:
-    """Median milliseconds of one forward of `model` (a copy) on `inputs`, after one warm-up run."""
-    model = copy_to_run(model)
+    """Median milliseconds of one forward of `model` (a copy) on `inputs` (a copy), after one warm-up run."""
+    model, inputs = copy_to_run(model), fresh_inputs(inputs)
     times = []
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -20,7 +20,7 @@ from qfx.passes.manager import Pipeline
 from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
 
 from .common import plain
-from .modelfile import load_observed
+from .modelfile import check_writable, load_observed
 from .prepare import BACKENDS, DEFAULT_BACKEND, calibrate, prepare_entry_point, use_backend_for_saved
 
 EXAMPLES = """examples:
@@ -30,25 +30,51 @@ EXAMPLES = """examples:
 
 
 def check_after(mode: str, after: str) -> list[str]:
-    """The pass names of the `mode` pipeline; raises PipelineSpecError unless `after` is prepare, final or one
-    of them."""
+    """The pass names of the `mode` pipeline; raises PipelineSpecError unless `after` is prepare, final, one of
+    them, or NAME#N for the Nth run of a pass the pipeline runs more than once (dce#2)."""
     names = (LOWERED_PIPELINE if mode == "lowered" else REFERENCE_PIPELINE).split(",")
-    if after not in ("prepare", "final") and after not in names:
-        raise PipelineSpecError(f"--after '{after}': not a pass of the {mode} pipeline; use prepare, final or "
-                                f"one of: {', '.join(dict.fromkeys(names))}")
+    if after not in ("prepare", "final"):
+        _runs_up_to(names, mode, after)
     return names
+
+
+def _runs_up_to(names: list[str], mode: str, after: str) -> int:
+    """How many passes of `names` run up to and including `after` (NAME or NAME#N); PipelineSpecError if none."""
+    name, numbered, nth = after.partition("#")
+    positions = [i for i, n in enumerate(names) if n == name]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if not positions:
+        raise PipelineSpecError(
+            f"--after '{after}': not a pass of the {mode} pipeline; use prepare, final or one of: "
+            f"{', '.join(dict.fromkeys(names))}"
+            + (f" ({', '.join(repeated)} run{'s' if len(repeated) == 1 else ''} more than once: NAME#N names the "
+               "Nth run)" if repeated else ""))
+    if not numbered:
+        return positions[0] + 1
+    if not nth.isdigit() or not 1 <= int(nth) <= len(positions):
+        runs = "once" if len(positions) == 1 else f"{len(positions)} times"
+        raise PipelineSpecError(f"--after '{after}': the {mode} pipeline runs {name} {runs}; use "
+                                f"{' or '.join(f'{name}#{k}' for k in range(1, len(positions) + 1))}")
+    return positions[int(nth) - 1] + 1
 
 
 def program_after(observed_program: Program, mode: str, after: str) -> tuple[Program, str]:
     """`observed_program` run through the `mode` pipeline up to and including the pass `after` ("prepare":
-    none, "final": all). Returns (program, a title). Raises PipelineSpecError for a pass not in the pipeline."""
+    none, "final": all; NAME#N: the Nth run of a pass that runs more than once, NAME alone its first).
+    Returns (program, a title). Raises PipelineSpecError for a pass not in the pipeline."""
     names = check_after(mode, after)
     if after == "prepare":
         return observed_program, "after prepare"
-    count = len(names) if after == "final" else names.index(after) + 1
+    count = len(names) if after == "final" else _runs_up_to(names, mode, after)
     with gc_paused():
         result = Pipeline.parse(",".join(names[:count])).run(observed_program)
-    return result, f"after {after} ({mode} pipeline)" if after != "final" else f"{mode} convert result"
+    if after == "final":
+        return result, f"{mode} convert result"
+    runs = names.count(after)
+    if runs > 1:  # a bare name of a repeated pass: say which run this is
+        others = ", ".join(f"{after}#{k}" for k in range(2, runs + 1))
+        return result, f"after {after} (the first of its {runs} runs in the {mode} pipeline; {others} name the others)"
+    return result, f"after {after} ({mode} pipeline)"
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
@@ -57,6 +83,9 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     if args.format is None:  # the output file's extension says, else text
         suffix = Path(args.output).suffix.lower() if args.output is not None else ""
         args.format = _FORMAT_OF_SUFFIX.get(suffix, "text")
+    if args.output is not None:
+        check_writable(args.output, {"text": "the IR", "dot": "the DOT source"}.get(
+            args.format, f"the {args.format.upper()} picture"))
     if looks_like_entry_point(args.model):
         entry = load_entry_point(args.model)
         observed = prepare_entry_point(entry, args.backend or DEFAULT_BACKEND, args.qat)
@@ -74,7 +103,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     kinds = node_kinds(program, observed_program.quant.node_name_to_qconfig)
     text_summary = summary(program, kinds)
     if args.format == "text":
-        body: bytes = (print_program(program) + "\n" + text_summary + "\n").encode()
+        body: bytes = (f"# {args.model} {title}\n" + print_program(program) + "\n" + text_summary + "\n").encode()
     elif args.format == "dot":
         body = to_dot(program, f"{args.model} {title}", kinds).source.encode()
     else:
@@ -111,7 +140,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     show.add_argument("model", metavar="MODULE:FUNCTION | MODEL.pt", help="the entry point or saved observed model")
     show.add_argument("--after", metavar="PASS", default="prepare",
-                      help="prepare (default), final, or a pass of the pipeline (see qfx passes)")
+                      help="prepare (default), final, or a pass of the pipeline (see qfx passes); NAME#N for "
+                           "the Nth run of a pass the pipeline runs more than once (dce#2)")
     show.add_argument("--format", choices=("text", "dot", "svg", "png"), default=None,
                       help="text, dot (Graphviz source), svg or png (need Graphviz's dot program); default: "
                            "as the -o file's extension says (.svg, .png, .dot, .gv), else text")

@@ -171,10 +171,10 @@ def test_convert_rejects_a_model_prepare_did_not_produce(tmp_path: Path) -> None
 
 
 BAD_PATH_RUNS = {
-    "save-to-a-directory": (("convert", "{model}", "--save", "{tmp}"), "cannot save the converted model to"),
+    "save-to-a-directory": (("convert", "{model}", "--save", "{tmp}"), "cannot write the converted model to"),
     "dump-ir-into-a-file": (("convert", "{model}", "--dump-ir", "{model}"), "instrument DumpIR failed before pass"),
     "show-into-a-missing-directory": (("show", "{model}", "--format", "dot", "-o", "{tmp}/no/such/x.dot"),
-                                      "No such file or directory"),
+                                      "does not exist; choose another path"),
 }
 
 

@@ -178,6 +178,18 @@ def test_a_saved_observed_model_with_classes_of_a_script_says_why_it_cannot_load
                                   "builds the model, as 'usermodel.py:build'"),
     (("show", "usermodel.py:"), "'usermodel.py:' names a Python file, not a saved model"),
     (("show", "usermodel.py:build", "--after", "no-such-pass"), "--after 'no-such-pass': not a pass"),
+    (("show", "usermodel.py:build", "--after", "dce#4"), "the lowered pipeline runs dce 3 times; use dce#1 or "
+                                                         "dce#2 or dce#3"),
+    (("convert", "usermodel.py:build:x"), "expected MODULE:FUNCTION with one ':' between them, e.g. "
+                                          "'usermodel.py:build'"),
+    (("convert", "usermodel.py:build_exiting"), "'build_exiting' called sys.exit(3); it must return the model"),
+    (("convert", "usermodel.py:torch"), "'torch' is a module, not a function"),
+    (("convert", "usermodel.py:Net"), "returned a Net model alone; it must return (model, example_inputs)"),
+    (("convert", "usermodel.py:build", "--save", "no/such/folder/q.pt"),
+     "cannot write the converted model to 'no/such/folder/q.pt': the folder 'no/such/folder' does not exist"),
+    (("show", "usermodel.py:build", "-o", "no/such/folder/q.svg"), "cannot write the SVG picture"),
+    (("convert", "usermodel.py:build", "--pipeline", "apply-qconfig-mapping,dce", "--check-against-torch"),
+     "--pipeline 'apply-qconfig-mapping,dce' is not the whole lowered pipeline"),
 ])
 def test_bad_input_is_one_line_with_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch,
                                           argv: tuple[str, ...], message: str) -> None:
@@ -188,6 +200,7 @@ def test_bad_input_is_one_line_with_exit_2(workdir: Path, monkeypatch: pytest.Mo
     assert status == 2
     assert err.startswith("qfx: error: ") and message in err and err.count("\n") == 1, err
     assert "Traceback" not in err
+    assert "calibrating" not in out + err  # (each is found before any work)
 
 
 @pytest.mark.parametrize("argv", [(), ("convert",), ("show",), ("demo",), ("passes",)])
@@ -238,3 +251,60 @@ def test_a_calibration_failure_on_inputs_the_float_model_takes_does_not_blame_th
     assert ("calibrating: the prepared model on batch 1 of 1 failed (AttributeError: 'float' object has no "
             "attribute 'numel'), although the float model runs on it") in err
     assert "check that the example and calibration inputs fit" not in err  # (test_cli: where they do not)
+
+
+def test_a_file_that_exits_while_imported_says_where_script_code_belongs(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "script_q.py").write_text("import sys\nsys.exit(2)\n")
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run_in_process("convert", "script_q.py:build")
+    assert status == 2 and "'script_q.py' called sys.exit(2) while being imported" in err, err
+    assert 'belongs under `if __name__ == "__main__":`' in err and "script_q" not in sys.modules
+
+
+def test_a_model_editing_its_inputs_in_place_is_measured_on_the_batches_as_given(workdir: Path) -> None:
+    """Calibration and each measured run get their own copy of every batch: a model that scales its input in
+    place would otherwise be measured on inputs calibration (and the float run) had scaled already."""
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build_editing_inputs"),
+                                      "--check-against-torch")
+    forget_usermodel()
+    assert status == 0, err
+    sqnr = float(out.split("SQNR ")[1].split(" dB")[0])
+    assert sqnr > 30, out  # (3.3 dB when measured on the edited batches)
+    assert "equal to torch's convert_fx: yes" in out
+
+
+@pytest.mark.parametrize("mode", ["reference", "lowered"])
+def test_op_counts_agree_between_modes_on_float_modules_and_unpacked_inputs(workdir: Path, mode: str) -> None:
+    """An embedding and an LSTM the default static mapping leaves in float, fed by the raw input, are float
+    in both modes (the reference model has no dequantize before them); items taken out of a dict input are
+    input, not float ops."""
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build_tagger"), "--mode", mode)
+    assert status == 0, err
+    assert "ops: 1 run quantized, 3 in float in 1 island (emb, lstm, getitem)" in out, out
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build_dict_input"), "--mode", mode)
+    forget_usermodel()
+    assert status == 0, err
+    assert "ops: 2 run quantized, 0 in float" in out, out
+
+
+def test_a_partial_pipeline_says_its_observers_are_still_in_place(workdir: Path) -> None:
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build"),
+                                      "--pipeline", "apply-qconfig-mapping,dce")
+    forget_usermodel()
+    assert status == 0, err
+    assert "observers / fake-quantizes still in place (the pipeline ends before insert-qdq converts them)" in out
+
+
+def test_show_after_a_pass_run_more_than_once_says_which_run(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    status, first, err = run_in_process("show", "usermodel.py:build", "--after", "dce")
+    assert status == 0, err
+    assert first.startswith("# usermodel.py:build after dce (the first of its 3 runs in the lowered pipeline; "
+                            "dce#2, dce#3 name the others)\n")
+    status, third, err = run_in_process("show", "usermodel.py:build", "--after", "dce#3")
+    forget_usermodel()
+    assert status == 0, err
+    assert third.startswith("# usermodel.py:build after dce#3 (lowered pipeline)\n")
+    # before lowering a dequantize per quantized op; after it, the output's one
+    assert "1 dequantize," in third and "1 dequantize," not in first

@@ -41,7 +41,7 @@ def test_an_importable_module_without_batches_calibrates_on_the_example_inputs(w
     ("no_such_module_xyz:build", "no module named 'no_such_module_xyz'"),
     ("missing_dir/model.py:build", "no such file 'missing_dir/model.py'"),
     ("usermodel_ep:nope", "has no function 'nope'"),
-    ("usermodel_ep:bad_shape", "returned a Net; it must return (model, example_inputs)"),
+    ("usermodel_ep:bad_shape", "returned a Net model alone; it must return (model, example_inputs)"),
     ("usermodel_ep:not_a_model", "the model must be a torch.nn.Module, not str"),
     ("justaword", "expected MODULE:FUNCTION"),
 ])

@@ -103,3 +103,60 @@ class Scaled(nn.Module):
 def build_scaled():
     torch.manual_seed(0)
     return Scaled().eval(), (torch.randn(2, 3), 2.0)
+
+
+class EditsItsInput(nn.Module):
+    """Scales its input in place after reading it: each run edits the batch it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x)
+        x.mul_(5.0)
+        return y
+
+
+def build_editing_inputs():
+    torch.manual_seed(0)
+    return EditsItsInput().eval(), (torch.randn(4, 8),), [(torch.randn(4, 8),) for _ in range(3)]
+
+
+class Tagger(nn.Module):
+    """Token ids -> embedding -> LSTM (both stay in float under the default static mappings) -> linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(50, 16)
+        self.lstm = nn.LSTM(16, 16, batch_first=True)
+        self.fc = nn.Linear(16, 4)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(self.emb(ids))
+        return self.fc(y)
+
+
+def build_tagger():
+    torch.manual_seed(0)
+    return Tagger().eval(), (torch.randint(0, 50, (2, 7)),)
+
+
+class DictInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, d: dict) -> torch.Tensor:
+        return self.fc(d["x"]) + d["y"]
+
+
+def build_dict_input():
+    torch.manual_seed(0)
+    return DictInput().eval(), ({"x": torch.randn(2, 8), "y": torch.randn(2, 4)},)
+
+
+def build_exiting():
+    import sys
+
+    sys.exit(3)
