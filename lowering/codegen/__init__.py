@@ -15,6 +15,7 @@ from qfx.ir.program import Preserved, Program, QuantFacts
 from qfx.ir.tracebacks import failing_node
 
 from .graph_module import graph_module
+from .owned import own_what_runs_would_change
 
 PRESERVED_ATTRS_KEY = "_user_preserved_attributes"
 
@@ -49,6 +50,7 @@ def _emit(program: Program) -> GraphModule:
         if node.op in ("get_attr", "call_module"):
             table[node.target] = program.resolve(node.target)
     _restore_namespace(graph, program)
+    own_what_runs_would_change(program, table)
 
     gm = graph_module(program, graph, table)
     meta: dict[str, Any] = {}

@@ -1,0 +1,103 @@
+"""What a built module must own instead of sharing with the program's source model: the state its forward
+changes. codegen shares modules and tensors with the observed model (nothing is copied that a run only
+reads); a run that records statistics or updates a buffer in place must do so in the new module, never in
+the model it was converted from, as torch's result (that model itself, converted in place) does in its own.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+
+from qfx.ir.args import Ref
+from qfx.ir.program import Program
+
+_OBSERVING = (ObserverBase, FakeQuantizeBase)
+
+
+def own_what_runs_would_change(program: Program, table: dict[str, Any]) -> None:
+    """Replace, in `table` ({get_attr/call_module target: object}, the built module's contents), what
+    running the program would change with copies: each module holding an observer or fake-quantize (a
+    pipeline that stops before insert-qdq leaves them in; a QAT module holds its weight's), each tensor of
+    such a module, and each tensor the graph writes in place (a fake-quantize op kept live, updating its
+    running min/max and qparams). One memo keeps what was shared shared, between targets too."""
+    memo: dict[int, Any] = {}
+    if any(issubclass(kind, _OBSERVING) for kind in {type(m) for m in program.modules.values()}):
+        for target, value in table.items():
+            if isinstance(value, torch.nn.Module):
+                if any(isinstance(m, _OBSERVING) for m in value.modules()):
+                    table[target] = copy.deepcopy(value, memo)
+                continue
+            owner, path = _observer_holding(program, target)
+            if owner is not None:
+                found = copy.deepcopy(owner, memo)
+                for name in path:
+                    found = getattr(found, name)
+                table[target] = found
+    for target in _written_attributes(program):
+        value = table.get(target)
+        if isinstance(value, torch.Tensor):
+            table[target] = copy.deepcopy(value, memo)
+
+
+def _observer_holding(program: Program, target: str) -> tuple[Any, list[str]]:
+    """The innermost observer or fake-quantize module of `program` whose attribute `target` is, and the
+    path from it; (None, []) when no such module holds it."""
+    parts = target.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        owner = program.modules.get(".".join(parts[:cut]))
+        if isinstance(owner, _OBSERVING):
+            return owner, parts[cut:]
+    return None, []
+
+
+def _written_attributes(program: Program) -> list[str]:
+    """The get_attr targets whose values the graph writes in place: passed to an op whose schema marks that
+    argument written, or the object of an in-place method (`add_`)."""
+    attribute_of = {node.name: node.target for node in program.graph.nodes if node.op == "get_attr"}
+    if not attribute_of:
+        return []
+    written: list[str] = []
+    for node in program.graph.nodes:
+        if node.op == "call_function":
+            for index, name in _written_arguments(node.target):
+                positional = index is not None and index < len(node.args)
+                arg = node.args[index] if positional else dict(node.kwargs).get(name)
+                if isinstance(arg, Ref) and arg.name in attribute_of:
+                    written.append(attribute_of[arg.name])
+        elif (node.op == "call_method" and isinstance(node.target, str) and node.target.endswith("_")
+              and not node.target.startswith("_") and node.args and isinstance(node.args[0], Ref)
+              and node.args[0].name in attribute_of):
+            written.append(attribute_of[node.args[0].name])
+    return written
+
+
+_WRITTEN: dict[Any, tuple[tuple[int | None, str], ...]] = {}
+
+
+def _written_arguments(target: Any) -> tuple[tuple[int | None, str], ...]:
+    """(position, or None for a keyword-only one; name) of each argument some schema of the operator
+    `target` writes in place (Tensor(a!)); none for anything that is not a torch operator."""
+    try:
+        return _WRITTEN[target]
+    except KeyError:
+        pass
+    except TypeError:  # (an unhashable callable)
+        return ()
+    if isinstance(target, torch._ops.OpOverload):
+        schemas = [target._schema]
+    elif isinstance(target, torch._ops.OpOverloadPacket):
+        schemas = [getattr(target, overload)._schema for overload in target.overloads()]
+    elif getattr(target, "__module__", None) == "torch" and callable(target):
+        schemas = torch._C._jit_get_schemas_for_operator(f"aten::{target.__name__}")
+    else:
+        schemas = []
+    found = tuple(dict.fromkeys(
+        (None if argument.kwarg_only else index, argument.name)
+        for schema in schemas for index, argument in enumerate(schema.arguments)
+        if argument.alias_info is not None and argument.alias_info.is_write))
+    _WRITTEN[target] = found
+    return found

@@ -1,0 +1,117 @@
+"""codegen gives the built module its own copy of what running it changes (observers, fake-quantizes, buffers
+the graph writes in place): running a partial pipeline's result, or a converted model that keeps a QAT
+standalone module's fake-quantize live, leaves the observed model exactly as it was."""
+
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+from torch.ao.quantization.quantize_fx import convert_fx, convert_to_reference_fx, prepare_fx, prepare_qat_fx
+
+import qfx
+from qfx.compare import copy_for_torch, fingerprint, same_fingerprint, same_value
+from qfx.ir.lift import lift
+from qfx.lowering.codegen import codegen
+from qfx.lowering.codegen.owned import _written_arguments
+from qfx.passes.manager import Pipeline
+
+NET = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+
+def observed_net(qat: bool) -> torch.fx.GraphModule:
+    torch.manual_seed(0)
+    x = (torch.randn(2, 3, 8, 8),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if qat:
+            observed = prepare_qat_fx(copy.deepcopy(NET).train(), get_default_qat_qconfig_mapping("x86"), x)
+        else:
+            observed = prepare_fx(copy.deepcopy(NET).eval(), get_default_qconfig_mapping("x86"), x)
+        observed(*x)
+    return observed.eval()
+
+
+@pytest.mark.parametrize("qat", [False, True], ids=["ptq", "qat"])
+def test_running_a_partial_pipelines_result_records_in_its_own_observers(qat: bool) -> None:
+    observed = observed_net(qat)
+    before = fingerprint(observed)
+    result = codegen(Pipeline.parse("apply-qconfig-mapping,dce").run(lift(observed)))
+    recorded = copy.deepcopy(result.state_dict())
+    with torch.no_grad():
+        result(torch.randn(2, 3, 8, 8) * 100)
+    assert same_fingerprint(before, fingerprint(observed))
+    changed = [k for k, v in result.state_dict().items() if not same_value(v, recorded[k])]
+    assert any("min_val" in k or "activation_post_process" in k for k in changed), changed
+
+
+class Child(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.relu(self.fc(x))
+
+
+class CallsItsStandaloneTwice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sub, self.out = Child(), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.sub(self.sub(x)))
+
+
+@pytest.mark.parametrize("ours, theirs", [(qfx.convert_fx, convert_fx),
+                                          (qfx.convert_to_reference_fx, convert_to_reference_fx)])
+def test_a_qat_standalone_module_called_twice_keeps_its_fake_quantize_to_itself(ours, theirs) -> None:
+    """The standalone module's converted graph still runs fused_moving_avg_obs_fake_quant on its input
+    (torch's too), which updates running min/max and qparams in place: those buffers are the result's."""
+    torch.manual_seed(0)
+    x = (torch.randn(3, 4),)
+    mapping = get_default_qat_qconfig_mapping("x86")
+    config = PrepareCustomConfig().set_standalone_module_name("sub", mapping, x, PrepareCustomConfig(), None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_qat_fx(CallsItsStandaloneTwice().train(), mapping, x, prepare_custom_config=config)
+        for _ in range(3):
+            observed(torch.randn(3, 4))
+        observed.eval()
+        before = fingerprint(observed)
+        result, reference = ours(observed), theirs(copy_for_torch(observed))
+    assert any(n.target is torch.fused_moving_avg_obs_fake_quant for n in result.sub.graph.nodes)
+    with torch.no_grad():
+        for scale in (1.0, 100.0, 0.01):  # the results' running statistics move alike
+            batch = torch.randn(3, 4) * scale
+            assert same_value(result(batch), reference(batch))
+    assert same_fingerprint(before, fingerprint(observed))
+
+
+def test_buffers_the_graph_updates_in_place_are_copied_and_the_rest_shared() -> None:
+    root = nn.Module()
+    root.register_buffer("seen", torch.zeros(1))
+    root.register_buffer("offset", torch.ones(1))
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    graph.call_method("add_", (graph.get_attr("seen"), 1))
+    graph.output(graph.call_function(operator.add, (x, graph.get_attr("offset"))))
+    model = torch.fx.GraphModule(root, graph)
+    built = codegen(lift(model, observed=False))
+    assert same_value(built(torch.zeros(1)), torch.ones(1))
+    assert model.seen.item() == 0 and built.seen.item() == 1
+    assert built.offset is model.offset
+
+
+def test_written_arguments_come_from_the_operator_schemas() -> None:
+    assert _written_arguments(torch.fused_moving_avg_obs_fake_quant) == (
+        (3, "running_min"), (4, "running_max"), (5, "scale"), (6, "zero_point"))
+    assert _written_arguments(torch.add) == ((None, "out"),)  # keyword-only: matched by name alone
+    assert _written_arguments(torch.ops.aten.add_.Tensor) == ((0, "self"),)
+    assert _written_arguments(operator.add) == () and _written_arguments(torch.relu) == ((None, "out"),)
