@@ -5,7 +5,9 @@ and GraphModule pickling drops `meta`, where prepare keeps the facts convert nee
 
 from __future__ import annotations
 
+import collections
 import functools
+import importlib
 import os
 import pickle
 import sys
@@ -18,6 +20,8 @@ from torch.fx import GraphModule
 
 from qfx.entrypoint import with_article
 from qfx.ir.errors import NotObservedModelError, QfxError
+from qfx.ir.frozendict import FrozenDict
+from qfx.ir.graph import Node
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.lowering.codegen import codegen
 
@@ -54,14 +58,68 @@ def _rebuild_module(cls: type, state: Any) -> torch.nn.Module:
     return module
 
 
+class _MissingClass:
+    """Base of the stand-ins for classes a loaded model's node meta names but this process cannot import."""
+
+
+_STAND_INS: dict[tuple[str, str], type] = {}
+
+
+def _class_named(module: str, qualname: str) -> type:
+    """The class `module`.`qualname`, or, when it cannot be imported here, a stand-in class of that name
+    (one per name): node meta only records which classes the code came from (`nn_module_stack`), so a
+    model whose modules are all importable loads and runs without the user's own module."""
+    try:
+        found: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+        if isinstance(found, type):
+            return found
+    except Exception:
+        pass
+    key = (module, qualname)
+    if key not in _STAND_INS:
+        _STAND_INS[key] = type(qualname.rpartition(".")[2], (_MissingClass,), {
+            "__module__": module, "__qualname__": qualname,
+            "__doc__": f"stand-in for {module}.{qualname}, which could not be imported when the model was loaded"})
+    return _STAND_INS[key]
+
+
+class _ClassByName:
+    """A class in node meta, pickled by name and loaded with `_class_named`."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+
+    def __reduce__(self) -> tuple:
+        return (_class_named, (self.cls.__module__, self.cls.__qualname__))
+
+
+def _classes_by_name(value: Any) -> Any:
+    """`value` (a node's meta or type) with every class in it, through dicts, lists and tuples, replaced by a
+    `_ClassByName`."""
+    if isinstance(value, type):
+        return _ClassByName(value)
+    if type(value) in (dict, collections.OrderedDict, FrozenDict):
+        return type(value)((k, _classes_by_name(v)) for k, v in value.items())
+    if type(value) in (list, tuple):
+        return type(value)(_classes_by_name(v) for v in value)
+    return value
+
+
 class _ObservedPickler(pickle.Pickler):
     """Pickles GraphModules graph and all, through lift/codegen: node names, targets and meta survive (torch's
-    own GraphModule pickling re-traces the code and drops `meta`). Operator overloads are saved by name, and
-    prepare's device closure is replaced by an equivalent importable function (evaluated at save time)."""
+    own GraphModule pickling re-traces the code and drops `meta`). Classes named by node meta and types are
+    saved so that one this process cannot import loads as a stand-in (see `_class_named`). Operator overloads
+    are saved by name, and prepare's device closure is replaced by an equivalent importable function
+    (evaluated at save time)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, GraphModule):
             return (codegen, (lift(obj, observed=False),))
+        if type(obj) is Node:
+            return (Node, (obj.name, obj.op, obj.target, obj.args, obj.kwargs, _classes_by_name(obj.type),
+                           _classes_by_name(obj.meta)))
         if isinstance(obj, torch.nn.Module) and type(obj).__setstate__ is not torch.nn.Module.__setstate__:
             # e.g. quantized convs: their __setstate__ skips Module's set-up, so a plain unpickle gives a
             # module without hook tables that cannot run (torch's own deepcopy of them does this instead)

@@ -150,6 +150,28 @@ def test_a_saved_model_with_classes_of_the_users_file_loads_where_that_file_impo
     assert "usermodel" in loaded.stdout and "qfx_entry" not in loaded.stdout
 
 
+def test_a_saved_model_whose_modules_are_torchs_loads_where_the_users_file_does_not_import(workdir: Path) -> None:
+    """The residual block's class is named only by node meta: elsewhere it loads as a stand-in of that name,
+    and the model runs as before."""
+    result = qfx("convert", "usermodel.py:build_residual", "--save", "q.pt", cwd=workdir)
+    assert result.returncode == 0, text(result)[1]
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    load = ("import torch, warnings; warnings.simplefilter('ignore'); torch.manual_seed(0); "
+            "x = torch.randn(2, 3, 8, 8); m = torch.load('{path}', weights_only=False); "
+            "t = [t for n in m.graph.nodes for _, t in n.meta.get('nn_module_stack', {{}}).values()]; "
+            "print(sorted({{(c.__module__, c.__qualname__, c.__mro__[1].__name__) for c in t}})); "
+            "print(m(x).dequantize().sum().item() if m(x).is_quantized else m(x).sum().item())")
+    here = subprocess.run([sys.executable, "-c", load.format(path="q.pt")], cwd=workdir, capture_output=True,
+                          text=True)
+    there = subprocess.run([sys.executable, "-c", load.format(path="../q.pt")], cwd=elsewhere, capture_output=True,
+                           text=True)
+    assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
+    assert "('usermodel', 'Residual', 'Module')" in here.stdout
+    assert "('usermodel', 'Residual', '_MissingClass')" in there.stdout
+    assert here.stdout.splitlines()[1] == there.stdout.splitlines()[1]
+
+
 def test_a_saved_observed_model_with_classes_of_a_script_says_why_it_cannot_load(tmp_path: Path) -> None:
     script = tmp_path / "save_it.py"
     script.write_text(
