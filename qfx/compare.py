@@ -1,7 +1,7 @@
 """Comparing converted models with torch's, and checking that a model was left alone.
 
-`differences(ours, theirs, inputs)` lists how two GraphModules differ (code, state_dict, module attribute
-names, outputs);
+`compare(ours, theirs, inputs)` / `differences(ours, theirs, inputs)` tell how two GraphModules differ (code,
+state_dict, module attribute names, outputs);
 `fingerprint(model)` / `same_fingerprint(a, b)` record and compare everything convert could change;
 `copy_for_torch(observed)` is the copy torch's convert, which works in place, compares from.
 Tensors are compared bit for bit, never with a tolerance.
@@ -16,6 +16,7 @@ import types
 import warnings
 from typing import Any
 
+import attrs
 import torch
 from torch.ao.quantization import FakeQuantizeBase, ObserverBase
 from torch.fx import GraphModule
@@ -128,21 +129,34 @@ def same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
-def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
-    """How `ours` differs from `theirs`: generated code, state_dict (keys, order, bits; or, where torch
-    cannot save a module, the error `state_dict()` raises), the names of each module's attributes and, when
+@attrs.frozen
+class Comparison:
+    """How two converted models compare: `found` lists how they differ (empty when they are the same); where
+    both fail alike, the error their `state_dict()`s raise and the error both raise on the inputs (None when
+    they work, or when no inputs were given)."""
+
+    found: tuple[str, ...]
+    state_dict_error: str | None = None
+    output_error: str | None = None
+
+
+def compare(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> Comparison:
+    """Compare `ours` with `theirs`: generated code, state_dict (keys, order, bits; or, where torch cannot
+    save a module, the error `state_dict()` raises), the names of each module's attributes and, when
     `inputs` are given, outputs (or the error each model raises on them; see `outputs_or_error`: neither
-    module is changed). Empty when they are the same."""
+    module is changed)."""
     found: list[str] = []
     if ours.code != theirs.code:
         a, b = ours.code.splitlines(), theirs.code.splitlines()
         line = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         found.append(f"code differs from line {line + 1} (qfx: {_line(a, line)!r}, torch: {_line(b, line)!r})")
     (ours_state, ours_error), (theirs_state, theirs_error) = state_dict_or_error(ours), state_dict_or_error(theirs)
+    state_error = None
     if ours_error is not None or theirs_error is not None:
         # torch cannot save some lowered modules (a 3-D conv packed by qnnpack): then both must fail alike
         if ours_error != theirs_error:
             found.append(f"state_dict() differs: qfx's {ours_error or 'works'}, torch's {theirs_error or 'works'}")
+        state_error = ours_error
     elif list(ours_state) != list(theirs_state):
         only = sorted(set(ours_state) ^ set(theirs_state))
         found.append(f"state_dict keys differ ({', '.join(only[:4]) if only else 'same keys, other order'})")
@@ -158,6 +172,7 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
         first_theirs = theirs_attributes.get(paths[0], frozenset())
         found.append(f"attributes differ on {', '.join(repr(p) for p in paths[:4])} (first: only qfx's "
                      f"{sorted(first_ours - first_theirs)}, only torch's {sorted(first_theirs - first_ours)})")
+    output_error = None
     if inputs is not None:
         ours_out, ours_error = outputs_or_error(ours, inputs)
         theirs_out, theirs_error = outputs_or_error(theirs, inputs)
@@ -165,9 +180,15 @@ def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) ->
             # (a quantized kernel may refuse what the float op took, torch's as much as qfx's: then alike)
             if ours_error != theirs_error:
                 found.append(f"outputs differ: qfx's model {_ran(ours_error)}, torch's {_ran(theirs_error)}")
+            output_error = ours_error
         elif not same_value(ours_out, theirs_out):
             found.append("outputs differ")
-    return found
+    return Comparison(tuple(found), state_error, output_error)
+
+
+def differences(ours: GraphModule, theirs: GraphModule, inputs: tuple | None) -> list[str]:
+    """How `ours` differs from `theirs` (see `compare`); empty when they are the same."""
+    return list(compare(ours, theirs, inputs).found)
 
 
 def outputs_or_error(model: GraphModule, inputs: tuple) -> tuple[Any, str | None]:

@@ -15,8 +15,7 @@ from rich.console import Console
 from torch.fx import GraphModule
 
 from qfx.api import convert_options, gc_paused
-from qfx.compare import (copy_for_torch, differences, fingerprint, outputs_or_error, same_fingerprint,
-                         state_dict_or_error)
+from qfx.compare import compare, copy_for_torch, fingerprint, same_fingerprint
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
 from qfx.ir.lift import lift
 from qfx.ir.errors import PipelineSpecError
@@ -74,16 +73,15 @@ def _check_against_torch(result: GraphModule, observed: GraphModule, mode: str, 
         warnings.simplefilter("ignore")
         theirs = theirs_fn(copy_for_torch(observed))
     with running_user_model("--check-against-torch: running both converted models on the example inputs"):
-        found = differences(result, theirs, inputs)
-    _, unsaveable = state_dict_or_error(result)
+        comparison = compare(result, theirs, inputs)
+    if comparison.found:
+        plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(comparison.found)})")
+        return False
+    unsaveable, failure = comparison.state_dict_error, comparison.output_error
     state = "same state_dict" if unsaveable is None else f"state_dict() failing alike: {unsaveable}"
     compared = f"same code, {state}"
     if inputs is not None:
-        _, failure = outputs_or_error(result, inputs)
         compared += ", identical outputs" if failure is None else f", failing alike on the example inputs: {failure}"
-    if found:
-        plain(console, f"equal to torch's {torch_name}: NO ({'; '.join(found)})")
-        return False
     plain(console, f"equal to torch's {torch_name}: yes ({compared})")
     return True
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 from torch.fx import GraphModule
 
-from qfx.compare import copy_for_torch, differences, fingerprint, outputs_or_error, same_fingerprint, same_value
+from qfx.compare import compare, copy_for_torch, fingerprint, same_fingerprint, same_value
 from qfx.ir.errors import VerificationError
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
@@ -150,10 +150,10 @@ def assert_same_as_torch(observed: GraphModule, *, example_inputs: tuple | None 
         theirs = theirs_fn(copy_for_torch(observed), **copy.deepcopy(convert_kwargs))
     if not same_fingerprint(before, fingerprint(observed)):
         raise AssertionError(f"qfx.{name.lstrip('_')} changed the observed model")
-    found = differences(ours, theirs, example_inputs)
-    if found:
-        raise AssertionError(f"qfx.{name.lstrip('_')} differs from torch's {name}: {'; '.join(found)}")
-    failure = outputs_or_error(ours, example_inputs)[1] if example_inputs is not None else None
+    comparison = compare(ours, theirs, example_inputs)
+    if comparison.found:
+        raise AssertionError(f"qfx.{name.lstrip('_')} differs from torch's {name}: {'; '.join(comparison.found)}")
+    failure = comparison.output_error
     if failure is not None:  # the same as torch's, but no output was compared: say so
         warnings.warn(f"both converted models fail alike on the example inputs ({failure}): no outputs were "
                       "compared", stacklevel=2)
