@@ -17,8 +17,8 @@ from torch.fx import GraphModule
 from qfx.api import convert_options, gc_paused
 from qfx.compare import compare, copy_for_torch, fingerprint, same_fingerprint
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
-from qfx.ir.lift import lift
 from qfx.ir.errors import PipelineSpecError
+from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
 from qfx.passes.manager import Pipeline
