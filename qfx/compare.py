@@ -256,7 +256,8 @@ def _line(lines: list[str], i: int) -> str:
 def fingerprint(model: GraphModule) -> tuple:
     """Everything about `model` that convert could change: graph, code, modules, state and meta."""
     graph = tuple((n.name, n.op, str(n.target), str(n.args), str(n.kwargs)) for n in model.graph.nodes)
-    modules = tuple((name, id(m), type(m).__name__) for name, m in model.named_modules(remove_duplicate=False))
+    modules = tuple((name, id(m), type(m).__name__, m.training)
+                    for name, m in model.named_modules(remove_duplicate=False))
     state = {k: (v.detach().clone() if isinstance(v, torch.Tensor) else copy.copy(v))
              for k, v in model.state_dict(keep_vars=True).items()}
     attrs = {name: sorted(vars(m)) for name, m in model.named_modules(remove_duplicate=False)}

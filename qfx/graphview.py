@@ -98,25 +98,33 @@ def _lowered(program: Program) -> bool:
     return native
 
 
-def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> dict[str, str]:
+def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None,
+               lowered: bool | None = None) -> dict[str, str]:
     """Every node's kind, by name: one of KINDS. A node runs quantized when it is a quantized module or op,
     reads only quantized values (e.g. a flatten on a quantized tensor), or sits in a reference pattern
     (dequantize -> op [-> op] -> quantize) of a program not yet lowered (in a lowered one such an op runs in
     float); it is "observed" when prepare put an observer on its output. Taking an item out of an input
-    (`x["image"]`, `inputs[0]`) is input, as the placeholder itself.
+    (`x["image"]`, `inputs[0]`) is input, as the placeholder itself, and asking a tensor its shape (`x.size(0)`,
+    `x.shape[0] // 2`) computes nothing in either precision: both are "io".
     `qconfigs` (node name -> qconfig; default: the program's own quant facts, which convert drops, so pass
-    the observed program's) marks the nodes the user kept in float (qconfig None) as float."""
+    the observed program's) marks the nodes the user kept in float (qconfig None) as float. `lowered` says
+    whether the program went through lowering (default: guessed from its quantized modules and ops, which
+    a lowered model without any, only pools and concatenations, say, does not show)."""
     if qconfigs is None:
         qconfigs = program.quant.node_name_to_qconfig if program.quant is not None else {}
     kinds: dict[str, str] = {}
     users = program.graph.users
     by_name = program.graph.by_name
     inputs: set[str] = set()  # placeholders and items taken out of them
+    shapes: set[str] = set()  # shape queries and arithmetic on their results
     tensor_inputs_of: dict[str, list[str]] = {}
     for node in program.graph.nodes:
         kind = _direct_kind(program, node)
         if node.op == "placeholder" or _takes_item_of(node, inputs):
             inputs.add(node.name)
+            kind = "io"
+        elif _asks_shape(node, shapes):
+            shapes.add(node.name)
             kind = "io"
         # (a get_attr is a constant, not a value flowing through the graph)
         tensor_inputs = tensor_inputs_of[node.name] = [
@@ -135,7 +143,7 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> d
     # user quantizes its result, or is itself such an op, runs quantized (dequantize -> add -> relu ->
     # quantize_per_tensor). Not in a lowered program: lowering rewrote every pattern it could, so one still
     # there runs in float.
-    if _lowered(program):
+    if _lowered(program) if lowered is None else lowered:
         return kinds
     dequantized: set[str] = set()
     for node in program.graph.nodes:
@@ -154,6 +162,28 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None) -> d
 
 def _kept_in_float(name: str, qconfigs: Mapping[str, Any]) -> bool:
     return name in qconfigs and qconfigs[name] is None
+
+
+_SHAPE_METHODS = frozenset({"size", "dim", "numel", "nelement", "stride", "element_size", "is_contiguous",
+                            "get_device", "is_floating_point"})
+_SHAPE_ATTRIBUTES = frozenset({"shape", "ndim", "dtype", "device", "layout", "is_quantized", "requires_grad"})
+
+
+def _asks_shape(node: Node, shapes: set[str]) -> bool:
+    """Whether `node` reads a tensor's metadata (`x.size(0)`, `x.shape`, `x.dim()`) or computes with such
+    readings only (`x.shape[0] // 2`, `len(...)` of a shape)."""
+    if node.op == "call_method":
+        return node.target in _SHAPE_METHODS
+    if node.op != "call_function":
+        return False
+    if node.target is getattr:
+        return len(node.args) > 1 and node.args[1] in _SHAPE_ATTRIBUTES
+    if node.target is len:
+        return True
+    if getattr(node.target, "__module__", None) in ("_operator", "builtins", "math"):
+        read = node.input_name_tuple()
+        return bool(read) and all(name in shapes for name in read)
+    return False
 
 
 def _takes_item_of(node: Node, inputs: set[str]) -> bool:
@@ -194,7 +224,7 @@ def summary(program: Program, kinds: dict[str, str] | None = None) -> str:
     lines = ["nodes: " + ", ".join(_counted(counts[k], k) for k in KINDS if counts[k] and k != "io")]
     islands = float_islands(program, kinds)
     if not islands:
-        lines.append("float islands: none (every op runs quantized or is observed)")
+        lines.append(f"float islands: none (every op runs quantized{' or is observed' if counts['observed'] else ''})")
     else:
         lines.append(f"float islands: {len(islands)}")
         for i, island in enumerate(islands, 1):
@@ -210,7 +240,7 @@ _COUNTED: dict[str, tuple[str, str]] = {
     "quantized": ("quantized module / op", "quantized modules / ops"),
     "observed": ("observed", "observed"),
     "observer": ("observer / fake-quantize", "observers / fake-quantizes"),
-    "float": ("in a float island", "in float islands"),
+    "float": ("float", "float"),
 }
 
 

@@ -56,8 +56,16 @@ def _observer_holding(program: Program, target: str) -> tuple[Any, list[str]]:
 
 def _written_attributes(program: Program) -> list[str]:
     """The get_attr targets whose values the graph writes in place: passed to an op whose schema marks that
-    argument written, or the object of an in-place method (`add_`)."""
-    attribute_of = {node.name: node.target for node in program.graph.nodes if node.op == "get_attr"}
+    argument written, or the object of an in-place method (`add_`, `__setitem__`, `__iadd__`). A value that
+    went through an observer is still the attribute (an observer returns what it was given; so does a
+    fake-quantize with fake quantization off)."""
+    attribute_of: dict[str, str] = {}
+    for node in program.graph.nodes:
+        if node.op == "get_attr":
+            attribute_of[node.name] = node.target
+        elif (node.op == "call_module" and node.args and isinstance(node.args[0], Ref)
+              and node.args[0].name in attribute_of and isinstance(program.modules.get(node.target), _OBSERVING)):
+            attribute_of[node.name] = attribute_of[node.args[0].name]
     if not attribute_of:
         return []
     written: list[str] = []
@@ -68,11 +76,22 @@ def _written_attributes(program: Program) -> list[str]:
                 arg = node.args[index] if positional else dict(node.kwargs).get(name)
                 if isinstance(arg, Ref) and arg.name in attribute_of:
                     written.append(attribute_of[arg.name])
-        elif (node.op == "call_method" and isinstance(node.target, str) and node.target.endswith("_")
-              and not node.target.startswith("_") and node.args and isinstance(node.args[0], Ref)
-              and node.args[0].name in attribute_of):
+        elif (node.op == "call_method" and _in_place_method(node.target) and node.args
+              and isinstance(node.args[0], Ref) and node.args[0].name in attribute_of):
             written.append(attribute_of[node.args[0].name])
     return written
+
+
+_IN_PLACE_DUNDERS = frozenset({
+    "__setitem__", "__delitem__", "__iadd__", "__isub__", "__imul__", "__imatmul__", "__itruediv__",
+    "__ifloordiv__", "__imod__", "__ipow__", "__ilshift__", "__irshift__", "__iand__", "__ixor__", "__ior__"})
+
+
+def _in_place_method(name: Any) -> bool:
+    """Whether the tensor method `name` changes its tensor: torch's in-place methods end in one underscore
+    (`add_`), and item assignment and augmented assignment write too."""
+    return isinstance(name, str) and (name in _IN_PLACE_DUNDERS
+                                      or (name.endswith("_") and not name.startswith("_")))
 
 
 _WRITTEN: dict[Any, tuple[tuple[int | None, str], ...]] = {}

@@ -140,7 +140,8 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
         observed.eval()  # as before convert_fx in torch's QAT flow (no training step has run)
     before = fingerprint(observed)
     result = _convert_and_report(observed, args, console)
-    counts = count_ops(result, observed)
+    ran = Pipeline.parse(args.pipeline or (LOWERED_PIPELINE if args.mode == "lowered" else REFERENCE_PIPELINE))
+    counts = count_ops(result, observed, lowered=any(name.startswith("lower-") for name in ran.names))
     islands = f" in {counts.islands} island{'s' if counts.islands != 1 else ''}" if counts.float else ""
     observing = (f"; {counts.observers} observer{'s' if counts.observers != 1 else ''} / fake-quantize"
                  f"{'s' if counts.observers != 1 else ''} still in place (the pipeline ends before insert-qdq "

@@ -11,6 +11,7 @@ import importlib
 import os
 import pickle
 import sys
+import types
 import warnings
 from pathlib import Path
 from typing import Any
@@ -130,10 +131,27 @@ class _ObservedPickler(pickle.Pickler):
         if isinstance(obj, torch._ops.OpOverloadPacket):  # (lowered graphs call torch.ops.quantized.add, ...)
             namespace, op = obj._qualified_op_name.split("::")
             return (_operator_packet, (namespace, op))
+        if _module_attribute(obj):
+            # made by a factory (torch.nn.functional.max_pool2d is boolean_dispatch's inner `fn`): pickle cannot
+            # find it by its qualified name, but its module holds it under its own name
+            return (_attribute_of, (obj.__module__, obj.__name__))
         if getattr(obj, "__qualname__", None) == _DEVICE_CLOSURE and callable(obj):
             found = obj() or {}
             return (functools.partial, (_factory_kwargs_on, found.get("device")))
         return NotImplemented
+
+
+def _module_attribute(obj: Any) -> bool:
+    """Whether `obj` is a function defined inside another one that its module holds under its own name."""
+    if not isinstance(obj, types.FunctionType) or "<locals>" not in obj.__qualname__:
+        return False
+    module = sys.modules.get(obj.__module__)
+    return module is not None and getattr(module, obj.__name__, None) is obj
+
+
+def _attribute_of(module: str, name: str) -> Any:
+    """`module`.`name` (how functions `_module_attribute` recognises are saved)."""
+    return getattr(importlib.import_module(module), name)
 
 
 class ObservedPickleModule:
@@ -181,7 +199,15 @@ def check_writable(path: str | Path, what: str) -> None:
     elif not os.access(folder, os.W_OK):
         problem = f"the folder '{folder}' is not writable"
     else:
-        return
+        # (a folder may refuse new files all the same: /proc, a read-only mount, a full disk)
+        probe = path.with_name(path.name + ".partial")  # the name save_with_graphs writes first
+        try:
+            probe.open("ab").close()
+        except OSError as exc:
+            problem = f"no file can be created there ({exc.strerror or exc})"
+        else:
+            probe.unlink(missing_ok=True)
+            return
     raise ModelFileError(f"cannot write {what} to '{path}': {problem}; choose another path")
 
 
@@ -206,6 +232,9 @@ def load_observed(path: str | Path) -> tuple[GraphModule, tuple | None]:
 
     Raises ModelFileError when the file cannot be read or holds something else, and NotObservedModelError
     when the GraphModule lacks prepare_fx's facts."""
+    if str(path).startswith(":"):
+        raise ModelFileError(f"'{path}' names no module before the ':'; give MODULE:FUNCTION, e.g. "
+                             f"mymodels.py{path}")
     source = Path(str(path).removesuffix(":"))
     if source.suffix == ".py" and source.is_file():  # (`qfx convert models.py` or `models.py:`)
         raise ModelFileError(f"'{path}' names a Python file, not a saved model: add the function that builds the "

@@ -32,12 +32,13 @@ class OpCounts:
     observers: int = 0  # observers / fake-quantizes left in (a pipeline that stops before insert-qdq)
 
 
-def count_ops(model: GraphModule, observed: GraphModule) -> OpCounts:
+def count_ops(model: GraphModule, observed: GraphModule, lowered: bool | None = None) -> OpCounts:
     """Count the call nodes of `model` (converted from `observed`, whose qconfigs say what the user kept in
-    float) that run quantized (quantized modules and ops, ops on quantized values, reference patterns) and in
-    float; quantize/dequantize nodes count as neither."""
+    float; `lowered`: whether lowering passes ran, see node_kinds) that run quantized (quantized modules and
+    ops, ops on quantized values, reference patterns) and in float; quantize/dequantize nodes and shape
+    queries count as neither."""
     program = lift(model, observed=False)
-    kinds = node_kinds(program, lift(observed).quant.node_name_to_qconfig)
+    kinds = node_kinds(program, lift(observed).quant.node_name_to_qconfig, lowered)
     floats = tuple(n for n, k in kinds.items() if k == "float")
     return OpCounts(sum(1 for k in kinds.values() if k == "quantized"), len(floats),
                     len(float_islands(program, kinds)), floats, sum(1 for k in kinds.values() if k == "observer"))

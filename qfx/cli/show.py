@@ -58,23 +58,25 @@ def _runs_up_to(names: list[str], mode: str, after: str) -> int:
     return positions[int(nth) - 1] + 1
 
 
-def program_after(observed_program: Program, mode: str, after: str) -> tuple[Program, str]:
+def program_after(observed_program: Program, mode: str, after: str) -> tuple[Program, str, tuple[str, ...]]:
     """`observed_program` run through the `mode` pipeline up to and including the pass `after` ("prepare":
     none, "final": all; NAME#N: the Nth run of a pass that runs more than once, NAME alone its first).
-    Returns (program, a title). Raises PipelineSpecError for a pass not in the pipeline."""
+    Returns (program, a title, the passes run). Raises PipelineSpecError for a pass not in the pipeline."""
     names = check_after(mode, after)
     if after == "prepare":
-        return observed_program, "after prepare"
+        return observed_program, "after prepare", ()
     count = len(names) if after == "final" else _runs_up_to(names, mode, after)
+    ran = tuple(names[:count])
     with gc_paused():
-        result = Pipeline.parse(",".join(names[:count])).run(observed_program)
+        result = Pipeline.parse(",".join(ran)).run(observed_program)
     if after == "final":
-        return result, f"{mode} convert result"
+        return result, f"{mode} convert result", ran
     runs = names.count(after)
     if runs > 1:  # a bare name of a repeated pass: say which run this is
         others = ", ".join(f"{after}#{k}" for k in range(2, runs + 1))
-        return result, f"after {after} (the first of its {runs} runs in the {mode} pipeline; {others} name the others)"
-    return result, f"after {after} ({mode} pipeline)"
+        title = f"after {after} (the first of its {runs} runs in the {mode} pipeline; {others} name the others)"
+        return result, title, ran
+    return result, f"after {after} ({mode} pipeline)", ran
 
 
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
@@ -99,8 +101,9 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
                               convert_custom_config=None, remove_qconfig=args.mode != "decomposed",
                               preserve_from=observed)
     observed_program = lift(observed, options=options)
-    program, title = program_after(observed_program, args.mode, args.after)
-    kinds = node_kinds(program, observed_program.quant.node_name_to_qconfig)
+    program, title, ran = program_after(observed_program, args.mode, args.after)
+    kinds = node_kinds(program, observed_program.quant.node_name_to_qconfig,
+                       lowered=any(name.startswith("lower-") for name in ran))
     text_summary = summary(program, kinds)
     if args.format == "text":
         body: bytes = (f"# {args.model} {title}\n" + print_program(program) + "\n" + text_summary + "\n").encode()

@@ -109,6 +109,38 @@ def test_buffers_the_graph_updates_in_place_are_copied_and_the_rest_shared() -> 
     assert built.offset is model.offset
 
 
+class WritesItsBuffer(nn.Module):
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+        self.fc = nn.Linear(8, 8)
+        self.register_buffer("buf", -torch.ones(8))
+
+    def forward(self, x):
+        y = self.fc(x)
+        if self.how == "setitem":
+            self.buf[0] = y.detach().mean()
+        else:  # the out= argument is what the buffer's observer returns: the buffer itself
+            torch.mul(self.buf, y.detach().mean(), out=self.buf)
+        return y + self.buf
+
+
+@pytest.mark.parametrize("how", ["setitem", "out"])
+def test_writes_by_item_assignment_and_through_an_observer_are_seen(how: str) -> None:
+    torch.manual_seed(0)
+    x = (torch.randn(4, 8),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_fx(WritesItsBuffer(how).eval(), get_default_qconfig_mapping("x86"), x)
+    before = fingerprint(observed)
+    result = codegen(Pipeline.parse("apply-qconfig-mapping").run(lift(observed)))
+    assert result.buf is not observed.buf
+    with torch.no_grad():
+        result(torch.randn(4, 8) * 100)
+    assert same_fingerprint(before, fingerprint(observed))
+    assert not same_value(result.buf, observed.buf)
+
+
 def test_written_arguments_come_from_the_operator_schemas() -> None:
     assert _written_arguments(torch.fused_moving_avg_obs_fake_quant) == (
         (3, "running_min"), (4, "running_max"), (5, "scale"), (6, "zero_point"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import shutil
 import subprocess
 import sys
@@ -212,6 +213,10 @@ def test_a_saved_observed_model_with_classes_of_a_script_says_why_it_cannot_load
     (("show", "usermodel.py:build", "-o", "no/such/folder/q.svg"), "cannot write the SVG picture"),
     (("convert", "usermodel.py:build", "--pipeline", "apply-qconfig-mapping,dce", "--check-against-torch"),
      "--pipeline 'apply-qconfig-mapping,dce' is not the whole lowered pipeline"),
+    (("convert", ":build"), "':build' names no module before the ':'"),
+    *([(("convert", "usermodel.py:build", "--save", "/proc/q.pt"),
+        "cannot write the converted model to '/proc/q.pt': no file can be created there")]
+      if Path("/proc/self").is_dir() and os.geteuid() == 0 else []),
 ])
 def test_bad_input_is_one_line_with_exit_2(workdir: Path, monkeypatch: pytest.MonkeyPatch,
                                           argv: tuple[str, ...], message: str) -> None:
@@ -308,6 +313,34 @@ def test_op_counts_agree_between_modes_on_float_modules_and_unpacked_inputs(work
     forget_usermodel()
     assert status == 0, err
     assert "ops: 2 run quantized, 0 in float" in out, out
+
+
+@pytest.mark.parametrize("spec, reference, lowered", [
+    # a lowered model without quantized modules or ops is still lowered: its GELU runs in float
+    ("build_pools_and_gelu", "ops: 5 run quantized, 0 in float", "ops: 4 run quantized, 1 in float in 1 island (gelu)"),
+    # x.size(0) and x.shape[0] // 2 compute nothing: the reshape of the conv's output runs quantized
+    ("build_view_by_size", "ops: 3 run quantized, 0 in float", "ops: 3 run quantized, 0 in float"),
+])
+def test_op_counts_of_lowered_models_without_quantized_ops_and_of_shape_queries(
+        workdir: Path, spec: str, reference: str, lowered: str) -> None:
+    for mode, expected in (("reference", reference), ("lowered", lowered)):
+        status, out, err = run_in_process("convert", str(workdir / f"usermodel.py:{spec}"), "--mode", mode)
+        assert status == 0, err
+        assert expected in out, out
+    forget_usermodel()
+
+
+def test_a_model_calling_functions_torch_makes_in_a_factory_saves_and_loads(workdir: Path) -> None:
+    """F.max_pool2d is boolean_dispatch's inner function: saved by its module and name."""
+    status, out, err = run_in_process("convert", str(workdir / "usermodel.py:build_pools_and_gelu"),
+                                      "--save", str(workdir / "q.pt"))
+    forget_usermodel()
+    assert status == 0, err
+    loaded = torch.load(workdir / "q.pt", weights_only=False)
+    assert any(n.target is torch.nn.functional.max_pool2d for n in loaded.graph.nodes)
+    theirs, inputs = torch_result(workdir, "usermodel.py:build_pools_and_gelu", convert_fx)
+    forget_usermodel()
+    assert loaded.code == theirs.code and same_value(outputs(loaded, inputs), outputs(theirs, inputs))
 
 
 def test_a_partial_pipeline_says_its_observers_are_still_in_place(workdir: Path) -> None:

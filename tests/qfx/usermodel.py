@@ -160,3 +160,33 @@ def build_exiting():
     import sys
 
     sys.exit(3)
+
+
+class PoolsAndGelu(nn.Module):
+    """No quantized module or op survives lowering (pools and a concatenation run on quantized tensors); the
+    GELU between them runs in float there."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.cat([nn.functional.adaptive_avg_pool2d(x, 2), nn.functional.max_pool2d(x, 2)], 1)
+        return torch.cat([nn.functional.gelu(y), y], 1)
+
+
+def build_pools_and_gelu():
+    torch.manual_seed(0)
+    return PoolsAndGelu().eval(), (torch.randn(2, 3, 4, 4),)
+
+
+class ViewBySize(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.fc(y.reshape(x.size(0), -1)), x.shape[0] // 2
+
+
+def build_view_by_size():
+    torch.manual_seed(0)
+    return ViewBySize().eval(), (torch.randn(2, 3, 8, 8),)
