@@ -16,7 +16,7 @@ from .errors import (
 from .frozendict import FrozenDict
 from .graph import Graph, Node, frozen_meta
 from .namespace import Namespace
-from .program import ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
+from .program import Absent, ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
 from .users_order import recorded_users_order
 from .validate import check_graph, check_observers
 
@@ -193,8 +193,8 @@ def lift_quant_facts(attrs_obj: Any) -> QuantFacts:
         node_name_to_scope=FrozenDict(attrs_obj.node_name_to_scope),
         prepare_custom_config=attrs_obj.prepare_custom_config,
         equalization_node_name_to_qconfig=FrozenDict(eq) if eq is not None else None,
-        qconfig_mapping=attrs_obj.qconfig_mapping,
-        is_qat=attrs_obj.is_qat,
+        qconfig_mapping=getattr(attrs_obj, "qconfig_mapping", Absent.FIELD),
+        is_qat=getattr(attrs_obj, "is_qat", Absent.FIELD),
         observed_node_names=frozenset(attrs_obj.observed_node_names),
         is_observed_standalone_module=attrs_obj.is_observed_standalone_module,
         standalone_module_input_quantized_idxs=tuple(sm_in) if sm_in is not None else None,

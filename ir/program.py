@@ -39,12 +39,22 @@ class CallingConvention:
     output: str = "float"
 
 
+class Absent(enum.Enum):
+    """A field of prepare's record that the record does not have (torch reads `qconfig_mapping` and
+    `is_qat` only when convert is given a qconfig mapping, so a record without them converts otherwise)."""
+
+    FIELD = "absent"
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
 @attrs.frozen(slots=True)
 class QuantFacts:
     """What prepare_fx recorded for convert (ObservedGraphModuleAttrs), as immutable values.
 
     Node names key every table. `prepare_custom_config`, `qconfig_mapping` and the qconfigs are torch
-    objects that qfx only reads.
+    objects that qfx only reads. `qconfig_mapping` and `is_qat` are Absent.FIELD when the record lacks them.
     """
 
     node_name_to_qconfig: FrozenDict = attrs.field(converter=frozen_dict)
@@ -52,7 +62,7 @@ class QuantFacts:
     prepare_custom_config: Any
     equalization_node_name_to_qconfig: FrozenDict | None = attrs.field(converter=frozen_dict_or_none)
     qconfig_mapping: Any
-    is_qat: bool
+    is_qat: bool | Absent
     observed_node_names: frozenset = attrs.field(converter=frozenset)
     is_observed_standalone_module: bool = False
     standalone_module_input_quantized_idxs: tuple | None = None

@@ -11,7 +11,7 @@ from torch.fx.immutable_collections import immutable_dict
 from qfx.ir.args import thaw
 from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, CodegenError, QfxError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
-from qfx.ir.program import Preserved, Program, QuantFacts
+from qfx.ir.program import Absent, Preserved, Program, QuantFacts
 from qfx.ir.tracebacks import failing_node
 
 from .graph_module import graph_module
@@ -126,7 +126,7 @@ def _thaw_quant_facts(facts: QuantFacts) -> Any:
     eq = facts.equalization_node_name_to_qconfig
     sm_in = facts.standalone_module_input_quantized_idxs
     sm_out = facts.standalone_module_output_quantized_idxs
-    return ObservedGraphModuleAttrs(
+    record = ObservedGraphModuleAttrs(
         node_name_to_qconfig=dict(facts.node_name_to_qconfig),
         node_name_to_scope=dict(facts.node_name_to_scope),
         prepare_custom_config=facts.prepare_custom_config,
@@ -138,3 +138,7 @@ def _thaw_quant_facts(facts: QuantFacts) -> Any:
         standalone_module_input_quantized_idxs=list(sm_in) if sm_in is not None else None,
         standalone_module_output_quantized_idxs=list(sm_out) if sm_out is not None else None,
     )
+    for field in ("qconfig_mapping", "is_qat"):  # a record without them stays without them
+        if getattr(facts, field) is Absent.FIELD:
+            delattr(record, field)
+    return record

@@ -22,7 +22,7 @@ from torch.ao.quantization.qconfig_mapping import (
 )
 
 from qfx.ir.errors import ConvertAttributeError, ConvertError
-from qfx.ir.program import Program
+from qfx.ir.program import Absent, Program
 
 from ..manager import register
 from .qconfig_assign import FusedQConfigError, assign_qconfigs, extend_for_fused_modules
@@ -102,6 +102,12 @@ def apply_qconfig_mapping(program: Program) -> Program:
     if facts is None:
         raise ConvertError("a qconfig_mapping was passed to convert, but the program carries no quantization "
                            "facts; lift a model produced by prepare_fx")
+    for field in ("qconfig_mapping", "is_qat"):  # (torch reads both, in this order, only here)
+        if getattr(facts, field) is Absent.FIELD:
+            raise ConvertAttributeError(
+                f"a qconfig_mapping was passed to convert, but the model's record from prepare has no "
+                f"'{field}' (a model prepared by another torch version?); pass qconfig_mapping=None, or "
+                "prepare the model again")
     # torch's helpers below edit the mapping they are given: work on a private copy.
     mapping = copy.deepcopy(requested)
     if facts.is_qat:

@@ -37,6 +37,8 @@ from qfx.graphview import GraphvizMissingError, render
 from qfx.ir import errors as E
 from qfx.ir.edit import GraphEditError, GraphEditor
 from qfx.ir.lift import lift
+from qfx.lowering.codegen import codegen
+from qfx.testing import assert_same_as_torch
 from qfx.ir.frozendict import FrozenDict
 from qfx.ir.validate import forget_table_devices, table_devices
 from qfx.lowering.support.engine import EngineNotImplementedError
@@ -106,6 +108,14 @@ def _drop_prepare_mapping(model: torch.fx.GraphModule) -> None:
     facts = copy.copy(model.meta["_observed_graph_module_attrs"])
     facts.qconfig_mapping = None
     model.meta["_observed_graph_module_attrs"] = facts
+
+
+def _without_facts_field(field: str) -> Callable[[torch.fx.GraphModule], None]:
+    def edit(model: torch.fx.GraphModule) -> None:
+        facts = copy.copy(model.meta["_observed_graph_module_attrs"])
+        delattr(facts, field)  # (as in a record written by a torch without the field)
+        model.meta["_observed_graph_module_attrs"] = facts
+    return edit
 
 
 def _mistype_observed_names(model: torch.fx.GraphModule) -> None:
@@ -452,6 +462,10 @@ TABLE: list[Row] = [
         lambda m: ref(m, qconfig_mapping=get_default_qconfig_mapping()),
         r"a qconfig_mapping was passed to convert, but the model carries no QConfigMapping from prepare",
         AttributeError),
+    *[Row(f"prepare-record-without-{field}", E.ConvertAttributeError, edited(_without_facts_field(field)),
+          lambda m: ref(m, qconfig_mapping=get_default_qconfig_mapping()),
+          rf"a qconfig_mapping was passed to convert, but the model's record from prepare has no '{field}'",
+          AttributeError) for field in ("qconfig_mapping", "is_qat")],
     Row("observed-facts-field-type", E.ConvertTypeError, edited(_mistype_observed_names), ref,
         r"holds a field of the wrong kind \(TypeError: 'NoneType' object is not iterable\).*observed_node_names a "
         r"set of node names; convert the model prepare_fx returned", TypeError),
@@ -735,3 +749,13 @@ def test_every_error_class_is_listed() -> None:
     root = Path(__file__).resolve().parents[2]
     for name, path in COVERED_ELSEWHERE.items():
         assert name in (root / path).read_text(), f"{path} does not test {name}"
+
+
+@pytest.mark.parametrize("field", ["qconfig_mapping", "is_qat"])
+@pytest.mark.parametrize("mode", ["reference", "lowered"])
+def test_a_record_without_the_fields_only_a_convert_time_mapping_reads_converts_as_torchs(field: str,
+                                                                                         mode: str) -> None:
+    model = edited(_without_facts_field(field))()
+    assert_same_as_torch(model, is_reference=mode == "reference", example_inputs=EXAMPLE)
+    rebuilt = codegen(lift(model))  # the observed model rebuilt (as saving does) keeps its record as it is
+    assert not hasattr(rebuilt.meta["_observed_graph_module_attrs"], field)

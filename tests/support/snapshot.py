@@ -109,7 +109,7 @@ def freeze_value(value: Any, depth: int = 6, _seen: set | None = None) -> Any:
         return Opaque(value)  # modules are snapshotted one by one, by name
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return Obj(type(value), tuple((f.name, freeze_value(getattr(value, f.name), depth - 1, seen))
-                                      for f in dataclasses.fields(value)))
+                                      for f in dataclasses.fields(value) if hasattr(value, f.name)))
     return Opaque(value)
 
 
