@@ -106,7 +106,12 @@ def mirrored_type(family: type, cause: type[BaseException]) -> type:
 
 
 def _one_line(message: object) -> str:
-    return "; ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    """A message's lines joined with "; " (after a line ending in a colon, with a space)."""
+    lines = [line.strip() for line in str(message).splitlines() if line.strip()]
+    joined = lines[:1]
+    for line in lines[1:]:
+        joined.append((" " if joined[-1].endswith(":") else "; ") + line)
+    return "".join(joined)
 
 
 class PassError(_WrappingError):
@@ -161,6 +166,10 @@ class CodegenError(_WrappingError):
 
 class PipelineSpecError(QfxError, ValueError):
     """A text pipeline spec named an unknown pass or was malformed."""
+
+
+class UnknownPassError(PipelineSpecError):
+    """A pipeline spec names a pass nobody registered."""
 
 
 class ConvertError(QfxError):

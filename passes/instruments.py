@@ -64,10 +64,11 @@ class Timing(BaseInstrument):
 
     def table(self) -> str:
         """The records as a plain-text table."""
-        rows = [f"{'#':>2}  {'pass':<22}{'ms':>10}{'nodes':>14}"]
+        width = max([22, *(len(r.name) + 1 for r in self.records)])
+        rows = [f"{'#':>2}  {'pass':<{width}}{'ms':>10}{'nodes':>14}"]
         for i, r in enumerate(self.records):
-            rows.append(f"{i:>2}  {r.name:<22}{r.seconds * 1e3:>10.2f}{r.nodes_before:>7} -> {r.nodes_after:<5}")
-        rows.append(f"    {'total':<22}{sum(r.seconds for r in self.records) * 1e3:>10.2f}")
+            rows.append(f"{i:>2}  {r.name:<{width}}{r.seconds * 1e3:>10.2f}{r.nodes_before:>7} -> {r.nodes_after:<5}")
+        rows.append(f"    {'total':<{width}}{sum(r.seconds for r in self.records) * 1e3:>10.2f}")
         return "\n".join(rows)
 
 
@@ -83,16 +84,18 @@ class Verify(BaseInstrument):
 
 
 class PrintIR(BaseInstrument):
-    """Prints the IR after each pass (all of them, or only those that changed the graph)."""
+    """Prints the IR after each pass (all of them, or only those that changed what the IR prints: the graph
+    or the modules and attributes it lists)."""
 
     def __init__(self, stream: TextIO | None = None, only_changes: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.only_changes = only_changes
 
     def after_pass(self, index: int, p: Pass, before: Program, after: Program, seconds: float) -> None:
-        if self.only_changes and before.graph == after.graph:
+        text = print_program(after)
+        if self.only_changes and (after is before or text == print_program(before)):
             return
-        self.stream.write(f"// ----- IR after {p.name} -----\n{print_program(after)}")
+        self.stream.write(f"// ----- IR after {p.name} -----\n{text}")
 
 
 _DUMP_FILE = re.compile(r"\d\d-.+\.(ir|FAILED\.txt)")  # the names DumpIR writes

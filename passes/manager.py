@@ -12,7 +12,8 @@ from typing import Callable, Iterable, Sequence
 
 import attrs
 
-from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, PassError, PipelineSpecError, QfxError, pass_error_type
+from qfx.ir.errors import (REPORT_IF_TORCH_CONVERTS, PassError, PipelineSpecError, QfxError, UnknownPassError,
+                           pass_error_type)
 from qfx.ir.program import Program
 from qfx.ir.tracebacks import failing_node
 from qfx.ir.validate import check_instruments
@@ -35,16 +36,22 @@ class Pass:
 REGISTRY: dict[str, Pass] = {}
 
 
-def register(name: str) -> Callable[[Callable[[Program], Program]], Pass]:
-    """Decorator: register `fn` as the pass called `name` (usable in text pipelines: a non-empty string
-    without commas or surrounding blanks); a QfxError for a taken or unusable name, or a non-callable."""
-    if not isinstance(name, str) or not name or "," in name or name != name.strip():
-        raise QfxError(f"cannot register a pass named {name!r}: a pass name is a non-empty string without "
-                       "commas or surrounding blanks, as text pipelines spell it")
+_NOT_IN_NAMES = frozenset(",#/\\")  # (text pipelines split at commas; `qfx show --after NAME#N`; dump file names)
+
+
+def register(name: str, *, replace: bool = False) -> Callable[[Callable[[Program], Program]], Pass]:
+    """Decorator: register `fn` as the pass called `name` (usable in text pipelines, command lines and file
+    names: printable, without blanks, commas, '#' or slashes); a QfxError for an unusable name, a
+    non-callable, or a taken name unless `replace` (re-running the cell that defines a pass, say)."""
+    if (not isinstance(name, str) or not name or not name.isprintable() or any(c.isspace() for c in name)
+            or _NOT_IN_NAMES.intersection(name)):
+        raise QfxError(f"cannot register a pass named {name!r}: a pass name is a non-empty printable string "
+                       "without blanks, commas, '#' or slashes, as text pipelines and command lines spell it")
 
     def wrap(fn: Callable[[Program], Program]) -> Pass:
-        if name in REGISTRY:
-            raise QfxError(f"a pass named '{name}' is already registered")
+        if name in REGISTRY and not replace:
+            raise QfxError(f"a pass named '{name}' is already registered (register(name, replace=True) "
+                           "replaces it)")
         if not callable(fn):
             raise QfxError(f"cannot register {fn!r} as the pass '{name}': a pass is a function Program -> Program")
         p = Pass(name, fn, (fn.__doc__ or "").strip())
@@ -80,7 +87,7 @@ def get_pass(name: str) -> Pass:
         return REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(map(str, REGISTRY)))
-        raise PipelineSpecError(f"unknown pass '{name}'; known passes: {known}") from None
+        raise UnknownPassError(f"unknown pass '{name}'; known passes: {known}") from None
 
 
 def _load_builtin_passes() -> None:

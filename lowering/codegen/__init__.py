@@ -9,7 +9,7 @@ from torch.fx import GraphModule
 from torch.fx.immutable_collections import immutable_dict
 
 from qfx.ir.args import thaw
-from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, CodegenError, QfxError, mirrored_type
+from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, CodegenError, QfxError, VerificationError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.ir.program import Absent, Preserved, Program, QuantFacts
 from qfx.ir.tracebacks import failing_node
@@ -43,13 +43,19 @@ def _emit(program: Program) -> GraphModule:
     resolve = fx_nodes.__getitem__
     table: dict[str, Any] = {}
     for node in program.graph.nodes:
-        args = thaw(node.args, resolve)
-        kwargs = {k: thaw(v, resolve) for k, v in node.kwargs} if node.kwargs else {}
+        try:
+            args = thaw(node.args, resolve)
+            kwargs = {k: thaw(v, resolve) for k, v in node.kwargs} if node.kwargs else {}
+        except KeyError as exc:
+            problem = f"node '{node.name}' reads '{exc.args[0]}', which no node before it defines"
+            raise _malformed(problem) from None
+        if node.name in fx_nodes:
+            raise _malformed(f"two nodes are named '{node.name}'")
         meta = dict(node.meta)
         fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
         if node.op in ("get_attr", "call_module"):
             table[node.target] = program.resolve(node.target)
-    _restore_namespace(graph, program)
+    _restore_namespace(graph, program, fx_nodes)
     own_what_runs_would_change(program, table)
 
     gm = graph_module(program, graph, table)
@@ -112,12 +118,23 @@ def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwarg
     return node
 
 
-def _restore_namespace(graph: torch.fx.Graph, program: Program) -> None:
+def _restore_namespace(graph: torch.fx.Graph, program: Program, names: dict[str, Any]) -> None:
     # Names FX handed out to nodes that no longer exist stay taken, so that later edits by the user
     # name new nodes exactly as they would have on torch's output.
     ns = graph._graph_namespace
     ns._used_names = set(program.namespace.used)
     ns._base_count = dict(program.namespace.base_count)
+    if not ns._used_names.issuperset(names):
+        missing = [name for name in names if name not in ns._used_names]
+        raise _malformed(f"node names the program's namespace never handed out: {', '.join(missing[:4])} (FX "
+                         "would hand them out again to new nodes)")
+
+
+def _malformed(problem: str) -> VerificationError:
+    """The error for a program codegen cannot emit as it is (one a pass built without the GraphBuilder's
+    or GraphEditor's checks): naming the problem and how to find where it came from."""
+    return VerificationError([f"{problem}; a pass built this program wrong: run the pipeline with the Verify "
+                              "instrument (or qfx.ir.verify.verify after each pass) to find which"], "in codegen")
 
 
 def _thaw_quant_facts(facts: QuantFacts) -> Any:

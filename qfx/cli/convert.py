@@ -17,7 +17,7 @@ from torch.fx import GraphModule
 from qfx.api import convert_options, gc_paused
 from qfx.compare import compare, copy_for_torch, fingerprint, same_fingerprint
 from qfx.entrypoint import EntryPoint, load_entry_point, looks_like_entry_point
-from qfx.ir.errors import PipelineSpecError
+from qfx.ir.errors import PipelineSpecError, UnknownPassError
 from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
@@ -96,15 +96,31 @@ def cmd_convert(args: argparse.Namespace, console: Console) -> int:
     """Dispatch on the form of the MODEL argument: an entry point or a saved observed model."""
     if args.decomposed:
         args.mode = "decomposed"
+    entry_point = looks_like_entry_point(args.model)
     if args.pipeline is not None:
-        pipeline = Pipeline.parse(args.pipeline)  # a bad spec or unknown pass fails before any model is loaded
-        if args.check_against_torch:
-            _check_comparable(pipeline, args.pipeline, args.mode)
+        # A bad spec or unknown pass fails before any model is loaded; passes the entry point's module
+        # registers are known once it is imported.
+        try:
+            _check_pipeline(args)
+        except UnknownPassError:
+            if not entry_point:
+                raise
     if args.save is not None:
         check_writable(args.save, "the converted model")
-    if looks_like_entry_point(args.model):
-        return _convert_entry_point(load_entry_point(args.model), args, console)
+    if entry_point:
+        entry = load_entry_point(args.model)
+        if args.pipeline is not None:
+            _check_pipeline(args)
+        return _convert_entry_point(entry, args, console)
     return _convert_saved(args, console)
+
+
+def _check_pipeline(args: argparse.Namespace) -> None:
+    """Parse --pipeline (PipelineSpecError for a bad spec or an unknown pass) and refuse it together with
+    --check-against-torch unless it is the whole pipeline of the mode."""
+    pipeline = Pipeline.parse(args.pipeline)
+    if args.check_against_torch:
+        _check_comparable(pipeline, args.pipeline, args.mode)
 
 
 def _check_comparable(pipeline: Pipeline, pipeline_spec: str, mode: str) -> None:

@@ -12,6 +12,7 @@ import copy
 import warnings
 from typing import Any, Callable
 
+import attrs
 import torch
 from torch.fx import GraphModule
 
@@ -72,20 +73,54 @@ def _held_state(value: Any) -> Any:
     return None
 
 
+def _config_state(value: Any) -> Any:
+    """A torch config object (QConfigMapping, BackendConfig, the custom configs: objects a pass may only
+    read) as comparable data: what its to_dict() gives, else its instance dict; other values by
+    `_value_state`."""
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict) and not isinstance(value, (dict, torch.nn.Module)):
+        return id(value), _value_state(to_dict())
+    if hasattr(value, "__dict__") and not isinstance(value, (type, torch.nn.Module)) and not callable(value):
+        return id(value), _value_state(vars(value))
+    return _value_state(value)
+
+
+def _fields_state(record: Any) -> Any:
+    """An attrs record of the Program (quant facts, convert options) field by field, configs by
+    `_config_state`: such records are immutable, the torch objects they hold are not."""
+    if record is None:
+        return None
+    return id(record), {field.name: _config_state(getattr(record, field.name)) for field in attrs.fields(type(record))}
+
+
 def _program_state(program: Program) -> tuple:
-    """Everything a pass could change in `program`: its text, node metas, table identities and the state
-    they hold."""
+    """Everything a pass could change in `program`: its text, node metas, table identities, the state they
+    hold, and the quant facts and options with the torch configs they hold."""
     modules = {k: id(v) for k, v in program.modules.items()}
     attributes = {k: id(v) for k, v in program.attributes.items()}
     held = {k: _held_state(v) for k, v in list(program.modules.items()) + list(program.attributes.items())}
     metas = {n.name: _value_state(n.meta) for n in program.graph.nodes}
-    return print_program(program), metas, modules, attributes, held, id(program.quant), id(program.options)
+    return (print_program(program), metas, modules, attributes, held, _fields_state(program.quant),
+            _fields_state(program.options))
+
+
+_STATE_PARTS = ("printed IR", "node meta", "module table", "attribute table", "module/tensor state",
+                "quant facts", "options")
 
 
 def _changes(before: tuple, after: tuple) -> list[str]:
-    names = ["printed IR", "node meta", "module table", "attribute table", "module/tensor state", "quant facts",
-             "options"]
-    return [name for name, a, b in zip(names, before, after) if not same_value(a, b)]
+    """What differs between two `_program_state`s, naming the first entries that changed in each part."""
+    found = []
+    for part, a, b in zip(_STATE_PARTS, before, after):
+        if same_value(a, b):
+            continue
+        if isinstance(a, tuple) and len(a) == 2 and isinstance(a[1], dict) and isinstance(b, tuple):
+            a, b = a[1], b[1]  # (a record: name its fields)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys = [k for k in dict.fromkeys([*a, *b]) if k not in a or k not in b or not same_value(a[k], b[k])]
+            part += f" ({', '.join(repr(k) for k in keys[:4])}{' ...' if len(keys) > 4 else ''})"
+        found.append(part)
+    return found
 
 
 def assert_pure(pass_: PassLike, program: Program) -> Program:
@@ -98,7 +133,9 @@ def assert_pure(pass_: PassLike, program: Program) -> Program:
     changed = _changes(before, _program_state(program))
     name = getattr(pass_, "name", getattr(pass_, "__name__", repr(pass_)))
     if changed:
-        raise AssertionError(f"pass {name!r} mutated its input program: {', '.join(changed)} changed")
+        raise AssertionError(f"pass {name!r} mutated its input program: {'; '.join(changed)} changed; a pass "
+                             "must build new objects (Program.evolve, with_modules, a copied module or tensor) "
+                             "instead of changing those its input holds")
     if not isinstance(result, Program):
         raise AssertionError(f"pass {name!r} returned a {type(result).__name__}, not a Program")
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import copy
 import operator
+import re
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from torch.ao.quantization import QConfigMapping, default_qconfig, get_default_q
 from torch.ao.quantization.quantize_fx import prepare_fx
 
 from qfx.ir import NotObservedModelError, lift, print_program, verify
+from qfx.ir.args import Ref
+from qfx.ir.program import Program
 from qfx.ir.errors import LiftError, QfxError
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.lowering.codegen import codegen
@@ -392,3 +395,26 @@ def test_lift_keeps_observed_facts():
     assert set(program.quant.observed_node_names) == facts.observed_node_names
     assert program.quant.has_none_qconfig("_1")
     assert program.quant.is_qat is False
+
+
+# --------------------------------------------------------------------------------------------------
+# programs a pass built wrong: codegen names the problem instead of emitting wrong code
+
+
+def _broken(edit) -> Program:
+    program = lift(fx.symbolic_trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU())), observed=False)
+    return program.with_nodes(edit(list(program.graph.nodes)))
+
+
+@pytest.mark.parametrize("edit, problem", [
+    (lambda nodes: nodes[:2] + nodes[1:], "two nodes are named '_0'"),
+    (lambda nodes: nodes[:1] + nodes[2:], "node '_1' reads '_0', which no node before it defines"),
+    (lambda nodes: [nodes[0], nodes[1].evolve(name="renamed"),
+                    nodes[2].with_inputs_replaced({"_0": Ref("renamed")}), nodes[3]],
+     "node names the program's namespace never handed out: renamed"),
+])
+def test_codegen_refuses_a_malformed_program_naming_the_problem(edit, problem) -> None:
+    from qfx.ir.errors import VerificationError
+
+    with pytest.raises(VerificationError, match=re.escape(problem) + ".*run the pipeline with the Verify instrument"):
+        codegen(_broken(edit))

@@ -113,6 +113,27 @@ def test_print_ir_only_changes(program):
     assert "IR after dce" in stream.getvalue() and "IR after identity" not in stream.getvalue()
 
 
+def test_print_ir_only_changes_sees_a_swapped_module():
+    traced = fx.symbolic_trace(nn.Sequential(nn.Linear(2, 2), nn.ReLU()))
+    swap = Pass("relu6", lambda p: p.with_modules({"1": nn.ReLU6()}))
+    stream = io.StringIO()
+    Pipeline([swap]).run(lift(traced, observed=False), [PrintIR(stream, only_changes=True)])
+    assert "IR after relu6" in stream.getvalue() and "ReLU6" in stream.getvalue()
+
+
+def test_a_users_pass_failing_at_a_node_is_named_with_it(program):
+    def index_args(p):
+        for node in p.graph.nodes:
+            if node.op == "call_function":
+                node.args[7]  # (no call here has 8 arguments)
+        return p
+
+    with pytest.raises(PassError) as info:
+        Pipeline([Pass("index-args", index_args)]).run(program)
+    first_call = next(n.name for n in program.graph.nodes if n.op == "call_function")
+    assert info.value.node == first_call and f"failed at node '{first_call}'" in str(info.value)
+
+
 def test_dump_ir_writes_numbered_files(program, tmp_path):
     out = tmp_path / "dumps"
     (Pipeline.parse("dce") + [_identity()]).run(program, [DumpIR(out)])
@@ -435,7 +456,8 @@ class _Pairs(nn.Module):
 # misuse of the pass API: typed errors, nothing registered or half-run
 
 
-@pytest.mark.parametrize("name", [None, 5, "", " padded", "with,comma"])
+@pytest.mark.parametrize("name", [None, 5, "", " padded", "with,comma", "new\nline", "a b", "tab\t",
+                                  "dce#2", "dir/name", "bell\x07"])
 def test_register_refuses_names_text_pipelines_cannot_spell(name):
     before = dict(REGISTRY)
     with pytest.raises(QfxError, match="cannot register a pass named"):
@@ -443,6 +465,17 @@ def test_register_refuses_names_text_pipelines_cannot_spell(name):
     assert REGISTRY == before
     with pytest.raises(PipelineSpecError, match="unknown pass 'no-such'"):
         get_pass("no-such")
+
+
+def test_register_replaces_a_pass_only_when_asked():
+    first = register("replaceable-pass")(lambda p: p)
+    try:
+        with pytest.raises(QfxError, match=r"already registered \(register\(name, replace=True\) replaces it\)"):
+            register("replaceable-pass")(lambda p: p)
+        second = register("replaceable-pass", replace=True)(lambda p: p.evolve())
+        assert get_pass("replaceable-pass") is second and second is not first
+    finally:
+        REGISTRY.pop("replaceable-pass", None)
 
 
 def test_register_refuses_what_is_not_a_function():

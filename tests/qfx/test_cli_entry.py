@@ -363,3 +363,25 @@ def test_show_after_a_pass_run_more_than_once_says_which_run(workdir: Path, monk
     assert third.startswith("# usermodel.py:build after dce#3 (lowered pipeline)\n")
     # before lowering a dequantize per quantized op; after it, the output's one
     assert "1 dequantize," in third and "1 dequantize," not in first
+
+
+def test_a_pipeline_may_name_passes_the_entry_points_module_registers(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from qfx.passes.manager import REGISTRY
+
+    (tmp_path / "with_pass_q.py").write_text(
+        "import torch\nfrom torch import nn\nfrom qfx.passes import register\n"
+        "@register('users-own-pass', replace=True)\ndef users_own_pass(program):\n    return program\n"
+        "def build():\n    return nn.Sequential(nn.Linear(4, 4)).eval(), (torch.randn(2, 4),)\n")
+    monkeypatch.chdir(tmp_path)
+    try:
+        status, out, err = run_in_process("convert", "with_pass_q.py:build", "--mode", "reference", "--pipeline",
+                                          "apply-qconfig-mapping,equalize,observe-weights,swap-modules,insert-qdq,"
+                                          "dce,cleanup,users-own-pass")
+        assert status == 0, err
+        assert "users-own-pass" in out and "ops: 1 run quantized" in out
+        status, out, err = run_in_process("convert", "with_pass_q.py:build", "--pipeline", "dce,not-registered")
+        assert status == 2 and "unknown pass 'not-registered'" in err and "calibrating" not in out + err
+    finally:
+        REGISTRY.pop("users-own-pass", None)
+        sys.modules.pop("with_pass_q", None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import re
 import subprocess
 import sys
 import warnings
@@ -74,6 +75,30 @@ def test_assert_pure_catches_every_kind_of_module_edit(name: str) -> None:
     fresh = lift(observed_demo_model(), options=convert_options(is_reference=True, convert_custom_config=None))
     with pytest.raises(AssertionError, match=f"mutated its input program: {what}"):
         assert_pure(mutating, fresh)
+
+
+@pytest.mark.parametrize("edit, what", [
+    (lambda p: p.quant.prepare_custom_config.set_non_traceable_module_names(["x"]),
+     "quant facts ('prepare_custom_config')"),
+    (lambda p: p.options.backend_config.set_name("edited"), "options ('backend_config')"),
+])
+def test_assert_pure_catches_edits_of_the_configs_the_program_holds(edit, what: str) -> None:
+    """The quant facts and options are immutable records, but the torch configs they hold are not (the
+    observed model's own, and the backend config every convert shares)."""
+    import attrs
+
+    from qfx.ir.program import native_backend_config
+
+    options = convert_options(is_reference=True, convert_custom_config=None)
+    options = attrs.evolve(options, backend_config=copy.deepcopy(native_backend_config()))  # (a private one)
+    fresh = lift(observed_demo_model(), options=options)
+
+    def editing(p: Program) -> Program:
+        edit(p)
+        return p
+
+    with pytest.raises(AssertionError, match=re.escape(f"mutated its input program: {what} changed; a pass must")):
+        assert_pure(editing, fresh)
 
 
 def test_assert_pure_catches_an_edited_node_meta() -> None:
