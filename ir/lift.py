@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
+import attrs
 import torch
 from pyrsistent import pvector
 from torch.fx import GraphModule
@@ -110,6 +112,12 @@ def lift_reporting(
         tracer_extras=FrozenDict(fx_graph._tracer_extras or {}),
         meta=FrozenDict(meta),
     )
+    if not observed:
+        # Rebuilding the module itself (saving it, say), not converting it (torch's convert builds a new
+        # GraphModule, which keeps none of these): its state_dict hooks and plain attributes come along.
+        root = attrs.evolve(root, state_dict_hooks=tuple(gm._state_dict_hooks.values()),
+                            load_state_dict_pre_hooks=_load_pre_hooks(gm),
+                            plain_attributes=FrozenDict(_plain_attributes(gm, targets)))
     program = check_graph(Program(
         graph=Graph(pvector(nodes)),
         modules=module_table,
@@ -121,6 +129,32 @@ def lift_reporting(
         users_order=recorded_users_order(position, shared),
     ))
     return program, uncalibrated
+
+
+_GRAPH_MODULE_STATE = frozenset(vars(GraphModule(torch.nn.Module(), torch.fx.Graph())))
+
+
+def _plain_attributes(gm: GraphModule, targets: dict[str, None]) -> dict[str, Any]:
+    """What was set on `gm` itself beyond a GraphModule's own state and what its nodes read."""
+    return {name: value for name, value in vars(gm).items()
+            if name not in _GRAPH_MODULE_STATE and name not in targets}
+
+
+def _load_pre_hooks(gm: GraphModule) -> tuple:
+    """`gm`'s load_state_dict pre-hooks as register_load_state_dict_pre_hook takes them (with the module
+    first): a hook registered without the module is wrapped to drop it."""
+    hooks = []
+    for wrapped in gm._load_state_dict_pre_hooks.values():
+        hook = getattr(wrapped, "hook", wrapped)
+        if getattr(wrapped, "with_module", False):
+            hooks.append(hook)
+        else:
+            hooks.append(functools.partial(_without_module, hook))
+    return tuple(hooks)
+
+
+def _without_module(hook: Any, module: torch.nn.Module, *args: Any) -> Any:
+    return hook(*args)
 
 
 class _ForeignNode(Exception):

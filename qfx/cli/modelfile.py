@@ -8,14 +8,17 @@ from __future__ import annotations
 import collections
 import functools
 import importlib
+import operator
 import os
 import pickle
 import sys
 import types
+import typing
 import warnings
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from torch.fx import GraphModule
 
@@ -23,6 +26,7 @@ from qfx.entrypoint import with_article
 from qfx.ir.errors import NotObservedModelError, QfxError
 from qfx.ir.frozendict import FrozenDict
 from qfx.ir.graph import Node
+from qfx.ir.program import QuantFacts
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.lowering.codegen import codegen
 
@@ -63,7 +67,7 @@ class _MissingClass:
     """Base of the stand-ins for classes a loaded model's node meta names but this process cannot import."""
 
 
-_STAND_INS: dict[tuple[str, str], type] = {}
+_STAND_INS: dict[tuple, type] = {}
 
 
 def _class_named(module: str, qualname: str) -> type:
@@ -96,16 +100,71 @@ class _ClassByName:
         return (_class_named, (self.cls.__module__, self.cls.__qualname__))
 
 
+class _Rebuilt:
+    """A value pickled as `make(*args)`, where `args` may hold `_ClassByName`s."""
+
+    def __init__(self, make: Any, args: tuple) -> None:
+        self.make, self.args = make, args
+
+    def __reduce__(self) -> tuple:
+        return (self.make, self.args)
+
+
+def _partial(func: Any, args: tuple, keywords: dict) -> functools.partial:
+    return functools.partial(func, *args, **keywords)
+
+
+def _defaultdict(factory: Any, items: list) -> collections.defaultdict:
+    return collections.defaultdict(factory, items)
+
+
+def _named_tuple(module: str, qualname: str, fields: tuple[str, ...], values: tuple) -> tuple:
+    """A `module`.`qualname` named tuple of `values`; where that class cannot be imported, one of a stand-in
+    named tuple class of that name and fields."""
+    kind = _class_named(module, qualname)
+    if issubclass(kind, _MissingClass):
+        key = (module, qualname, fields)
+        if key not in _STAND_INS:
+            _STAND_INS[key] = collections.namedtuple(qualname.rpartition(".")[2], fields, module=module)
+        kind = _STAND_INS[key]
+    return kind(*values)
+
+
+def _union(members: tuple) -> Any:
+    return functools.reduce(operator.or_, members)
+
+
 def _classes_by_name(value: Any) -> Any:
-    """`value` (a node's meta or type) with every class in it, through dicts, lists and tuples, replaced by a
-    `_ClassByName`."""
+    """`value` (a node's meta or type, or prepare's module scopes) with every class in it replaced by a
+    `_ClassByName`, through dicts (keys too), lists, tuples, named tuples, sets, default dicts, partials and
+    type annotations (`Optional[MyClass]`, `MyClass | None`)."""
     if isinstance(value, type):
-        return _ClassByName(value)
-    if type(value) in (dict, collections.OrderedDict, FrozenDict):
-        return type(value)((k, _classes_by_name(v)) for k, v in value.items())
-    if type(value) in (list, tuple):
-        return type(value)(_classes_by_name(v) for v in value)
+        return value if value.__module__ == "builtins" else _ClassByName(value)  # (type(None) is not a name)
+    kind = type(value)
+    if kind in (dict, collections.OrderedDict, FrozenDict):
+        return kind((_classes_by_name(k), _classes_by_name(v)) for k, v in value.items())
+    if kind is collections.defaultdict:
+        return _Rebuilt(_defaultdict, (_classes_by_name(value.default_factory),
+                                       [(_classes_by_name(k), _classes_by_name(v)) for k, v in value.items()]))
+    if kind in (list, tuple, set, frozenset):
+        return kind(_classes_by_name(v) for v in value)
+    if isinstance(value, tuple) and hasattr(kind, "_fields"):  # a named tuple
+        return _Rebuilt(_named_tuple, (kind.__module__, kind.__qualname__, tuple(kind._fields),
+                                       tuple(_classes_by_name(v) for v in value)))
+    if kind is functools.partial:
+        return _Rebuilt(_partial, (_classes_by_name(value.func), _classes_by_name(value.args),
+                                   _classes_by_name(value.keywords)))
+    if kind is types.UnionType:
+        return _Rebuilt(_union, (_classes_by_name(typing.get_args(value)),))
+    if typing.get_origin(value) is not None:  # Optional[C], List[C], list[C], ...: pickled by their parts
+        reduced = value.__reduce__()
+        if isinstance(reduced, tuple):  # (not a bare typing.List, which pickles by its name)
+            return _Rebuilt(reduced[0], _classes_by_name(reduced[1]))
     return value
+
+
+def _quant_facts(fields: dict[str, Any]) -> QuantFacts:
+    return QuantFacts(**fields)
 
 
 class _ObservedPickler(pickle.Pickler):
@@ -121,7 +180,13 @@ class _ObservedPickler(pickle.Pickler):
         if type(obj) is Node:
             return (Node, (obj.name, obj.op, obj.target, obj.args, obj.kwargs, _classes_by_name(obj.type),
                            _classes_by_name(obj.meta)))
-        if isinstance(obj, torch.nn.Module) and type(obj).__setstate__ is not torch.nn.Module.__setstate__:
+        if type(obj) is QuantFacts:  # (prepare's module scopes name the classes of the user's submodules)
+            fields = attrs.asdict(obj, recurse=False)
+            fields["node_name_to_scope"] = _classes_by_name(obj.node_name_to_scope)
+            return (_quant_facts, (fields,))
+        kind = type(obj)
+        if (isinstance(obj, torch.nn.Module) and kind.__setstate__ is not torch.nn.Module.__setstate__
+                and kind.__reduce_ex__ is object.__reduce_ex__ and kind.__reduce__ is object.__reduce__):
             # e.g. quantized convs: their __setstate__ skips Module's set-up, so a plain unpickle gives a
             # module without hook tables that cannot run (torch's own deepcopy of them does this instead)
             return (_rebuild_module, (type(obj), obj.__getstate__()))

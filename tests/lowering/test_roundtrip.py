@@ -418,3 +418,36 @@ def test_codegen_refuses_a_malformed_program_naming_the_problem(edit, problem) -
 
     with pytest.raises(VerificationError, match=re.escape(problem) + ".*run the pipeline with the Verify instrument"):
         codegen(_broken(edit))
+
+
+def test_rebuilding_keeps_the_roots_state_dict_hooks_and_plain_attributes() -> None:
+    """A lowered model that folds F.linear's weights keeps its packed weights in the state_dict through hooks
+    on the root; rebuilding it (as saving it does) keeps the hooks, and what was set on the root."""
+    import warnings
+
+    import qfx
+
+    class FunctionalLinear(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w, self.b = nn.Parameter(torch.randn(6, 8)), nn.Parameter(torch.randn(6))
+
+        def forward(self, x):
+            return F.linear(x, self.w, self.b)
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_fx(FunctionalLinear().eval(), get_default_qconfig_mapping("x86"), (x,))
+        observed(x)
+        lowered = qfx.convert_fx(observed)
+    lowered.note = {"owner": "me"}
+    seen = []
+    lowered._register_load_state_dict_pre_hook(lambda state, prefix, *rest: seen.append(prefix))  # (no module)
+    rebuilt = codegen(lift(lowered, observed=False))
+    assert list(rebuilt.state_dict()) == list(lowered.state_dict()) and "_packed_weight_0" in rebuilt.state_dict()
+    assert rebuilt.note == lowered.note and rebuilt.note is not lowered.note
+    rebuilt.load_state_dict(lowered.state_dict())
+    assert seen == [""]
+    assert_same_outputs(rebuilt, lowered, x)

@@ -350,3 +350,40 @@ def test_a_saved_model_takes_backend_as_its_engine_and_refuses_qat(saved_demo: P
             assert status == 2 and "--qat prepares an entry point with prepare_qat_fx" in err, err
     finally:
         torch.backends.quantized.engine = engine
+
+
+def test_classes_named_in_meta_and_annotations_load_as_stand_ins_where_they_do_not_import(tmp_path: Path) -> None:
+    """Node meta and type annotations may name the user's classes in any container (sets, dict keys, named
+    tuples, partials, Optional[...], X | None); a saved model whose modules are all torch's loads without the
+    user's module, each such class a stand-in of its name, and with it the real class."""
+    import subprocess
+    import sys
+
+    (tmp_path / "tagmod_q.py").write_text(
+        "import collections\nimport typing\nimport torch\nclass Tag:\n    pass\n"
+        "Pair = collections.namedtuple('Pair', 'kind other')\n"
+        "class Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = torch.nn.Linear(2, 2)\n"
+        "    def forward(self, x: torch.Tensor, tag: typing.Optional[Tag] = None):\n        return self.fc(x)\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import collections, functools, sys, torch\nsys.path.insert(0, {root!r})\nimport tagmod_q as t\n"
+        "from qfx.cli.convert import save_converted\ngm = torch.fx.symbolic_trace(t.Net())\n"
+        "for n in gm.graph.nodes:\n"
+        "    n.meta['mine'] = [{{t.Tag}}, {{t.Tag: 1}}, t.Pair(t.Tag, None), functools.partial(t.Tag),\n"
+        "                      collections.defaultdict(list, {{'a': t.Tag}}), t.Tag | None]\n"
+        "save_converted(gm, 'm.pt')\n")
+    saved = subprocess.run([sys.executable, "-c", script.format(root=str(tmp_path))], cwd=elsewhere,
+                           capture_output=True, text=True)
+    assert saved.returncode == 0, saved.stderr
+    load = ("import sys, torch\n{path}m = torch.load('m.pt', weights_only=False)\n"
+            "node = next(n for n in m.graph.nodes if n.name == 'tag')\n"
+            "print(repr(node.type), type(node.meta['mine'][2]).__name__, node.meta['mine'][3].func.__mro__[1].__name__)\n"
+            "print(m(torch.ones(1, 2)).shape)\n")
+    there = subprocess.run([sys.executable, "-c", load.format(path="")], cwd=elsewhere, capture_output=True, text=True)
+    assert there.returncode == 0, there.stderr
+    assert there.stdout.split() == ["typing.Optional[tagmod_q.Tag]", "Pair", "_MissingClass", "torch.Size([1,", "2])"]
+    here = subprocess.run([sys.executable, "-c", load.format(path=f"sys.path.insert(0, {str(tmp_path)!r})\n")],
+                          cwd=elsewhere, capture_output=True, text=True)
+    assert here.returncode == 0, here.stderr
+    assert here.stdout.split() == ["typing.Optional[tagmod_q.Tag]", "Pair", "object", "torch.Size([1,", "2])"]

@@ -173,18 +173,30 @@ def test_a_saved_model_whose_modules_are_torchs_loads_where_the_users_file_does_
     assert here.stdout.splitlines()[1] == there.stdout.splitlines()[1]
 
 
-def test_a_saved_observed_model_with_classes_of_a_script_says_why_it_cannot_load(tmp_path: Path) -> None:
+def test_a_saved_observed_model_of_a_scripts_classes_loads_unless_it_holds_one(tmp_path: Path) -> None:
+    """Classes defined in the script that saved the model (its `__main__`) import nowhere else: where only
+    node meta and prepare's module scopes name them (the block's forward was traced through), the model
+    loads with stand-ins and converts; where it holds an instance (a block left untraced), the error says
+    why it cannot load."""
     script = tmp_path / "save_it.py"
     script.write_text(
         "import torch\nfrom torch import nn\nfrom torch.ao.quantization import get_default_qconfig_mapping\n"
+        "from torch.ao.quantization.fx.custom_config import PrepareCustomConfig\n"
         "from torch.ao.quantization.quantize_fx import prepare_fx\nfrom qfx.cli import save_observed\n"
         "class Block(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(4, 4)\n"
         "    def forward(self, x):\n        return torch.relu(self.fc(x))\n"
-        "x = (torch.randn(3, 4),)\nobserved = prepare_fx(nn.Sequential(Block()).eval(), "
-        "get_default_qconfig_mapping('x86'), x)\nobserved(*x)\nsave_observed(observed, 'observed.pt', x)\n")
+        "x = (torch.randn(3, 4),)\n"
+        "for name, config in (('traced', None), ('held', PrepareCustomConfig().set_non_traceable_module_names(['0']))):\n"
+        "    observed = prepare_fx(nn.Sequential(Block(), nn.Linear(4, 2)).eval(), get_default_qconfig_mapping('x86'), "
+        "x, prepare_custom_config=config)\n"
+        "    observed(*x)\n    save_observed(observed, name + '.pt', x)\n")
     saved = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True)
     assert saved.returncode == 0, saved.stderr
-    result = qfx("convert", "observed.pt", cwd=tmp_path)
+    result = qfx("convert", "traced.pt", "--mode", "reference", "--check-against-torch", cwd=tmp_path)
+    out, err = text(result)
+    assert result.returncode == 0, err
+    assert "equal to torch's convert_to_reference_fx: yes" in out
+    result = qfx("convert", "held.pt", cwd=tmp_path)
     out, err = text(result)
     assert result.returncode == 2
     assert "uses a class defined in the script that saved it" in err and "'Block'" in err, err

@@ -476,7 +476,7 @@ TABLE: list[Row] = [
         r"node 'neg' \(call_function .*neg.*\) has no entry in prepare's node_name_to_scope", KeyError),
     # the IR and pipeline tools
     Row("verify", E.VerificationError, observed, _verify_broken, r"(?s)IR verification failed:.*defined nowhere"),
-    Row("pipeline-spec-unknown", E.PipelineSpecError, lambda: None, lambda _: Pipeline.parse("dce,no-such-pass"),
+    Row("pipeline-spec-unknown", E.UnknownPassError, lambda: None, lambda _: Pipeline.parse("dce,no-such-pass"),
         r"unknown pass 'no-such-pass'; known passes: .*dce", ValueError),
     Row("pipeline-spec-malformed", E.PipelineSpecError, lambda: None, lambda _: Pipeline.parse("dce,,cleanup"),
         r"malformed pipeline spec 'dce,,cleanup'", ValueError),
