@@ -21,6 +21,7 @@ from qfx.ir.errors import VerificationError
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
 from qfx.ir.verify import verify
+from qfx.passes.instruments import BaseInstrument
 
 PassLike = Callable[[Program], Program]
 
@@ -133,9 +134,7 @@ def assert_pure(pass_: PassLike, program: Program) -> Program:
     changed = _changes(before, _program_state(program))
     name = getattr(pass_, "name", getattr(pass_, "__name__", repr(pass_)))
     if changed:
-        raise AssertionError(f"pass {name!r} mutated its input program: {'; '.join(changed)} changed; a pass "
-                             "must build new objects (Program.evolve, with_modules, a copied module or tensor) "
-                             "instead of changing those its input holds")
+        raise AssertionError(_mutated_message(name, changed))
     if not isinstance(result, Program):
         raise AssertionError(f"pass {name!r} returned a {type(result).__name__}, not a Program")
     try:
@@ -143,6 +142,31 @@ def assert_pure(pass_: PassLike, program: Program) -> Program:
     except VerificationError as exc:
         raise AssertionError(f"pass {name!r} returned a program the verifier rejects: {exc}") from exc
     return result
+
+
+class CheckPurity(BaseInstrument):
+    """An instrument that checks, around every pass of a pipeline, what `assert_pure` checks around one:
+    that the pass left its input program, and every module, tensor and config it holds, as it was (an
+    AssertionError naming the pass and what changed, which counts as the pass's failure). It records the
+    state of each pass's input (copies of every tensor): for development and tests, not for production."""
+
+    def __init__(self) -> None:
+        self._before: tuple | None = None
+
+    def before_pass(self, index: int, p: Any, program: Program) -> None:
+        self._before = _program_state(program)
+
+    def after_pass(self, index: int, p: Any, before: Program, after: Program, seconds: float) -> None:
+        recorded, self._before = self._before, None
+        changed = _changes(recorded, _program_state(before)) if recorded is not None else []
+        if changed:
+            raise AssertionError(_mutated_message(p.name, changed))
+
+
+def _mutated_message(name: str, changed: list[str]) -> str:
+    return (f"pass {name!r} mutated its input program: {'; '.join(changed)} changed; a pass must build new "
+            "objects (Program.evolve, with_modules, a copied module or tensor) instead of changing those its "
+            "input holds")
 
 
 def assert_idempotent(pass_: PassLike, program: Program) -> Program:

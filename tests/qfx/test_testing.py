@@ -101,6 +101,29 @@ def test_assert_pure_catches_edits_of_the_configs_the_program_holds(edit, what: 
         assert_pure(editing, fresh)
 
 
+def test_check_purity_watches_every_pass_of_a_pipeline(program: Program, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qfx.ir.errors import PassError
+    from qfx.passes import manager
+    from qfx.passes.manager import Pass, Pipeline
+
+    monkeypatch.setattr(manager, "GLOBAL_INSTRUMENTS", [])  # (the suite's own purity check would answer first)
+    from qfx.passes.pipelines import reference_pipeline
+    from qfx.testing import CheckPurity
+
+    reference_pipeline().run(program, [CheckPurity()])  # qfx's own passes: pure
+
+    def bump_bias(p: Program) -> Program:
+        with torch.no_grad():
+            p.module("query").bias.add_(1.0)
+        return p
+
+    fresh = lift(observed_demo_model(), options=program.options)
+    with pytest.raises(PassError, match=r"pass 'bump-bias' failed: .*mutated its input program: module/tensor "
+                                        r"state \('query'\) changed") as info:
+        Pipeline([get_pass("dce"), Pass("bump-bias", bump_bias)]).run(fresh, [CheckPurity()])
+    assert isinstance(info.value, AssertionError) and info.value.ran == ("dce",)
+
+
 def test_assert_pure_catches_an_edited_node_meta() -> None:
     fresh = lift(observed_demo_model(), options=convert_options(is_reference=True, convert_custom_config=None))
     node, key = next((n, k) for n in fresh.graph.nodes for k, v in n.meta.items() if isinstance(v, dict) and v)
