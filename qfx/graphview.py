@@ -153,9 +153,9 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None,
             dequantized.add(node.name)
     for node in reversed(program.graph.nodes):
         node_users = users.get(node.name, ())
-        if (node.name in dequantized and node_users
-                and all(kinds[u] == "quantize" or (kinds[u] == "quantized" and _direct_kind(program, by_name[u]) is None)
-                        for u in node_users)):
+        if node.name in dequantized and node_users and all(
+                kinds[u] == "quantize" or (kinds[u] == "quantized" and _direct_kind(program, by_name[u]) is None)
+                for u in node_users):
             kinds[node.name] = "quantized"
     return kinds
 

@@ -19,6 +19,6 @@ from .checks import CheckPurity, assert_idempotent, assert_pure, assert_same_as_
 from .strategies import examples, float_models, model_specs, observed_models, programs, traced_models
 
 __all__ = [
-    "CheckPurity", "assert_idempotent", "assert_pure", "assert_same_as_torch", "examples", "float_models", "model_specs",
-    "observed_models", "programs", "traced_models",
+    "CheckPurity", "assert_idempotent", "assert_pure", "assert_same_as_torch", "examples", "float_models",
+    "model_specs", "observed_models", "programs", "traced_models",
 ]

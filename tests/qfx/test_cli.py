@@ -362,7 +362,8 @@ def test_classes_named_in_meta_and_annotations_load_as_stand_ins_where_they_do_n
     (tmp_path / "tagmod_q.py").write_text(
         "import collections\nimport typing\nimport torch\nclass Tag:\n    pass\n"
         "Pair = collections.namedtuple('Pair', 'kind other')\n"
-        "class Net(torch.nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = torch.nn.Linear(2, 2)\n"
+        "class Net(torch.nn.Module):\n    def __init__(self):\n"
+        "        super().__init__(); self.fc = torch.nn.Linear(2, 2)\n"
         "    def forward(self, x: torch.Tensor, tag: typing.Optional[Tag] = None):\n        return self.fc(x)\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -378,7 +379,8 @@ def test_classes_named_in_meta_and_annotations_load_as_stand_ins_where_they_do_n
     assert saved.returncode == 0, saved.stderr
     load = ("import sys, torch\n{path}m = torch.load('m.pt', weights_only=False)\n"
             "node = next(n for n in m.graph.nodes if n.name == 'tag')\n"
-            "print(repr(node.type), type(node.meta['mine'][2]).__name__, node.meta['mine'][3].func.__mro__[1].__name__)\n"
+            "print(repr(node.type), type(node.meta['mine'][2]).__name__,\n"
+            "      node.meta['mine'][3].func.__mro__[1].__name__)\n"
             "print(m(torch.ones(1, 2)).shape)\n")
     there = subprocess.run([sys.executable, "-c", load.format(path="")], cwd=elsewhere, capture_output=True, text=True)
     assert there.returncode == 0, there.stderr

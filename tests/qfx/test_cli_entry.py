@@ -186,7 +186,8 @@ def test_a_saved_observed_model_of_a_scripts_classes_loads_unless_it_holds_one(t
         "class Block(nn.Module):\n    def __init__(self):\n        super().__init__(); self.fc = nn.Linear(4, 4)\n"
         "    def forward(self, x):\n        return torch.relu(self.fc(x))\n"
         "x = (torch.randn(3, 4),)\n"
-        "for name, config in (('traced', None), ('held', PrepareCustomConfig().set_non_traceable_module_names(['0']))):\n"
+        "held = PrepareCustomConfig().set_non_traceable_module_names(['0'])\n"
+        "for name, config in (('traced', None), ('held', held)):\n"
         "    observed = prepare_fx(nn.Sequential(Block(), nn.Linear(4, 2)).eval(), get_default_qconfig_mapping('x86'), "
         "x, prepare_custom_config=config)\n"
         "    observed(*x)\n    save_observed(observed, name + '.pt', x)\n")
