@@ -3,6 +3,8 @@ error messages)."""
 
 from __future__ import annotations
 
+import functools
+import sys
 import sysconfig
 from pathlib import Path
 from types import TracebackType
@@ -13,7 +15,6 @@ import torch
 from .graph import Node
 from .program import Program
 
-_QFX_DIRS = tuple(Path(__file__).resolve().parents[1] / d for d in ("ir", "passes", "lowering", "qfx"))
 # Where installed libraries live (torch's frames are not the code that was working on a node)
 _LIBRARY_DIRS = tuple({Path(sysconfig.get_paths()[key]).resolve() for key in ("stdlib", "purelib", "platlib")})
 
@@ -53,10 +54,18 @@ def _working_code(filename: str) -> bool:
     known = _WORKING.get(filename)
     if known is None:
         path = Path(filename).resolve()
-        known = _WORKING[filename] = (any(path.is_relative_to(d) for d in _QFX_DIRS)
+        known = _WORKING[filename] = (any(path.is_relative_to(d) for d in _qfx_dirs())
                                       or not (filename.startswith("<")
                                               or any(path.is_relative_to(d) for d in _LIBRARY_DIRS)))
     return known
+
+
+@functools.cache
+def _qfx_dirs() -> tuple[Path, ...]:
+    """The folders of qfx's packages, wherever they are installed (asked once they are all imported: a pass
+    is running)."""
+    return tuple(Path(sys.modules[name].__file__).resolve().parent
+                 for name in ("qfx", "qfx.ir", "qfx.passes", "qfx.lowering") if name in sys.modules)
 
 
 def _is_node(value: Any) -> bool:
