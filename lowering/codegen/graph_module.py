@@ -72,7 +72,7 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
     root = torch.nn.Module()
     root.training = program.root.training
     gm = GraphModule(root, empty, class_name=program.root.class_name)
-    on_class: dict[tuple[type, str], bool] = {}
+    on_class = _ClassAttributes()
     new_parent = _empty_modules()
     for target in table:
         if not _install(gm, target, table, on_class, new_parent):
@@ -109,18 +109,38 @@ def _direct_install_possible(program: Program) -> bool:
     return not registration_hooks()
 
 
-def _free(module: torch.nn.Module, name: str, on_class: dict[tuple[type, str], bool]) -> bool:
+class _ClassAttributes:
+    """`hasattr(kind, name)` for module classes, answered from the names their classes and metaclasses
+    define, collected once per class for one GraphModule's build (the targets are mostly distinct names,
+    each of which hasattr would look up along the whole MRO and fail)."""
+
+    def __init__(self) -> None:
+        self._names: dict[type, frozenset[str] | None] = {}
+
+    def holds(self, kind: type, name: str) -> bool:
+        names = self._names.get(kind, ())
+        if names == ():
+            names = self._names[kind] = _defined_names(kind)
+        return hasattr(kind, name) if names is None else name in names
+
+
+def _defined_names(kind: type) -> frozenset[str] | None:
+    """Every name `kind` and its metaclass define along their MROs; None when a metaclass answers attribute
+    lookups itself (its __getattr__), so that only hasattr can tell."""
+    meta = type(kind)
+    if any("__getattr__" in vars(m) for m in meta.__mro__):
+        return None
+    return frozenset().union(*(vars(c) for c in kind.__mro__), *(vars(m) for m in meta.__mro__))
+
+
+def _free(module: torch.nn.Module, name: str, on_class: _ClassAttributes) -> bool:
     """Whether `name` is unused on `module` in every place attribute lookup and Module.__setattr__ look
-    (`on_class` remembers what the classes hold, for this GraphModule's build)."""
+    (`on_class` knows what the classes hold, for this GraphModule's build)."""
     state = module.__dict__
     if (name in state or name in state["_parameters"] or name in state["_buffers"]
             or name in state["_modules"]):
         return False
-    kind = type(module)
-    known = on_class.get((kind, name))
-    if known is None:
-        known = on_class[(kind, name)] = hasattr(kind, name)
-    return not known
+    return not on_class.holds(type(module), name)
 
 
 def _empty_modules() -> Callable[[], torch.nn.Module]:
@@ -139,7 +159,7 @@ def _empty_modules() -> Callable[[], torch.nn.Module]:
     return make
 
 
-def _install(gm: GraphModule, target: str, table: dict[str, Any], on_class: dict[tuple[type, str], bool],
+def _install(gm: GraphModule, target: str, table: dict[str, Any], on_class: _ClassAttributes,
              new_parent: Callable[[], torch.nn.Module]) -> bool:
     """Do what `_copy_attr(root, gm, target)` does when that is plainly putting entries into module tables;
     False (having changed nothing) when `target` needs `_copy_attr` itself."""

@@ -84,7 +84,7 @@ def test_install_matches_copy_attr(table, training):
     actual = GraphModule(nn.Module(), torch.fx.Graph())
     try:
         source = _source(table, training)
-        on_class: dict = {}
+        on_class = gmod._ClassAttributes()
         for target in table:
             if not gmod._install(actual, target, table, on_class, gmod._empty_modules()):
                 gmod._copy_attr(source, actual, target)
@@ -185,3 +185,23 @@ def test_graph_module_children_shared_with_the_observed_model_are_not_recompiled
             convert(model)
             assert model.s._code is code and type(model.s).forward is forward
             assert torch.equal(model(*x), before)
+
+
+class _LooseMeta(type):
+    def __getattr__(cls, name):  # a metaclass answering every lookup
+        return name
+
+
+class _Loose(nn.Module, metaclass=_LooseMeta):
+    pass
+
+
+_CLASSES = [nn.Module, nn.Sequential, nn.Linear, type(GraphModule(nn.Module(), torch.fx.Graph())), _Loose]
+
+
+@given(st.sampled_from(_CLASSES), st.one_of(st.sampled_from(ATOMS + ["mro", "__name__", "state_dict", "_version",
+                                                                    "T_destination", "dump_patches"]),
+                                            st.text(min_size=1, max_size=8)))
+@settings(max_examples=300, deadline=None)
+def test_class_attributes_answer_as_hasattr(kind: type, name: str) -> None:
+    assert gmod._ClassAttributes().holds(kind, name) == hasattr(kind, name)
