@@ -36,28 +36,8 @@ def codegen(program: Program) -> GraphModule:
 
 
 def _emit(program: Program) -> GraphModule:
-    graph = torch.fx.Graph(tracer_cls=program.root.tracer_cls, tracer_extras=dict(program.root.tracer_extras) or None)
-    if program.root.codegen is not None:
-        graph._codegen = program.root.codegen
-    fx_nodes: dict[str, torch.fx.Node] = {}
-    resolve = fx_nodes.__getitem__
-    table: dict[str, Any] = {}
-    for node in program.graph.nodes:
-        try:
-            args = thaw(node.args, resolve)
-            kwargs = {k: thaw(v, resolve) for k, v in node.kwargs} if node.kwargs else {}
-        except KeyError as exc:
-            problem = f"node '{node.name}' reads '{exc.args[0]}', which no node before it defines"
-            raise _malformed(problem) from None
-        if node.name in fx_nodes:
-            raise _malformed(f"two nodes are named '{node.name}'")
-        meta = dict(node.meta)
-        fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
-        if node.op in ("get_attr", "call_module"):
-            table[node.target] = program.resolve(node.target)
-    _restore_namespace(graph, program, fx_nodes)
+    graph, table = _fx_graph(program)
     own_what_runs_would_change(program, table)
-
     gm = graph_module(program, graph, table)
     meta: dict[str, Any] = {}
     if program.quant is not None:  # first, where prepare_fx puts it
@@ -81,6 +61,32 @@ def _emit(program: Program) -> GraphModule:
     return gm
 
 
+def _fx_graph(program: Program) -> tuple[torch.fx.Graph, dict[str, Any]]:
+    """The FX graph of `program`, and {get_attr/call_module target: object} in graph order. (A failure
+    here is at the node being emitted; one after this is at no node.)"""
+    graph = torch.fx.Graph(tracer_cls=program.root.tracer_cls, tracer_extras=dict(program.root.tracer_extras) or None)
+    if program.root.codegen is not None:
+        graph._codegen = program.root.codegen
+    fx_nodes: dict[str, torch.fx.Node] = {}
+    resolve = fx_nodes.__getitem__
+    table: dict[str, Any] = {}
+    for node in program.graph.nodes:
+        try:
+            args = thaw(node.args, resolve)
+            kwargs = {k: thaw(v, resolve) for k, v in node.kwargs} if node.kwargs else {}
+        except KeyError as exc:
+            problem = f"node '{node.name}' reads '{exc.args[0]}', which no node before it defines"
+            raise _malformed(problem) from None
+        if node.name in fx_nodes:
+            raise _malformed(f"two nodes are named '{node.name}'")
+        meta = dict(node.meta)
+        fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
+        if node.op in ("get_attr", "call_module"):
+            table[node.target] = program.resolve(node.target)
+    _restore_namespace(graph, program, fx_nodes)
+    return graph, table
+
+
 def _install_root_extras(gm: GraphModule, program: Program) -> None:
     """What passes asked to be set on the root itself: plain attributes (each dict or list copied, so no
     two built modules share one) and state_dict / load_state_dict hooks, in their order."""
@@ -88,7 +94,10 @@ def _install_root_extras(gm: GraphModule, program: Program) -> None:
     for name, value in root.plain_attributes.items():
         setattr(gm, name, _own_copy(value))
     for hook in root.state_dict_hooks:
-        gm._register_state_dict_hook(hook)
+        if getattr(hook, "_from_public_api", False):  # (torch keeps the two kinds apart)
+            gm.register_state_dict_post_hook(hook)
+        else:
+            gm._register_state_dict_hook(hook)
     for hook in root.load_state_dict_pre_hooks:
         gm.register_load_state_dict_pre_hook(hook)
 

@@ -11,24 +11,28 @@ from typing import Any
 
 import torch
 from torch.ao.quantization import FakeQuantizeBase, ObserverBase
+from torch.nn.modules.batchnorm import _NormBase
 
 from qfx.ir.args import Ref
 from qfx.ir.program import Program
 
 _OBSERVING = (ObserverBase, FakeQuantizeBase)
+_RECORDING = (*_OBSERVING, _NormBase)
 
 
 def own_what_runs_would_change(program: Program, table: dict[str, Any]) -> None:
     """Replace, in `table` ({get_attr/call_module target: object}, the built module's contents), what
     running the program would change with copies: each module holding an observer or fake-quantize (a
-    pipeline that stops before insert-qdq leaves them in; a QAT module holds its weight's), each tensor of
-    such a module, and each tensor the graph writes in place (a fake-quantize op kept live, updating its
-    running min/max and qparams). One memo keeps what was shared shared, between targets too."""
+    pipeline that stops before insert-qdq leaves them in; a QAT module holds its weight's) or a norm that
+    updates running statistics (a batch norm kept in float, in a model converted in training mode), each
+    tensor of an observer, and each tensor the graph writes in place (a fake-quantize op kept live, updating
+    its running min/max and qparams). One memo keeps what was shared shared, between targets too. (A module
+    switched to training mode later, by `.train()`, is edited, as any shared module can be.)"""
     memo: dict[int, Any] = {}
-    if any(issubclass(kind, _OBSERVING) for kind in {type(m) for m in program.modules.values()}):
+    if any(issubclass(kind, _RECORDING) for kind in {type(m) for m in program.modules.values()}):
         for target, value in table.items():
             if isinstance(value, torch.nn.Module):
-                if any(isinstance(m, _OBSERVING) for m in value.modules()):
+                if any(_records(m) for m in value.modules()):
                     table[target] = copy.deepcopy(value, memo)
                 continue
             owner, path = _observer_holding(program, target)
@@ -41,6 +45,13 @@ def own_what_runs_would_change(program: Program, table: dict[str, Any]) -> None:
         value = table.get(target)
         if isinstance(value, torch.Tensor):
             table[target] = copy.deepcopy(value, memo)
+
+
+def _records(module: torch.nn.Module) -> bool:
+    """Whether running `module` changes its state: an observer or fake-quantize, or a batch or instance norm
+    in training mode that tracks running statistics."""
+    return isinstance(module, _OBSERVING) or (isinstance(module, _NormBase) and module.training
+                                              and module.track_running_stats)
 
 
 def _observer_holding(program: Program, target: str) -> tuple[Any, list[str]]:
@@ -102,10 +113,8 @@ def _written_arguments(target: Any) -> tuple[tuple[int | None, str], ...]:
     `target` writes in place (Tensor(a!)); none for anything that is not a torch operator."""
     try:
         return _WRITTEN[target]
-    except KeyError:
+    except (KeyError, TypeError):  # (not asked yet, or an unhashable callable)
         pass
-    except TypeError:  # (an unhashable callable)
-        return ()
     if isinstance(target, torch._ops.OpOverload):
         schemas = [target._schema]
     elif isinstance(target, torch._ops.OpOverloadPacket):
@@ -113,7 +122,7 @@ def _written_arguments(target: Any) -> tuple[tuple[int | None, str], ...]:
     elif getattr(target, "__module__", None) == "torch" and callable(target):
         schemas = torch._C._jit_get_schemas_for_operator(f"aten::{target.__name__}")
     else:
-        schemas = []
+        return ()  # (not remembered: the table holds torch's operators only, not the user's functions)
     found = tuple(dict.fromkeys(
         (None if argument.kwarg_only else index, argument.name)
         for schema in schemas for index, argument in enumerate(schema.arguments)

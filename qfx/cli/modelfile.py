@@ -12,6 +12,7 @@ import operator
 import os
 import pickle
 import sys
+import tempfile
 import types
 import typing
 import warnings
@@ -263,15 +264,16 @@ def check_writable(path: str | Path, what: str) -> None:
         problem = f"the folder '{folder}' does not exist" if not folder.exists() else f"'{folder}' is not a folder"
     elif not os.access(folder, os.W_OK):
         problem = f"the folder '{folder}' is not writable"
+    elif path.exists() and not os.access(path, os.W_OK):
+        problem = "the file is not writable"
     else:
         # (a folder may refuse new files all the same: /proc, a read-only mount, a full disk)
-        probe = path.with_name(path.name + ".partial")  # the name save_with_graphs writes first
         try:
-            probe.open("ab").close()
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".qfx-probe"):
+                pass
         except OSError as exc:
             problem = f"no file can be created there ({exc.strerror or exc})"
         else:
-            probe.unlink(missing_ok=True)
             return
     raise ModelFileError(f"cannot write {what} to '{path}': {problem}; choose another path")
 

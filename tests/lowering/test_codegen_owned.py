@@ -147,3 +147,31 @@ def test_written_arguments_come_from_the_operator_schemas() -> None:
     assert _written_arguments(torch.add) == ((None, "out"),)  # keyword-only: matched by name alone
     assert _written_arguments(torch.ops.aten.add_.Tensor) == ((0, "self"),)
     assert _written_arguments(operator.add) == () and _written_arguments(torch.relu) == ((None, "out"),)
+
+
+class FloatNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.bn, self.out = nn.Linear(4, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.out(self.fc(self.bn(x)))
+
+
+@pytest.mark.parametrize("convert", [qfx.convert_fx, qfx.convert_to_reference_fx,
+                                     qfx.convert_to_reference_decomposed_fx])
+def test_a_float_batch_norm_of_a_model_converted_in_training_mode_is_the_results_own(convert) -> None:
+    """A QAT model converted without .eval() runs its float batch norm in training mode: its running
+    statistics move on every run, in the result's own copy."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapping = get_default_qat_qconfig_mapping("x86").set_module_name("bn", None)
+        observed = prepare_qat_fx(FloatNorm().train(), mapping, (x,))
+        observed(x)
+        before = fingerprint(observed)
+        result = convert(observed)
+    assert result.training and result.bn.running_mean is not observed.bn.running_mean
+    result(torch.randn(8, 4) * 10)
+    assert same_fingerprint(before, fingerprint(observed))

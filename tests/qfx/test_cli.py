@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import os
 from pathlib import Path
 
 import pytest
@@ -389,3 +390,17 @@ def test_classes_named_in_meta_and_annotations_load_as_stand_ins_where_they_do_n
                           cwd=elsewhere, capture_output=True, text=True)
     assert here.returncode == 0, here.stderr
     assert here.stdout.split() == ["typing.Optional[tagmod_q.Tag]", "Pair", "object", "torch.Size([1,", "2])"]
+
+
+def test_the_write_check_leaves_the_folder_as_it_was(tmp_path: Path) -> None:
+    from qfx.cli.modelfile import ModelFileError, check_writable
+
+    (tmp_path / "out.pt.partial").write_text("the user's own file")
+    check_writable(tmp_path / "out.pt", "the converted model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt.partial"]
+    assert (tmp_path / "out.pt.partial").read_text() == "the user's own file"
+    (tmp_path / "locked.pt").write_text("")
+    (tmp_path / "locked.pt").chmod(0o444)
+    if not os.access(tmp_path / "locked.pt", os.W_OK):  # (root may write anyway)
+        with pytest.raises(ModelFileError, match="the file is not writable"):
+            check_writable(tmp_path / "locked.pt", "the converted model")
