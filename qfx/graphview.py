@@ -104,8 +104,8 @@ def node_kinds(program: Program, qconfigs: Mapping[str, Any] | None = None,
     reads only quantized values (e.g. a flatten on a quantized tensor), or sits in a reference pattern
     (dequantize -> op [-> op] -> quantize) of a program not yet lowered (in a lowered one such an op runs in
     float); it is "observed" when prepare put an observer on its output. Taking an item out of an input
-    (`x["image"]`, `inputs[0]`) is input, as the placeholder itself, and asking a tensor its shape (`x.size(0)`,
-    `x.shape[0] // 2`) computes nothing in either precision: both are "io".
+    (`x["image"]`, `inputs[0]`, a slice `x[:, :4]`: a view) is input, as the placeholder itself, and asking
+    a tensor its shape (`x.size(0)`, `x.shape[0] // 2`) computes nothing in either precision: both are "io".
     `qconfigs` (node name -> qconfig; default: the program's own quant facts, which convert drops, so pass
     the observed program's) marks the nodes the user kept in float (qconfig None) as float. `lowered` says
     whether the program went through lowering (default: guessed from its quantized modules and ops, which
