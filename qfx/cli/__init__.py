@@ -1,8 +1,9 @@
 """The `qfx` command line: `qfx demo`, `qfx passes`, `qfx convert`, `qfx show`.
 
 One module per subcommand (`demo`, `list_passes`, `convert`, `show`); `common` holds what they share,
-`modelfile` the saved-observed-model format (`save_observed` / `load_observed`), `prepare` the path from
-a user's float model to a calibrated observed one, `report` what `qfx convert` measures.
+`modelfile` the saved-observed-model format (`save_observed` / `load_observed`; `class_names` pickles the
+classes it names by name), `prepare` the path from a user's float model to a calibrated observed one,
+`report` what `qfx convert` measures.
 """
 
 from __future__ import annotations

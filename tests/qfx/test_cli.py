@@ -385,7 +385,7 @@ def test_classes_named_in_meta_and_annotations_load_as_stand_ins_where_they_do_n
             "print(m(torch.ones(1, 2)).shape)\n")
     there = subprocess.run([sys.executable, "-c", load.format(path="")], cwd=elsewhere, capture_output=True, text=True)
     assert there.returncode == 0, there.stderr
-    assert there.stdout.split() == ["typing.Optional[tagmod_q.Tag]", "Pair", "_MissingClass", "torch.Size([1,", "2])"]
+    assert there.stdout.split() == ["typing.Optional[tagmod_q.Tag]", "Pair", "MissingClass", "torch.Size([1,", "2])"]
     here = subprocess.run([sys.executable, "-c", load.format(path=f"sys.path.insert(0, {str(tmp_path)!r})\n")],
                           cwd=elsewhere, capture_output=True, text=True)
     assert here.returncode == 0, here.stderr

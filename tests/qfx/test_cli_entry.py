@@ -169,7 +169,7 @@ def test_a_saved_model_whose_modules_are_torchs_loads_where_the_users_file_does_
                            text=True)
     assert here.returncode == 0 and there.returncode == 0, here.stderr + there.stderr
     assert "('usermodel', 'Residual', 'Module')" in here.stdout
-    assert "('usermodel', 'Residual', '_MissingClass')" in there.stdout
+    assert "('usermodel', 'Residual', 'MissingClass')" in there.stdout
     assert here.stdout.splitlines()[1] == there.stdout.splitlines()[1]
 
 
