@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 from qfx.ir.program import ConvertOptions
 
 from .manager import Pipeline
@@ -30,6 +32,11 @@ def lowered_pipeline() -> Pipeline:
     """The pipeline that turns an observed Program into torch's lowered model (convert_fx: native fbgemm/x86
     and qnnpack quantized modules and ops, prepacked weights folded into constants)."""
     return Pipeline.parse(LOWERED_PIPELINE)
+
+
+def runs_lowering(pass_names: Iterable[str]) -> bool:
+    """Whether passes of these names lower the program (any of the lower-* passes)."""
+    return any(name.startswith("lower-") for name in pass_names)
 
 
 def pipeline_for(options: ConvertOptions) -> Pipeline:

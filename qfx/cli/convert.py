@@ -22,7 +22,7 @@ from qfx.ir.lift import lift
 from qfx.lowering.codegen import codegen
 from qfx.passes.instruments import DumpIR, Instrument, PrintIR, Timing
 from qfx.passes.manager import Pipeline
-from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
+from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE, runs_lowering
 
 from .common import MODES, pass_table, plain, running_user_model
 from .modelfile import check_writable, load_observed, save_with_graphs
@@ -138,7 +138,7 @@ def _convert_saved(args: argparse.Namespace, console: Console) -> int:
     use_backend_for_saved(args.model, args.backend, args.qat)
     observed, inputs = load_observed(args.model)
     before = fingerprint(observed)
-    result = _convert_and_report(observed, args, console)
+    result, _ = _convert_and_report(observed, args, console)
     status = _finish(result, observed, before, inputs, args, console)
     if args.save is None:
         plain(console, result.code.strip("\n"))
@@ -155,9 +155,8 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     if args.qat:
         observed.eval()  # as before convert_fx in torch's QAT flow (no training step has run)
     before = fingerprint(observed)
-    result = _convert_and_report(observed, args, console)
-    ran = Pipeline.parse(args.pipeline or (LOWERED_PIPELINE if args.mode == "lowered" else REFERENCE_PIPELINE))
-    counts = count_ops(result, observed, lowered=any(name.startswith("lower-") for name in ran.names))
+    result, ran = _convert_and_report(observed, args, console)
+    counts = count_ops(result, observed, lowered=runs_lowering(ran))
     islands = f" in {counts.islands} island{'s' if counts.islands != 1 else ''}" if counts.float else ""
     observing = (f"; {counts.observers} observer{'s' if counts.observers != 1 else ''} / fake-quantize"
                  f"{'s' if counts.observers != 1 else ''} still in place (the pipeline ends before insert-qdq "
@@ -186,15 +185,17 @@ def _convert_entry_point(entry: EntryPoint, args: argparse.Namespace, console: C
     return _finish(result, observed, before, entry.example_inputs, args, console)
 
 
-def _convert_and_report(observed: GraphModule, args: argparse.Namespace, console: Console) -> GraphModule:
-    """Convert `observed` in `args.mode` (or with `args.pipeline`) and print the per-pass table."""
+def _convert_and_report(observed: GraphModule, args: argparse.Namespace,
+                        console: Console) -> tuple[GraphModule, list[str]]:
+    """Convert `observed` in `args.mode` (or with `args.pipeline`) and print the per-pass table. Returns the
+    result and the names of the passes that ran."""
     timing, instruments = _instruments(args)
     result, title, seconds = run_convert(observed, args.mode, args.pipeline, instruments)
     plain(console, title)
     console.print(pass_table(timing, seconds, nodes_in=len(observed.graph.nodes), nodes_out=len(result.graph.nodes)))
     if args.dump_ir is not None:
         plain(console, f"IR after each pass written to {args.dump_ir}/")
-    return result
+    return result, [record.name for record in timing.records]
 
 
 def _finish(result: GraphModule, observed: GraphModule, before: tuple, inputs: tuple | None,

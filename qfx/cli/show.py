@@ -17,7 +17,7 @@ from qfx.ir.lift import lift
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
 from qfx.passes.manager import Pipeline
-from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE
+from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE, runs_lowering
 
 from .common import plain
 from .modelfile import check_writable, load_observed
@@ -103,7 +103,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     observed_program = lift(observed, options=options)
     program, title, ran = program_after(observed_program, args.mode, args.after)
     kinds = node_kinds(program, observed_program.quant.node_name_to_qconfig,
-                       lowered=any(name.startswith("lower-") for name in ran))
+                       lowered=runs_lowering(ran))
     text_summary = summary(program, kinds)
     if args.format == "text":
         body: bytes = (f"# {args.model} {title}\n" + print_program(program) + "\n" + text_summary + "\n").encode()
