@@ -17,7 +17,7 @@ from qfx.ir.lift import lift
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
 from qfx.passes.manager import Pipeline
-from qfx.passes.pipelines import LOWERED_PIPELINE, REFERENCE_PIPELINE, runs_lowering
+from qfx.passes.pipelines import passes_through, pipeline_names, runs_lowering
 
 from .common import plain
 from .modelfile import check_writable, load_observed
@@ -32,30 +32,13 @@ EXAMPLES = """examples:
 def check_after(mode: str, after: str) -> list[str]:
     """The pass names of the `mode` pipeline; raises PipelineSpecError unless `after` is prepare, final, one of
     them, or NAME#N for the Nth run of a pass the pipeline runs more than once (dce#2)."""
-    names = (LOWERED_PIPELINE if mode == "lowered" else REFERENCE_PIPELINE).split(",")
     if after not in ("prepare", "final"):
-        _runs_up_to(names, mode, after)
-    return names
+        _runs_up_to(mode, after)
+    return pipeline_names(mode)
 
 
-def _runs_up_to(names: list[str], mode: str, after: str) -> int:
-    """How many passes of `names` run up to and including `after` (NAME or NAME#N); PipelineSpecError if none."""
-    name, numbered, nth = after.partition("#")
-    positions = [i for i, n in enumerate(names) if n == name]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if not positions:
-        raise PipelineSpecError(
-            f"--after '{after}': not a pass of the {mode} pipeline; use prepare, final or one of: "
-            f"{', '.join(dict.fromkeys(names))}"
-            + (f" ({', '.join(repeated)} run{'s' if len(repeated) == 1 else ''} more than once: NAME#N names the "
-               "Nth run)" if repeated else ""))
-    if not numbered:
-        return positions[0] + 1
-    if not nth.isdigit() or not 1 <= int(nth) <= len(positions):
-        runs = "once" if len(positions) == 1 else f"{len(positions)} times"
-        raise PipelineSpecError(f"--after '{after}': the {mode} pipeline runs {name} {runs}; use "
-                                f"{' or '.join(f'{name}#{k}' for k in range(1, len(positions) + 1))}")
-    return positions[int(nth) - 1] + 1
+def _runs_up_to(mode: str, after: str) -> int:
+    return passes_through(mode, after, asked=f"--after '{after}'", also=("prepare", "final"))
 
 
 def program_after(observed_program: Program, mode: str, after: str) -> tuple[Program, str, tuple[str, ...]]:
@@ -65,7 +48,7 @@ def program_after(observed_program: Program, mode: str, after: str) -> tuple[Pro
     names = check_after(mode, after)
     if after == "prepare":
         return observed_program, "after prepare", ()
-    count = len(names) if after == "final" else _runs_up_to(names, mode, after)
+    count = len(names) if after == "final" else _runs_up_to(mode, after)
     ran = tuple(names[:count])
     with gc_paused():
         result = Pipeline.parse(",".join(ran)).run(observed_program)

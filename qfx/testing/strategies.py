@@ -6,7 +6,9 @@
 - `observed_models()`: (GraphModule after `prepare_fx` or `prepare_qat_fx`, calibrated; example_inputs), with
   varied qconfig mappings (default, x86/fbgemm/qnnpack, per-channel, per-object-type, per-module-name, regex,
   dynamic, fp16, mixed None), QAT and fusion (conv/bn/relu, linear/relu).
-- `programs()`: `qfx.lift` of an observed model: a `Program` ready for the convert passes.
+- `programs()`: `qfx.lift` of an observed model: a `Program` ready for the convert passes; with `mode` the
+  options of a decomposed or lowered convert, with `after` the program a pipeline prefix makes of it (after a
+  pass you name, as the lowering passes find it, or at a random point).
 - `examples(n)`: a number of examples for `@settings(max_examples=...)`, ten times more when the environment
   sets QFX_HYPOTHESIS_PROFILE=thorough.
 
@@ -26,6 +28,7 @@ always gives the same model. Everything is small so hundreds of models fit in a 
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Callable
 
@@ -36,6 +39,8 @@ import torch.nn.functional as F
 from hypothesis import note, reject
 from hypothesis.control import currently_in_test_context
 from hypothesis import strategies as st
+
+from qfx.passes.pipelines import passes_through, pipeline_names
 
 BATCH = 2
 WIDTH = 4  # channels of image values and features of vector values
@@ -650,15 +655,43 @@ def observed_models(qat: bool | None = None, **kwargs: Any) -> st.SearchStrategy
     return observed_cases(qat=qat, **kwargs).map(prepare_case)
 
 
-def programs(qat: bool | None = None, **kwargs: Any) -> st.SearchStrategy:
-    """Programs lifted from `observed_models(qat, **kwargs)` with reference convert options: the input of
-    the convert pipeline (or of any prefix of it). The observed model is never modified by lifting."""
-    return observed_models(qat=qat, **kwargs).map(_lift_observed)
+def programs(qat: bool | None = None, *, mode: str = "reference", after: str | None = None,
+             **kwargs: Any) -> st.SearchStrategy:
+    """Programs lifted from `observed_models(qat, **kwargs)` with the convert options of `mode` (reference,
+    decomposed or lowered) and, with `after`, run through the start of that mode's standard pipeline:
+
+    - None: the lifted program, the input of the whole pipeline;
+    - a pass name: the program after that pass ("dce" after its first run, "dce#2" after its second, as
+      `qfx show --after` spells them), e.g. `programs(mode="lowered", after="dce")` is what the lowering
+      passes get;
+    - "any": after a random number of the pipeline's passes, none to all.
+
+    The observed model is never modified. An unknown mode or pass is a PipelineSpecError at once."""
+    names = pipeline_names(mode)
+    if after == "any":
+        prefixes = st.integers(0, len(names))
+    elif after is not None:
+        prefixes = st.just(passes_through(mode, after, asked=f"programs(after={after!r})"))
+    lifted = observed_models(qat=qat, **kwargs).map(functools.partial(_lift_observed, mode=mode))
+    if after is None:
+        return lifted
+    return st.tuples(lifted, prefixes).map(lambda drawn: _run_prefix(drawn[0], names[:drawn[1]]))
 
 
-def _lift_observed(observed_and_inputs: tuple[torch.fx.GraphModule, tuple]) -> Any:
+def _lift_observed(observed_and_inputs: tuple[torch.fx.GraphModule, tuple], mode: str) -> Any:
     from qfx.ir.lift import lift
     from qfx.api import convert_options
 
     observed, _ = observed_and_inputs
-    return lift(observed, options=convert_options(is_reference=True, convert_custom_config=None))
+    options = convert_options(is_reference=mode != "lowered", is_decomposed=mode == "decomposed",
+                              convert_custom_config=None)
+    return lift(observed, options=options)
+
+
+def _run_prefix(program: Any, names: list[str]) -> Any:
+    from qfx.passes.manager import Pipeline
+
+    if not names:
+        return program
+    _note(f"programs(): after the passes {','.join(names)}")
+    return Pipeline.parse(",".join(names)).run(program)

@@ -225,6 +225,64 @@ def test_cleanup_is_pure_on_random_programs(program: Program) -> None:
     assert_pure(get_pass("cleanup"), program)
 
 
+@settings(max_examples=examples(6), deadline=None)
+@given(programs(mode="lowered", after="dce"))
+def test_programs_after_a_pass_are_what_the_next_pass_gets(program: Program) -> None:
+    """`after="dce"` in lowered mode: the program the lowering passes get (lowered options, observers
+    replaced by quantize/dequantize), on which a lowering pass is pure."""
+    assert not program.options.is_reference and program.quant is not None
+    observers = [n.target for n in program.graph.nodes
+                 if n.op == "call_module" and "activation_post_process" in n.target]
+    assert not observers
+    assert_pure(get_pass("lower-static-modules"), program)
+
+
+@settings(max_examples=examples(8), deadline=None)
+@given(programs(mode="decomposed", after="any"))
+def test_programs_at_any_point_of_the_pipeline(program: Program) -> None:
+    """`after="any"`: somewhere along the decomposed pipeline (its options kept), and the rest of the
+    pipeline's passes still run on it (cleanup, its last, is pure and idempotent wherever it is met)."""
+    assert program.options.is_decomposed and program.options.is_reference
+    assert_idempotent(get_pass("cleanup"), assert_pure(get_pass("cleanup"), program))
+
+
+@pytest.mark.parametrize(("after", "last_two"), [("dce#3", ["fold-weights", "dce"]),
+                                                 ("dce", ["insert-qdq", "dce"]),
+                                                 ("swap-modules", ["observe-weights", "swap-modules"])])
+def test_programs_runs_the_prefix_it_names(after: str, last_two: list[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefix run ends with the named run of the pass (dce#3: the third dce, after weight folding)."""
+    from hypothesis import find
+
+    from qfx.passes.manager import Pipeline
+
+    ran: list[tuple[str, ...]] = []
+    run = Pipeline.run
+
+    def spy(self: Pipeline, program: Program, instruments: tuple = ()) -> Program:
+        ran.append(self.names)
+        return run(self, program, instruments)
+
+    monkeypatch.setattr(Pipeline, "run", spy)
+    find(programs(mode="lowered", after=after), lambda p: True)
+    assert ran and all(list(names[-2:]) == last_two for names in ran)
+    assert ran[0][0] == "apply-qconfig-mapping"
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"after": "nope"}, "programs(after='nope'): not a pass of the reference pipeline; use one of: "
+                        "apply-qconfig-mapping"),
+    ({"mode": "lowered", "after": "dce#4"}, "the lowered pipeline runs dce 3 times; use dce#1 or dce#2 or dce#3"),
+    ({"mode": "lowered", "after": "lower-binary-ops#2"}, "runs lower-binary-ops once; use lower-binary-ops#1"),
+    ({"mode": "fast"}, "unknown convert mode 'fast'; the modes are reference, decomposed, lowered"),
+])
+def test_programs_refuses_an_unknown_pass_or_mode_at_once(kwargs: dict, message: str) -> None:
+    from qfx.ir.errors import PipelineSpecError
+
+    with pytest.raises(PipelineSpecError, match=re.escape(message)):
+        programs(**kwargs)
+
+
 def readme_block(marker: str) -> str:
     """The python code block of README.md that follows the line containing `marker`."""
     text = README.read_text()
