@@ -65,12 +65,12 @@ Arg = Any
 
 def freeze(value: Any, node_name: Callable[[Any], str | None]) -> Arg:
     """Return the immutable form of an FX argument; `node_name(x)` names x if x is an FX node."""
+    kind = type(value)
+    if kind is tuple:  # (never a node: asked first, as node arguments are tuples)
+        return tuple([v if type(v) in _LEAVES else freeze(v, node_name) for v in value])
     name = node_name(value)
     if name is not None:
         return Ref(name)
-    kind = type(value)
-    if kind is tuple:
-        return tuple([v if type(v) in _LEAVES else freeze(v, node_name) for v in value])
     if isinstance(value, list):
         return ListArg(tuple([freeze(v, node_name) for v in value]))
     if isinstance(value, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 import torch
@@ -49,8 +49,7 @@ def lift_reporting(
         raise LiftError(f"lift's options must be a ConvertOptions (qfx.api.convert_options builds one), got "
                         f"{type(options).__name__}")
     fx_graph = gm.graph
-    names = {id(n): n.name for n in fx_graph.nodes}
-    node_name = lambda x: _name_in(names, x) if isinstance(x, torch.fx.Node) else None  # noqa: E731
+    node_name = _namer(fx_graph)
 
     nodes = []
     position: dict[torch.fx.Node, int] = {}  # (of the nodes kept)
@@ -65,7 +64,8 @@ def lift_reporting(
             shared.append(n)
         try:
             args = freeze(tuple(n.args), node_name)
-            kwargs = tuple([(k, freeze(v, node_name)) for k, v in n.kwargs.items()])
+            fx_kwargs = n.kwargs
+            kwargs = tuple([(k, freeze(v, node_name)) for k, v in fx_kwargs.items()]) if fx_kwargs else ()
         except _ForeignNode as foreign:
             raise MalformedGraphError(
                 [f"node '{n.name}' reads node '{foreign.args[0]}' of another graph"],
@@ -73,7 +73,7 @@ def lift_reporting(
                 "graph.lint() and recompile())") from None
         except Exception as exc:  # pragma: no cover - defensive
             raise LiftError(f"node '{n.name}': cannot represent its arguments ({exc})") from exc
-        nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, frozen_meta(n.meta)))
+        nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, n.meta))  # (Node freezes meta)
         if n.op in ("get_attr", "call_module"):
             targets[n.target] = None
 
@@ -161,13 +161,21 @@ class _ForeignNode(Exception):
     """An argument that is an FX node of another graph (its name is the exception's argument)."""
 
 
-def _name_in(names: dict[int, str], node: torch.fx.Node) -> str:
-    """The name of `node`, a node of the graph whose nodes `names` names by id; _ForeignNode otherwise
-    (torch fails on such an argument; left as a constant, it would vanish from the generated code)."""
-    name = names.get(id(node))
-    if name is None:
-        raise _ForeignNode(node.name)
-    return name
+def _namer(graph: torch.fx.Graph) -> Callable[[Any], str | None]:
+    """The `node_name` function `freeze` takes, for arguments of `graph`'s nodes: the name of a node of
+    `graph`, None for a value that is no node, and _ForeignNode for a node of another graph (torch fails on
+    such an argument; left as a constant, it would vanish from the generated code)."""
+    names = {id(n): n.name for n in graph.nodes}
+
+    def node_name(value: Any) -> str | None:
+        if not isinstance(value, torch.fx.Node):
+            return None
+        name = names.get(id(value))
+        if name is None:
+            raise _ForeignNode(value.name)
+        return name
+
+    return node_name
 
 
 def _quant_facts(facts: Any, observed: bool) -> QuantFacts | None:

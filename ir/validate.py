@@ -244,12 +244,13 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
     uncalibrated: list[str] = []
     classes = _ClassFacts()
     for node_name, target, module in module_calls:
-        if not (classes.is_a(module, ObserverBase) or classes.is_a(module, FakeQuantizeBase)):
+        role, test = classes.of(module)
+        if role is None:
             continue
         _check_not_meta(node_name, target, module)
         try:
             observer = module
-            if classes.is_a(module, FakeQuantizeBase):
+            if role is _FAKE_QUANTIZE:
                 observer = getattr(module, "activation_post_process", None)
                 if not isinstance(observer, ObserverBase):
                     # torch's fake quants ask it for their qparams (anything that answers will do); one with
@@ -264,8 +265,8 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
                     continue
                 if type(module).calculate_qparams not in _ASKING_THEIR_OBSERVER:
                     continue  # qparams of its own (learned, fixed or the user's): its observer is not read
-            # an observer class with qparams of its own reads what it likes (torch only calls it)
-            if torchs_own_observer_method(type(observer).calculate_qparams) and _never_calibrated(observer, classes):
+                _, test = classes.of(observer)
+            if test is not None and _never_calibrated(observer, test, classes):
                 uncalibrated.append(f"'{target}' (node '{node_name}')")
         except _BadState as bad:
             raise ObserverStateError(
@@ -280,22 +281,22 @@ _ASKING_THEIR_OBSERVER = (FakeQuantize.calculate_qparams, FusedMovingAvgObsFakeQ
 
 
 class _ClassFacts:
-    """isinstance and attribute lookups answered per class, for one check over many observers of few classes:
-    observer classes are ABCs, whose isinstance runs Python code, and a buffer read through nn.Module's
-    __getattr__ first fails the ordinary lookup."""
+    """`_class_facts` and attribute lookups answered per class, for one check over many observers of few
+    classes: observer classes are ABCs, whose isinstance runs Python code, and a buffer read through
+    nn.Module's __getattr__ first fails the ordinary lookup."""
 
     def __init__(self) -> None:
-        self._is_a: dict[tuple[type, type], bool] = {}
+        self._facts: dict[type, tuple[str | None, str | None]] = {}
         self._has: dict[tuple[type, str], bool] = {}
 
-    def is_a(self, value: Any, kind: type) -> bool:
-        """isinstance(value, kind)."""
+    def of(self, value: Any) -> tuple[str | None, str | None]:
+        """`_class_facts(value)`."""
         own = type(value)
         if value.__class__ is not own:  # isinstance also asks __class__: only a plain object is its class
-            return isinstance(value, kind)
-        known = self._is_a.get((own, kind))
+            return _class_facts(value)
+        known = self._facts.get(own)
         if known is None:
-            known = self._is_a[(own, kind)] = isinstance(value, kind)
+            known = self._facts[own] = _class_facts(value)
         return known
 
     def attribute(self, module: torch.nn.Module, name: str) -> Any:
@@ -369,20 +370,50 @@ class _BadState(Exception):
     """What is wrong with an observer's state (check_observers names the observer and the way out)."""
 
 
-def _never_calibrated(observer: ObserverBase, classes: "_ClassFacts") -> bool:
+# What check_observers does with a module: its role, and the test of its buffers when it is the observer read.
+_FAKE_QUANTIZE, _OBSERVER = "fake-quantize", "observer"
+_PER_CHANNEL, _MIN_MAX, _HISTOGRAM, _FIXED_QPARAMS = "per-channel", "min-max", "histogram", "fixed-qparams"
+
+
+def _class_facts(value: Any) -> tuple[str | None, str | None]:
+    """(role, test) of the module `value`: its role is _FAKE_QUANTIZE, _OBSERVER or None (neither); its test
+    (for an observer or fake-quantize) names the buffers `_never_calibrated` reads when it is the observer
+    read, None when there are none (among them, an observer class with qparams of its own reads what it
+    likes: torch only calls it)."""
+    if isinstance(value, FakeQuantizeBase):
+        role = _FAKE_QUANTIZE
+    elif isinstance(value, ObserverBase):
+        role = _OBSERVER
+    else:
+        return None, None
+    if not torchs_own_observer_method(type(value).calculate_qparams):
+        return role, None
+    for kind, test in _TESTS:
+        if isinstance(value, kind):
+            return role, test
+    return role, None
+
+
+# The first class an observer is an instance of picks its test.
+_TESTS = ((PerChannelMinMaxObserver, _PER_CHANNEL), (HistogramObserver, _HISTOGRAM), (MinMaxObserver, _MIN_MAX),
+          (FixedQParamsObserver, _FIXED_QPARAMS))
+
+
+def _never_calibrated(observer: ObserverBase, test: str, classes: "_ClassFacts") -> bool:
     """Check that the buffers torch's qparams read are there (raising _BadState if one is missing or not a
     tensor: torch fails on those); True if the observer never saw data. Buffers of unusual shapes or dtypes
-    are torch's to judge: their qparams come from the observer itself."""
-    if classes.is_a(observer, PerChannelMinMaxObserver):
+    are torch's to judge: their qparams come from the observer itself. `test` is the observer's (see
+    `_class_facts`)."""
+    if test is _PER_CHANNEL:
         low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
         return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
-    if classes.is_a(observer, MinMaxObserver) or classes.is_a(observer, HistogramObserver):
+    if test is _MIN_MAX or test is _HISTOGRAM:
         low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
-        if classes.is_a(observer, HistogramObserver):
+        if test is _HISTOGRAM:
             _buffer(observer, "histogram", classes)
         return (low.numel() == 1 and high.numel() == 1 and low.is_floating_point() and high.is_floating_point()
                 and float(low) == math.inf and float(high) == -math.inf)
-    if classes.is_a(observer, FixedQParamsObserver):
+    if test is _FIXED_QPARAMS:
         _buffer(observer, "scale", classes)
         _buffer(observer, "zero_point", classes)
     return False

@@ -116,15 +116,27 @@ def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwarg
     of every argument for raw SymInts (a warning that cannot apply to a graph lifted from FX, and most of
     create_node's cost on large graphs), and minus name allocation: the verifier guarantees IR names are
     unique, and `_restore_namespace` installs the program's name state afterwards."""
-    node = torch.fx.Node(graph, name, op, target, args, kwargs or immutable_dict(), type_expr)
+    if not (callable(target) if op == "call_function" else type(target) is str and op in _FX_OPS):
+        # FX's error for it, if any (without arguments: a node made with them would count as a user of its inputs)
+        torch.fx.Node(graph, name, op, target, (), {}, type_expr)
+    # What torch.fx.Node's constructor does after checking op and target, without its Python frame.
+    node = _new_fx_node(torch.fx.Node)
+    _init_fx_node(node, graph, name, op, target, type_expr)
+    node._update_args_kwargs(args, kwargs or immutable_dict())
     # Node.__setattr__ re-files the node in the graph's lookup table on every assignment; meta is not
     # part of that table's key, so set it directly.
     object.__setattr__(node, "meta", meta)
-    graph._graph_namespace.associate_name_with_obj(name, node)
-    graph._insert(node)
-    graph._find_nodes_lookup_table.insert(node)
+    graph._graph_namespace._obj_to_name[node] = name  # (associate_name_with_obj, for a node new to it)
+    graph._root._prepend(node)  # (graph._insert of a graph without an insertion point: at the end)
+    # (the lookup table's insert, with its key)
+    graph._find_nodes_lookup_table.table[(op, target if op == "call_function" else None)][node] = None
     graph._len += 1
     return node
+
+
+_new_fx_node = torch.fx.Node.__new__
+_init_fx_node = torch._C._NodeBase.__init__
+_FX_OPS = frozenset(torch.fx.node._legal_ops)
 
 
 def _restore_namespace(graph: torch.fx.Graph, program: Program, names: dict[str, Any]) -> None:

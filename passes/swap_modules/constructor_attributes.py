@@ -14,6 +14,7 @@ those modules take `from_float` itself, so its errors and warnings are torch's.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any, Callable
 
 import torch.ao.nn.quantized.reference as ref
@@ -37,7 +38,10 @@ def constructor_attributes(reference_class: type, state: dict[str, Any]) -> dict
 
 def _positive(*values: Any) -> bool:
     """Whether every value is a plain positive int (a size torch.empty takes and initialising fills)."""
-    return all(type(v) is int and v > 0 for v in values)
+    for v in values:
+        if type(v) is not int or v <= 0:
+            return False
+    return True
 
 
 def _linear(state: dict[str, Any]) -> dict[str, Any] | None:
@@ -71,7 +75,8 @@ def _convolution(dims: int, transposed: bool) -> Callable[[dict[str, Any]], dict
             padding = _per_dimension(padding, dims)
         if padding_mode not in _PADDING_MODES or (transposed and padding_mode != "zeros"):
             return None
-        if any(len(sizes) != dims for sizes in (kernel_size, stride, dilation, padding) if type(sizes) is tuple):
+        if len(kernel_size) != dims or len(stride) != dims or len(dilation) != dims or (
+                type(padding) is tuple and len(padding) != dims):
             return None  # the constructor would pair them up as far as they go; such modules are not built here
         if not _positive(in_channels, out_channels, groups, *kernel_size):
             return None
@@ -92,7 +97,8 @@ def _reversed_padding(padding: Any, kernel_size: tuple, dilation: tuple) -> tupl
     """The F.pad padding _ConvNd derives: per dimension, last first, (left, right); a list for a padding
     string ('same' splits the total padding dilation * (kernel - 1), the smaller half left)."""
     if type(padding) is not str:
-        return tuple(p for p in reversed(padding) for _ in range(2))
+        last_first = padding[::-1]
+        return tuple(chain.from_iterable(zip(last_first, last_first)))
     pads = [0, 0] * len(kernel_size)
     if padding == "same":
         for i, (d, k) in enumerate(zip(reversed(dilation), reversed(kernel_size))):

@@ -25,6 +25,7 @@ written to.
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any
 
 import attrs
@@ -71,18 +72,11 @@ def _same(value: Any, other: Any, top: bool = True) -> bool:
     if kind in _SCALARS:
         return value is other or value == other
     if kind is tuple or (top and kind is list):
-        if len(value) != len(other):
+        if len(value) != len(other) or not all(map(operator.is_, map(type, value), map(type, other))):
             return False
-        for a, b in zip(value, other):
-            item = type(a)
-            if item is not type(b):
-                return False
-            if item in _SCALARS:  # (most items: sizes and strides)
-                if a is not b and a != b:
-                    return False
-            elif not _same(a, b, False):
-                return False
-        return True
+        if _SCALARS.issuperset(map(type, value)):  # (most: sizes and strides) compared at once
+            return value == other
+        return all([_same(a, b, False) for a, b in zip(value, other)])
     return False
 
 
@@ -292,7 +286,7 @@ class ReferenceBuilder:
         if schema is None:
             return None
         try:
-            tensors = tuple([getattr(float_module, name) for name in schema.parameters])
+            tensors = _parameters_of(float_module, schema.parameters)
             tensor_keys = tuple([_tensor_key(tensor) for tensor in tensors])
         except (AttributeError, _Unsupported):
             return None
@@ -415,6 +409,16 @@ def _meta_standin(float_module: torch.nn.Module) -> torch.nn.Module:
         parameters[name] = None if p is None else torch.nn.Parameter(
             torch.empty(p.shape, dtype=p.dtype, device="meta"), p.requires_grad)
     return standin(float_module, _parameters=parameters)
+
+
+def _parameters_of(float_module: torch.nn.Module, names: tuple[str, ...]) -> tuple:
+    """`getattr(float_module, name)` for each of `names`, for a module of one of torch's float classes (which
+    define no such class attributes): read from its table of parameters where nn.Module.__getattr__ would
+    find it there (the name is not in the instance dict), skipping that function's Python frame."""
+    state = float_module.__dict__
+    parameters = state.get("_parameters", {})
+    return tuple([parameters[name] if name in parameters and name not in state else getattr(float_module, name)
+                  for name in names])
 
 
 def _tensor_key(tensor: Any) -> tuple | None:

@@ -50,8 +50,8 @@ def _has_no_meta(module: Any) -> bool:
             or kind.__getattribute__ is not object.__getattribute__ or hasattr(kind, "meta")):
         return False
     state = module.__dict__
-    return not any("meta" in table for table in (state, state.get("_parameters", ()), state.get("_buffers", ()),
-                                                  state.get("_modules", ())))
+    return ("meta" not in state and "meta" not in state.get("_parameters", ())
+            and "meta" not in state.get("_buffers", ()) and "meta" not in state.get("_modules", ()))
 
 
 def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: ConvertOptions) -> StandaloneSwap:
