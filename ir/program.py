@@ -70,6 +70,10 @@ class QuantFacts:
     # node name -> CallingConvention, for call_module nodes whose converted module takes or returns
     # quantized tensors (written by swap-modules, read by insert-qdq).
     calling_conventions: FrozenDict = attrs.field(factory=FrozenDict, converter=frozen_dict)
+    # The one device of the model's parameters and buffers (None: it has none) as convert found it, which
+    # torch works out once, before converting anything: written by swap-modules, read by insert-qdq (which
+    # works it out itself while it is Absent.FIELD).
+    model_device: Any = Absent.FIELD
 
     def qconfig_of(self, name: str, default: Any = None) -> Any:
         """The qconfig prepare assigned to node `name` (`default` when it assigned none)."""

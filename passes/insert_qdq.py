@@ -34,7 +34,7 @@ from qfx.ir.errors import (
     UnsupportedError,
 )
 from qfx.ir.graph import Node
-from qfx.ir.program import CallingConvention, Program, QuantFacts
+from qfx.ir.program import Absent, CallingConvention, Program, QuantFacts
 from qfx.ir.rewrite import GraphBuilder
 from qfx.ir.users_order import UsersOrder
 
@@ -133,7 +133,8 @@ class _QdqRewrite:
     @property
     def device(self) -> Any:
         if self._device == "unset":
-            self._device = unique_device(self.program)
+            known = self.quant.model_device
+            self._device = unique_device(self.program) if known is Absent.FIELD else known
         return self._device
 
     def converts_itself(self, observer: Any) -> bool:

@@ -82,7 +82,8 @@ def swap_modules(program: Program) -> Program:
     weight observers and equalization, before insert-qdq (observers must still be in the graph).
     Guarantees: the graph is unchanged; each swapped call_module target holds a new module object; the
     input Program and every module, observer and tensor it reaches are left as they were; calling
-    conventions are recorded for standalone and statically quantized custom module calls.
+    conventions are recorded for standalone and statically quantized custom module calls, and the model's
+    device as the pass found it (`quant.model_device`).
     """
     facts = program.quant
     if facts is None:
@@ -115,10 +116,9 @@ def swap_modules(program: Program) -> Program:
         elif type_before_parametrizations(module) in custom_classes:
             _swap_custom(node, work, mapping)
 
-    result = program.with_modules(work.replaced)
-    if work.conventions:
-        conventions = {**facts.calling_conventions, **work.conventions}
-        result = result.evolve(quant=attrs.evolve(facts, calling_conventions=conventions))
+    conventions = {**facts.calling_conventions, **work.conventions} if work.conventions else facts.calling_conventions
+    result = program.with_modules(work.replaced).evolve(
+        quant=attrs.evolve(facts, calling_conventions=conventions, model_device=device))
     return _preserved_as_converted(result)
 
 
