@@ -228,6 +228,11 @@ class Program:
     def __repr__(self) -> str:
         return f"Program({len(self.graph)} nodes, {len(self.modules)} modules, {len(self.attributes)} attributes)"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # IPython's and hypothesis's pretty printers show attrs classes field by field: a falsifying Program
+        # would print its whole graph and tables (hundreds of kB). qfx.ir.printer prints the IR on request.
+        printer.text(repr(self))
+
 
 def _descendants(module: Any) -> list[tuple[str, Any]]:
     """`named_submodules(module)` without the module itself. A module with nn.Module's named_modules and no

@@ -221,6 +221,16 @@ def test_printer_distinguishes_different_programs(program):
     assert "%relu = call_function[torch.relu](%add, 2)" in print_program(changed)
 
 
+def test_pretty_printers_show_a_program_briefly(program):
+    """hypothesis reports a falsifying Program through its pretty printer, which would otherwise print an
+    attrs class field by field (the whole graph and tables)."""
+    from hypothesis.vendor.pretty import pretty
+
+    assert pretty(program) == repr(program) == f"Program({len(program.graph)} nodes, {len(program.modules)} " \
+        f"modules, {len(program.attributes)} attributes)"
+    assert pretty([program]) == f"[{program!r}]"
+
+
 def test_printer_equal_programs_print_equal(program):
     rebuilt = program.with_nodes(list(program.graph.nodes))
     assert rebuilt == program
