@@ -16,7 +16,7 @@ from .errors import (
     NotObservedModelError,
 )
 from .frozendict import FrozenDict
-from .graph import Graph, Node, frozen_meta
+from .graph import Graph, Node
 from .namespace import Namespace
 from .program import Absent, ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
 from .users_order import recorded_users_order

@@ -12,7 +12,6 @@ from rich.console import Console
 from qfx.api import convert_options, gc_paused
 from qfx.entrypoint import load_entry_point, looks_like_entry_point
 from qfx.graphview import node_kinds, render, summary, to_dot
-from qfx.ir.errors import PipelineSpecError
 from qfx.ir.lift import lift
 from qfx.ir.printer import print_program
 from qfx.ir.program import Program
