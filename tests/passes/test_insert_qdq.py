@@ -163,3 +163,29 @@ def test_insert_qdq_alone_is_pure_and_idempotent_on_converted():
     twice = Pipeline.parse("insert-qdq").run(once)
     assert twice.graph == once.graph
     assert program.graph == lift(observed).graph
+
+
+def test_the_model_device_is_worked_out_once_per_convert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch reads the model's device once, before converting: swap-modules records the one it found and
+    insert-qdq uses it; insert-qdq run without swap-modules before it works the device out itself."""
+    import qfx.passes.insert_qdq as insert_qdq_module
+    from qfx.api import convert_options
+    from qfx.demo_model import observed_demo_model
+    from qfx.ir.program import Absent
+
+    lifted = lift(observed_demo_model(), options=convert_options(is_reference=True, convert_custom_config=None))
+    swapped = Pipeline.parse("swap-modules").run(lifted)
+    assert lifted.quant.model_device is Absent.FIELD
+    assert swapped.quant.model_device == torch.device("cpu")
+
+    asked: list[object] = []
+
+    def unique_device(program: object) -> torch.device:
+        asked.append(program)
+        return torch.device("cpu")
+
+    monkeypatch.setattr(insert_qdq_module, "unique_device", unique_device)
+    expected = Pipeline.parse("insert-qdq").run(swapped)
+    assert not asked and any(n.op == "get_attr" and "_scale_" in n.target for n in expected.graph.nodes)
+    Pipeline.parse("insert-qdq").run(lifted)
+    assert asked == [lifted]
