@@ -90,12 +90,22 @@ class PrintIR(BaseInstrument):
     def __init__(self, stream: TextIO | None = None, only_changes: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.only_changes = only_changes
+        self._last: tuple[Program, str] | None = None  # the last program printed to text, and its text
 
     def after_pass(self, index: int, p: Pass, before: Program, after: Program, seconds: float) -> None:
-        text = print_program(after)
-        if self.only_changes and (after is before or text == print_program(before)):
+        if self.only_changes and after is before:
+            return
+        unchanged = self._text(before) if self.only_changes else None  # (before `after` takes its place)
+        text = self._text(after)
+        if text == unchanged:
             return
         self.stream.write(f"// ----- IR after {p.name} -----\n{text}")
+
+    def _text(self, program: Program) -> str:
+        # (a pass's input is the last pass's output, printed already)
+        if self._last is None or self._last[0] is not program:
+            self._last = (program, print_program(program))
+        return self._last[1]
 
 
 _DUMP_FILE = re.compile(r"\d\d-.+\.(ir|FAILED\.txt)")  # the names DumpIR writes
