@@ -5,9 +5,9 @@ tensor, as that observer does), and compiling the generated forward once. Lowere
 each weight with its qparams and prepacking it once with the engine's prepack op. Computing qparams is convert
 logic, not floor: they are computed once, untimed, by `floor_work`.
 
-Each piece is timed done the fastest exact way known: per-channel min and max by qfx's `row_ranges` (its
-compiled one-pass kernel; torch's amin and amax along rows read the weight twice, its aminmax is several
-times slower), per-channel quantization by qfx's (its compiled
+Each piece is timed done the fastest exact way known: min and max by qfx's compiled one-pass range kernel,
+per channel or per tensor, written into two vectors allocated once (torch's amin and amax along rows read
+the weight twice, its aminmax is several times slower), per-channel quantization by qfx's (its compiled
 one-pass kernel, where torch quantizes one element at a time; torch's own loop for small weights, where that
 is faster), and
 prepacking in the mode qfx packs in (below autograd's view tracking where that packs the same); a convert
@@ -28,7 +28,7 @@ from torch.fx import GraphModule
 
 from qfx.lowering.support.engine import packing_mode
 from qfx.lowering.support.weight_quantize import quantize_per_channel
-from qfx.passes.swap_modules.weight_qparams import row_ranges
+from qfx.passes.swap_modules.weight_qparams import native_kernel
 
 PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -106,6 +106,28 @@ def floor_work(observed: GraphModule) -> FloorWork:
     return FloorWork(tuple(found))
 
 
+def _weight_ranges(work: FloorWork) -> None:
+    """Every weight's min and max along its observer's axis (or whole), written end to end into two vectors
+    by the range kernel where it takes the weight, else by torch's reductions."""
+    kernel = native_kernel()
+    channels = [1 if w.axis is None else w.weight.shape[w.axis] for w in work.weights]
+    low = torch.empty(sum(channels), dtype=torch.float32)
+    high = torch.empty(sum(channels), dtype=torch.float32)
+    at = 0
+    for w, count in zip(work.weights, channels):
+        if w.axis is None:
+            rows = w.weight.view(1, -1) if w.weight.is_contiguous() else None
+        else:
+            rows = w.weight.transpose(0, w.axis).flatten(1)
+        if kernel is None or rows is None or not rows.is_contiguous() or not kernel.row_ranges(
+                low.data_ptr() + 4 * at, high.data_ptr() + 4 * at, rows.data_ptr(), count, rows.shape[1]):
+            if rows is None:
+                torch.aminmax(w.weight)
+            else:
+                rows.amin(dim=1), rows.amax(dim=1)
+        at += count
+
+
 def floor_seconds(work: FloorWork, code: str, lowered: bool) -> float:
     """Seconds (garbage collector paused) to do the floor of one convert: per weight, its min/max along its
     observer's axis (or whole); compile `code` (the generated forward) once; when `lowered`, also quantize
@@ -113,11 +135,7 @@ def floor_seconds(work: FloorWork, code: str, lowered: bool) -> float:
     gc.disable()
     try:
         start = time.perf_counter()
-        for w in work.weights:
-            if w.axis is None:
-                torch.aminmax(w.weight)
-            else:
-                row_ranges(w.weight.transpose(0, w.axis).flatten(1))
+        _weight_ranges(work)
         compile(code, "<floor>", "exec")
         if lowered:
             for w in work.weights:

@@ -204,26 +204,87 @@ def _config_of_fresh_observer(constructor: Any) -> WeightObserverConfig | None:
     return WeightObserverConfig.of(observer)
 
 
-def _weight_range(weight: torch.Tensor, config: WeightObserverConfig) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The (min_val, max_val) an observer of `config` holds after observing `weight` once, when the weight
-    is a non-empty strided float32 CPU tensor the observer reduces as usual; else None. Call it with
-    gradients off."""
-    if weight.dtype != torch.float32 or weight.layout != torch.strided or weight.device.type != "cpu":
+def _observed_channels(weight: torch.Tensor, config: WeightObserverConfig) -> int | None:
+    """How many (min_val, max_val) pairs an observer of `config` holds after observing `weight` once (1 per
+    tensor, the channel count per channel), when the weight is a non-empty strided float32 CPU tensor the
+    observer reduces as usual; else None."""
+    if weight.dtype != torch.float32 or weight.layout != torch.strided or not weight.is_cpu:
         return None
     if weight.numel() == 0:
         return None
     if config.ch_axis is None:
-        return torch.aminmax(weight)
+        return 1
     if weight.dim() < 2 or not -weight.dim() <= config.ch_axis < weight.dim():
         return None
-    # the observer's permutation swaps dimensions 0 and ch_axis
-    rows = weight.transpose(0, config.ch_axis).flatten(start_dim=1)
+    return weight.shape[config.ch_axis]
+
+
+def _rows(weight: torch.Tensor, ch_axis: int | None) -> torch.Tensor | None:
+    """The matrix whose row minima and maxima an observer along `ch_axis` (None: per tensor) takes: the
+    channels as rows (the observer's permutation swaps dimensions 0 and ch_axis), or the whole weight as one
+    row where that is a view (None where it is not)."""
+    if ch_axis is None:
+        return weight.view(1, -1) if weight.is_contiguous() else None
+    if ch_axis not in (0, -weight.dim()):
+        weight = weight.transpose(0, ch_axis)
+    return weight.flatten(start_dim=1)
+
+
+def _reduced_ranges(weight: torch.Tensor, rows: torch.Tensor | None, config: WeightObserverConfig
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The observer's (min_val, max_val) of `weight` (whose `_rows` are `rows`) by tensor reductions: the
+    same values as its aminmax, up to the sign of a zero, which only float qparams show (and get exactly)."""
+    if rows is None:
+        return torch.aminmax(weight)
     if config.qscheme == torch.per_channel_affine_float_qparams:
         # Its zero point is -min / scale, so the sign of a zero minimum shows.
         return _row_ranges_with_zero_signs(rows)
-    # The same values as the observer's aminmax (up to the sign of a zero, which no other scheme's
-    # qparams show), and several times faster along rows: in one pass where the kernel takes the rows.
-    return row_ranges(rows)
+    return rows.amin(dim=1), rows.amax(dim=1)
+
+
+def _group_ranges(members: list[tuple[int, torch.Tensor, int]], config: WeightObserverConfig
+                  ) -> tuple[list[tuple[int, torch.Tensor, int]], torch.Tensor, torch.Tensor]:
+    """The ranges of every (index, weight, channels) member of one configuration, end to end in two float32
+    vectors (a per-tensor weight takes one element, a per-channel one an element per channel), and the
+    members they are of: those with finite ranges (an inf or NaN makes the observer warn, fail or do its own
+    thing; those weights are left to it).
+
+    Where it can, the kernel writes each member's ranges straight into the vectors and vouches that they
+    are finite (it refuses rows holding an inf or a NaN); the others are reduced by tensor operations and
+    checked."""
+    total = sum(channels for _, _, channels in members)
+    lo, hi = torch.empty(total, dtype=torch.float32), torch.empty(total, dtype=torch.float32)
+    kernel = native_kernel()
+    direct = kernel is not None and config.qscheme != torch.per_channel_affine_float_qparams
+    lo_address, hi_address = lo.data_ptr(), hi.data_ptr()
+    checked = True
+    start = 0
+    for _, weight, channels in members:
+        rows = _rows(weight, config.ch_axis)
+        end = start + channels
+        if not (direct and rows is not None and rows.is_contiguous()
+                and kernel.row_ranges(lo_address + 4 * start, hi_address + 4 * start, rows.data_ptr(), channels,
+                                      rows.shape[1])):
+            low, high = _reduced_ranges(weight, rows, config)
+            lo[start:end] = low
+            hi[start:end] = high
+            checked = False
+        start = end
+    if checked or bool(torch.isfinite(lo).logical_and_(torch.isfinite(hi)).all()):
+        return members, lo, hi
+    kept, lows, highs = [], [], []
+    start = 0
+    for member in members:
+        end = start + member[2]
+        low, high = lo[start:end], hi[start:end]
+        if bool(torch.isfinite(low).all()) and bool(torch.isfinite(high).all()):
+            kept.append(member)
+            lows.append(low)
+            highs.append(high)
+        start = end
+    if not kept:
+        return kept, lo[:0], hi[:0]
+    return kept, torch.cat(lows), torch.cat(highs)
 
 
 def row_ranges(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +364,7 @@ def batched_weight_qparams(
     requests: list[tuple[torch.Tensor, WeightObserverConfig]],
 ) -> list[dict[str, Any] | None]:
     """For each (weight, config): get_qparam_dict of a fresh observer of `config` after it observed the
-    weight once, or None when the observer must do it (see `_weight_range`; non-finite ranges too).
+    weight once, or None when the observer must do it (see `_observed_channels`; non-finite ranges too).
 
     Requests with equal configurations are computed together; their scale and zero point tensors are views
     of the group's tensors.
@@ -316,28 +377,21 @@ def _batched_weight_qparams(
     requests: list[tuple[torch.Tensor, WeightObserverConfig]],
 ) -> list[dict[str, Any] | None]:
     out: list[dict[str, Any] | None] = [None] * len(requests)
-    # The ranges of one configuration are computed together: per tensor a 0-dim minimum and maximum each,
-    # stacked; per channel a row each, joined end to end whatever their channel counts (real networks have
-    # many).
-    groups: dict[WeightObserverConfig, list[tuple[int, torch.Tensor, torch.Tensor]]] = defaultdict(list)
+    # The ranges of one configuration are computed together, end to end whatever the weights' channel
+    # counts (real networks have many).
+    groups: dict[WeightObserverConfig, list[tuple[int, torch.Tensor, int]]] = defaultdict(list)
     for index, (weight, config) in enumerate(requests):
-        found = _weight_range(weight, config)
-        if found is not None:
-            groups[config].append((index, *found))
+        channels = _observed_channels(weight, config)
+        if channels is not None:
+            groups[config].append((index, weight, channels))
     for config, members in groups.items():
-        join = torch.stack if config.ch_axis is None else torch.cat
-        lo, hi = join([m[1] for m in members]), join([m[2] for m in members])
-        finite = torch.isfinite(lo).logical_and_(torch.isfinite(hi))
-        if not bool(finite.all()):
-            # Ranges with inf or NaN make the observer warn, fail or do its own thing; leave them to it.
-            members = [m for m in members if bool(torch.isfinite(m[1]).all()) and bool(torch.isfinite(m[2]).all())]
-            if not members:
-                continue
-            lo, hi = join([m[1] for m in members]), join([m[2] for m in members])
+        members, lo, hi = _group_ranges(members, config)
+        if not members:
+            continue
         scale, zero_point = minmax_qparams(lo, hi, config.eps_tensor, config.qscheme, config.quant_min,
                                            config.quant_max, config.dtype, config.customized_range)
         # A per-tensor observer's qparams have shape [1], a per-channel one's [channels].
-        sizes = [1] * len(members) if config.ch_axis is None else [m[1].shape[0] for m in members]
+        sizes = [channels for _, _, channels in members]
         for (index, _, _), s, z in zip(members, scale.split(sizes), zero_point.split(sizes)):
             out[index] = config.qparam_dict(s, z)
     return out
