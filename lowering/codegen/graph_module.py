@@ -11,11 +11,12 @@ hands any other target to `_copy_attr` itself (through a view of the table that 
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, Iterator
 
 import torch
 from torch.fx import GraphModule
-from torch.fx.graph import CodeGen
+from torch.fx.graph import CodeGen, PythonCode
 from torch.fx.graph_module import _copy_attr
 
 from qfx.ir.program import Program
@@ -67,11 +68,13 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
         with serving(graph, code), _recompiled_alone(gm):
             GraphModule.__init__(gm, source, graph, class_name=program.root.class_name)
         return gm
-    # An empty graph with the same tracer facts: GraphModule() records those and compiles a `pass` body.
+    # An empty graph with the same tracer facts: GraphModule() records those and compiles a `pass` body
+    # (whose code FX generates once per process: it is replaced below).
     empty = torch.fx.Graph(tracer_cls=graph._tracer_cls, tracer_extras=graph._tracer_extras)
     root = torch.nn.Module()
     root.training = program.root.training
-    gm = GraphModule(root, empty, class_name=program.root.class_name)
+    with serving(empty, None if code is None else _empty_graph_code()):
+        gm = GraphModule(root, empty, class_name=program.root.class_name)
     on_class = _ClassAttributes()
     new_parent = _empty_modules()
     for target in table:
@@ -80,6 +83,14 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
     with serving(graph, code), _recompiled_alone(gm):
         gm.graph = graph
     return gm
+
+
+@functools.cache
+def _empty_graph_code() -> PythonCode:
+    """The code FX generates for an empty graph with the default CodeGen, as GraphModule's recompile asks
+    for it (the same for every such graph while FX's options are the defaults, which they are wherever
+    `python_code` emits a program's code; recompile copies the globals before it runs the code)."""
+    return torch.fx.Graph().python_code(root_module="self")
 
 
 @contextlib.contextmanager

@@ -117,6 +117,30 @@ def test_graph_module_of_a_lifted_model_matches_torch():
     assert ours.code == theirs.code
 
 
+def test_a_plain_program_is_emitted_without_fx_code_generation(monkeypatch):
+    """For a program the emitter takes, building the GraphModule never runs FX's code generator (neither for
+    the graph nor for the empty graph GraphModule() starts from), and the result is still torch's."""
+    from torch.fx.graph import CodeGen
+
+    from qfx.lowering.codegen import codegen
+
+    traced = torch.fx.symbolic_trace(nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
+    program = lift(traced, observed=False)
+    codegen(program)  # (FX generates the empty graph's code once per process)
+    calls = []
+    original = CodeGen._gen_python_code
+
+    def counted(self, *args, **kwargs):
+        calls.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CodeGen, "_gen_python_code", counted)
+    ours = codegen(program)
+    assert calls == []
+    assert ours.code == traced.code
+    assert torch.equal(ours(torch.ones(2, 3)), traced(torch.ones(2, 3)))
+
+
 def test_a_failure_while_emitting_names_the_node_and_keeps_its_type(monkeypatch):
     """An error escaping code generation is a CodegenError naming the node being emitted, also of the
     error's builtin type; the program it came from still emits afterwards."""
