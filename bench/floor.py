@@ -136,7 +136,7 @@ def floor_seconds(work: FloorWork, code: str, lowered: bool) -> float:
     try:
         start = time.perf_counter()
         _weight_ranges(work)
-        compile(code, "<floor>", "exec")
+        compile(code, "<floor>", "exec", dont_inherit=True)  # (as GraphModule compiles it)
         if lowered:
             for w in work.weights:
                 if w.axis is None:
