@@ -18,7 +18,7 @@ from .errors import (
 from .frozendict import FrozenDict
 from .graph import Graph, Node
 from .namespace import Namespace
-from .program import Absent, ConvertOptions, Program, QuantFacts, RootInfo, named_submodules
+from .program import Absent, ConvertOptions, Program, QuantFacts, RootInfo, submodule_table
 from .users_order import recorded_users_order
 from .validate import check_graph, check_observers
 
@@ -77,7 +77,7 @@ def lift_reporting(
         if n.op in ("get_attr", "call_module"):
             targets[n.target] = None
 
-    modules = {name: m for name, m in named_submodules(gm) if name}
+    modules = submodule_table(gm)
     attributes = {}
     for target in targets:
         if target in modules:

@@ -235,40 +235,56 @@ class Program:
 
 
 def _descendants(module: Any) -> list[tuple[str, Any]]:
-    """`named_submodules(module)` without the module itself. A module with nn.Module's named_modules and no
-    children (what most swaps put in and take out) has none, known without a walk."""
-    plain = torch.nn.Module.named_modules
-    if getattr(type(module), "named_modules", None) is plain:
+    """`submodule_table(module)`'s entries. A module with nn.Module's named_modules and no children (what
+    most swaps put in and take out) has none, known without a walk."""
+    if getattr(type(module), "named_modules", None) is _PLAIN_NAMED_MODULES:
         children = module._modules
         if not children:
             return []
         # one level of childless children (a fused module's parts): listed without the walk
         found = [(name, child) for name, child in children.items() if child is not None]
-        if all(not child._modules and getattr(type(child), "named_modules", None) is plain for _, child in found):
+        if all(not child._modules and getattr(type(child), "named_modules", None) is _PLAIN_NAMED_MODULES
+               for _, child in found):
             return found
-    return [(name, sub) for name, sub in named_submodules(module) if name]
+    return list(submodule_table(module).items())
 
 
-def named_submodules(module: Any) -> list[tuple[str, Any]]:
-    """`module.named_modules(remove_duplicate=False)` as a list: (qualified name, module), the module itself
-    first as "". Walked with a stack instead of torch's nested generators, whose cost grows with depth,
-    unless some module in the tree has a named_modules of its own (then that of `module` is asked)."""
-    plain = torch.nn.Module.named_modules
-    found: list[tuple[str, Any]] = []
-    stack: list[tuple[str, Any]] = [("", module)]
-    pop, push, add = stack.pop, stack.extend, found.append
-    plain_classes: dict[type, bool] = {}  # whether the class's named_modules is nn.Module's
-    while stack:
-        prefix, current = pop()
-        kind = type(current)
-        is_plain = plain_classes.get(kind)
-        if is_plain is None:
-            is_plain = plain_classes[kind] = getattr(kind, "named_modules", None) is plain
-        if not is_plain:
-            return list(module.named_modules(remove_duplicate=False))
-        add((prefix, current))
-        children = current._modules
-        if children:
-            dot = f"{prefix}." if prefix else ""
-            push(reversed([(dot + name, child) for name, child in children.items() if child is not None]))
-    return found
+def submodule_table(module: Any) -> dict[str, Any]:
+    """`module.named_modules(remove_duplicate=False)` without the module itself (nor any other entry named
+    ""), as a dict by qualified name in its order. Walked directly instead of through torch's nested
+    generators, whose cost grows with depth, unless some module in the tree has a named_modules of its own
+    (then that of `module` is asked)."""
+    table: dict[str, Any] = {}
+    if _is_plain(type(module), {}) and _add_descendants(table, "", module._modules, {}):
+        return table
+    return {name: sub for name, sub in module.named_modules(remove_duplicate=False) if name}
+
+
+_PLAIN_NAMED_MODULES = torch.nn.Module.named_modules
+
+
+def _is_plain(kind: type, plain_classes: dict[type, bool]) -> bool:
+    """Whether class `kind` has nn.Module's named_modules (remembered in `plain_classes`)."""
+    is_plain = plain_classes.get(kind)
+    if is_plain is None:
+        is_plain = plain_classes[kind] = getattr(kind, "named_modules", None) is _PLAIN_NAMED_MODULES
+    return is_plain
+
+
+def _add_descendants(table: dict[str, Any], path: str, children: dict[str, Any],
+                     plain_classes: dict[type, bool]) -> bool:
+    """Enter the descendants of the module at `path` (whose `_modules` are `children`) into `table`, in
+    named_modules' order; False (the table half filled) on meeting a module with a named_modules of its own."""
+    dot = f"{path}." if path else ""  # (named_modules' own prefix rule)
+    for name, child in children.items():
+        if child is None:
+            continue
+        if not _is_plain(type(child), plain_classes):
+            return False
+        child_path = dot + name
+        if child_path:
+            table[child_path] = child
+        grandchildren = child._modules
+        if grandchildren and not _add_descendants(table, child_path, grandchildren, plain_classes):
+            return False
+    return True

@@ -243,11 +243,16 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
     as torch does)."""
     uncalibrated: list[str] = []
     classes = _ClassFacts()
+    observers = []
     for node_name, target, module in module_calls:
         role, test = classes.of(module)
-        if role is None:
-            continue
-        _check_not_meta(node_name, target, module)
+        if role is not None:
+            observers.append((node_name, target, module, role, test))
+    # (each observer is looked at only when one of them holds a meta tensor: rarely)
+    any_meta = _any_holds_meta([module for _, _, module, _, _ in observers])
+    for node_name, target, module, role, test in observers:
+        if any_meta:
+            _check_not_meta(node_name, target, module)
         try:
             observer = module
             if role is _FAKE_QUANTIZE:
@@ -287,7 +292,7 @@ class _ClassFacts:
 
     def __init__(self) -> None:
         self._facts: dict[type, tuple[str | None, str | None]] = {}
-        self._has: dict[tuple[type, str], bool] = {}
+        self._has: dict[tuple[type, tuple[str, ...]], bool] = {}  # whether one of the names is on the class
 
     def of(self, value: Any) -> tuple[str | None, str | None]:
         """`_class_facts(value)`."""
@@ -299,19 +304,28 @@ class _ClassFacts:
             known = self._facts[own] = _class_facts(value)
         return known
 
-    def attribute(self, module: torch.nn.Module, name: str) -> Any:
-        """getattr(module, name, None), read from the buffer table where the ordinary lookup would end up
-        there (nothing of that name on the class or in the instance dict)."""
+    def buffers(self, module: torch.nn.Module, names: tuple[str, ...]) -> list[torch.Tensor]:
+        """getattr(module, name, None) for each of `names`, in order, each read from the buffer table where
+        the ordinary lookup would end up there (nothing of that name on the class or in the instance dict).
+        Raises _BadState at the first that is missing or not a tensor."""
         own = type(module)
-        on_class = self._has.get((own, name))
+        on_class = self._has.get((own, names))
         if on_class is None:
-            on_class = self._has[(own, name)] = hasattr(own, name)
+            on_class = self._has[(own, names)] = any(hasattr(own, name) for name in names)
         state = module.__dict__
-        if not on_class and name not in state and name not in state.get("_parameters", ()):
-            buffers = state.get("_buffers")
-            if buffers is not None and name in buffers:
-                return buffers[name]
-        return getattr(module, name, None)
+        parameters = state.get("_parameters", ())
+        table = state.get("_buffers")
+        found = []
+        for name in names:
+            if not on_class and table is not None and name in table and name not in state and name not in parameters:
+                value = table[name]
+            else:
+                value = getattr(module, name, None)
+            if not isinstance(value, torch.Tensor):
+                raise _BadState(f"buffer '{name}' is missing" if value is None else
+                                f"buffer '{name}' is {_describe(value)}, not a tensor")
+            found.append(value)
+        return found
 
 
 def torchs_own_observer_method(method: Any) -> bool:
@@ -326,7 +340,7 @@ _TORCH_OBSERVER_MODULES = (ObserverBase.__module__, FakeQuantizeBase.__module__)
 def _check_not_meta(node_name: str, target: str, module: torch.nn.Module) -> None:
     """None of the observer's tensors (its child observer's included) is on the meta device: convert reads
     them (torch fails there with a RuntimeError)."""
-    if not _holds_meta(module):  # (the common case, read straight from the tables)
+    if not _any_holds_meta([module]):  # (read straight from the tables)
         return
     for name, tensor in (*module.named_parameters(prefix=target), *module.named_buffers(prefix=target)):
         if tensor.device.type == "meta":
@@ -338,12 +352,17 @@ def _check_not_meta(node_name: str, target: str, module: torch.nn.Module) -> Non
             )
 
 
-def _holds_meta(module: torch.nn.Module) -> bool:
-    for table in (module._parameters, module._buffers):
-        for tensor in table.values():
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                return True
-    return any(_holds_meta(child) for child in module._modules.values() if child is not None)
+def _any_holds_meta(modules: list[torch.nn.Module]) -> bool:
+    """Whether one of the tensors the modules or their descendants hold is on the meta device (read straight
+    from the tables, for all modules at once: this runs over every observer)."""
+    while modules:
+        if any([isinstance(tensor, torch.Tensor) and tensor.is_meta
+                for module in modules for table in (module._parameters, module._buffers) if table
+                for tensor in table.values()]):
+            return True
+        modules = [child for module in modules if module._modules
+                   for child in module._modules.values() if child is not None]
+    return False
 
 
 def _observer_where(node_name: str, target: str, module: Any) -> str:
@@ -404,28 +423,19 @@ def _never_calibrated(observer: ObserverBase, test: str, classes: "_ClassFacts")
     tensor: torch fails on those); True if the observer never saw data. Buffers of unusual shapes or dtypes
     are torch's to judge: their qparams come from the observer itself. `test` is the observer's (see
     `_class_facts`)."""
-    if test is _PER_CHANNEL:
-        low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
-        return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
-    if test is _MIN_MAX or test is _HISTOGRAM:
-        low, high = _buffer(observer, "min_val", classes), _buffer(observer, "max_val", classes)
-        if test is _HISTOGRAM:
-            _buffer(observer, "histogram", classes)
-        return (low.numel() == 1 and high.numel() == 1 and low.is_floating_point() and high.is_floating_point()
-                and float(low) == math.inf and float(high) == -math.inf)
+    read = classes.buffers(observer, _BUFFERS_READ[test])
     if test is _FIXED_QPARAMS:
-        _buffer(observer, "scale", classes)
-        _buffer(observer, "zero_point", classes)
-    return False
+        return False
+    low, high = read[0], read[1]
+    if test is _PER_CHANNEL:
+        return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
+    return (low.numel() == 1 and high.numel() == 1 and low.is_floating_point() and high.is_floating_point()
+            and float(low) == math.inf and float(high) == -math.inf)
 
 
-def _buffer(observer: ObserverBase, name: str, classes: "_ClassFacts") -> torch.Tensor:
-    value = classes.attribute(observer, name)
-    if value is None:
-        raise _BadState(f"buffer '{name}' is missing")
-    if not isinstance(value, torch.Tensor):
-        raise _BadState(f"buffer '{name}' is {_describe(value)}, not a tensor")
-    return value
+# The buffers each test reads, in the order torch's qparams do.
+_BUFFERS_READ = {_PER_CHANNEL: ("min_val", "max_val"), _MIN_MAX: ("min_val", "max_val"),
+                 _HISTOGRAM: ("min_val", "max_val", "histogram"), _FIXED_QPARAMS: ("scale", "zero_point")}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -623,19 +623,22 @@ def _odd_tree() -> nn.Module:
     tree = nn.Sequential(nn.Sequential(nn.Linear(2, 2), shared), shared, nn.Sequential())
     tree.add_module("missing", None)
     tree[0].add_module("deep", nn.Sequential(nn.Sequential(nn.Tanh())))
+    tree._modules[""] = nn.Sequential(nn.Sigmoid())  # (add_module refuses the empty name; named_modules takes it)
+    tree[0]._modules[""] = nn.Sequential(nn.Tanh())
     return tree
 
 
 @settings(max_examples=examples(40), deadline=None)
 @given(traced_models())
-def test_named_submodules_lists_what_named_modules_lists(case):
-    """The stack walk gives named_modules(remove_duplicate=False)'s list: same names, objects and order
-    (shared and missing children, and a module listing its own, included)."""
-    from qfx.ir.program import named_submodules
+def test_submodule_table_holds_what_named_modules_lists(case):
+    """The direct walk gives named_modules(remove_duplicate=False)'s entries by name but those named "" (the
+    root's): same names, objects and order (shared, missing and empty-named children, and a module listing
+    its own, included)."""
+    from qfx.ir.program import submodule_table
     gm = case[0] if isinstance(case, tuple) else case
     for module in (gm, _odd_tree(), nn.Sequential(_ListsItsOwn(), nn.ReLU())):
-        expected = list(module.named_modules(remove_duplicate=False))
-        found = named_submodules(module)
+        expected = list({name: sub for name, sub in module.named_modules(remove_duplicate=False) if name}.items())
+        found = list(submodule_table(module).items())
         assert [name for name, _ in found] == [name for name, _ in expected]
         assert all(a is b for (_, a), (_, b) in zip(found, expected))
 
