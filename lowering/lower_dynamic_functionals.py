@@ -73,9 +73,11 @@ def _lower_one(editor: GraphEditor, node: Node) -> None:
     if _is_dynamic_relu(program, node):
         relu = node
         func = first_input(editor, node, "ReLU", ConvertAttributeError)
+    if func.op != "call_function":  # (before the qconfig lookup, which costs more and cannot fail)
+        return
     if skips_lowering(program, func):
         return
-    if func.op != "call_function" or func.target not in DYNAMIC_FUNCTIONALS:
+    if func.target not in DYNAMIC_FUNCTIONALS:
         return
     if len(func.args) < 2:
         raise ConvertValueError(f"functional node '{func.name}' should take its input and weight positionally")

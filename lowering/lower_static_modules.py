@@ -110,9 +110,9 @@ def _match_two_inputs(editor: GraphEditor, node: Node, table: Mapping[type, Any]
     ref = editor.node(node.args[0]) if node.args else None
     if ref is None:
         raise ConvertAssertionError(f"quantize node '{node.name}' does not read a node")
-    if skips_lowering(editor.program, ref):
-        return None
     if ref.op != "call_module" or type(module_of(editor.program, ref)) not in table:
+        return None
+    if skips_lowering(editor.program, ref):
         return None
     if len(ref.args) != 2 or not all(is_dequantize(editor.node(a)) for a in ref.args):
         return None

@@ -5,8 +5,6 @@ torch's `_lower_getattr_tensor_metadta_op` followed by `_lower_get_tensor_info_o
 
 from __future__ import annotations
 
-from typing import Callable
-
 from qfx.ir.edit import GraphEditor
 from qfx.ir.errors import ConvertAttributeError
 from qfx.ir.graph import Node
@@ -35,17 +33,23 @@ def lower_tensor_info_ops(program: Program) -> Program:
     every `dequantize(x).shape()` / `.size(...)` call reads `x` as its first argument (two sweeps over the
     graph, as torch makes them); the dequantize node stays for dce to judge.
     """
+    nodes = program.graph.nodes
+    shape_getattrs = [node for node in nodes if is_shape_getattr(node)]
+    info_methods = [node for node in nodes if is_tensor_info_method(node)]
+    if not shape_getattrs and not info_methods:
+        return program
     editor = GraphEditor(program)
-    _skip_dequantize(editor, is_shape_getattr)
-    _skip_dequantize(editor, is_tensor_info_method)
+    _skip_dequantize(editor, shape_getattrs)
+    _skip_dequantize(editor, info_methods)
     return editor.finish()
 
 
-def _skip_dequantize(editor: GraphEditor, selects: Callable[[Node], bool]) -> None:
-    """For each node `selects` picks whose first argument is a dequantize node: read the dequantize's input."""
-    for node in editor.walk():
-        if not selects(node):
-            continue
+def _skip_dequantize(editor: GraphEditor, selected: list[Node]) -> None:
+    """For each of the `selected` nodes, in order, whose first argument is a dequantize node: read the
+    dequantize's input. (The nodes are the program's: the pass edits each at most once, and only its first
+    argument, which neither test reads, so the nodes a sweep of the graph would select are these, as they
+    are.)"""
+    for node in selected:
         # (torch reads the first argument's `.op` unchecked: a constant there is its AttributeError)
         dequantize = first_input(editor, node, "shape or size", ConvertAttributeError)
         if not is_dequantize(dequantize):

@@ -74,7 +74,7 @@ def fold_weights(program: Program) -> Program:
                     raise ConvertKeyError(f"node '{node.name}' reads '{name}', which weight folding removes "
                                           f"with the prepack chain of '{owner[name]}'; give that node its own "
                                           f"copy of the weight, or convert to a reference model")
-            new = node.with_inputs_replaced(renamed).evolve(name=names.fresh(node.name))
+            new = _renamed(node.with_inputs_replaced(renamed), names.fresh(node.name))
         if new.name != node.name:
             renamed[node.name] = Ref(new.name)
         nodes.append(new)
@@ -86,6 +86,12 @@ def fold_weights(program: Program) -> Program:
                         meta={}, state_dict_hooks=(save_packed_weights,),
                         load_state_dict_pre_hooks=(load_packed_weights,), plain_attributes=plain)
     return program.evolve(graph=Graph(nodes), namespace=names.freeze(), attributes=allocator.table(), root=root)
+
+
+def _renamed(node: Node, name: str) -> Node:
+    """`node` named `name`: the node itself when that is its name already (as it is for most nodes, the
+    fresh namespace handing out the names in the order they were taken)."""
+    return node if node.name == name else node.evolve(name=name)
 
 
 def _scope_path(program: Program, prepack: Node) -> str:

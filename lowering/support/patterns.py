@@ -70,13 +70,14 @@ def match_static_pattern(
     if is_relu(program, ref):
         relu = ref
         ref = first_input(editor, relu, "ReLU", ConvertAssertionError)
-    if skips_lowering(program, ref):
-        return None
     first = next(iter(matching), None)
     if isinstance(first, type) and issubclass(first, torch.nn.Module):
+        # (the class test first: it cannot fail, and it rejects most nodes before the qconfig lookup)
         if ref.op != "call_module" or type(module_of(program, ref)) not in matching:
             return None
-    elif ref.op != "call_function" or ref.target not in matching:
+        if skips_lowering(program, ref):
+            return None
+    elif ref.op != "call_function" or skips_lowering(program, ref) or ref.target not in matching:
         return None
     found = False
     for i in dequantize_arg_indices:
