@@ -23,16 +23,21 @@ from .support.root_attributes import PRESERVED_ATTRS_KEY
 def has_own_leftovers(module: torch.nn.Module) -> bool:
     """Whether `module` itself (not counting its children) carries a qconfig, an attached observer or an
     observer hook."""
-    if "qconfig" in module.__dict__ or _attached_observer(module) is not None:
+    return _state_has_leftovers(module.__dict__)
+
+
+def _state_has_leftovers(state: dict[str, Any]) -> bool:
+    # (read from the instance's own tables: Module.__getattr__ would raise and catch for every module)
+    if "qconfig" in state or _attached_observer(state) is not None:
         return True
-    hooks, pre_hooks = module._forward_hooks, module._forward_pre_hooks
+    hooks, pre_hooks = state["_forward_hooks"], state["_forward_pre_hooks"]
     return bool(hooks and any(h is _observer_forward_hook for h in hooks.values())
                 or pre_hooks and any(h is _observer_forward_pre_hook for h in pre_hooks.values()))
 
 
-def _attached_observer(module: torch.nn.Module) -> Any:
-    # Looked up in the instance's own tables: Module.__getattr__ would raise and catch for every module.
-    observer = module._modules.get("activation_post_process", module.__dict__.get("activation_post_process"))
+def _attached_observer(state: dict[str, Any]) -> Any:
+    """The activation observer a module with instance dict `state` holds as child or plain attribute."""
+    observer = state["_modules"].get("activation_post_process", state.get("activation_post_process"))
     return observer if observer is not None and _is_activation_post_process(observer) else None
 
 
@@ -40,10 +45,12 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
     """A copy of `module` (sharing its tensors) with torch's `_remove_qconfig` applied to it and its
     descendants; `module` itself is untouched. A module without leftovers in it or below it is returned as
     it is (so each module of a tree is looked at once, whatever its depth)."""
-    known = memo.get(id(module))
+    key = id(module)
+    known = memo.get(key)
     if known is not None:
         return known
-    kids = module._modules
+    own = module.__dict__
+    kids = own["_modules"]
     children = None  # a new child table, made only when some child changes
     if kids:
         for name, child in kids.items():
@@ -54,20 +61,21 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
                 if children is None:
                     children = dict(kids)
                 children[name] = clean_child
-    if children is None and not has_own_leftovers(module):
-        memo[id(module)] = module
+    if children is None and not _state_has_leftovers(own):
+        memo[key] = module
         return module
-    clean = object.__new__(type(module))
-    clean.__dict__.update(module.__dict__)
-    # The copy shares the containers in __dict__; give it its own before changing them.
-    state = clean.__dict__
+    # The copy's own tables where it changes them; `dict.copy` keeps the instance dict's shared-key layout
+    # (far cheaper than filling a new object's dict key by key).
+    state = own.copy()
     state["_modules"] = children if children is not None else dict(kids)
-    state["_forward_hooks"] = _without(module._forward_hooks, _observer_forward_hook)
-    state["_forward_pre_hooks"] = _without(module._forward_pre_hooks, _observer_forward_pre_hook)
+    state["_forward_hooks"] = _without(own["_forward_hooks"], _observer_forward_hook)
+    state["_forward_pre_hooks"] = _without(own["_forward_pre_hooks"], _observer_forward_pre_hook)
     state.pop("qconfig", None)
-    if _attached_observer(clean) is not None:
+    clean = object.__new__(type(module))
+    object.__setattr__(clean, "__dict__", state)  # (nn.Module.__setattr__ would file it as an attribute)
+    if _attached_observer(state) is not None:
         delattr(clean, "activation_post_process")
-    memo[id(module)] = clean
+    memo[key] = clean
     return clean
 
 
@@ -88,7 +96,7 @@ def cleanup(program: Program) -> Program:
     targets = [n.target for n in program.graph.nodes if n.op in ("call_module", "get_attr")]
     target_set = set(targets)
     module_targets = {t for t in target_set if t in program.modules}
-    under_target = _Descendants(module_targets)
+    under_target = _Descendants(module_targets).holds
     modules = {path: module for path, module in program.modules.items()
                if path in target_set or under_target(path)}
     memo: dict[int, torch.nn.Module] = {}
@@ -124,24 +132,35 @@ class _Descendants:
         self._roots = roots
         self._below: dict[str, bool] = {}  # path -> whether it is one of the roots or below one
 
-    def __call__(self, path: str) -> bool:
+    def holds(self, path: str) -> bool:
+        """Whether `path` lies strictly below one of the roots."""
         end = path.rfind(".")
         if end <= 0:
             return False
         parent = path[:end]
         below = self._below.get(parent)
         if below is None:
-            below = self._below[parent] = parent in self._roots or self(parent)
+            below = self._below[parent] = parent in self._roots or self.holds(parent)
         return below
 
 
 def _relink_children(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
     """`modules` with every entry that lies in the tree of another entry replaced by the object that tree
-    holds at its path. Shallowest first, each entry is looked up from its nearest ancestor entry (already
-    settled), through the children's tables; an entry that tree does not reach stays as it is."""
+    holds at its path. Each entry is looked up from its nearest ancestor entry, through the children's
+    tables; an entry that tree does not reach stays as it is. Shorter paths first: an ancestor's path is a
+    prefix of its descendants', so every ancestor is settled before them."""
     out = dict(modules)
-    for path in sorted(out, key=lambda p: p.count(".")):
+    for path in sorted(out, key=len):
         end = path.rfind(".")
+        if end <= 0:
+            continue
+        parent = out.get(path[:end])
+        if parent is not None:  # the usual case: the parent itself is an entry
+            child = parent._modules.get(path[end + 1:])
+            if child is not None:
+                out[path] = child
+            continue
+        end = path.rfind(".", 0, end)
         while end > 0 and path[:end] not in out:
             end = path.rfind(".", 0, end)
         if end <= 0:
