@@ -28,7 +28,7 @@ from torch.fx import GraphModule
 
 from qfx.lowering.support.engine import packing_mode
 from qfx.lowering.support.weight_quantize import quantize_per_channel
-from qfx.passes.swap_modules.weight_qparams import native_kernel
+from qfx.passes.swap_modules.weight_qparams import RangeVectors, observer_rows
 
 PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -109,22 +109,15 @@ def floor_work(observed: GraphModule) -> FloorWork:
 def _weight_ranges(work: FloorWork) -> None:
     """Every weight's min and max along its observer's axis (or whole), written end to end into two vectors
     by the range kernel where it takes the weight, else by torch's reductions."""
-    kernel = native_kernel()
     channels = [1 if w.axis is None else w.weight.shape[w.axis] for w in work.weights]
-    low = torch.empty(sum(channels), dtype=torch.float32)
-    high = torch.empty(sum(channels), dtype=torch.float32)
+    vectors = RangeVectors(sum(channels))
     at = 0
     for w, count in zip(work.weights, channels):
-        if w.axis is None:
-            rows = w.weight.view(1, -1) if w.weight.is_contiguous() else None
-        else:
-            rows = w.weight.transpose(0, w.axis).flatten(1)
-        if kernel is None or rows is None or not rows.is_contiguous() or not kernel.row_ranges(
-                low.data_ptr() + 4 * at, high.data_ptr() + 4 * at, rows.data_ptr(), count, rows.shape[1]):
-            if rows is None:
-                torch.aminmax(w.weight)
-            else:
-                rows.amin(dim=1), rows.amax(dim=1)
+        rows = observer_rows(w.weight, w.axis)
+        if rows is None:
+            torch.aminmax(w.weight)
+        elif not vectors.write(at, rows):
+            rows.amin(dim=1), rows.amax(dim=1)
         at += count
 
 

@@ -219,10 +219,10 @@ def _observed_channels(weight: torch.Tensor, config: WeightObserverConfig) -> in
     return weight.shape[config.ch_axis]
 
 
-def _rows(weight: torch.Tensor, ch_axis: int | None) -> torch.Tensor | None:
-    """The matrix whose row minima and maxima an observer along `ch_axis` (None: per tensor) takes: the
-    channels as rows (the observer's permutation swaps dimensions 0 and ch_axis), or the whole weight as one
-    row where that is a view (None where it is not)."""
+def observer_rows(weight: torch.Tensor, ch_axis: int | None) -> torch.Tensor | None:
+    """The matrix whose row minima and maxima an observer along `ch_axis` (None: per tensor) takes of
+    `weight` (at least 2-D when per channel): the channels as rows (the observer's permutation swaps
+    dimensions 0 and ch_axis), or the whole weight as one row where that is a view (None where it is not)."""
     if ch_axis is None:
         return weight.view(1, -1) if weight.is_contiguous() else None
     if ch_axis not in (0, -weight.dim()):
@@ -230,10 +230,38 @@ def _rows(weight: torch.Tensor, ch_axis: int | None) -> torch.Tensor | None:
     return weight.flatten(start_dim=1)
 
 
+class RangeVectors:
+    """Two float32 CPU vectors of `size` elements, `low` and `high`, that the compiled kernel fills with the
+    minima and maxima of matrices' rows, a matrix at a time, each at the index asked."""
+
+    def __init__(self, size: int) -> None:
+        self.low = torch.empty(size, dtype=torch.float32)
+        self.high = torch.empty(size, dtype=torch.float32)
+        self._size = size
+        self._low_address, self._high_address = self.low.data_ptr(), self.high.data_ptr()
+        kernel = native_kernel()
+        self._row_ranges = None if kernel is None else kernel.row_ranges
+
+    def write(self, start: int, rows: torch.Tensor) -> bool:
+        """Write the minimum and maximum of each row of the matrix `rows` from index `start` on, in one pass;
+        False (having written some or none) where the kernel cannot vouch for them: it was not built, the
+        rows are not a contiguous non-empty float32 matrix, or a row holds an inf or a NaN (the values are
+        then the reductions' to find). A ValueError where the vectors have no room for the rows."""
+        count, length = rows.shape
+        if not 0 <= start <= self._size - count:
+            raise ValueError(f"RangeVectors.write: no room for {count} values from index {start} of {self._size}")
+        row_ranges = self._row_ranges
+        if row_ranges is None or rows.dtype is not torch.float32 or not rows.is_contiguous() or not length:
+            return False
+        offset = 4 * start
+        return row_ranges(self._low_address + offset, self._high_address + offset, rows.data_ptr(), count, length)
+
+
 def _reduced_ranges(weight: torch.Tensor, rows: torch.Tensor | None, config: WeightObserverConfig
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The observer's (min_val, max_val) of `weight` (whose `_rows` are `rows`) by tensor reductions: the
-    same values as its aminmax, up to the sign of a zero, which only float qparams show (and get exactly)."""
+    """The observer's (min_val, max_val) of `weight` (whose `observer_rows` are `rows`) by tensor reductions:
+    the same values as its aminmax, up to the sign of a zero, which only float qparams show (and get
+    exactly)."""
     if rows is None:
         return torch.aminmax(weight)
     if config.qscheme == torch.per_channel_affine_float_qparams:
@@ -252,19 +280,15 @@ def _group_ranges(members: list[tuple[int, torch.Tensor, int]], config: WeightOb
     Where it can, the kernel writes each member's ranges straight into the vectors and vouches that they
     are finite (it refuses rows holding an inf or a NaN); the others are reduced by tensor operations and
     checked."""
-    total = sum(channels for _, _, channels in members)
-    lo, hi = torch.empty(total, dtype=torch.float32), torch.empty(total, dtype=torch.float32)
-    kernel = native_kernel()
-    direct = kernel is not None and config.qscheme != torch.per_channel_affine_float_qparams
-    lo_address, hi_address = lo.data_ptr(), hi.data_ptr()
+    vectors = RangeVectors(sum(channels for _, _, channels in members))
+    lo, hi = vectors.low, vectors.high
+    direct = config.qscheme != torch.per_channel_affine_float_qparams  # (which shows the signs of zeros)
     checked = True
     start = 0
     for _, weight, channels in members:
-        rows = _rows(weight, config.ch_axis)
+        rows = observer_rows(weight, config.ch_axis)
         end = start + channels
-        if not (direct and rows is not None and rows.is_contiguous()
-                and kernel.row_ranges(lo_address + 4 * start, hi_address + 4 * start, rows.data_ptr(), channels,
-                                      rows.shape[1])):
+        if not (direct and rows is not None and vectors.write(start, rows)):
             low, high = _reduced_ranges(weight, rows, config)
             lo[start:end] = low
             hi[start:end] = high
@@ -291,12 +315,9 @@ def row_ranges(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows.amin(dim=1), rows.amax(dim=1)) of a non-empty floating-point CPU matrix, up to the sign of a
     zero minimum or maximum: by the compiled kernel in one pass for a contiguous float32 matrix of finite
     values, else by the two reductions."""
-    kernel = native_kernel()
-    if kernel is not None and rows.dtype == torch.float32 and rows.is_contiguous() and rows.shape[1] > 0:
-        low = torch.empty(rows.shape[0], dtype=torch.float32)
-        high = torch.empty(rows.shape[0], dtype=torch.float32)
-        if kernel.row_ranges(low.data_ptr(), high.data_ptr(), rows.data_ptr(), rows.shape[0], rows.shape[1]):
-            return low, high
+    vectors = RangeVectors(rows.shape[0])
+    if vectors.write(0, rows):
+        return vectors.low, vectors.high
     return rows.amin(dim=1), rows.amax(dim=1)
 
 

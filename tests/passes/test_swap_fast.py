@@ -866,3 +866,22 @@ def test_qconfigs_with_a_bare_observer_class_share_one_swap_check(monkeypatch):
     answers = {classes.reference_swap_applies(q, nn.Embedding) for q in qconfigs}
     assert len(checks) == 1
     assert answers == {original(classes, float_qparams_weight_only_qconfig, nn.Embedding)}
+
+
+def test_range_vectors_are_written_where_asked_and_refuse_rows_without_room():
+    """RangeVectors.write puts each row's minimum and maximum at the index asked (the rest untouched), leaves
+    rows holding a NaN to the caller, and refuses rows without room instead of writing past the vectors."""
+    assert_kernel_built(weight_qparams_module)
+    rows = torch.tensor([[3.0, -1.0, 2.0], [0.5, 0.25, 4.0]])
+    vectors = weight_qparams_module.RangeVectors(5)
+    vectors.low.fill_(9.0)
+    vectors.high.fill_(9.0)
+    assert vectors.write(2, rows)
+    assert vectors.low.tolist() == [9.0, 9.0, -1.0, 0.25, 9.0]
+    assert vectors.high.tolist() == [9.0, 9.0, 3.0, 4.0, 9.0]
+    rows[1, 1] = float("nan")
+    assert not vectors.write(0, rows)
+    for start in (4, -1):
+        with pytest.raises(ValueError, match="no room for 2 values"):
+            vectors.write(start, rows)
+    assert not vectors.write(0, rows.double())  # (the reductions' to do)
