@@ -172,16 +172,18 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     `_calculate_qparams` are computed together too (`minmax_qparams`); others call their own.
     """
     # prepare_fx shares one observer between the nodes whose outputs share qparams: search each once
-    searchable = [o for o in {id(o): o for o in observers}.values() if _searchable(o)]
-    ranges = _observed_ranges(searchable)
-    plain = [o for o in searchable if _calibrated(*ranges[id(o)])]
+    classes: dict[type, tuple[bool, bool]] = {}  # per call: a class may be patched between two calls
+    states = {id(o): (o, _searchable_buffers(o, classes)) for o in observers}
+    searchable = {key: (o, found) for key, (o, found) in states.items() if found is not None}
+    ranges = {key: (float(low), float(high)) for key, (_, (_, low, high)) in searchable.items()}
+    plain = [o for key, (o, _) in searchable.items() if _calibrated(*ranges[key])]
     groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
     own: list[tuple[Any, int, int]] = []
     for observer, (start, end) in zip(plain, _histogram_bin_searches(plain, ranges)):
         key = None
         if type(observer)._calculate_qparams is UniformQuantizationObserverBase._calculate_qparams:
             low, high = _searched_range_floats(observer, start, end, ranges[id(observer)])
-            key = _group_key(observer, low, high, observer.min_val.device)
+            key = _group_key(observer, low, high, searchable[id(observer)][1][1].device)
         if key is None:
             own.append((observer, start, end))
         else:
@@ -213,7 +215,8 @@ def _searched_range_floats(observer: Any, start_bin: int, end_bin: int,
 
 def _plain_histogram(observer: Any) -> bool:
     """A calibrated HistogramObserver whose search and scoring are torch's own, with a float32 histogram."""
-    return _searchable(observer) and _calibrated(observer.min_val.item(), observer.max_val.item())
+    found = _searchable_buffers(observer)
+    return found is not None and _calibrated(found[1].item(), found[2].item())
 
 
 def _calibrated(low: float, high: float) -> bool:
@@ -222,20 +225,55 @@ def _calibrated(low: float, high: float) -> bool:
     return not (low == math.inf and high == -math.inf)
 
 
-def _searchable(observer: Any) -> bool:
-    """A HistogramObserver whose search and scoring are torch's own, with a float32 histogram and float32
-    range buffers (calibrated or not; the search computes in float32, torch in the buffers' dtype), while
-    float32 is the default dtype (torch's scoring makes its tensors in the default dtype)."""
+_HISTOGRAM_STATE = ("histogram", "min_val", "max_val")
+
+
+def _searchable_class(kind: type) -> tuple[bool, bool]:
+    """(whether `kind` is a HistogramObserver class whose search and scoring are torch's own, whether
+    nn.Module's lookup finds its histogram and range in the buffer table: no class attribute of their
+    names)."""
+    searchable = (issubclass(kind, HistogramObserver)
+                  and kind.calculate_qparams is HistogramObserver.calculate_qparams
+                  and kind._non_linear_param_search is HistogramObserver._non_linear_param_search
+                  and kind._compute_quantization_error is HistogramObserver._compute_quantization_error
+                  and kind._get_norm is HistogramObserver._get_norm)
+    in_table = (searchable and kind.__getattr__ is torch.nn.Module.__getattr__
+                and not any(hasattr(kind, name) for name in _HISTOGRAM_STATE))
+    return searchable, in_table
+
+
+def _searchable_buffers(observer: Any, searchable_classes: dict[type, tuple[bool, bool]] | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """The (histogram, min_val, max_val) of a HistogramObserver whose search and scoring are torch's own,
+    with a float32 histogram and float32 range buffers (calibrated or not; the search computes in float32,
+    torch in the buffers' dtype), while float32 is the default dtype (torch's scoring makes its tensors in
+    the default dtype), as attribute access gives them; None for any other observer. `searchable_classes`
+    may remember the class test for one batch."""
+    if torch.get_default_dtype() != torch.float32:
+        return None
     kind = type(observer)
-    if torch.get_default_dtype() != torch.float32 or not isinstance(observer, HistogramObserver) or (
-            kind.calculate_qparams is not HistogramObserver.calculate_qparams
-            or kind._non_linear_param_search is not HistogramObserver._non_linear_param_search
-            or kind._compute_quantization_error is not HistogramObserver._compute_quantization_error
-            or kind._get_norm is not HistogramObserver._get_norm):
-        return False
-    histogram, low, high = observer.histogram, observer.min_val, observer.max_val
-    return not (histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins
-                or not histogram.numel() or low.dtype != torch.float32 or high.dtype != torch.float32)
+    classes = searchable_classes if searchable_classes is not None else {}
+    facts = classes.get(kind)
+    if facts is None:
+        facts = classes[kind] = _searchable_class(kind)
+    searchable, in_table = facts
+    if not searchable:
+        return None
+    found = None
+    if in_table:
+        # Straight from the buffer table, where nn.Module.__getattr__ finds them after a miss in the class
+        # and the instance dict, at an exception each.
+        buffers, own = observer._buffers, observer.__dict__
+        found = (buffers.get("histogram"), buffers.get("min_val"), buffers.get("max_val"))
+        if found[0] is None or found[1] is None or found[2] is None or any(name in own for name in _HISTOGRAM_STATE):
+            found = None
+    if found is None:
+        found = (observer.histogram, observer.min_val, observer.max_val)
+    histogram, low, high = found
+    if (histogram.dim() != 1 or histogram.dtype != torch.float32 or histogram.numel() != observer.bins
+            or not histogram.numel() or low.dtype != torch.float32 or high.dtype != torch.float32):
+        return None
+    return found
 
 
 def _observed_ranges(observers: list[Any]) -> dict[int, tuple[float, float]]:

@@ -147,6 +147,34 @@ HISTOGRAM_DTYPES = [
 ]
 
 
+class _RangeFromClass(HistogramObserver):
+    """A histogram observer whose maximum is a class attribute's, not its buffer's."""
+
+    @property
+    def max_val(self):
+        return self._buffers["max_val"] * 2
+
+
+def _range_from_the_class(observer: HistogramObserver) -> None:
+    observer.__class__ = _RangeFromClass
+
+
+def _range_from_the_instance_dict(observer: HistogramObserver) -> None:
+    object.__setattr__(observer, "min_val", observer.min_val - 1)
+
+
+@pytest.mark.parametrize("shadow", [lambda observer: None, _range_from_the_class, _range_from_the_instance_dict],
+                         ids=["buffers", "class-attribute", "instance-dict"])
+def test_the_batch_reads_the_histogram_and_range_attribute_access_gives(shadow):
+    """The batch reads an observer's buffers from its buffer table only where attribute access would find
+    them there: a class attribute or an instance-dict entry of the same name is what torch's search reads."""
+    observer = HistogramObserver()
+    observer(torch.randn(256) * 3)
+    shadow(observer)
+    scale, zero_point = observer.calculate_qparams()
+    assert batched_histogram_qparams([observer]) == {id(observer): (float(scale), int(zero_point))}
+
+
 @st.composite
 def histogram_states(draw, bin_counts=(1, 2, 7, 64, 256, 2048)):
     """A HistogramObserver with a drawn histogram and range, degenerate ones included: all-zero counts, mass
