@@ -248,13 +248,24 @@ class RangeVectors:
         rows are not a contiguous non-empty float32 matrix, or a row holds an inf or a NaN (the values are
         then the reductions' to find). A ValueError where the vectors have no room for the rows."""
         count, length = rows.shape
+        return self._write(start, rows, count, length)
+
+    def write_in_memory_order(self, start: int, tensor: torch.Tensor, count: int) -> bool:
+        """`write(start, rows)` for the matrix `rows` of `count` rows that a contiguous tensor's elements make
+        in memory order (its view(count, -1)), without making that view; False where the tensor is not
+        contiguous or its elements do not make `count` rows."""
+        numel = tensor.numel()
+        length = numel // count if count > 0 and numel % count == 0 else 0
+        return self._write(start, tensor, count, length)
+
+    def _write(self, start: int, data: torch.Tensor, count: int, length: int) -> bool:
         if not 0 <= start <= self._size - count:
             raise ValueError(f"RangeVectors.write: no room for {count} values from index {start} of {self._size}")
         row_ranges = self._row_ranges
-        if row_ranges is None or rows.dtype is not torch.float32 or not rows.is_contiguous() or not length:
+        if row_ranges is None or data.dtype is not torch.float32 or not data.is_contiguous() or not length:
             return False
         offset = 4 * start
-        return row_ranges(self._low_address + offset, self._high_address + offset, rows.data_ptr(), count, length)
+        return row_ranges(self._low_address + offset, self._high_address + offset, data.data_ptr(), count, length)
 
 
 def _reduced_ranges(weight: torch.Tensor, rows: torch.Tensor | None, config: WeightObserverConfig
@@ -286,10 +297,9 @@ def _group_ranges(members: list[tuple[int, torch.Tensor, int]], config: WeightOb
     checked = True
     start = 0
     for _, weight, channels in members:
-        rows = observer_rows(weight, config.ch_axis)
         end = start + channels
-        if not (direct and rows is not None and vectors.write(start, rows)):
-            low, high = _reduced_ranges(weight, rows, config)
+        if not (direct and _write_ranges(vectors, start, weight, channels, config.ch_axis)):
+            low, high = _reduced_ranges(weight, observer_rows(weight, config.ch_axis), config)
             lo[start:end] = low
             hi[start:end] = high
             checked = False
@@ -309,6 +319,15 @@ def _group_ranges(members: list[tuple[int, torch.Tensor, int]], config: WeightOb
     if not kept:
         return kept, lo[:0], hi[:0]
     return kept, torch.cat(lows), torch.cat(highs)
+
+
+def _write_ranges(vectors: RangeVectors, start: int, weight: torch.Tensor, channels: int, ch_axis: int | None) -> bool:
+    """`vectors.write(start, observer_rows(weight, ch_axis))` (`channels` rows), without making the rows' view
+    where the weight's memory holds them in order: a contiguous weight, per tensor or along dimension 0."""
+    if weight.is_contiguous() and (ch_axis is None or ch_axis in (0, -weight.dim())):
+        return vectors.write_in_memory_order(start, weight, channels)
+    rows = observer_rows(weight, ch_axis)
+    return rows is not None and vectors.write(start, rows)
 
 
 def row_ranges(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -65,6 +65,8 @@ class WeightedClasses:
     _applies: dict = attrs.field(factory=dict, repr=False, eq=False)
     # qconfig key -> a stand-in holding the qconfig's dtypes, read once for all the module classes asked about
     _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
+    # module class -> _copies_as_module(class)
+    _copy_kinds: dict = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def of(cls, backend_config: Any) -> "WeightedClasses":
@@ -124,6 +126,13 @@ class WeightedClasses:
         # is the module's own; torch's type_before_parametrizations is slower (it probes an attribute).
         found = self.root_to_reference.get(type(module))
         return found if found is not None else self.root_to_reference.get(type_before_parametrizations(module))
+
+    def copies_as_module(self, kind: type) -> bool:
+        """Whether copy.copy of a `kind` instance is nn.Module's (see `_copies_as_module`), asked once per class."""
+        known = self._copy_kinds.get(kind)
+        if known is None:
+            known = self._copy_kinds[kind] = _copies_as_module(kind)
+        return known
 
     def _qconfig_key(self, qconfig: Any) -> tuple | None:
         activation = self._observer_key(getattr(qconfig, "activation", None))
@@ -263,7 +272,7 @@ def convert_weighted(
         return reference
     # A QAT module's to_float() built a container nobody else holds; any other fused module is the
     # program's, so it gets a new container sharing the untouched members.
-    container = fused if swapped is not None else _container_copy(fused)
+    container = fused if swapped is not None else _container_copy(fused, classes)
     _set_first_member(container, reference)
     return container
 
@@ -316,17 +325,34 @@ def weight_qparams(
     return qparams
 
 
-def _container_copy(module: torch.nn.Module) -> torch.nn.Module:
+def _container_copy(module: torch.nn.Module, classes: WeightedClasses) -> torch.nn.Module:
     """A new module object with the same attributes and its own table of children (children shared)."""
     kind = type(module)
-    if _copies_as_module(kind):
-        # what copy.copy does for such a class: a bare instance given the module's state by __setstate__
-        clone = kind.__new__(kind)
-        clone.__setstate__(module.__getstate__())
-    else:
+    if not classes.copies_as_module(kind):
         clone = copy.copy(module)
-    clone.__dict__["_modules"] = dict(module._modules)
+        clone.__dict__["_modules"] = dict(module._modules)
+        return clone
+    # What copy.copy does for such a class: a bare instance given the module's state by __setstate__. When
+    # the state holds every table __setstate__ fills in, that is a copy of the instance dict without what
+    # __getstate__ leaves out (dict.copy keeps the dict's layout: far cheaper than nn.Module's two calls).
+    state = module.__dict__.copy()
+    state.pop("_compiled_call_impl", None)
+    if not state.keys() >= _TABLES_SETSTATE_FILLS_IN:
+        clone = kind.__new__(kind)
+        clone.__setstate__(state)
+        clone.__dict__["_modules"] = dict(module._modules)
+        return clone
+    state["_modules"] = dict(state["_modules"])
+    clone = object.__new__(kind)
+    object.__setattr__(clone, "__dict__", state)  # (nn.Module.__setattr__ would file it as an attribute)
     return clone
+
+
+# What nn.Module.__setstate__ adds to a state without them (old checkpoints).
+_TABLES_SETSTATE_FILLS_IN = frozenset({
+    "_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called", "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+    "_load_state_dict_post_hooks", "_non_persistent_buffers_set", "_is_full_backward_hook", "_backward_pre_hooks"})
 
 
 def _set_first_member(container: torch.nn.Module, member: torch.nn.Module) -> None:

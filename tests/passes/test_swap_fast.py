@@ -885,3 +885,25 @@ def test_range_vectors_are_written_where_asked_and_refuse_rows_without_room():
         with pytest.raises(ValueError, match="no room for 2 values"):
             vectors.write(start, rows)
     assert not vectors.write(0, rows.double())  # (the reductions' to do)
+
+
+def test_range_vectors_take_a_contiguous_tensor_as_the_rows_its_memory_holds():
+    """RangeVectors.write_in_memory_order writes what write writes for the tensor's view(count, -1) (a
+    weight's observer rows per tensor or along dimension 0), and refuses tensors that are not contiguous or
+    whose elements do not make that many rows."""
+    assert_kernel_built(weight_qparams_module)
+    weight = torch.randn(4, 3, 2, 2)
+    for count in (1, 4):
+        expected = weight_qparams_module.RangeVectors(6)
+        got = weight_qparams_module.RangeVectors(6)
+        for vectors in (expected, got):
+            vectors.low.fill_(9.0)
+            vectors.high.fill_(9.0)
+        assert expected.write(1, weight.view(count, -1))
+        assert got.write_in_memory_order(1, weight, count)
+        assert got.low.tolist() == expected.low.tolist() and got.high.tolist() == expected.high.tolist()
+    vectors = weight_qparams_module.RangeVectors(6)
+    assert not vectors.write_in_memory_order(0, weight.transpose(0, 1), 3)
+    assert not vectors.write_in_memory_order(0, weight, 5)
+    with pytest.raises(ValueError, match="no room for 4 values"):
+        vectors.write_in_memory_order(3, weight, 4)

@@ -697,23 +697,35 @@ class _KeepsLess(nn.Sequential):
         return state
 
 
+def _without_tables(module: nn.Module, *names: str) -> nn.Module:
+    """`module` without some tables, as one unpickled from an old checkpoint (nn.Module.__setstate__ adds them)."""
+    for name in names:
+        del module.__dict__[name]
+    return module
+
+
 @pytest.mark.parametrize("module", [
     torch.ao.nn.intrinsic.LinearReLU(nn.Linear(2, 2), nn.ReLU()),
     torch.ao.nn.intrinsic.ConvBnReLU2d(nn.Conv2d(1, 1, 1), nn.BatchNorm2d(1), nn.ReLU()),
     _CopiesItself(nn.Linear(2, 2)),
     _KeepsLess(nn.Linear(2, 2)),
+    _without_tables(torch.ao.nn.intrinsic.LinearReLU(nn.Linear(2, 2), nn.ReLU()), "_backward_pre_hooks",
+                    "_forward_hooks_always_called"),
 ])
 def test_container_copy_is_copy_copy_with_its_own_children_table(module):
-    """swap-modules' copy of a fused container is copy.copy's (its own dict, the same values; a class's
-    own copying hooks are honoured) with a table of children of its own."""
-    from qfx.passes.swap_modules.weighted import _container_copy
+    """swap-modules' copy of a fused container is copy.copy's (its own dict, the same values, in the same
+    order; a class's own copying hooks are honoured) with a table of children of its own."""
+    from qfx.passes.swap_modules.weighted import WeightedClasses, _container_copy
     module.qconfig = "the qconfig"
     module._compiled_call_impl = "dropped by nn.Module's __getstate__"
     expected = copy.copy(module)
-    clone = _container_copy(module)
+    clone = _container_copy(module, WeightedClasses.of(torch.ao.quantization.backend_config.get_native_backend_config()))
     assert type(clone) is type(expected) and clone is not module
     assert list(clone.__dict__) == list(expected.__dict__)
-    assert all(clone.__dict__[k] is v for k, v in expected.__dict__.items() if k != "_modules")
+    assert all(clone.__dict__[k] is v for k, v in expected.__dict__.items() if k != "_modules" and k in module.__dict__)
+    # (tables the module lacked are new ones, as __setstate__ makes them)
+    assert all(clone.__dict__[k] == v and type(clone.__dict__[k]) is type(v) for k, v in expected.__dict__.items()
+               if k not in module.__dict__)
     assert clone._modules == module._modules and clone._modules is not module._modules
 
 
