@@ -57,7 +57,7 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
     (the node and module path), the engine and the way out."""
     try:
         if q_class in _READS_QUANTIZED_WEIGHT and _per_channel_weight(ref_module):
-            ref_module = _QuantizingView(ref_module)
+            ref_module = _quantizing_view(ref_module)
         shrink = _SHAPE_ARGUMENTS.get(q_class)
         if shrink is None or registration_hooks():
             return q_class.from_reference(ref_module, *args)
@@ -74,36 +74,54 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
             f"qconfig that engine supports") from exc
 
 
-class _QuantizingView:
+def _quantizing_view(module: Any) -> Any:
     """A reference module (or a fused module of them) as `from_reference` reads it: every attribute and
-    child is the module's, read-only, except that a per-channel (affine or float-qparams) qint8/quint8 weight
-    is quantized by `weight_quantize`."""
+    child is the module's, read-only, except that a per-channel (affine or float-qparams) qint8/quint8
+    weight is quantized by `weight_quantize`.
 
-    __slots__ = ("_module",)
+    The view is an object of a subclass of the module's class whose instance dict holds the module's
+    attributes and, below them, its modules, buffers and parameters (in the order nn.Module's `__getattr__`
+    would find them): each reads as a plain attribute, where on the module a parameter read first fails
+    the ordinary lookup (an AttributeError) and then runs `__getattr__`."""
+    view = object.__new__(_quantizing_class(type(module)))
+    state = module.__dict__
+    attributes = {**state["_modules"], **state["_buffers"], **state["_parameters"], **state}
+    object.__setattr__(view, "__dict__", attributes)
+    object.__setattr__(view, "_viewed", module)
+    return view
 
-    def __init__(self, module: Any) -> None:
-        object.__setattr__(self, "_module", module)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_module"), name)
+@functools.cache
+def _quantizing_class(module_class: type) -> type:
+    """The class of `_quantizing_view`s of `module_class` modules."""
 
-    def __getitem__(self, index: Any) -> Any:
-        return _QuantizingView(self._module[index])
+    def get_quantized_weight(self: Any) -> torch.Tensor:
+        if (isinstance(self, ReferenceQuantizedModule) and not self.is_decomposed
+                and self.weight_qscheme in _PER_CHANNEL
+                and isinstance(self.weight_scale, torch.Tensor)
+                and isinstance(self.weight_zero_point, torch.Tensor)):
+            return quantize_per_channel(self.weight, self.weight_scale, self.weight_zero_point,
+                                        self.weight_axis_int, self.weight_dtype)
+        return self._viewed.get_quantized_weight()
 
-    def get_quantized_weight(self) -> torch.Tensor:
-        module = self._module
-        if (isinstance(module, ReferenceQuantizedModule) and not module.is_decomposed
-                and module.weight_qscheme in _PER_CHANNEL
-                and isinstance(module.weight_scale, torch.Tensor)
-                and isinstance(module.weight_zero_point, torch.Tensor)):
-            return quantize_per_channel(module.weight, module.weight_scale, module.weight_zero_point,
-                                        module.weight_axis_int, module.weight_dtype)
-        return module.get_quantized_weight()
+    def __getitem__(self: Any, index: Any) -> Any:
+        return _quantizing_view(self._viewed[index])
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        raise AttributeError(f"'{module_class.__name__}' viewed by from_reference: cannot set '{name}'")
+
+    def __delattr__(self: Any, name: str) -> None:
+        raise AttributeError(f"'{module_class.__name__}' viewed by from_reference: cannot delete '{name}'")
+
+    namespace = {"__slots__": ("_viewed",), "get_quantized_weight": get_quantized_weight,
+                 "__getitem__": __getitem__, "__setattr__": __setattr__, "__delattr__": __delattr__,
+                 "__module__": __name__, "__qualname__": f"_quantizing_class.<{module_class.__qualname__}>"}
+    return type(module_class.__name__, (module_class,), namespace)
 
 
 def _per_channel_weight(ref_module: Any) -> bool:
     """Whether `ref_module` (or the first module of a fused one, except those with a BatchNorm) holds a
-    per-channel weight: the case `_QuantizingView` speeds up."""
+    per-channel weight: the case `_quantizing_view` speeds up."""
     if isinstance(ref_module, _FusedModule):
         if type(ref_module) in _BN_FUSED:
             return False
@@ -200,7 +218,7 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
 
 
 # Classes whose from_reference reads the weight with get_quantized_weight and nothing it could not read
-# through a _QuantizingView.
+# through a _quantizing_view.
 _READS_QUANTIZED_WEIGHT = frozenset(c for c, shrink in _SHAPE_ARGUMENTS.items()
                                     if shrink not in (_shrink_rnn, _shrink_batchnorm))
 

@@ -409,3 +409,26 @@ def test_per_channel_weights_are_quantized_by_qfx_and_others_by_torch(monkeypatc
         ref[0] = _reference(ref[0], nnqr.Conv2d, per_channel)  # as convert lays out a fused reference module
         quantized_from_reference(nniq.ConvReLU2d, ref, torch.tensor(0.1), torch.tensor(0), where="test")
         assert calls == expected
+
+
+def test_the_quantizing_view_reads_as_the_module_and_takes_no_writes():
+    """from_reference reads a per-channel reference module through a view: every attribute, parameter,
+    buffer and child reads as the module's own (children as views), the weight quantizes as torch's, and
+    the view refuses writes, so the module is never changed."""
+    ref = nni.ConvReLU2d(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    ref[0] = _reference(ref[0], nnqr.Conv2d, per_channel=True)
+    before = module_state(ref)
+    view = engine._quantizing_view(ref)
+    inner = view[0]
+    assert isinstance(inner, nnqr.Conv2d) and type(inner).__name__ == "Conv2d"
+    for name in ("weight", "bias", "weight_scale", "weight_zero_point", "in_channels", "kernel_size", "_parameters"):
+        assert getattr(inner, name) is getattr(ref[0], name)
+    assert view[1] is not ref[1] and type(view[1]).__name__ == "ReLU"
+    assert torch.equal(inner.get_quantized_weight().int_repr(), ref[0].get_quantized_weight().int_repr())
+    with pytest.raises(AttributeError, match="'Conv2d' object has no attribute 'missing'"):
+        inner.missing
+    for write in (lambda: setattr(inner, "weight", torch.nn.Parameter(torch.zeros(1))),
+                  lambda: setattr(inner, "in_channels", 5), lambda: delattr(inner, "bias")):
+        with pytest.raises(AttributeError, match="viewed by from_reference"):
+            write()
+    assert diff_values(module_state(ref), before) == []
