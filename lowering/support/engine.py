@@ -7,8 +7,9 @@ through; qfx reports it as an `EngineError`, which is a RuntimeError too.
 `from_reference` of torch's quantized Linear, Conv, ConvTranspose, Embedding and dynamic LSTM/GRU modules
 runs their constructor, which quantizes and packs a placeholder weight of the full size (random ones for
 every layer of an RNN), and then packs the real weight over it: half of the packing work is thrown away.
-(Quantized BatchNorm's constructor makes tensors from_reference replaces at once, which cost less than the
-constructor's own Python: there the replay below is what saves.)
+(Quantized BatchNorm's and LayerNorm's constructors make tensors from_reference or the constructor itself
+replaces at once, which cost less than the constructor's own Python: there the replay below is what
+saves.)
 For those classes qfx runs the same `from_reference` through a private subclass whose constructor is
 called with the smallest shape the other arguments allow (the placeholder costs nothing) and then records
 the real shape attributes in place; the object that comes out is of torch's own class, with the same
@@ -189,6 +190,27 @@ def _shrink_batchnorm(args: tuple, kwargs: dict) -> Shrunk | None:
     return (1, *rest), {"num_features": num_features}, None
 
 
+def _shrink_layernorm(args: tuple, kwargs: dict) -> Shrunk | None:
+    """(normalized_shape, weight, bias, scale, zero_point, eps, elementwise_affine), as from_reference
+    passes them to a quantized LayerNorm (a float scale, an int zero point) -> the arguments without the
+    weight, bias and qparams, and assigning those once built as the constructor does. (Its float
+    LayerNorm constructor makes placeholder parameters of the full size, which the constructor assigns over
+    at once: a replay leaves them out.)"""
+    if len(args) != 7 or kwargs or type(args[3]) is not float or type(args[4]) is not int:
+        return None
+    normalized_shape, weight, bias, scale, zero_point, eps, elementwise_affine = args
+
+    def finish(module: Any) -> None:
+        module.weight = weight
+        module.bias = bias
+        # (what register_buffer stores for a name the constructor registered: the replay has it already)
+        buffers = module.__dict__["_buffers"]
+        buffers["scale"] = torch.tensor(scale)
+        buffers["zero_point"] = torch.tensor(zero_point)
+
+    return (normalized_shape, None, None, 1.0, 0, eps, elementwise_affine), {}, finish
+
+
 def _shrink_conv(args: tuple, kwargs: dict) -> Shrunk | None:
     """(in_channels, out_channels, kernel_size, stride, padding, dilation or output_padding, groups, ...)
     -> arguments for a placeholder with one channel per group and a unit kernel, and the real sizes (the
@@ -214,13 +236,14 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
     nnqd.LSTM: _shrink_rnn,
     nnqd.GRU: _shrink_rnn,
     **{cls: _shrink_batchnorm for cls in (nnq.BatchNorm2d, nnq.BatchNorm3d, nniq.BNReLU2d, nniq.BNReLU3d)},
+    nnq.LayerNorm: _shrink_layernorm,
 }
 
 
 # Classes whose from_reference reads the weight with get_quantized_weight and nothing it could not read
 # through a _quantizing_view.
 _READS_QUANTIZED_WEIGHT = frozenset(c for c, shrink in _SHAPE_ARGUMENTS.items()
-                                    if shrink not in (_shrink_rnn, _shrink_batchnorm))
+                                    if shrink not in (_shrink_rnn, _shrink_batchnorm, _shrink_layernorm))
 
 
 @functools.cache
