@@ -7,8 +7,9 @@ through; qfx reports it as an `EngineError`, which is a RuntimeError too.
 `from_reference` of torch's quantized Linear, Conv, ConvTranspose, Embedding and dynamic LSTM/GRU modules
 runs their constructor, which quantizes and packs a placeholder weight of the full size (random ones for
 every layer of an RNN), and then packs the real weight over it: half of the packing work is thrown away.
-(Quantized BatchNorm's constructor makes tensors from_reference replaces at once, which cost less than the
-constructor's own Python: there the replay below is what saves.)
+(Quantized BatchNorm's and LayerNorm's constructors make tensors from_reference or the constructor itself
+replaces at once, which cost less than the constructor's own Python: there the replay below is what
+saves.)
 For those classes qfx runs the same `from_reference` through a private subclass whose constructor is
 called with the smallest shape the other arguments allow (the placeholder costs nothing) and then records
 the real shape attributes in place; the object that comes out is of torch's own class, with the same
@@ -57,7 +58,7 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
     (the node and module path), the engine and the way out."""
     try:
         if q_class in _READS_QUANTIZED_WEIGHT and _per_channel_weight(ref_module):
-            ref_module = _QuantizingView(ref_module)
+            ref_module = _quantizing_view(ref_module)
         shrink = _SHAPE_ARGUMENTS.get(q_class)
         if shrink is None or registration_hooks():
             return q_class.from_reference(ref_module, *args)
@@ -74,36 +75,54 @@ def quantized_from_reference(q_class: type, ref_module: Any, *args: Any, where: 
             f"qconfig that engine supports") from exc
 
 
-class _QuantizingView:
+def _quantizing_view(module: Any) -> Any:
     """A reference module (or a fused module of them) as `from_reference` reads it: every attribute and
-    child is the module's, read-only, except that a per-channel (affine or float-qparams) qint8/quint8 weight
-    is quantized by `weight_quantize`."""
+    child is the module's, read-only, except that a per-channel (affine or float-qparams) qint8/quint8
+    weight is quantized by `weight_quantize`.
 
-    __slots__ = ("_module",)
+    The view is an object of a subclass of the module's class whose instance dict holds the module's
+    attributes and, below them, its modules, buffers and parameters (in the order nn.Module's `__getattr__`
+    would find them): each reads as a plain attribute, where on the module a parameter read first fails
+    the ordinary lookup (an AttributeError) and then runs `__getattr__`."""
+    view = object.__new__(_quantizing_class(type(module)))
+    state = module.__dict__
+    attributes = {**state["_modules"], **state["_buffers"], **state["_parameters"], **state}
+    object.__setattr__(view, "__dict__", attributes)
+    object.__setattr__(view, "_viewed", module)
+    return view
 
-    def __init__(self, module: Any) -> None:
-        object.__setattr__(self, "_module", module)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(object.__getattribute__(self, "_module"), name)
+@functools.cache
+def _quantizing_class(module_class: type) -> type:
+    """The class of `_quantizing_view`s of `module_class` modules."""
 
-    def __getitem__(self, index: Any) -> Any:
-        return _QuantizingView(self._module[index])
+    def get_quantized_weight(self: Any) -> torch.Tensor:
+        if (isinstance(self, ReferenceQuantizedModule) and not self.is_decomposed
+                and self.weight_qscheme in _PER_CHANNEL
+                and isinstance(self.weight_scale, torch.Tensor)
+                and isinstance(self.weight_zero_point, torch.Tensor)):
+            return quantize_per_channel(self.weight, self.weight_scale, self.weight_zero_point,
+                                        self.weight_axis_int, self.weight_dtype)
+        return self._viewed.get_quantized_weight()
 
-    def get_quantized_weight(self) -> torch.Tensor:
-        module = self._module
-        if (isinstance(module, ReferenceQuantizedModule) and not module.is_decomposed
-                and module.weight_qscheme in _PER_CHANNEL
-                and isinstance(module.weight_scale, torch.Tensor)
-                and isinstance(module.weight_zero_point, torch.Tensor)):
-            return quantize_per_channel(module.weight, module.weight_scale, module.weight_zero_point,
-                                        module.weight_axis_int, module.weight_dtype)
-        return module.get_quantized_weight()
+    def __getitem__(self: Any, index: Any) -> Any:
+        return _quantizing_view(self._viewed[index])
+
+    def __setattr__(self: Any, name: str, value: Any) -> None:
+        raise AttributeError(f"'{module_class.__name__}' viewed by from_reference: cannot set '{name}'")
+
+    def __delattr__(self: Any, name: str) -> None:
+        raise AttributeError(f"'{module_class.__name__}' viewed by from_reference: cannot delete '{name}'")
+
+    namespace = {"__slots__": ("_viewed",), "get_quantized_weight": get_quantized_weight,
+                 "__getitem__": __getitem__, "__setattr__": __setattr__, "__delattr__": __delattr__,
+                 "__module__": __name__, "__qualname__": f"_quantizing_class.<{module_class.__qualname__}>"}
+    return type(module_class.__name__, (module_class,), namespace)
 
 
 def _per_channel_weight(ref_module: Any) -> bool:
     """Whether `ref_module` (or the first module of a fused one, except those with a BatchNorm) holds a
-    per-channel weight: the case `_QuantizingView` speeds up."""
+    per-channel weight: the case `_quantizing_view` speeds up."""
     if isinstance(ref_module, _FusedModule):
         if type(ref_module) in _BN_FUSED:
             return False
@@ -171,6 +190,27 @@ def _shrink_batchnorm(args: tuple, kwargs: dict) -> Shrunk | None:
     return (1, *rest), {"num_features": num_features}, None
 
 
+def _shrink_layernorm(args: tuple, kwargs: dict) -> Shrunk | None:
+    """(normalized_shape, weight, bias, scale, zero_point, eps, elementwise_affine), as from_reference
+    passes them to a quantized LayerNorm (a float scale, an int zero point) -> the arguments without the
+    weight, bias and qparams, and assigning those once built as the constructor does. (Its float
+    LayerNorm constructor makes placeholder parameters of the full size, which the constructor assigns over
+    at once: a replay leaves them out.)"""
+    if len(args) != 7 or kwargs or type(args[3]) is not float or type(args[4]) is not int:
+        return None
+    normalized_shape, weight, bias, scale, zero_point, eps, elementwise_affine = args
+
+    def finish(module: Any) -> None:
+        module.weight = weight
+        module.bias = bias
+        # (what register_buffer stores for a name the constructor registered: the replay has it already)
+        buffers = module.__dict__["_buffers"]
+        buffers["scale"] = torch.tensor(scale)
+        buffers["zero_point"] = torch.tensor(zero_point)
+
+    return (normalized_shape, None, None, 1.0, 0, eps, elementwise_affine), {}, finish
+
+
 def _shrink_conv(args: tuple, kwargs: dict) -> Shrunk | None:
     """(in_channels, out_channels, kernel_size, stride, padding, dilation or output_padding, groups, ...)
     -> arguments for a placeholder with one channel per group and a unit kernel, and the real sizes (the
@@ -196,13 +236,14 @@ _SHAPE_ARGUMENTS: dict[type, Shrink] = {
     nnqd.LSTM: _shrink_rnn,
     nnqd.GRU: _shrink_rnn,
     **{cls: _shrink_batchnorm for cls in (nnq.BatchNorm2d, nnq.BatchNorm3d, nniq.BNReLU2d, nniq.BNReLU3d)},
+    nnq.LayerNorm: _shrink_layernorm,
 }
 
 
 # Classes whose from_reference reads the weight with get_quantized_weight and nothing it could not read
-# through a _QuantizingView.
+# through a _quantizing_view.
 _READS_QUANTIZED_WEIGHT = frozenset(c for c, shrink in _SHAPE_ARGUMENTS.items()
-                                    if shrink not in (_shrink_rnn, _shrink_batchnorm))
+                                    if shrink not in (_shrink_rnn, _shrink_batchnorm, _shrink_layernorm))
 
 
 @functools.cache

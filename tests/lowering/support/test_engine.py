@@ -57,7 +57,7 @@ def lowerings(draw):
     """(quantized class, reference module, from_reference's extra arguments, an input the result takes)."""
     kind = draw(st.sampled_from(["linear", "linear_relu", "dynamic_linear", "dynamic_linear_relu", "conv",
                                  "conv_relu", "conv_transpose", "embedding", "embedding_bag", "dynamic_lstm",
-                                 "dynamic_gru", "batchnorm", "bn_relu"]))
+                                 "dynamic_gru", "batchnorm", "bn_relu", "layernorm"]))
     torch.manual_seed(draw(st.integers(0, 1000)))
     bias = draw(st.sampled_from([True, False, "strided"]))  # "strided": a bias that is not contiguous
     per_channel = draw(st.booleans())
@@ -68,6 +68,8 @@ def lowerings(draw):
         return _rnn_lowering(draw, kind)
     if kind in ("batchnorm", "bn_relu"):
         return _batchnorm_lowering(draw, scale, zero_point, with_relu=kind == "bn_relu")
+    if kind == "layernorm":
+        return _layernorm_lowering(draw, scale, zero_point)
     if kind.endswith("linear") or kind.endswith("linear_relu"):
         n_in, n_out = draw(st.integers(1, 9)), draw(st.integers(1, 9))
         linear = _with_bias(torch.nn.Linear(n_in, n_out, bias=bool(bias)), bias)
@@ -94,6 +96,19 @@ def lowerings(draw):
     if kind == "conv_relu":
         return fused_q_class, _fused(fused_class(conv, torch.nn.ReLU()), ref), (scale, zero_point), x
     return q_class, ref, (scale, zero_point), x
+
+
+def _layernorm_lowering(draw, scale: torch.Tensor, zero_point: torch.Tensor) -> tuple:
+    """A LayerNorm (with trained affine parameters, or none) as the lowering meets it."""
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+    layer_norm = torch.nn.LayerNorm(shape, eps=draw(st.sampled_from([1e-5, 1e-3])),
+                                    elementwise_affine=draw(st.booleans()))
+    if layer_norm.elementwise_affine:
+        with torch.no_grad():
+            layer_norm.weight.normal_()
+            layer_norm.bias.normal_()
+    x = torch.quantize_per_tensor(torch.randn(2, *shape), 0.05, 3, torch.quint8)
+    return nnq.LayerNorm, layer_norm, (scale, zero_point), x
 
 
 def _batchnorm_lowering(draw, scale: torch.Tensor, zero_point: torch.Tensor, with_relu: bool) -> tuple:
@@ -156,8 +171,9 @@ def _rnn_lowering(draw, kind: str) -> tuple:
     # (without biases torch's from_reference fails: its set_weight_bias reads them)
     module = float_class(input_size, hidden_size, num_layers=draw(st.integers(1, 2)),
                          batch_first=draw(st.booleans()), bidirectional=draw(st.booleans()))
-    qconfig = draw(st.sampled_from([default_dynamic_qconfig, per_channel_dynamic_qconfig,
-                                    float16_dynamic_qconfig]))
+    # (qnnpack has no float16 linear prepack: there both from_references fail)
+    qconfig = draw(st.sampled_from([default_dynamic_qconfig, per_channel_dynamic_qconfig]
+                                   + ([float16_dynamic_qconfig] if torch.backends.quantized.engine != "qnnpack" else [])))
     qparams: dict = {"is_decomposed": False}
     for name in module._flat_weights_names:
         if name.startswith("weight"):
@@ -409,3 +425,26 @@ def test_per_channel_weights_are_quantized_by_qfx_and_others_by_torch(monkeypatc
         ref[0] = _reference(ref[0], nnqr.Conv2d, per_channel)  # as convert lays out a fused reference module
         quantized_from_reference(nniq.ConvReLU2d, ref, torch.tensor(0.1), torch.tensor(0), where="test")
         assert calls == expected
+
+
+def test_the_quantizing_view_reads_as_the_module_and_takes_no_writes():
+    """from_reference reads a per-channel reference module through a view: every attribute, parameter,
+    buffer and child reads as the module's own (children as views), the weight quantizes as torch's, and
+    the view refuses writes, so the module is never changed."""
+    ref = nni.ConvReLU2d(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    ref[0] = _reference(ref[0], nnqr.Conv2d, per_channel=True)
+    before = module_state(ref)
+    view = engine._quantizing_view(ref)
+    inner = view[0]
+    assert isinstance(inner, nnqr.Conv2d) and type(inner).__name__ == "Conv2d"
+    for name in ("weight", "bias", "weight_scale", "weight_zero_point", "in_channels", "kernel_size", "_parameters"):
+        assert getattr(inner, name) is getattr(ref[0], name)
+    assert view[1] is not ref[1] and type(view[1]).__name__ == "ReLU"
+    assert torch.equal(inner.get_quantized_weight().int_repr(), ref[0].get_quantized_weight().int_repr())
+    with pytest.raises(AttributeError, match="'Conv2d' object has no attribute 'missing'"):
+        inner.missing
+    for write in (lambda: setattr(inner, "weight", torch.nn.Parameter(torch.zeros(1))),
+                  lambda: setattr(inner, "in_channels", 5), lambda: delattr(inner, "bias")):
+        with pytest.raises(AttributeError, match="viewed by from_reference"):
+            write()
+    assert diff_values(module_state(ref), before) == []
