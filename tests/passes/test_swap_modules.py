@@ -719,7 +719,8 @@ def test_container_copy_is_copy_copy_with_its_own_children_table(module):
     module.qconfig = "the qconfig"
     module._compiled_call_impl = "dropped by nn.Module's __getstate__"
     expected = copy.copy(module)
-    clone = _container_copy(module, WeightedClasses.of(torch.ao.quantization.backend_config.get_native_backend_config()))
+    classes = WeightedClasses.of(torch.ao.quantization.backend_config.get_native_backend_config())
+    clone = _container_copy(module, classes)
     assert type(clone) is type(expected) and clone is not module
     assert list(clone.__dict__) == list(expected.__dict__)
     assert all(clone.__dict__[k] is v for k, v in expected.__dict__.items() if k != "_modules" and k in module.__dict__)

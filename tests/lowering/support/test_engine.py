@@ -172,8 +172,8 @@ def _rnn_lowering(draw, kind: str) -> tuple:
     module = float_class(input_size, hidden_size, num_layers=draw(st.integers(1, 2)),
                          batch_first=draw(st.booleans()), bidirectional=draw(st.booleans()))
     # (qnnpack has no float16 linear prepack: there both from_references fail)
-    qconfig = draw(st.sampled_from([default_dynamic_qconfig, per_channel_dynamic_qconfig]
-                                   + ([float16_dynamic_qconfig] if torch.backends.quantized.engine != "qnnpack" else [])))
+    float16 = [float16_dynamic_qconfig] if torch.backends.quantized.engine != "qnnpack" else []
+    qconfig = draw(st.sampled_from([default_dynamic_qconfig, per_channel_dynamic_qconfig, *float16]))
     qparams: dict = {"is_decomposed": False}
     for name in module._flat_weights_names:
         if name.startswith("weight"):
