@@ -23,8 +23,20 @@ def frozen_meta(meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return FrozenDict(meta) if meta else NO_META
 
 
+class _NodeSlots:
+    """A Node's storage: its fields' slots, on a class without Node's frozen `__setattr__`."""
+
+    __slots__ = ("name", "op", "target", "args", "kwargs", "type", "meta", "_input_names", "__weakref__")
+
+
+class _NodeUnderConstruction(_NodeSlots):
+    """A Node while `Node.__new__` fills it in, then made a Node (the two classes have one layout)."""
+
+    __slots__ = ()
+
+
 @attrs.frozen(slots=True, eq=True, hash=False, repr=False, init=False)
-class Node:
+class Node(_NodeSlots):
     """One FX node: `op` and `target` as in torch.fx, args and kwargs with `Ref`s for nodes.
 
     `kwargs` is a tuple of (key, value) pairs so its order (which shows in generated code) is kept.
@@ -42,18 +54,26 @@ class Node:
     # through many passes unchanged)
     _input_names: tuple[str, ...] | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
-    def __init__(self, name: str, op: str, target: Any, args: tuple = (), kwargs: tuple = (), type: Any = None,
-                 meta: Mapping[str, Any] | None = NO_META) -> None:
-        # Nodes are made by the thousand per pass: the slots' own setters cost about half as much as the
-        # frozen-attribute calls attrs' generated __init__ makes.
-        _set_name(self, name)
-        _set_op(self, op)
-        _set_target(self, target)
-        _set_args(self, args)
-        _set_kwargs(self, kwargs)
-        _set_type(self, type)
-        _set_meta(self, frozen_meta(meta))
-        _set_input_names(self, None)
+    def __new__(cls, name: str, op: str, target: Any, args: tuple = (), kwargs: tuple = (), type: Any = None,
+                meta: Mapping[str, Any] | None = NO_META) -> "Node":
+        # Nodes are made by the thousand per pass: plain attribute stores into an object of a class without
+        # the frozen __setattr__ (then given Node's class) cost about half as much as calls of the slots'
+        # setters would.
+        node = _new_object(_NodeUnderConstruction)
+        node.name = name
+        node.op = op
+        node.target = target
+        node.args = args
+        node.kwargs = kwargs
+        node.type = type
+        node.meta = frozen_meta(meta)
+        node._input_names = None
+        node.__class__ = Node
+        return node  # type: ignore[return-value]
+
+    def __reduce__(self) -> tuple:
+        # (copies and pickles are rebuilt through the constructor, which __new__ is)
+        return (Node, tuple(getattr(self, field) for field in _FIELDS))
 
     def kwarg(self, key: str, default: Any = None) -> Any:
         """The value of keyword argument `key`, or `default`."""
@@ -103,8 +123,7 @@ class Node:
         return f"Node({self.name}: {self.op} {self.target!r})"
 
 
-(_set_name, _set_op, _set_target, _set_args, _set_kwargs, _set_type, _set_meta, _set_input_names) = (
-    Node.__dict__[field.name].__set__ for field in attrs.fields(Node))
+_new_object = object.__new__
 _FIELDS = ("name", "op", "target", "args", "kwargs", "type", "meta")  # the constructor's, in its order
 
 

@@ -242,9 +242,14 @@ def _descendants(module: Any) -> list[tuple[str, Any]]:
         if not children:
             return []
         # one level of childless children (a fused module's parts): listed without the walk
-        found = [(name, child) for name, child in children.items() if child is not None]
-        if all(not child._modules and getattr(type(child), "named_modules", None) is _PLAIN_NAMED_MODULES
-               for _, child in found):
+        found = []
+        for name, child in children.items():
+            if child is None:
+                continue
+            if child._modules or getattr(type(child), "named_modules", None) is not _PLAIN_NAMED_MODULES:
+                break
+            found.append((name, child))
+        else:
             return found
     return list(submodule_table(module).items())
 

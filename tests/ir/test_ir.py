@@ -685,3 +685,20 @@ def test_node_evolve_is_attrs_evolve(changes):
     assert type(evolved.meta) is type(expected.meta)
     with pytest.raises(TypeError):
         node.evolve(nmae="typo")
+
+
+def test_nodes_copy_and_pickle_as_equal_frozen_nodes() -> None:
+    """A Node is built by its __new__ (a plain slots object then given Node's class): copies and pickles are
+    rebuilt through it, equal to the original, still Nodes, still frozen and unhashable."""
+    import pickle
+
+    import attrs
+
+    node = Node("add", "call_function", operator.add, (Ref("x"), 1), (("alpha", 2),), None, {"k": 1})
+    node.input_name_tuple()
+    for made in (copy.copy(node), copy.deepcopy(node), pickle.loads(pickle.dumps(node))):
+        assert type(made) is Node and made == node and made.input_name_tuple() == ("x",)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            made.name = "other"
+        with pytest.raises(TypeError):
+            hash(made)
