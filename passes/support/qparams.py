@@ -175,7 +175,7 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     classes: dict[type, tuple[bool, bool]] = {}  # per call: a class may be patched between two calls
     states = {id(o): (o, _searchable_buffers(o, classes)) for o in observers}
     searchable = {key: (o, found) for key, (o, found) in states.items() if found is not None}
-    ranges = {key: (float(low), float(high)) for key, (_, (_, low, high)) in searchable.items()}
+    ranges = {key: (low.item(), high.item()) for key, (_, (_, low, high)) in searchable.items()}
     plain = [o for key, (o, _) in searchable.items() if _calibrated(*ranges[key])]
     groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
     own: list[tuple[Any, int, int]] = []
