@@ -27,13 +27,25 @@ class GraphEditError(QfxError, RuntimeError):
     refusals are RuntimeErrors, and so is this (torch's lowering meets them on the same graphs)."""
 
 
+def _link_erased(order: Iterable[str], live: dict[str, Node], links: dict[str, str]) -> None:
+    """Link each name of `order` that is not in `live` to the nearest name after it in `order` that is
+    (_HEAD when there is none)."""
+    following = _HEAD
+    for name in reversed(list(order)):
+        if name in live:
+            following = name
+        else:
+            links[name] = following
+
+
 class GraphEditor:
     """A mutable copy of `program`'s graph with FX's editing operations; nodes are named as FX names them."""
 
     def __init__(self, program: Program) -> None:
         self.program = program
         # Until the first edit the editor reads the program's own graph: most passes match nothing in
-        # most graphs, and then never pay for the private copy (`_own`).
+        # most graphs, and then never pay for the private copy (`_own`); the linked order (`_links`) waits
+        # for the first insertion or move.
         self._names: NameAllocator | None = None
         self._nodes: dict[str, Node] = program.graph.by_name
         self._next: dict[str, str] | None = None
@@ -49,14 +61,26 @@ class GraphEditor:
             self._names = self.program.namespace.allocator()
         return self._names
 
-    def _own(self) -> tuple[dict[str, str], dict[str, str]]:
-        """The private copy edits work on: the node table and the circular list, made at the first edit."""
-        if self._next is None or self._prev is None:
-            names = [node.name for node in self.program.graph.nodes]
+    def _own(self) -> dict[str, Node]:
+        """The private node table edits work on, made at the first edit."""
+        if self._nodes is self.program.graph.by_name:
             self._nodes = dict(self._nodes)
+        return self._nodes
+
+    def _links(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The circular list of the current nodes, made at the first insertion or move: until then the
+        order is the program's without the erased nodes, and edits that keep it never pay for the list."""
+        if self._next is None or self._prev is None:
+            nodes = self._own()
+            order = [node.name for node in self.program.graph.nodes]
+            live = order if len(nodes) == len(order) else [name for name in order if name in nodes]
             # the circular list: _HEAD -> first -> ... -> last -> _HEAD
-            self._next = dict(zip([_HEAD, *names], [*names, _HEAD]))
-            self._prev = dict(zip([*names, _HEAD], [_HEAD, *names]))
+            self._next = dict(zip([_HEAD, *live], [*live, _HEAD]))
+            self._prev = dict(zip([*live, _HEAD], [_HEAD, *live]))
+            if live is not order:
+                # an erased node leads on to the nearest node still there, as a walk standing on it goes on
+                _link_erased(order, nodes, self._next)
+                _link_erased(reversed(order), nodes, self._prev)
         return self._next, self._prev
 
     # -- reading -------------------------------------------------------------------------------------
@@ -87,7 +111,8 @@ class GraphEditor:
     def _user_table(self) -> dict[str, dict[str, None]]:
         if self._users is None:
             table: dict[str, dict[str, None]] = {name: {} for name in self._nodes}
-            for node in self.walk():
+            # (before any insertion or move the table holds the nodes in graph order)
+            for node in self._nodes.values() if self._next is None else self.walk():
                 for name in node.input_name_tuple():
                     table[name][node.name] = None
             self._users = table
@@ -105,10 +130,13 @@ class GraphEditor:
 
     def _walk(self, forward: bool) -> Iterator[Node]:
         links = self._next if forward else self._prev
-        if links is None:  # unedited so far: the program's own order, until the loop body edits
+        if links is None:  # no insertion or move so far: the program's order, without the erased nodes
             nodes = self.program.graph.nodes
             for node in nodes if forward else reversed(nodes):
-                yield node
+                current = self._nodes.get(node.name)
+                if current is None:
+                    continue
+                yield current
                 links = self._next if forward else self._prev
                 if links is not None:
                     name = links[node.name]
@@ -193,14 +221,15 @@ class GraphEditor:
         if table[name]:
             users = ", ".join(table[name])
             raise GraphEditError(f"cannot erase node '{name}': it still has users ({users})")
-        successors, predecessors = self._own()
+        nodes = self._own()
         self._drop_uses(node)
-        del self._nodes[name]
+        del nodes[name]
         del table[name]
-        prev, nxt = predecessors[name], successors[name]
-        successors[prev] = nxt
-        predecessors[nxt] = prev
-        # (self._next[name] is kept, so a walk standing on the erased node goes on from its old successor)
+        if self._next is not None and self._prev is not None:
+            prev, nxt = self._prev[name], self._next[name]
+            self._next[prev] = nxt
+            self._prev[nxt] = prev
+            # (self._next[name] is kept, so a walk standing on the erased node goes on from its old successor)
         self.changed = True
 
     def insert_after(self, anchor: str, op: str, target: Any, args: tuple = (),
@@ -218,14 +247,14 @@ class GraphEditor:
         """A new node right before `anchor` (FX's `inserting_before(anchor)` + `create_node`)."""
         anchor = self[anchor].name
         node = self._new_node(op, target, args, kwargs, name, meta, type_expr)
-        _, predecessors = self._own()
+        _, predecessors = self._links()
         self._link_after(predecessors[anchor], node.name)
         return Ref(node.name)
 
     def move_after(self, anchor: str, name: str) -> None:
         """Move node `name` to right after `anchor` (FX's `anchor.append(node)`)."""
         self[anchor], self[name]
-        successors, predecessors = self._own()
+        successors, predecessors = self._links()
         if anchor == name or successors[anchor] == name:
             return
         prev, nxt = predecessors[name], successors[name]
@@ -234,7 +263,7 @@ class GraphEditor:
         self._link_after(anchor, name)
 
     def _link_after(self, anchor: str, name: str) -> None:
-        successors, predecessors = self._own()
+        successors, predecessors = self._links()
         nxt = successors[anchor]
         successors[anchor] = name
         predecessors[name] = anchor
@@ -251,7 +280,7 @@ class GraphEditor:
         self._check_reads(None, reads)  # before a name is taken
         node_name = self.names.fresh(name if name is not None else candidate_name(target))
         node = Node(node_name, op, target, args, kwargs, type_expr, meta)
-        self._own()
+        self._links()  # (from the nodes as they are before this one)
         self._nodes[node_name] = node
         if self._users is not None:
             self._users[node_name] = {}

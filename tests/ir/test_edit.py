@@ -126,6 +126,35 @@ def test_walk_while_editing_matches_fx(case, forward):
     assert print_program(program) == printed  # the input is untouched
 
 
+@settings(max_examples=examples(30), deadline=None)
+@given(traced_models(), st.booleans())
+def test_walk_goes_on_from_an_erased_node_after_an_insertion(case, forward):
+    """A walk standing on a node it erased goes on as FX's does when the first insertion comes after
+    erasures (the editor links its nodes only at the first insertion or move). (The inserted sigmoids
+    are kept, or a backward walk would meet and replace them for ever.)"""
+    gm = case[0] if isinstance(case, tuple) else case
+    program = lift(gm, observed=False)
+    graph = copy.deepcopy(gm).graph
+    first = next(iter(graph.nodes))
+    fx_seen, ours_seen = [], []
+    for n in graph.nodes if forward else reversed(graph.nodes):
+        fx_seen.append(n.name)
+        if n.op not in ("placeholder", "output") and n.target is not torch.sigmoid and not n.users:
+            graph.erase_node(n)
+            with graph.inserting_after(first):
+                graph.call_function(torch.sigmoid, (first,))
+    editor = GraphEditor(program)
+    for node in editor.walk() if forward else editor.walk_reversed():
+        ours_seen.append(node.name)
+        if node.op not in ("placeholder", "output") and node.target is not torch.sigmoid \
+                and not editor.users(node.name):
+            editor.erase(node.name)
+            editor.insert_after(first.name, "call_function", torch.sigmoid, (Ref(first.name),))
+    assert ours_seen == fx_seen
+    assert editor_state(editor) == fx_state(graph)
+    verify(editor.finish())
+
+
 @settings(max_examples=examples(60), deadline=None)
 @given(traced_models(), st.integers(0, 10**6),
        st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6), st.booleans()), max_size=8), st.booleans())
