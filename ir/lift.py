@@ -20,7 +20,7 @@ from .graph import Graph, Node
 from .namespace import Namespace
 from .program import Absent, ConvertOptions, Program, QuantFacts, RootInfo, submodule_table
 from .users_order import recorded_users_order
-from .validate import check_graph, check_observers
+from .validate import check_graph, check_observers, may_hold_meta
 
 OBSERVED_ATTRS_KEY = "_observed_graph_module_attrs"
 
@@ -93,8 +93,9 @@ def lift_reporting(
     module_table, attribute_table = FrozenDict(modules), FrozenDict(attributes)
     uncalibrated: list[str] = []
     if observed:
-        uncalibrated = check_observers((n.name, n.target, modules[n.target]) for n in nodes
-                                       if n.op == "call_module" and n.target in modules)
+        module_calls = [(n.name, n.target, modules[n.target]) for n in nodes
+                        if n.op == "call_module" and n.target in modules]
+        uncalibrated = check_observers(module_calls, may_hold_meta(module_table, attribute_table))
 
     ns = fx_graph._graph_namespace
     # A node renamed by assigning node.name is missing from FX's namespace; it is taken all the same.

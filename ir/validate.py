@@ -234,13 +234,13 @@ _CPU = torch.device("cpu")
 _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
-def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
+def check_observers(module_calls: Iterable[tuple[str, str, Any]], may_hold_meta: bool = True) -> list[str]:
     """The observers convert will read have well-formed state.
 
     Takes (node name, module target, module) for call_module nodes and looks at those whose module is an
     observer or a fake-quantize. Raises ObserverStateError for a missing or malformed buffer. Returns the
     observers that never saw data, as "'target' (node 'name')" (convert then uses their default qparams,
-    as torch does)."""
+    as torch does). `may_hold_meta=False` (see `may_hold_meta`) skips looking for meta tensors."""
     uncalibrated: list[str] = []
     classes = _ClassFacts()
     observers = []
@@ -249,7 +249,7 @@ def check_observers(module_calls: Iterable[tuple[str, str, Any]]) -> list[str]:
         if role is not None:
             observers.append((node_name, target, module, role, test))
     # (each observer is looked at only when one of them holds a meta tensor: rarely)
-    any_meta = _any_holds_meta([module for _, _, module, _, _ in observers])
+    any_meta = may_hold_meta and _any_holds_meta([module for _, _, module, _, _ in observers])
     for node_name, target, module, role, test in observers:
         if any_meta:
             _check_not_meta(node_name, target, module)
@@ -352,6 +352,18 @@ def _check_not_meta(node_name: str, target: str, module: torch.nn.Module) -> Non
             )
 
 
+def may_hold_meta(modules: Mapping[str, torch.nn.Module], attributes: Mapping[str, Any]) -> bool:
+    """False when every tensor of the tables is known to be on the CPU (through `table_devices`, which the
+    passes ask for too), so none is on the meta device; True otherwise (tables it cannot read included)."""
+    try:
+        return not table_devices(modules, attributes) <= _ONLY_CPU
+    except Exception:  # noqa: BLE001 - a table entry that is no tensor: the observer checks name it
+        return True
+
+
+_ONLY_CPU = frozenset({_CPU})
+
+
 def _any_holds_meta(modules: list[torch.nn.Module]) -> bool:
     """Whether one of the tensors the modules or their descendants hold is on the meta device (read straight
     from the tables, for all modules at once: this runs over every observer)."""
@@ -429,8 +441,9 @@ def _never_calibrated(observer: ObserverBase, test: str, classes: "_ClassFacts")
     low, high = read[0], read[1]
     if test is _PER_CHANNEL:
         return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
-    return (low.numel() == 1 and high.numel() == 1 and low.is_floating_point() and high.is_floating_point()
-            and float(low) == math.inf and float(high) == -math.inf)
+    # (`low` first, in full: a calibrated observer's is not inf)
+    return (low.numel() == 1 and low.is_floating_point() and float(low) == math.inf
+            and high.numel() == 1 and high.is_floating_point() and float(high) == -math.inf)
 
 
 # The buffers each test reads, in the order torch's qparams do.
