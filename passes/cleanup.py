@@ -17,6 +17,7 @@ from torch.ao.quantization.quantize import _observer_forward_hook, _observer_for
 from qfx.ir.program import OwnModule, Program
 
 from .manager import register
+from .support.module_copies import with_instance_dict
 from .support.root_attributes import PRESERVED_ATTRS_KEY
 
 
@@ -64,15 +65,12 @@ def without_quantization_leftovers(module: torch.nn.Module, memo: dict[int, torc
     if children is None and not _state_has_leftovers(own):
         memo[key] = module
         return module
-    # The copy's own tables where it changes them; `dict.copy` keeps the instance dict's shared-key layout
-    # (far cheaper than filling a new object's dict key by key).
-    state = own.copy()
+    state = own.copy()  # (with tables of its own where it changes them)
     state["_modules"] = children if children is not None else dict(kids)
     state["_forward_hooks"] = _without(own["_forward_hooks"], _observer_forward_hook)
     state["_forward_pre_hooks"] = _without(own["_forward_pre_hooks"], _observer_forward_pre_hook)
     state.pop("qconfig", None)
-    clean = object.__new__(type(module))
-    object.__setattr__(clean, "__dict__", state)  # (nn.Module.__setattr__ would file it as an attribute)
+    clean = with_instance_dict(type(module), state)
     if _attached_observer(state) is not None:
         delattr(clean, "activation_post_process")
     memo[key] = clean

@@ -7,6 +7,15 @@ from typing import Any, Mapping
 import torch
 
 
+def with_instance_dict(kind: type, state: dict[str, Any]) -> torch.nn.Module:
+    """A new, unconstructed object of module class `kind` whose instance dict is `state` itself (a
+    `dict.copy()` of another module's keeps that dict's shared-key layout: far cheaper than filling a new
+    object's dict key by key)."""
+    made = object.__new__(kind)
+    object.__setattr__(made, "__dict__", state)  # (nn.Module.__setattr__ would file it as an attribute)
+    return made
+
+
 def standin(module: torch.nn.Module, **attributes: Any) -> torch.nn.Module:
     """A new object of `module`'s class whose instance dict holds `module`'s entries (its tables shared, to be
     only read) with `attributes` in place of its own: what a constructor-calling method is run on instead of

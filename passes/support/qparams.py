@@ -183,7 +183,8 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
         key = None
         if type(observer)._calculate_qparams is UniformQuantizationObserverBase._calculate_qparams:
             low, high = _searched_range_floats(observer, start, end, ranges[id(observer)])
-            key = _group_key(observer, low, high, searchable[id(observer)][1][1].device)
+            _, (_, min_val, _) = searchable[id(observer)]
+            key = _group_key(observer, low, high, min_val.device)
         if key is None:
             own.append((observer, start, end))
         else:

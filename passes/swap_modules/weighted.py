@@ -34,6 +34,7 @@ from torch.nn.utils.parametrize import type_before_parametrizations
 from qfx.ir.errors import ConvertError
 from qfx.ir.program import ConvertOptions, QuantFacts
 
+from ..support.module_copies import with_instance_dict
 from .qat import run_weight_fake_quant, to_float
 from .reference_modules import PROCESS_LAYOUTS, ReferenceBuilder, from_float
 from .weight_qparams import ConstructorKeys, WeightQParamTable
@@ -334,7 +335,7 @@ def _container_copy(module: torch.nn.Module, classes: WeightedClasses) -> torch.
         return clone
     # What copy.copy does for such a class: a bare instance given the module's state by __setstate__. When
     # the state holds every table __setstate__ fills in, that is a copy of the instance dict without what
-    # __getstate__ leaves out (dict.copy keeps the dict's layout: far cheaper than nn.Module's two calls).
+    # __getstate__ leaves out (far cheaper than nn.Module's two calls).
     state = module.__dict__.copy()
     state.pop("_compiled_call_impl", None)
     if not state.keys() >= _TABLES_SETSTATE_FILLS_IN:
@@ -343,9 +344,7 @@ def _container_copy(module: torch.nn.Module, classes: WeightedClasses) -> torch.
         clone.__dict__["_modules"] = dict(module._modules)
         return clone
     state["_modules"] = dict(state["_modules"])
-    clone = object.__new__(kind)
-    object.__setattr__(clone, "__dict__", state)  # (nn.Module.__setattr__ would file it as an attribute)
-    return clone
+    return with_instance_dict(kind, state)
 
 
 # What nn.Module.__setstate__ adds to a state without them (old checkpoints).

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 import gc
+import math
 import warnings
 from typing import Any, Callable, Iterator
 
