@@ -7,7 +7,7 @@ the model it was converted from, as torch's result (that model itself, converted
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.ao.quantization import FakeQuantizeBase, ObserverBase
@@ -18,6 +18,10 @@ from qfx.ir.program import Program
 
 _OBSERVING = (ObserverBase, FakeQuantizeBase)
 _RECORDING = (*_OBSERVING, _NormBase)
+# Where torch's quantized modules live: a norm whose forward is theirs runs a quantized kernel, which reads
+# the running statistics and never updates them (whatever its training flag says; from_float leaves a new
+# quantized batch norm in training mode).
+_QUANTIZED_KERNEL_PACKAGES = ("torch.ao.nn.quantized.", "torch.ao.nn.intrinsic.quantized.")
 
 
 def own_what_runs_would_change(program: Program, table: dict[str, Any]) -> None:
@@ -48,10 +52,16 @@ def own_what_runs_would_change(program: Program, table: dict[str, Any]) -> None:
 
 
 def _records(module: torch.nn.Module) -> bool:
-    """Whether running `module` changes its state: an observer or fake-quantize, or a batch or instance norm
-    in training mode that tracks running statistics."""
+    """Whether running `module` changes its state: an observer or fake-quantize, or a float batch or
+    instance norm in training mode that tracks running statistics."""
     return isinstance(module, _OBSERVING) or (isinstance(module, _NormBase) and module.training
-                                              and module.track_running_stats)
+                                              and module.track_running_stats
+                                              and not _runs_quantized_kernel(type(module)))
+
+
+def _runs_quantized_kernel(kind: type) -> bool:
+    """Whether the forward of module class `kind` is that of one of torch's quantized modules."""
+    return getattr(kind.forward, "__module__", "").startswith(_QUANTIZED_KERNEL_PACKAGES)
 
 
 def _observer_holding(program: Program, target: str) -> tuple[Any, list[str]]:
@@ -81,10 +91,11 @@ def _written_attributes(program: Program) -> list[str]:
         return []
     written: list[str] = []
     for node in program.graph.nodes:
-        if node.op == "call_function":
-            for index, name in _written_arguments(node.target):
+        if node.op == "call_function" and _writing_schemas(node.target):
+            keywords = dict(node.kwargs)
+            for index, name in _written_arguments(node.target, len(node.args), frozenset(keywords)):
                 positional = index is not None and index < len(node.args)
-                arg = node.args[index] if positional else dict(node.kwargs).get(name)
+                arg = node.args[index] if positional else keywords.get(name)
                 if isinstance(arg, Ref) and arg.name in attribute_of:
                     written.append(attribute_of[arg.name])
         elif (node.op == "call_method" and _in_place_method(node.target) and node.args
@@ -105,14 +116,38 @@ def _in_place_method(name: Any) -> bool:
                                       or (name.endswith("_") and not name.startswith("_")))
 
 
-_WRITTEN: dict[Any, tuple[tuple[int | None, str], ...]] = {}
+class _Schema(NamedTuple):
+    """What deciding which arguments a call may write needs of one operator schema."""
+
+    positional: int  # how many arguments may be passed by position
+    names: frozenset[str]
+    required: tuple[tuple[int | None, str], ...]  # (position, or None if keyword-only; name) without a default
+    written: tuple[tuple[int | None, str], ...]  # the same, of the arguments it writes in place (Tensor(a!))
+
+    def binds(self, positional: int, keywords: frozenset[str]) -> bool:
+        """Whether a call with `positional` positional arguments and these keyword names can bind to it."""
+        return (positional <= self.positional and keywords <= self.names
+                and all((index is not None and index < positional) or name in keywords
+                        for index, name in self.required))
 
 
-def _written_arguments(target: Any) -> tuple[tuple[int | None, str], ...]:
-    """(position, or None for a keyword-only one; name) of each argument some schema of the operator
-    `target` writes in place (Tensor(a!)); none for anything that is not a torch operator."""
+_SCHEMAS: dict[Any, tuple[_Schema, ...]] = {}
+
+
+def _written_arguments(target: Any, positional: int, keywords: frozenset[str]) -> tuple[tuple[int | None, str], ...]:
+    """(position, or None for a keyword-only one; name) of each argument that a schema of the operator
+    `target` a call with `positional` positional arguments and these keyword names can bind to writes in
+    place (Tensor(a!)); none for anything that is not a torch operator."""
+    return tuple(dict.fromkeys(
+        argument for schema in _writing_schemas(target) if schema.binds(positional, keywords)
+        for argument in schema.written))
+
+
+def _writing_schemas(target: Any) -> tuple[_Schema, ...]:
+    """The schemas of the operator `target` that write an argument in place (none for anything that is not
+    a torch operator)."""
     try:
-        return _WRITTEN[target]
+        return _SCHEMAS[target]
     except (KeyError, TypeError):  # (not asked yet, or an unhashable callable)
         pass
     if isinstance(target, torch._ops.OpOverload):
@@ -123,9 +158,16 @@ def _written_arguments(target: Any) -> tuple[tuple[int | None, str], ...]:
         schemas = torch._C._jit_get_schemas_for_operator(f"aten::{target.__name__}")
     else:
         return ()  # (not remembered: the table holds torch's operators only, not the user's functions)
-    found = tuple(dict.fromkeys(
-        (None if argument.kwarg_only else index, argument.name)
-        for schema in schemas for index, argument in enumerate(schema.arguments)
-        if argument.alias_info is not None and argument.alias_info.is_write))
-    _WRITTEN[target] = found
+    found = _SCHEMAS[target] = tuple(summary for summary in map(_summary, schemas) if summary.written)
     return found
+
+
+def _summary(schema: Any) -> _Schema:
+    arguments = [(None if a.kwarg_only else index, a) for index, a in enumerate(schema.arguments)]
+    return _Schema(
+        positional=sum(a.kwarg_only is False for a in schema.arguments),
+        names=frozenset(a.name for a in schema.arguments),
+        required=tuple((index, a.name) for index, a in arguments if not a.has_default_value()),
+        written=tuple((index, a.name) for index, a in arguments
+                      if a.alias_info is not None and a.alias_info.is_write),
+    )

@@ -141,12 +141,18 @@ def test_writes_by_item_assignment_and_through_an_observer_are_seen(how: str) ->
     assert not same_value(result.buf, observed.buf)
 
 
-def test_written_arguments_come_from_the_operator_schemas() -> None:
-    assert _written_arguments(torch.fused_moving_avg_obs_fake_quant) == (
+def test_written_arguments_come_from_the_operator_schemas_the_call_can_bind() -> None:
+    none = frozenset()
+    assert _written_arguments(torch.fused_moving_avg_obs_fake_quant, 12, none) == (
         (3, "running_min"), (4, "running_max"), (5, "scale"), (6, "zero_point"))
-    assert _written_arguments(torch.add) == ((None, "out"),)  # keyword-only: matched by name alone
-    assert _written_arguments(torch.ops.aten.add_.Tensor) == ((0, "self"),)
-    assert _written_arguments(operator.add) == () and _written_arguments(torch.relu) == ((None, "out"),)
+    # keyword-only: matched by name alone, and only where the call names it
+    assert _written_arguments(torch.add, 2, frozenset({"out"})) == ((None, "out"),)
+    assert _written_arguments(torch.add, 2, none) == ()
+    assert _written_arguments(torch.ops.aten.add_.Tensor, 2, none) == ((0, "self"),)
+    assert _written_arguments(operator.add, 2, none) == () and _written_arguments(torch.relu, 1, none) == ()
+    # add_relu(qa, qb, scale, zero_point) cannot be the add_relu.out(qa, qb, out) overload, which writes its third
+    add_relu = torch.ops.quantized.add_relu
+    assert _written_arguments(add_relu, 4, none) == () and _written_arguments(add_relu, 3, none) == ((2, "out"),)
 
 
 class FloatNorm(nn.Module):
@@ -174,4 +180,34 @@ def test_a_float_batch_norm_of_a_model_converted_in_training_mode_is_the_results
         result = convert(observed)
     assert result.training and result.bn.running_mean is not observed.bn.running_mean
     result(torch.randn(8, 4) * 10)
+    assert same_fingerprint(before, fingerprint(observed))
+
+
+class PreActivation(nn.Module):
+    """Batch norm and ReLU before a conv (DenseNet's order): lowered, they become a quantized BNReLU2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn, self.relu, self.conv = nn.BatchNorm2d(3), nn.ReLU(), nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(self.relu(self.bn(x)))
+
+
+def test_a_quantized_batch_norm_shares_its_statistics_and_running_it_changes_nothing() -> None:
+    """from_float leaves a new quantized batch norm in training mode, but its kernel only reads the running
+    statistics: the result shares them with the observed model, as it shares every tensor a run only reads,
+    and running it leaves the observed model as it was."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        observed = prepare_fx(PreActivation().eval(), get_default_qconfig_mapping("x86"), (x,))
+        observed(x)
+        before = fingerprint(observed)
+        result = qfx.convert_fx(observed)
+    bn = result.bn
+    assert type(bn) is torch.ao.nn.intrinsic.quantized.BNReLU2d and bn.training
+    assert bn.running_mean is observed.bn[0].running_mean and bn.running_var is observed.bn[0].running_var
+    result(torch.randn(2, 3, 8, 8) * 10)
     assert same_fingerprint(before, fingerprint(observed))
