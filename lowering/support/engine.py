@@ -331,7 +331,7 @@ def packing_mode(weight: Any, bias: Any) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     if bias is None or not bias.requires_grad or (
             torch.backends.quantized.engine in _KEEP_GIVEN_BIAS and bias.dtype == torch.float32
-            and bias.device.type == "cpu" and bias.is_contiguous()):
+            and bias.is_cpu and bias.is_contiguous()):
         return torch._C._AutoDispatchBelowADInplaceOrView()
     return contextlib.nullcontext()
 

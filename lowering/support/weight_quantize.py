@@ -21,11 +21,11 @@ import numpy
 import torch
 
 _CHUNK_ELEMENTS = 65536
-# Below this many elements torch's element-at-a-time loop (about 2.5-5 ns an element) beats the vectorised
-# path's fixed cost, a dozen tensor operations (about 0.15 ms), or about 35 us of set-up around the compiled
-# kernel: depthwise and small convs.
+# Below this many elements torch's element-at-a-time loop (about 2.5-5 ns, some 35 instructions, an element)
+# beats the vectorised path's fixed cost, a dozen tensor operations (about 0.15 ms), or the set-up around the
+# compiled kernel (about 135k instructions, half a dozen tensor operations): depthwise and small convs.
 _TORCH_FASTER_BELOW = 32768
-_TORCH_FASTER_BELOW_NATIVE = 16384
+_TORCH_FASTER_BELOW_NATIVE = 4096
 _ZERO_POINT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 _INTEGER_RANGE = {torch.qint8: (-128, 127, torch.int8), torch.quint8: (0, 255, torch.uint8)}
 
@@ -55,18 +55,15 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         return None
     qmin, qmax, storage = limits
     if zero_points.dtype in _ZERO_POINT_DTYPES:
-        lowest, highest = int(zero_points.min()), int(zero_points.max())  # (a plain weight has channels)
+        lowest, highest = (int(bound) for bound in torch.aminmax(zero_points))  # (a plain weight has channels)
         if not qmin <= lowest <= highest <= qmax:
             return None  # torch refuses these; let it say so
-        # torch keeps these qparams as float64 scales and int64 zero points
-        kept = scales.to(torch.float64), zero_points.to(torch.int64)
     elif zero_points.dtype in (torch.float32, torch.float64):
         # Float qparams: any zero point is added as it is (in float32); a zero scale, which torch takes as
         # 1, is left to torch.
         if not bool(scales.ne(0).all()):
             return None
-        lowest, highest = float(zero_points.min()), float(zero_points.max())
-        kept = scales, zero_points  # (torch keeps float32 copies of both)
+        lowest, highest = (float(bound) for bound in torch.aminmax(zero_points))
     else:
         return None
     with torch.no_grad():
@@ -74,16 +71,19 @@ def _vectorised(weight: Any, scales: Any, zero_points: Any, axis: Any, dtype: An
         # All-zero points (symmetric weights) add nothing: adding 0.0 only turns -0.0 into 0.0, which
         # rounds and casts to the same integer.
         shift = None if lowest == highest == 0 else zero_points.to(torch.float32)
-        # The quantized tensor torch.quantize_per_channel allocates, written through an integer view of
-        # its storage (building it from an integer tensor would copy every byte once more).
-        quantized = torch._empty_per_channel_affine_quantized(weight.shape, scales=kept[0], zero_points=kept[1],
+        # The quantized tensor torch.quantize_per_channel allocates (its quantizer keeps the qparams as
+        # torch's does: float64 scales and int64 zero points, or float32 ones for float qparams), written
+        # in place.
+        quantized = torch._empty_per_channel_affine_quantized(weight.shape, scales=scales, zero_points=zero_points,
                                                               axis=axis, dtype=dtype)
-        integers = torch.empty(0, dtype=storage).set_(quantized.untyped_storage(), 0, weight.shape,
-                                                      quantized.stride())
         kernel = native_kernel()
         if kernel is not None:
-            finite = _quantize_natively(kernel, integers, weight, inverse, shift, axis, qmin, qmax)
+            finite = _quantize_natively(kernel, quantized, weight, inverse, shift, axis, qmin, qmax)
         else:
+            # (through an integer view of its storage: building it from an integer tensor would copy every
+            # byte once more)
+            integers = torch.empty(0, dtype=storage).set_(quantized.untyped_storage(), 0, weight.shape,
+                                                          quantized.stride())
             finite = _quantize_into(integers, weight, inverse, shift, axis, qmin, qmax)
         if not finite:
             return None
@@ -133,14 +133,15 @@ def _kernel_agrees(kernel: Any) -> bool:
 
 def _quantize_natively(kernel: Any, out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor,
                        zero_points: torch.Tensor | None, axis: int, qmin: int, qmax: int) -> bool:
-    """`_quantize_into`, by the compiled kernel (same arguments, same result)."""
+    """`_quantize_into`, by the compiled kernel (same arguments, same result; `out` may also be the
+    quantized tensor whose integers these are)."""
     channels = weight.shape[axis]
     length = math.prod(weight.shape[axis + 1:])
     inverse = inverse.contiguous()
     zero_points = None if zero_points is None else zero_points.to(torch.float32).contiguous()
     return kernel.quantize_rows(out.data_ptr(), weight.data_ptr(), inverse.data_ptr(),
                                 0 if zero_points is None else zero_points.data_ptr(), weight.numel() // length,
-                                length, channels, float(qmin), float(qmax), out.dtype == torch.int8)
+                                length, channels, float(qmin), float(qmax), qmin < 0)
 
 
 def _quantize_into(out: torch.Tensor, weight: torch.Tensor, inverse: torch.Tensor, zero_points: torch.Tensor | None,
@@ -185,9 +186,9 @@ def _per_row(values: torch.Tensor, repeat: int) -> torch.Tensor:
 
 def _plain_weight(weight: Any) -> bool:
     return (isinstance(weight, torch.Tensor) and weight.dtype == torch.float32 and weight.layout == torch.strided
-            and weight.device.type == "cpu" and weight.numel() > 0 and weight.is_contiguous())
+            and weight.is_cpu and weight.numel() > 0 and weight.is_contiguous())
 
 
 def _cpu_vector(values: Any, length: int) -> bool:
-    return (isinstance(values, torch.Tensor) and values.layout == torch.strided and values.device.type == "cpu"
+    return (isinstance(values, torch.Tensor) and values.layout == torch.strided and values.is_cpu
             and values.dim() == 1 and values.numel() == length)

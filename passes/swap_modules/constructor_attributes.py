@@ -61,6 +61,8 @@ def _per_dimension(value: Any, dims: int) -> tuple:
 
 
 def _convolution(dims: int, transposed: bool) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    zeros = (0,) * dims  # the output padding of a convolution that is not transposed
+
     def derive(state: dict[str, Any]) -> dict[str, Any] | None:
         in_channels, out_channels, groups = state["in_channels"], state["out_channels"], state["groups"]
         kernel_size = _per_dimension(state["kernel_size"], dims)
@@ -82,7 +84,7 @@ def _convolution(dims: int, transposed: bool) -> Callable[[dict[str, Any]], dict
             return None
         if in_channels % groups or out_channels % groups:
             return None
-        output_padding = _per_dimension(state["output_padding"] if transposed else 0, dims)
+        output_padding = _per_dimension(state["output_padding"], dims) if transposed else zeros
         return {
             "in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size,
             "stride": stride, "padding": padding, "dilation": dilation, "transposed": transposed,

@@ -25,7 +25,6 @@ written to.
 from __future__ import annotations
 
 import copy
-import operator
 from typing import Any
 
 import attrs
@@ -56,6 +55,7 @@ _QPARAM_BUFFERS = ("weight_scale", "weight_zero_point", "weight_axis")
 _QPARAM_DTYPES = (torch.quint8, torch.qint8, torch.quint4x2, torch.qint32)
 _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_affine_float_qparams)
 _SCALARS = frozenset({int, float, bool, str, type(None)})
+_MISSING = object()  # (an attribute a float module lacks: the same as no value)
 
 
 class _Unsupported(Exception):
@@ -72,9 +72,10 @@ def _same(value: Any, other: Any, top: bool = True) -> bool:
     if kind in _SCALARS:
         return value is other or value == other
     if kind is tuple or (top and kind is list):
-        if len(value) != len(other) or not all(map(operator.is_, map(type, value), map(type, other))):
+        kinds = tuple(map(type, value))
+        if value is not other and kinds != tuple(map(type, other)):  # (a length or an item's type differs)
             return False
-        if _SCALARS.issuperset(map(type, value)):  # (most: sizes and strides) compared at once
+        if _SCALARS.issuperset(kinds):  # (most: sizes and strides) compared at once
             return value == other
         return all([_same(a, b, False) for a, b in zip(value, other)])
     return False
@@ -341,7 +342,12 @@ def _as_constructed(reference_class: type, source: dict[str, Any], names: tuple[
     derived = constructor_attributes(reference_class, source)
     if derived is None or (names is not None and tuple(derived) != names):
         return False
-    return all([name in source and _same(value, source[name]) for name, value in derived.items()])
+    for name, value in derived.items():
+        other = source.get(name, _MISSING)
+        # (most are the float module's own objects; a number or string is then the same without a call)
+        if (value is not other or type(value) not in _SCALARS) and not _same(value, other):
+            return False
+    return True
 
 
 # Reference RNNs: from_float builds the module from the float module's sizes (allocating and initialising

@@ -298,6 +298,9 @@ def test_builder_equals_from_float_on_altered_modules(config, data, which):
     (ref.Embedding, lambda: nn.Embedding(5, 3), "padding_idx", 5),  # raises
     (ref.Embedding, lambda: nn.Embedding(5, 3), "num_embeddings", 7),  # weight shape check raises
     (ref.EmbeddingBag, lambda: nn.EmbeddingBag(5, 3), "padding_idx", -2),
+    # the float module's own objects, passed on as they are, are still only plain numbers and strings
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "padding_mode", type("Mode", (str,), {})("zeros")),
+    (ref.Conv2d, lambda: nn.Conv2d(2, 2, 3), "stride", (type("Stride", (int,), {})(1),) * 2),
 ])
 def test_builder_equals_from_float_for_each_constructor_rule(reference_class, make, name, value):
     check_altered(reference_class, make, name, value)

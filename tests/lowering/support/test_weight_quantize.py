@@ -87,7 +87,7 @@ def test_small_weights_take_torchs_loop_and_large_ones_the_vectorised_path(monke
     calls = []
     real = weight_quantize._vectorised
     monkeypatch.setattr(weight_quantize, "_vectorised", lambda *a: (calls.append(a[0].numel()), real(*a))[1])
-    for shape in ((32, 3, 3, 3), (576, 1, 3, 3), (64, 512), (256, 64, 3, 3)):
+    for shape in ((32, 3, 3, 3), (448, 1, 3, 3), (64, 512), (256, 64, 3, 3)):
         weight = torch.randn(*shape)
         scales = weight.abs().flatten(1).amax(dim=1) / 127 + 1e-6
         zero_points = torch.zeros(shape[0], dtype=torch.int64)
