@@ -291,7 +291,8 @@ def _placeholder_free(q_class: type) -> type:
         if (isinstance(value, (torch.Tensor, torch.nn.Module))
                 or name in state.get("_parameters", ()) or name in state.get("_buffers", ())
                 or name in state.get("_modules", ())):
-            q_class.__setattr__(self, name, value)
+            if not _replace_registered(state, name, value):
+                q_class.__setattr__(self, name, value)
         else:
             object.__setattr__(self, name, value)
 
@@ -309,6 +310,31 @@ def _placeholder_free(q_class: type) -> type:
     if shrink in (_shrink_linear, _shrink_conv):  # their set_weight_bias(weight, bias) packs one weight
         namespace["set_weight_bias"] = set_weight_bias
     return type(q_class.__name__, (q_class,), namespace)
+
+
+def _replace_registered(state: dict[str, Any], name: str, value: Any) -> bool:
+    """Store `value` in place of the parameter or buffer `name` of the module whose instance dict is
+    `state`, as Module.__setattr__ would, where that is plainly replacing a table entry: a leaf Parameter
+    over a parameter, a plain tensor over a buffer (from_reference assigns the float module's weight, bias
+    and statistics over the constructor's). False, having changed nothing, otherwise. Only for modules
+    built without registration hooks, of torch's classes (their register_parameter and register_buffer
+    are nn.Module's)."""
+    parameters, buffers, modules = state.get("_parameters"), state.get("_buffers"), state.get("_modules")
+    if parameters is None or buffers is None or modules is None or name in modules:
+        return False
+    kind = type(value)
+    if kind is torch.nn.Parameter:  # (Module.__setattr__ would also drop the name from every other table)
+        plain = (name in parameters and value.grad_fn is None and name not in buffers and name not in state
+                 and name not in state["_non_persistent_buffers_set"])
+        table = parameters
+    elif kind is torch.Tensor:  # (not a Buffer: it carries its own persistence)
+        plain = name in buffers and name not in parameters and not isinstance(value, torch.nn.Buffer)
+        table = buffers
+    else:
+        return False
+    if plain:
+        table[name] = value
+    return plain
 
 
 # Engines whose prepack ops keep a contiguous float32 CPU bias as the very tensor they were given.

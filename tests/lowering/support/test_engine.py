@@ -448,3 +448,58 @@ def test_the_quantizing_view_reads_as_the_module_and_takes_no_writes():
         with pytest.raises(AttributeError, match="viewed by from_reference"):
             write()
     assert diff_values(module_state(ref), before) == []
+
+
+def _registered_module() -> torch.nn.Module:
+    module = torch.nn.Module()
+    module.weight = torch.nn.Parameter(torch.ones(2))
+    module.register_buffer("stats", torch.zeros(2))
+    module.register_buffer("scratch", torch.zeros(2), persistent=False)
+    module.child = torch.nn.ReLU()
+    return module
+
+
+def _tables(module: torch.nn.Module, assigned: object) -> tuple:
+    """The module's tables, each entry as `assigned` itself or its type and contents."""
+    def token(v: object) -> object:
+        return "assigned" if v is assigned else (type(v).__name__, v.tolist() if isinstance(v, torch.Tensor) else None)
+
+    state = module.__dict__
+    return tuple({k: token(v) for k, v in table.items()} for table in (
+        {k: v for k, v in state.items() if not k.startswith("_") and k != "training"},
+        state["_parameters"], state["_buffers"], state["_modules"])) + (set(state["_non_persistent_buffers_set"]),)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("weight", torch.nn.Parameter(torch.zeros(2))),  # replaced in place
+    ("stats", torch.ones(2)),
+    ("scratch", torch.ones(2)),  # stays non-persistent
+    ("weight", torch.nn.Parameter(torch.zeros(2)) * 2),  # a tensor over a parameter: torch refuses
+    ("weight", torch.nn.Parameter(torch.zeros(2), requires_grad=True).add(1).as_subclass(torch.nn.Parameter)),
+    ("stats", torch.nn.Parameter(torch.zeros(2))),  # a parameter over a buffer moves tables
+    ("stats", torch.nn.Buffer(torch.ones(2), persistent=False)),  # a Buffer carries its own persistence
+    ("child", torch.ones(2)),
+    ("fresh", torch.nn.Parameter(torch.zeros(2))),  # a new name registers
+    ("fresh", torch.ones(2)),
+])
+def test_replacing_a_registered_tensor_directly_is_what_setattr_does(name, value) -> None:
+    direct, through_setattr = _registered_module(), _registered_module()
+    before = _tables(direct, value)
+    try:
+        torch.nn.Module.__setattr__(through_setattr, name, value)
+    except (TypeError, ValueError, KeyError):
+        expected = before
+    else:
+        expected = _tables(through_setattr, value)
+    if engine._replace_registered(direct.__dict__, name, value):
+        assert _tables(direct, value) == expected
+    else:
+        assert _tables(direct, value) == before
+
+
+def test_the_classes_built_placeholder_free_register_as_nn_module_does() -> None:
+    """`_replace_registered` stands in for Module.__setattr__ on these classes only."""
+    for q_class in engine._SHAPE_ARGUMENTS:
+        assert q_class.__setattr__ is torch.nn.Module.__setattr__
+        assert q_class.register_parameter is torch.nn.Module.register_parameter
+        assert q_class.register_buffer is torch.nn.Module.register_buffer
