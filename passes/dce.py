@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from itertools import chain
+
 from torch._library.utils import is_impure
 
 from qfx.ir.args import thaw
@@ -28,17 +31,14 @@ def eliminate_dead_code(program: Program) -> Program:
     """Drop every pure node with no readers, repeatedly (as torch.fx.Graph.eliminate_dead_code does by
     walking backwards). Names stay taken in the namespace, as in FX."""
     nodes = program.graph.nodes
-    readers: dict[str, int] = dict.fromkeys([n.name for n in nodes], 0)
-    for n in nodes:
-        names = n.input_name_tuple()
-        for name in (names if len(names) < 2 else set(names)):
-            readers[name] += 1
+    # Reads counted with repeats (counted in C): a count is zero exactly when no live node reads the name.
+    reads = Counter(chain.from_iterable([n.input_name_tuple() for n in nodes]))
     dead: set[str] = set()
     for n in reversed(nodes):
-        if readers[n.name] == 0 and not node_is_impure(n, program):
+        if not reads.get(n.name) and not node_is_impure(n, program):
             dead.add(n.name)
-            for name in set(n.input_name_tuple()):
-                readers[name] -= 1
+            for name in n.input_name_tuple():
+                reads[name] -= 1
     if not dead:
         return program
     return program.with_nodes(n for n in program.graph.nodes if n.name not in dead)
