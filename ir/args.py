@@ -88,8 +88,8 @@ def thaw(value: Arg, resolve: Callable[[str], Any]) -> Any:
     if kind is Ref:
         return resolve(value.name)
     if kind is tuple:
-        return tuple([resolve(v.name) if type(v) is Ref else thaw(v, resolve) if type(v) in _CONTAINERS else v
-                      for v in value])
+        return tuple([resolve(v.name) if (item := type(v)) is Ref else thaw(v, resolve) if item in _CONTAINERS
+                      else v for v in value])
     if kind is ListArg:
         return [thaw(v, resolve) for v in value.items]
     if kind is DictArg:
@@ -119,9 +119,10 @@ def ref_names(value: Arg, out: list[str] | None = None) -> list[str]:
     elif kind is tuple or kind is ListArg or kind is TupleArg:
         for v in value if kind is tuple else value.items:
             # (references and leaves handled here: most items are one of the two)
-            if type(v) is Ref:
+            item = type(v)
+            if item is Ref:
                 out.append(v.name)
-            elif type(v) in _CONTAINERS:
+            elif item in _CONTAINERS:
                 ref_names(v, out)
     elif kind is DictArg:
         for _, v in value.items:

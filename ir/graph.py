@@ -66,7 +66,7 @@ class Node(_NodeSlots):
         node.args = args
         node.kwargs = kwargs
         node.type = type
-        node.meta = frozen_meta(meta)
+        node.meta = meta if meta.__class__ is FrozenDict else frozen_meta(meta)  # (most nodes pass one on)
         node._input_names = None
         node.__class__ = Node
         return node  # type: ignore[return-value]
@@ -98,12 +98,12 @@ class Node(_NodeSlots):
             for _, v in self.kwargs:
                 ref_names(v, out)
             names = tuple(out)
-            object.__setattr__(self, "_input_names", names)
+            _set_input_names(self, names)
         return names
 
     def with_inputs_replaced(self, mapping: dict[str, Arg]) -> "Node":
         """This node with each reference to a key of `mapping` replaced by its value."""
-        if not mapping or not any(name in mapping for name in self.input_name_tuple()):
+        if mapping.keys().isdisjoint(self.input_name_tuple()):
             return self
         fn = lambda r: mapping.get(r.name, r)  # noqa: E731  (mapping.get may resolve chains)
         kwargs = tuple([(k, map_refs(v, fn)) for k, v in self.kwargs]) if self.kwargs else ()
@@ -124,6 +124,7 @@ class Node(_NodeSlots):
 
 
 _new_object = object.__new__
+_set_input_names = _NodeSlots.__dict__["_input_names"].__set__  # (the slot's own setter: no frozen check)
 _FIELDS = ("name", "op", "target", "args", "kwargs", "type", "meta")  # the constructor's, in its order
 
 

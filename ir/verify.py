@@ -29,7 +29,7 @@ def problems(program: Program) -> list[str]:
             found.append("name not recorded in the namespace")
         if not isinstance(name, str) or not name:
             found.append("name must be a non-empty string")
-        for read in node.inputs():
+        for read in node.input_name_tuple():
             if read not in defined:
                 state = "later" if read in graph.by_name else "nowhere"
                 found.append(f"reads '%{read}', which is defined {state}")
