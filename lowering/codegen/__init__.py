@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch.fx import GraphModule
-from torch.fx.immutable_collections import immutable_dict
 
 from qfx.ir.args import thaw
 from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, CodegenError, QfxError, VerificationError, mirrored_type
@@ -79,8 +78,7 @@ def _fx_graph(program: Program) -> tuple[torch.fx.Graph, dict[str, Any]]:
             raise _malformed(problem) from None
         if node.name in fx_nodes:
             raise _malformed(f"two nodes are named '{node.name}'")
-        meta = dict(node.meta)
-        fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, meta)
+        fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, node.meta)
         if node.op in ("get_attr", "call_module"):
             table[node.target] = program.resolve(node.target)
     _restore_namespace(graph, program, fx_nodes)
@@ -111,21 +109,21 @@ def _own_copy(value: Any) -> Any:
 
 
 def _append_node(graph: torch.fx.Graph, op: str, target: Any, args: tuple, kwargs: dict, name: str,
-                 type_expr: Any, meta: dict) -> torch.fx.Node:
+                 type_expr: Any, meta: Mapping[str, Any]) -> torch.fx.Node:
     """Append a node to a graph that has no owning module yet: what Graph.create_node does, minus its scan
     of every argument for raw SymInts (a warning that cannot apply to a graph lifted from FX, and most of
     create_node's cost on large graphs), and minus name allocation: the verifier guarantees IR names are
-    unique, and `_restore_namespace` installs the program's name state afterwards."""
+    unique, and `_restore_namespace` installs the program's name state afterwards. The node's meta is a
+    new dict holding the entries of `meta`."""
     if not (callable(target) if op == "call_function" else type(target) is str and op in _FX_OPS):
         # FX's error for it, if any (without arguments: a node made with them would count as a user of its inputs)
         torch.fx.Node(graph, name, op, target, (), {}, type_expr)
     # What torch.fx.Node's constructor does after checking op and target, without its Python frame.
     node = _new_fx_node(torch.fx.Node)
     _init_fx_node(node, graph, name, op, target, type_expr)
-    node._update_args_kwargs(args, kwargs or immutable_dict())
-    # Node.__setattr__ re-files the node in the graph's lookup table on every assignment; meta is not
-    # part of that table's key, so set it directly.
-    object.__setattr__(node, "meta", meta)
+    node._update_args_kwargs(args, kwargs)  # (which stores copies: an immutable_dict of the kwargs)
+    if meta:  # (the constructor gave the node an empty meta dict of its own)
+        node.meta.update(meta)
     graph._graph_namespace._obj_to_name[node] = name  # (associate_name_with_obj, for a node new to it)
     graph._root._prepend(node)  # (graph._insert of a graph without an insertion point: at the end)
     # (the lookup table's insert, with its key)

@@ -54,19 +54,24 @@ class _TableView(torch.nn.Module):
         raise AttributeError(f"no attribute '{key}' in the program's tables")
 
 
+def _table_root(table: dict[str, Any], training: bool) -> _TableView:
+    """The view of `table` ({qualified name: object}) as a root module with the given training flag."""
+    views: dict[str, Any] = dict.fromkeys(
+        ".".join(parts[:i]) for t in table for parts in [t.split(".")] for i in range(1, len(parts))
+    )
+    return _TableView(table, views, "", training)
+
+
 def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any]) -> GraphModule:
     """A new GraphModule of `graph` (built from `program`, which must own no other module), whose tree
     holds `table` ({get_attr/call_module target: object}, in graph order) exactly as
     GraphModule(root, graph) would lay it out. The objects are shared, not copied."""
-    views: dict[str, Any] = dict.fromkeys(
-        ".".join(parts[:i]) for t in table for parts in [t.split(".")] for i in range(1, len(parts))
-    )
-    source = _TableView(table, views, "", program.root.training)
     code = python_code(program)  # GraphModule's recompile asks the graph for its code: ours is the same
     if not _direct_install_possible(program):
         gm = GraphModule.__new__(GraphModule)
         with serving(graph, code), _recompiled_alone(gm):
-            GraphModule.__init__(gm, source, graph, class_name=program.root.class_name)
+            GraphModule.__init__(gm, _table_root(table, program.root.training), graph,
+                                 class_name=program.root.class_name)
         return gm
     # An empty graph with the same tracer facts: GraphModule() records those and compiles a `pass` body
     # (whose code FX generates once per process: it is replaced below).
@@ -77,8 +82,11 @@ def graph_module(program: Program, graph: torch.fx.Graph, table: dict[str, Any])
         gm = GraphModule(root, empty, class_name=program.root.class_name)
     on_class = _ClassAttributes()
     new_parent = _empty_modules()
+    source: _TableView | None = None  # (made for the first target `_install` leaves to `_copy_attr`)
     for target in table:
         if not _install(gm, target, table, on_class, new_parent):
+            if source is None:
+                source = _table_root(table, program.root.training)
             _copy_attr(source, gm, target)
     with serving(graph, code), _recompiled_alone(gm):
         gm.graph = graph

@@ -91,7 +91,7 @@ def _written_attributes(program: Program) -> list[str]:
         return []
     written: list[str] = []
     for node in program.graph.nodes:
-        if node.op == "call_function" and _writing_schemas(node.target):
+        if node.op == "call_function":
             keywords = dict(node.kwargs)
             for index, name in _written_arguments(node.target, len(node.args), frozenset(keywords)):
                 positional = index is not None and index < len(node.args)
@@ -132,15 +132,23 @@ class _Schema(NamedTuple):
 
 
 _SCHEMAS: dict[Any, tuple[_Schema, ...]] = {}
+# (operator, positional count, keyword names) -> _written_arguments' answer, for torch's operators only
+_WRITTEN: dict[tuple[Any, int, frozenset[str]], tuple[tuple[int | None, str], ...]] = {}
 
 
 def _written_arguments(target: Any, positional: int, keywords: frozenset[str]) -> tuple[tuple[int | None, str], ...]:
     """(position, or None for a keyword-only one; name) of each argument that a schema of the operator
     `target` a call with `positional` positional arguments and these keyword names can bind to writes in
     place (Tensor(a!)); none for anything that is not a torch operator."""
-    return tuple(dict.fromkeys(
-        argument for schema in _writing_schemas(target) if schema.binds(positional, keywords)
-        for argument in schema.written))
+    schemas = _writing_schemas(target)
+    if not schemas:
+        return ()
+    key = (target, positional, keywords)
+    found = _WRITTEN.get(key)
+    if found is None:
+        found = _WRITTEN[key] = tuple(dict.fromkeys(
+            argument for schema in schemas if schema.binds(positional, keywords) for argument in schema.written))
+    return found
 
 
 def _writing_schemas(target: Any) -> tuple[_Schema, ...]:

@@ -344,8 +344,11 @@ class _Emitter:
         for i in range(count - 1, -1, -1):
             node = nodes[i]
             text = statements[i]
-            gone = [name for name in reads[i] if name not in read_later]
-            read_later.update(gone)
+            gone = []
+            for name in reads[i]:  # (a loop, not a comprehension: most nodes read one or two values)
+                if name not in read_later:
+                    read_later.add(name)
+                    gone.append(name)
             op = node.op
             if op == "placeholder":
                 if not text:
@@ -359,8 +362,8 @@ class _Emitter:
             owners.append(i)
         lines.reverse()
         owners.reverse()
-        body = "\n".join(lines) + "\n"
-        if "# COUNTER: " in body:
+        code = "    " + "\n    ".join(lines) + "\n    "  # the body, indented (if no statement spans lines)
+        if "# COUNTER: " in code:
             raise _Unsupported("a line contains FX's counter marker")
 
         wrap_stmts = ""
@@ -372,12 +375,12 @@ class _Emitter:
         prologue = f"def {self.func_name}({', '.join(free_vars)}){return_type}:"
 
         first = prologue.count("\n") + 1
-        if body.count("\n") == len(lines):  # one line per statement: the common case
+        if code.count("\n") == len(lines):  # one line per statement: the common case
             lineno_map = dict(zip(range(first, first + len(owners)), owners))
             lineno_map[first + len(owners)] = count - 1  # the empty line after the final newline
         else:
             lineno_map = _line_owners(lines, owners, first, count - 1)
-        code = "    " + body.lstrip("\n").replace("\n", "\n    ")
+            code = "    " + ("\n".join(lines) + "\n").lstrip("\n").replace("\n", "\n    ")
         src = f"\n{wrap_stmts}\n\n{prologue}\n{code}"
         return PythonCode(src, self.globals, _lineno_map=lineno_map, _prologue_start=wrap_stmts.count("\n") + 4)
 
@@ -435,7 +438,10 @@ def _identifier(hint: str) -> tuple[str, bool]:
 
 def _attr_path(base: str, path: str) -> str:
     """`base` followed by the attribute path, with getattr for atoms that are not identifiers."""
-    for atom in path.split("."):
+    atoms = path.split(".")
+    if all(map(str.isidentifier, atoms)):
+        return f"{base}.{path}"
+    for atom in atoms:
         base = f"{base}.{atom}" if atom.isidentifier() else f'getattr({base}, "{atom}")'
     return base
 

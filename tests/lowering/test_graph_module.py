@@ -66,24 +66,19 @@ def tables(draw):
     return dict(picked)
 
 
-def _source(table: dict, training: bool) -> gmod._TableView:
-    views = dict.fromkeys(".".join(p.split(".")[:i]) for p in table for i in range(1, p.count(".") + 1))
-    return gmod._TableView(table, views, "", training)
-
-
 @settings(max_examples=150, deadline=None)
 @given(tables(), st.booleans())
 def test_install_matches_copy_attr(table, training):
     expected = GraphModule(nn.Module(), torch.fx.Graph())
     try:
-        source = _source(table, training)
+        source = gmod._table_root(table, training)
         for target in table:
             gmod._copy_attr(source, expected, target)
     except Exception as exc:  # noqa: BLE001 - torch refuses some layouts; then so must we, the same way
         expected = exc
     actual = GraphModule(nn.Module(), torch.fx.Graph())
     try:
-        source = _source(table, training)
+        source = gmod._table_root(table, training)
         on_class = gmod._ClassAttributes()
         for target in table:
             if not gmod._install(actual, target, table, on_class, gmod._empty_modules()):
