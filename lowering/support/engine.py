@@ -200,13 +200,11 @@ def _shrink_layernorm(args: tuple, kwargs: dict) -> Shrunk | None:
         return None
     normalized_shape, weight, bias, scale, zero_point, eps, elementwise_affine = args
 
-    def finish(module: Any) -> None:
+    def finish(module: Any) -> None:  # (the constructor's assignments, over the entries the replay made)
         module.weight = weight
         module.bias = bias
-        # (what register_buffer stores for a name the constructor registered: the replay has it already)
-        buffers = module.__dict__["_buffers"]
-        buffers["scale"] = torch.tensor(scale)
-        buffers["zero_point"] = torch.tensor(zero_point)
+        module.scale = torch.tensor(scale)
+        module.zero_point = torch.tensor(zero_point)
 
     return (normalized_shape, None, None, 1.0, 0, eps, elementwise_affine), {}, finish
 
