@@ -69,6 +69,7 @@ def _fx_graph(program: Program) -> tuple[torch.fx.Graph, dict[str, Any]]:
     fx_nodes: dict[str, torch.fx.Node] = {}
     resolve = fx_nodes.__getitem__
     table: dict[str, Any] = {}
+    modules, attributes = program.modules, program.attributes
     for node in program.graph.nodes:
         try:
             args = thaw(node.args, resolve)
@@ -80,7 +81,8 @@ def _fx_graph(program: Program) -> tuple[torch.fx.Graph, dict[str, Any]]:
             raise _malformed(f"two nodes are named '{node.name}'")
         fx_nodes[node.name] = _append_node(graph, node.op, node.target, args, kwargs, node.name, node.type, node.meta)
         if node.op in ("get_attr", "call_module"):
-            table[node.target] = program.resolve(node.target)
+            target = node.target  # (Program.resolve, inline: this runs for most nodes)
+            table[target] = modules[target] if target in modules else attributes[target]
     _restore_namespace(graph, program, fx_nodes)
     return graph, table
 

@@ -201,7 +201,10 @@ def _install(gm: GraphModule, target: str, table: dict[str, Any], on_class: _Cla
         to_module = parent
     value = table[target]
     if isinstance(value, torch.Tensor):
-        is_parameter = isinstance(value, torch.nn.Parameter)
+        # (what isinstance(value, Parameter) answers for a plain tensor, without the Python __instancecheck__
+        # of Parameter's metaclass: most targets are such tensors, the qparams the passes add)
+        is_parameter = (bool(getattr(value, "_is_param", False)) if type(value) is torch.Tensor
+                        else isinstance(value, torch.nn.Parameter))
         if not _free(to_module, field, on_class) or (is_parameter and value.grad_fn is not None):
             return False
         slot = to_module._parameters if is_parameter else to_module._buffers

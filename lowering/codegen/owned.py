@@ -92,14 +92,16 @@ def _written_attributes(program: Program) -> list[str]:
     written: list[str] = []
     for node in program.graph.nodes:
         if node.op == "call_function":
+            if not _writing_schemas(node.target):  # (most operators write nothing: asked before binding)
+                continue
             keywords = dict(node.kwargs)
             for index, name in _written_arguments(node.target, len(node.args), frozenset(keywords)):
                 positional = index is not None and index < len(node.args)
                 arg = node.args[index] if positional else keywords.get(name)
                 if isinstance(arg, Ref) and arg.name in attribute_of:
                     written.append(attribute_of[arg.name])
-        elif (node.op == "call_method" and _in_place_method(node.target) and node.args
-              and isinstance(node.args[0], Ref) and node.args[0].name in attribute_of):
+        elif (node.op == "call_method" and node.args and isinstance(node.args[0], Ref)
+              and node.args[0].name in attribute_of and _in_place_method(node.target)):
             written.append(attribute_of[node.args[0].name])
     return written
 

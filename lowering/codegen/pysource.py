@@ -449,4 +449,6 @@ def _attr_path(base: str, path: str) -> str:
 def _self_path(target: str) -> str:
     if type(target) is not str:
         raise _Unsupported("module or attribute target is not a string")
+    if target.isidentifier():  # (a name on the root itself, as every attribute the passes add is)
+        return "self." + target
     return _attr_path("self", target)
