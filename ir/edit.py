@@ -151,6 +151,16 @@ class GraphEditor:
                 yield found
             name = links[name]
 
+    def walk_selected(self, names: Iterable[str]) -> Iterator[Node]:
+        """The current nodes of `names` (given in graph order), skipping the erased ones: what `walk` yields
+        of those nodes, for a pass that selects them up front by a fact its edits never change (a target)
+        and that never inserts or moves a node it would select, nor moves one ahead of the walk. Such a
+        pass pays for its few candidates instead of a step per node."""
+        for name in names:
+            node = self._nodes.get(name)
+            if node is not None:
+                yield node
+
     def nodes(self) -> list[Node]:
         """The current nodes, in order."""
         return list(self.walk())
@@ -316,5 +326,6 @@ class GraphEditor:
         if not self.changed and not changes:
             return self.program
         namespace = self._names.freeze() if self._names is not None else self.program.namespace
-        return self.program.evolve(graph=self.program.graph.with_nodes(self.walk()), namespace=namespace,
-                                   **changes)
+        # (without an insertion or move the node table holds the nodes in graph order, and is read whole)
+        nodes = self._nodes.values() if self._next is None else self.walk()
+        return self.program.evolve(graph=self.program.graph.with_nodes(nodes), namespace=namespace, **changes)

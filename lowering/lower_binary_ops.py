@@ -16,7 +16,7 @@ from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
 
-from .support.patterns import dequantized_input, is_dequantize, match_static_pattern, preserved_meta
+from .support.patterns import dequantized_input, is_dequantize, match_static_pattern, preserved_meta, quantize_nodes
 
 # The float ops this pass lowers (operator.matmul is in the op tables below but not matched, as in torch).
 BINARY_OPS: tuple[Callable[..., Any], ...] = (operator.add, torch.add, operator.mul, torch.mul, torch.matmul)
@@ -50,7 +50,8 @@ def lower_binary_ops(program: Program) -> Program:
     are left for dce. Node names, order and meta (the float op's stack trace) as torch's edits leave them.
     """
     editor = GraphEditor(program)
-    for node in editor.walk():
+    # (the walk's matches are quantize nodes; the op node a match adds comes after the one it stands on)
+    for node in editor.walk_selected(quantize_nodes(program)):
         match = match_static_pattern(editor, node, BINARY_OPS, (0, 1))
         if match is not None:
             _lower_one(editor, match.quantize, match.relu, match.ref)

@@ -15,7 +15,7 @@ from qfx.ir.graph import Node
 from qfx.ir.program import Program
 from qfx.passes.manager import register
 
-from .support.patterns import match_static_pattern
+from .support.patterns import match_static_pattern, quantize_nodes
 from .support.prepack import (
     CONV_FUNCTIONALS,
     CONV_TRANSPOSE_FUNCTIONALS,
@@ -51,7 +51,8 @@ def lower_static_functionals(program: Program) -> Program:
     right after the zero-point node and read by the quantize's users; the quantize, and the fused ReLU,
     are gone. Patterns whose node has a None qconfig, or whose weight is not a quantize call, stay."""
     editor = GraphEditor(program)
-    for node in editor.walk():
+    # (the walk's matches are quantize nodes; a match adds and moves nodes before the one it stands on)
+    for node in editor.walk_selected(quantize_nodes(program)):
         match = match_static_pattern(editor, node, STATIC_FUNCTIONALS, (0, 1))
         if match is None:
             continue

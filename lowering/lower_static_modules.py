@@ -28,6 +28,7 @@ from qfx.lowering.support.patterns import (
     is_dequantize,
     match_static_pattern,
     module_of,
+    quantize_nodes,
     skips_lowering,
 )
 from qfx.passes.manager import register
@@ -65,16 +66,16 @@ def lower_static_modules(program: Program) -> Program:
     are left as they are. The one-input walk runs first, then (on the table it leaves) the two-input walk.
     """
     program = _lower_walk(program, two_inputs=False)
-    if not _calls_module_of(program, TWO_INPUT_LOWERING):
+    if not _holds_module_of(program, TWO_INPUT_LOWERING):
         # (the walk would match nothing; a quantize node it would reject, the first walk rejected)
         return program
     return _lower_walk(program, two_inputs=True)
 
 
-def _calls_module_of(program: Program, table: Mapping[type, Any]) -> bool:
-    """Whether some call_module node of the graph calls a module whose class is in `table`."""
-    modules = program.modules
-    return any(node.op == "call_module" and type(modules.get(node.target)) in table for node in program.graph.nodes)
+def _holds_module_of(program: Program, table: Mapping[type, Any]) -> bool:
+    """Whether some module of the program's table (so of every module a call_module node calls) has a class
+    in `table`."""
+    return not table.keys().isdisjoint(map(type, program.modules.values()))
 
 
 def _lower_walk(program: Program, two_inputs: bool) -> Program:
@@ -83,7 +84,8 @@ def _lower_walk(program: Program, two_inputs: bool) -> Program:
     table = TWO_INPUT_LOWERING if two_inputs else ONE_INPUT_LOWERING
     editor = GraphEditor(program)
     lowered: dict[str, Any] = {}
-    for node in editor.walk():
+    # (the walk's matches are quantize nodes; its edits add no node and move none)
+    for node in editor.walk_selected(quantize_nodes(program)):
         if two_inputs:
             match = _match_two_inputs(editor, node, table)
         else:

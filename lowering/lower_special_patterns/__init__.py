@@ -38,7 +38,11 @@ def lower_special_patterns(program: Program) -> Program:
     """
     editor = GraphEditor(program)
     swaps: dict[str, Any] = {}
-    for node in editor.walk():
+    # (the walk lowers at quantize and `.to(torch.float16)` nodes; its edits make none, and add nodes only
+    # before the one it stands on)
+    ends = [node.name for node in program.graph.nodes
+            if node.target is torch.quantize_per_tensor or (node.op == "call_method" and _is_to_fp16(node))]
+    for node in editor.walk_selected(ends):
         _lower_one(editor, node, swaps)
     if not swaps:
         return editor.finish()

@@ -92,6 +92,14 @@ def match_static_pattern(
     return StaticMatch(node, relu, ref) if found else None
 
 
+def quantize_nodes(program: Program) -> list[str]:
+    """The names of the quantize_per_tensor calls, in graph order: the only nodes `match_static_pattern`
+    matches (a pass whose edits make none and move none ahead of the one it stands on can walk just these,
+    with `GraphEditor.walk_selected`)."""
+    quantize = torch.quantize_per_tensor
+    return [node.name for node in program.graph.nodes if node.target is quantize and node.op == "call_function"]
+
+
 def first_input(editor: GraphEditor, node: Node, what: str, not_a_node: type[ConvertError]) -> Node:
     """The node `node`'s first positional argument refers to, read as torch's lowering reads it: torch takes
     `node.args[0]` (an IndexError when there is none, as for a module called with keyword arguments) and
