@@ -135,8 +135,8 @@ class WeightQParamTable:
     `compute` takes (float module, qconfig) pairs; `get` returns, for the same module and qconfig objects,
     exactly the dict `get_qparam_dict` would return for a fresh `qconfig.weight()` observer (moved to the
     pass's device) after it observed the module's weight, or None when that is left to the observer.
-    The scale and zero point tensors may be views of a tensor shared by many modules: users copy them
-    (as reference modules do) and never write to them.
+    Each entry is handed out once, and its scale and zero point tensors are new tensors of their own
+    (nobody else holds them): the caller may keep them instead of copying them.
     """
 
     def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
@@ -161,10 +161,12 @@ class WeightQParamTable:
                 self._found[id(module)] = (module, qconfig, qparams)
 
     def get(self, module: torch.nn.Module, qconfig: Any) -> dict[str, Any] | None:
-        """The precomputed get_qparam_dict for `module`'s weight under `qconfig`, or None."""
+        """The precomputed get_qparam_dict for `module`'s weight under `qconfig`, or None; taken out of the
+        table (a second call for the module answers None)."""
         entry = self._found.get(id(module))
         if entry is None or entry[0] is not module or entry[1] is not qconfig:
             return None
+        del self._found[id(module)]
         return entry[2]
 
     def _request(self, module: torch.nn.Module, qconfig: Any) -> tuple[torch.Tensor, WeightObserverConfig] | None:
@@ -406,8 +408,8 @@ def batched_weight_qparams(
     """For each (weight, config): get_qparam_dict of a fresh observer of `config` after it observed the
     weight once, or None when the observer must do it (see `_observed_channels`; non-finite ranges too).
 
-    Requests with equal configurations are computed together; their scale and zero point tensors are views
-    of the group's tensors.
+    Requests with equal configurations are computed together; each gets scale and zero point tensors of its
+    own, copied out of the group's at once.
     """
     with torch.no_grad():  # the observer detaches the weight
         return _batched_weight_qparams(requests)
@@ -432,6 +434,8 @@ def _batched_weight_qparams(
                                            config.quant_max, config.dtype, config.customized_range)
         # A per-tensor observer's qparams have shape [1], a per-channel one's [channels].
         sizes = [channels for _, _, channels in members]
-        for (index, _, _), s, z in zip(members, scale.split(sizes), zero_point.split(sizes)):
+        scales = torch.split_with_sizes_copy(scale, sizes)
+        zero_points = torch.split_with_sizes_copy(zero_point, sizes)
+        for (index, _, _), s, z in zip(members, scales, zero_points):
             out[index] = config.qparam_dict(s, z)
     return out

@@ -257,8 +257,11 @@ def convert_weighted(
 
     fused = module if isinstance(module, _FusedModule) else None
     float_module = first_member(fused) if fused is not None else module
-    precomputed = fast.qparams if fast is not None else None
-    qparams = weight_qparams(float_module, qconfig, fake_quant, options, device, precomputed)
+    found = fast.qparams.get(float_module, qconfig) if fast is not None and fake_quant is None else None
+    if found is not None:
+        qparams = {"is_decomposed": options.is_decomposed, **found}
+    else:
+        qparams = weight_qparams(float_module, qconfig, fake_quant, options, device)
     reference_class = classes.reference_class(float_module)
     if reference_class is None:
         raise MissingReferenceModuleError(
@@ -266,7 +269,8 @@ def convert_weighted(
             f"{type_before_parametrizations(float_module)}; add one to the backend config's pattern for it"
         )
     if fast is not None:
-        reference = fast.references.build(reference_class, float_module, qparams)
+        # precomputed qparams hold tensors of their own, which the reference module keeps
+        reference = fast.references.build(reference_class, float_module, qparams, owned=found is not None)
     else:
         reference = from_float(reference_class, float_module, qparams)
     if fused is None:
@@ -284,20 +288,15 @@ def weight_qparams(
     fake_quant: torch.nn.Module | None,
     options: ConvertOptions,
     device: torch.device | None,
-    precomputed: WeightQParamTable | None = None,
 ) -> dict[str, Any]:
     """The `weight_qparams` argument of the reference module's from_float, built as torch builds it.
 
     RNN cells get one fresh weight observer per weight (`weight_ih`, `weight_hh`); LSTM/GRU one per flat
     weight name (run only for qint8). Other modules use the QAT fake quant `fake_quant` when given (run
     once more on the weight, except for decomposed reference QAT), else a fresh observer from
-    `qconfig.weight()` on `device`, run on the weight, whose result `precomputed` may already hold.
+    `qconfig.weight()` on `device`, run on the weight (what `WeightQParamTable` may have computed ahead).
     """
     qparams: dict[str, Any] = {"is_decomposed": options.is_decomposed}
-    found = precomputed.get(float_module, qconfig) if precomputed is not None and fake_quant is None else None
-    if found is not None:
-        qparams.update(found)
-        return qparams
     if isinstance(float_module, torch.nn.RNNCellBase):
         for name in ("weight_ih", "weight_hh"):
             observer = qconfig.weight()
