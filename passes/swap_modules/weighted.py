@@ -60,9 +60,8 @@ class WeightedClasses:
     # from the qconfig; prepare gives every module its own qconfig object, but they are built alike.
     _swappable: dict = attrs.field(factory=dict, repr=False, eq=False)
     constructor_keys: ConstructorKeys = attrs.field(factory=ConstructorKeys, repr=False, eq=False)
-    # A pass asks about the same modules and qconfig objects more than once: id(module) -> (module,
-    # is_weighted(module)) and (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
-    _weighted: dict = attrs.field(factory=dict, repr=False, eq=False)
+    # A pass may ask about the same qconfig objects more than once:
+    # (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
     _applies: dict = attrs.field(factory=dict, repr=False, eq=False)
     # qconfig key -> a stand-in holding the qconfig's dtypes, read once for all the module classes asked about
     _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
@@ -102,12 +101,6 @@ class WeightedClasses:
     def is_weighted(self, module: torch.nn.Module) -> bool:
         """True when convert's main loop hands `module` to convert_weighted_module: its class (before
         parametrizations) is a root, QAT or fused class, and a fused module wraps a root module."""
-        known = self._weighted.get(id(module))
-        if known is None or known[0] is not module:
-            known = self._weighted[id(module)] = (module, self._is_weighted(module))
-        return known[1]
-
-    def _is_weighted(self, module: torch.nn.Module) -> bool:
         kind = type(module)
         # A class found in the tables is the module's own (parametrizing a module gives it a generated
         # subclass); only other modules need torch's slower type_before_parametrizations.
