@@ -106,6 +106,8 @@ class _Layout:
     # per parameter: whether the template's requires grad (Embedding's from_float passes the device
     # where nn.Embedding expects `_freeze`, so its weight does not)
     requires_grad: tuple[bool, ...]
+    # where the weight is among the parameters (its device is the one from_float builds the module on)
+    weight_index: int
 
     @classmethod
     def of(cls, template: torch.nn.Module, standin: torch.nn.Module, schema: _Schema) -> "_Layout | None":
@@ -135,7 +137,9 @@ class _Layout:
                 internals.append((name, None, value))
             else:
                 return None
-        layout = cls(type(template), schema, tuple(internals), requires_grad)
+        if "weight" not in schema.parameters:
+            return None
+        layout = cls(type(template), schema, tuple(internals), requires_grad, schema.parameters.index("weight"))
         # the constructor really stored what constructor_attributes says it stores
         same = all([_same(state[name], standin.__dict__[name]) for name in schema.attributes])
         return layout if same and layout.takes(standin) else None
@@ -163,7 +167,7 @@ class _Layout:
         for name, tensor, grad in zip(self.schema.parameters, tensors, self.requires_grad):
             # from_float's Parameter(tensor.detach()): Parameter detaches its argument itself.
             parameters[name] = None if tensor is None else torch.nn.Parameter(tensor, grad)
-        device = float_module.weight.device
+        device = tensors[self.weight_index].device  # (float_module.weight.device)
         if _plain_qparams(qparams):
             axis = qparams["axis"] if qparams["qscheme"] in _PER_CHANNEL else 0
             _write_weight_qparams(module, qparams, axis, axes.get(axis, device), owned)

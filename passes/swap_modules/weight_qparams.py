@@ -143,6 +143,7 @@ class WeightQParamTable:
         self._device = device
         self._constructor_keys = constructor_keys
         self._configs: dict[tuple, WeightObserverConfig | None] = {}
+        self._plain_weight: dict[type, bool] = {}  # module class -> _weight_in_tables(class)
         self._found: dict[int, tuple[torch.nn.Module, Any, dict[str, Any]]] = {}
 
     def compute(self, pairs: Iterable[tuple[torch.nn.Module, Any]]) -> None:
@@ -179,7 +180,7 @@ class WeightQParamTable:
             return None
         if "parametrizations" in module._modules:
             return None  # reading the weight runs the parametrizations: only where torch reads it
-        weight = getattr(module, "weight", None)
+        weight = self._weight(module)
         if type(weight) not in (torch.Tensor, torch.nn.Parameter):
             return None
         constructor = getattr(qconfig, "weight", None)
@@ -190,6 +191,27 @@ class WeightQParamTable:
             self._configs[key] = _config_of_fresh_observer(constructor)
         config = self._configs[key]
         return None if config is None else (weight, config)
+
+    def _weight(self, module: torch.nn.Module) -> Any:
+        """`getattr(module, "weight", None)`, read straight from the module's parameters where
+        nn.Module.__getattr__ would find it there (skipping that function's Python frame)."""
+        kind = type(module)
+        plain = self._plain_weight.get(kind)
+        if plain is None:
+            plain = self._plain_weight[kind] = _weight_in_tables(kind)
+        state = module.__dict__
+        if plain and "weight" not in state:
+            parameters = state.get("_parameters", {})
+            if "weight" in parameters:
+                return parameters["weight"]
+        return getattr(module, "weight", None)
+
+
+def _weight_in_tables(kind: type) -> bool:
+    """Whether a `kind` instance's `weight` is what nn.Module.__getattr__ finds in its tables whenever its
+    instance dict has none: a module class with nn.Module's attribute lookup and no `weight` of its own."""
+    return (issubclass(kind, torch.nn.Module) and kind.__getattribute__ is object.__getattribute__
+            and kind.__getattr__ is torch.nn.Module.__getattr__ and not hasattr(kind, "weight"))
 
 
 def _config_of_fresh_observer(constructor: Any) -> WeightObserverConfig | None:
