@@ -34,7 +34,7 @@ from ..support.observers import ObserverTest
 from ..support.root_attributes import unique_device
 from .custom import convert_custom, custom_module_classes
 from .qat import working_module
-from .standalone import convert_standalone, is_observed_standalone
+from .standalone import StandaloneTest, convert_standalone
 from .weighted import FastPaths, WeightedClasses, convert_weighted
 
 
@@ -55,10 +55,6 @@ class _Workspace:
         self.memo: dict[int, Any] = {}
         self.replaced: dict[str, torch.nn.Module] = {}
         self.conventions: dict[str, CallingConvention] = {}
-
-    def module(self, target: str) -> torch.nn.Module:
-        """The module torch's loop would find at `target` now."""
-        return self.current.get(target, self.program.modules[target])
 
     def owned_copy(self, target: str) -> torch.nn.Module:
         """A deep copy of the input module at `target`, made on first use and then reused."""
@@ -100,20 +96,23 @@ def swap_modules(program: Program) -> Program:
     custom_classes = custom_module_classes(mapping)
     device = unique_device(program)
     work = _Workspace(program, options)
-    is_observer = ObserverTest()
-    fast = FastPaths.plan(_weighted_modules(program, classes, is_observer), classes, device)
+    swap_of = _SwapKinds(classes, custom_classes)
+    # (node, its module in the input, that module's swap), classified once: the plan needs the weighted ones
+    # ahead, and the loop only asks again about a target an earlier swap changed.
+    calls = [(node, module, swap_of(module))
+             for node, module in ((node, program.modules[node.target]) for node in program.graph.nodes
+                                  if node.op == "call_module")]
+    fast = FastPaths.plan([module for _, module, kind in calls if kind is _WEIGHTED], classes, device)
 
-    for node in program.graph.nodes:
-        if node.op != "call_module":
-            continue
-        module = work.module(node.target)
-        if is_observer(module) or isinstance(module, DeQuantStub):
-            continue
-        if is_observed_standalone(module):
+    for node, module, kind in calls:
+        if node.target in work.current:
+            module = work.current[node.target]
+            kind = swap_of(module)
+        if kind is _STANDALONE:
             _swap_standalone(node, module, work)
-        elif classes.is_weighted(module):
+        elif kind is _WEIGHTED:
             _swap_weighted(node, module, work, classes, device, fast)
-        elif type_before_parametrizations(module) in custom_classes:
+        elif kind is _CUSTOM:
             _swap_custom(node, work, mapping)
 
     conventions = {**facts.calling_conventions, **work.conventions} if work.conventions else facts.calling_conventions
@@ -138,11 +137,30 @@ def _preserved_as_converted(program: Program) -> Program:
     return program.evolve(options=attrs.evolve(program.options, preserved_attributes=resolved))
 
 
-def _weighted_modules(program: Program, classes: WeightedClasses,
-                      is_observer: ObserverTest) -> list[torch.nn.Module]:
-    """The input modules the loop below may hand to convert_weighted (observers skipped first, as it does)."""
-    called = (program.modules[node.target] for node in program.graph.nodes if node.op == "call_module")
-    return [module for module in called if not is_observer(module) and classes.is_weighted(module)]
+# How swap-modules treats a called module (None: it stays as it is).
+_STANDALONE, _WEIGHTED, _CUSTOM = "standalone", "weighted", "custom"
+
+
+class _SwapKinds:
+    """Which swap a called module gets, tested in the order of torch's loop (observers and DeQuantStubs
+    first: they get none), for one pass run."""
+
+    def __init__(self, classes: WeightedClasses, custom_classes: frozenset) -> None:
+        self._classes = classes
+        self._custom_classes = custom_classes
+        self._is_observer = ObserverTest()
+        self._is_standalone = StandaloneTest()
+
+    def __call__(self, module: torch.nn.Module) -> str | None:
+        if self._is_observer(module) or isinstance(module, DeQuantStub):
+            return None
+        if self._is_standalone(module):
+            return _STANDALONE
+        if self._classes.is_weighted(module):
+            return _WEIGHTED
+        if type_before_parametrizations(module) in self._custom_classes:
+            return _CUSTOM
+        return None
 
 
 def _swap_standalone(node: Node, module: torch.fx.GraphModule, work: _Workspace) -> None:

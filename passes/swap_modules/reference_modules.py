@@ -106,6 +106,8 @@ class _Layout:
     # per parameter: whether the template's requires grad (Embedding's from_float passes the device
     # where nn.Embedding expects `_freeze`, so its weight does not)
     requires_grad: tuple[bool, ...]
+    # where the weight is among the parameters (its device is the one from_float builds the module on)
+    weight_index: int
 
     @classmethod
     def of(cls, template: torch.nn.Module, standin: torch.nn.Module, schema: _Schema) -> "_Layout | None":
@@ -135,7 +137,9 @@ class _Layout:
                 internals.append((name, None, value))
             else:
                 return None
-        layout = cls(type(template), schema, tuple(internals), requires_grad)
+        if "weight" not in schema.parameters:
+            return None
+        layout = cls(type(template), schema, tuple(internals), requires_grad, schema.parameters.index("weight"))
         # the constructor really stored what constructor_attributes says it stores
         same = all([_same(state[name], standin.__dict__[name]) for name in schema.attributes])
         return layout if same and layout.takes(standin) else None
@@ -146,10 +150,11 @@ class _Layout:
         return _as_constructed(self.reference_class, float_module.__dict__, self.schema.attributes)
 
     def new(
-        self, float_module: torch.nn.Module, tensors: tuple, qparams: Any, axes: "_AxisTensors"
+        self, float_module: torch.nn.Module, tensors: tuple, qparams: Any, axes: "_AxisTensors", owned: bool = False
     ) -> torch.nn.Module:
         """A module equal to reference_class.from_float(`float_module`, `qparams`), for a float module of
-        this layout's key whose parameters (`schema.parameters`) are `tensors`."""
+        this layout's key whose parameters (`schema.parameters`) are `tensors`; with `owned`, it keeps the
+        qparams' scale and zero point tensors (see `ReferenceBuilder.build`)."""
         module = self.reference_class.__new__(self.reference_class)
         state = module.__dict__
         for name, container, value in self.internals:
@@ -162,10 +167,10 @@ class _Layout:
         for name, tensor, grad in zip(self.schema.parameters, tensors, self.requires_grad):
             # from_float's Parameter(tensor.detach()): Parameter detaches its argument itself.
             parameters[name] = None if tensor is None else torch.nn.Parameter(tensor, grad)
-        device = float_module.weight.device
+        device = tensors[self.weight_index].device  # (float_module.weight.device)
         if _plain_qparams(qparams):
             axis = qparams["axis"] if qparams["qscheme"] in _PER_CHANNEL else 0
-            _write_weight_qparams(module, qparams, axis, axes.get(axis, device))
+            _write_weight_qparams(module, qparams, axis, axes.get(axis, device), owned)
         else:
             module._init_weight_qparams(qparams, device)
         return module
@@ -202,15 +207,17 @@ def _plain_qparams(qparams: Any) -> bool:
 
 
 def _write_weight_qparams(module: torch.nn.Module, qparams: dict[str, Any], axis: int,
-                          axis_tensor: torch.Tensor) -> None:
+                          axis_tensor: torch.Tensor, owned: bool) -> None:
     """Set what _init_weight_qparams sets for plain qparams, in its order, straight into the module's
-    tables. `axis_tensor` is the new `weight_axis` buffer, holding `axis`."""
+    tables. `axis_tensor` is the new `weight_axis` buffer, holding `axis`; with `owned`, the scale and zero
+    point tensors are the caller's to give away (copies of the qparams' are made otherwise)."""
     state = module.__dict__
     buffers = state["_buffers"]
     state["weight_qscheme"] = qparams["qscheme"]
     state["weight_dtype"] = qparams["dtype"]
-    buffers["weight_scale"] = _copy(qparams["scale"])
-    buffers["weight_zero_point"] = _copy(qparams["zero_point"])
+    scale, zero_point = qparams["scale"], qparams["zero_point"]
+    buffers["weight_scale"] = scale if owned else _copy(scale)
+    buffers["weight_zero_point"] = zero_point if owned else _copy(zero_point)
     buffers["weight_axis"] = axis_tensor
     state["is_decomposed"] = qparams.get("is_decomposed", False)
     state["weight_axis_int"] = axis  # what weight_axis.item() reads back
@@ -252,16 +259,18 @@ class ReferenceBuilder:
         self._layouts = learned.layouts
         self._axes = _AxisTensors()
 
-    def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any) -> torch.nn.Module:
+    def build(self, reference_class: type, float_module: torch.nn.Module, qparams: Any,
+              owned: bool = False) -> torch.nn.Module:
         """A module equal to `reference_class.from_float(float_module, qparams)` in class, attributes,
         tables and tensors (Parameters on the float module's tensors, buffers of their own). Reads
-        `float_module` and `qparams` only."""
+        `float_module` and `qparams` only; with `owned` (the qparams' tensors are the caller's, held by
+        nobody else) the module may keep the scale and zero point tensors instead of copies of them."""
         plan = self.plan(reference_class, float_module)
         if plan is None and self._learn_on_meta(reference_class, float_module):
             plan = self.plan(reference_class, float_module)
         if plan is not None:
             layout, tensors = plan
-            return layout.new(float_module, tensors, qparams, self._axes)
+            return layout.new(float_module, tensors, qparams, self._axes, owned)
         if _one_feature_standin_applies(reference_class, float_module):
             return _from_one_feature_standin(reference_class, float_module, qparams)
         return from_float(reference_class, float_module, qparams)

@@ -35,21 +35,43 @@ class StandaloneSwap:
     convention: CallingConvention
 
 
+class StandaloneTest:
+    """torch's `_is_observed_standalone_module` (True for a GraphModule that prepare_fx produced for a
+    standalone module), for one pass run: what a module's class tells is remembered per class."""
+
+    def __init__(self) -> None:
+        self._plain: dict[type, bool] = {}
+
+    def __call__(self, module: Any) -> bool:
+        kind = type(module)
+        plain = self._plain.get(kind)
+        if plain is None:
+            plain = self._plain[kind] = _plain_lookup_without_meta(kind)
+        if plain and _no_meta_entry(module.__dict__):
+            return False  # torch's test starts with hasattr(module, "meta")
+        return _is_observed_standalone_module(module)
+
+
 def is_observed_standalone(module: Any) -> bool:
-    """True for a GraphModule that prepare_fx produced for a standalone module."""
-    if _has_no_meta(module):
-        return False  # torch's test starts with hasattr(module, "meta")
-    return _is_observed_standalone_module(module)
+    """True for a GraphModule that prepare_fx produced for a standalone module (a StandaloneTest of its own)."""
+    return StandaloneTest()(module)
 
 
 def _has_no_meta(module: Any) -> bool:
     """Whether `module` certainly has no attribute `meta`: a module with nn.Module's attribute lookup and
     no `meta` in its class, instance dict or tables (asking hasattr would raise and catch an error)."""
-    kind = type(module)
-    if (not isinstance(module, torch.nn.Module) or kind.__getattr__ is not torch.nn.Module.__getattr__
-            or kind.__getattribute__ is not object.__getattribute__ or hasattr(kind, "meta")):
-        return False
-    state = module.__dict__
+    return _plain_lookup_without_meta(type(module)) and _no_meta_entry(module.__dict__)
+
+
+def _plain_lookup_without_meta(kind: type) -> bool:
+    """Whether `kind` is a module class with nn.Module's attribute lookup and no `meta` of its own: then its
+    instances have a `meta` only when their instance dict or tables hold one."""
+    return (issubclass(kind, torch.nn.Module) and kind.__getattr__ is torch.nn.Module.__getattr__
+            and kind.__getattribute__ is object.__getattribute__ and not hasattr(kind, "meta"))
+
+
+def _no_meta_entry(state: dict[str, Any]) -> bool:
+    """Whether a module's instance dict `state` holds no `meta`, in itself or in its tables."""
     return ("meta" not in state and "meta" not in state.get("_parameters", ())
             and "meta" not in state.get("_buffers", ()) and "meta" not in state.get("_modules", ()))
 

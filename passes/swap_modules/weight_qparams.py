@@ -135,14 +135,15 @@ class WeightQParamTable:
     `compute` takes (float module, qconfig) pairs; `get` returns, for the same module and qconfig objects,
     exactly the dict `get_qparam_dict` would return for a fresh `qconfig.weight()` observer (moved to the
     pass's device) after it observed the module's weight, or None when that is left to the observer.
-    The scale and zero point tensors may be views of a tensor shared by many modules: users copy them
-    (as reference modules do) and never write to them.
+    Each entry is handed out once, and its scale and zero point tensors are new tensors of their own
+    (nobody else holds them): the caller may keep them instead of copying them.
     """
 
     def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
         self._device = device
         self._constructor_keys = constructor_keys
         self._configs: dict[tuple, WeightObserverConfig | None] = {}
+        self._plain_weight: dict[type, bool] = {}  # module class -> _weight_in_tables(class)
         self._found: dict[int, tuple[torch.nn.Module, Any, dict[str, Any]]] = {}
 
     def compute(self, pairs: Iterable[tuple[torch.nn.Module, Any]]) -> None:
@@ -161,10 +162,12 @@ class WeightQParamTable:
                 self._found[id(module)] = (module, qconfig, qparams)
 
     def get(self, module: torch.nn.Module, qconfig: Any) -> dict[str, Any] | None:
-        """The precomputed get_qparam_dict for `module`'s weight under `qconfig`, or None."""
+        """The precomputed get_qparam_dict for `module`'s weight under `qconfig`, or None; taken out of the
+        table (a second call for the module answers None)."""
         entry = self._found.get(id(module))
         if entry is None or entry[0] is not module or entry[1] is not qconfig:
             return None
+        del self._found[id(module)]
         return entry[2]
 
     def _request(self, module: torch.nn.Module, qconfig: Any) -> tuple[torch.Tensor, WeightObserverConfig] | None:
@@ -177,7 +180,7 @@ class WeightQParamTable:
             return None
         if "parametrizations" in module._modules:
             return None  # reading the weight runs the parametrizations: only where torch reads it
-        weight = getattr(module, "weight", None)
+        weight = self._weight(module)
         if type(weight) not in (torch.Tensor, torch.nn.Parameter):
             return None
         constructor = getattr(qconfig, "weight", None)
@@ -188,6 +191,27 @@ class WeightQParamTable:
             self._configs[key] = _config_of_fresh_observer(constructor)
         config = self._configs[key]
         return None if config is None else (weight, config)
+
+    def _weight(self, module: torch.nn.Module) -> Any:
+        """`getattr(module, "weight", None)`, read straight from the module's parameters where
+        nn.Module.__getattr__ would find it there (skipping that function's Python frame)."""
+        kind = type(module)
+        plain = self._plain_weight.get(kind)
+        if plain is None:
+            plain = self._plain_weight[kind] = _weight_in_tables(kind)
+        state = module.__dict__
+        if plain and "weight" not in state:
+            parameters = state.get("_parameters", {})
+            if "weight" in parameters:
+                return parameters["weight"]
+        return getattr(module, "weight", None)
+
+
+def _weight_in_tables(kind: type) -> bool:
+    """Whether a `kind` instance's `weight` is what nn.Module.__getattr__ finds in its tables whenever its
+    instance dict has none: a module class with nn.Module's attribute lookup and no `weight` of its own."""
+    return (issubclass(kind, torch.nn.Module) and kind.__getattribute__ is object.__getattribute__
+            and kind.__getattr__ is torch.nn.Module.__getattr__ and not hasattr(kind, "weight"))
 
 
 def _config_of_fresh_observer(constructor: Any) -> WeightObserverConfig | None:
@@ -406,8 +430,8 @@ def batched_weight_qparams(
     """For each (weight, config): get_qparam_dict of a fresh observer of `config` after it observed the
     weight once, or None when the observer must do it (see `_observed_channels`; non-finite ranges too).
 
-    Requests with equal configurations are computed together; their scale and zero point tensors are views
-    of the group's tensors.
+    Requests with equal configurations are computed together; each gets scale and zero point tensors of its
+    own, copied out of the group's at once.
     """
     with torch.no_grad():  # the observer detaches the weight
         return _batched_weight_qparams(requests)
@@ -432,6 +456,8 @@ def _batched_weight_qparams(
                                            config.quant_max, config.dtype, config.customized_range)
         # A per-tensor observer's qparams have shape [1], a per-channel one's [channels].
         sizes = [channels for _, _, channels in members]
-        for (index, _, _), s, z in zip(members, scale.split(sizes), zero_point.split(sizes)):
+        scales = torch.split_with_sizes_copy(scale, sizes)
+        zero_points = torch.split_with_sizes_copy(zero_point, sizes)
+        for (index, _, _), s, z in zip(members, scales, zero_points):
             out[index] = config.qparam_dict(s, z)
     return out

@@ -60,9 +60,8 @@ class WeightedClasses:
     # from the qconfig; prepare gives every module its own qconfig object, but they are built alike.
     _swappable: dict = attrs.field(factory=dict, repr=False, eq=False)
     constructor_keys: ConstructorKeys = attrs.field(factory=ConstructorKeys, repr=False, eq=False)
-    # A pass asks about the same modules and qconfig objects more than once: id(module) -> (module,
-    # is_weighted(module)) and (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
-    _weighted: dict = attrs.field(factory=dict, repr=False, eq=False)
+    # A pass may ask about the same qconfig objects more than once:
+    # (id(qconfig), class) -> (qconfig, reference_swap_applies(qconfig, class)).
     _applies: dict = attrs.field(factory=dict, repr=False, eq=False)
     # qconfig key -> a stand-in holding the qconfig's dtypes, read once for all the module classes asked about
     _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
@@ -102,12 +101,6 @@ class WeightedClasses:
     def is_weighted(self, module: torch.nn.Module) -> bool:
         """True when convert's main loop hands `module` to convert_weighted_module: its class (before
         parametrizations) is a root, QAT or fused class, and a fused module wraps a root module."""
-        known = self._weighted.get(id(module))
-        if known is None or known[0] is not module:
-            known = self._weighted[id(module)] = (module, self._is_weighted(module))
-        return known[1]
-
-    def _is_weighted(self, module: torch.nn.Module) -> bool:
         kind = type(module)
         # A class found in the tables is the module's own (parametrizing a module gives it a generated
         # subclass); only other modules need torch's slower type_before_parametrizations.
@@ -257,8 +250,11 @@ def convert_weighted(
 
     fused = module if isinstance(module, _FusedModule) else None
     float_module = first_member(fused) if fused is not None else module
-    precomputed = fast.qparams if fast is not None else None
-    qparams = weight_qparams(float_module, qconfig, fake_quant, options, device, precomputed)
+    found = fast.qparams.get(float_module, qconfig) if fast is not None and fake_quant is None else None
+    if found is not None:
+        qparams = {"is_decomposed": options.is_decomposed, **found}
+    else:
+        qparams = weight_qparams(float_module, qconfig, fake_quant, options, device)
     reference_class = classes.reference_class(float_module)
     if reference_class is None:
         raise MissingReferenceModuleError(
@@ -266,7 +262,8 @@ def convert_weighted(
             f"{type_before_parametrizations(float_module)}; add one to the backend config's pattern for it"
         )
     if fast is not None:
-        reference = fast.references.build(reference_class, float_module, qparams)
+        # precomputed qparams hold tensors of their own, which the reference module keeps
+        reference = fast.references.build(reference_class, float_module, qparams, owned=found is not None)
     else:
         reference = from_float(reference_class, float_module, qparams)
     if fused is None:
@@ -284,20 +281,15 @@ def weight_qparams(
     fake_quant: torch.nn.Module | None,
     options: ConvertOptions,
     device: torch.device | None,
-    precomputed: WeightQParamTable | None = None,
 ) -> dict[str, Any]:
     """The `weight_qparams` argument of the reference module's from_float, built as torch builds it.
 
     RNN cells get one fresh weight observer per weight (`weight_ih`, `weight_hh`); LSTM/GRU one per flat
     weight name (run only for qint8). Other modules use the QAT fake quant `fake_quant` when given (run
     once more on the weight, except for decomposed reference QAT), else a fresh observer from
-    `qconfig.weight()` on `device`, run on the weight, whose result `precomputed` may already hold.
+    `qconfig.weight()` on `device`, run on the weight (what `WeightQParamTable` may have computed ahead).
     """
     qparams: dict[str, Any] = {"is_decomposed": options.is_decomposed}
-    found = precomputed.get(float_module, qconfig) if precomputed is not None and fake_quant is None else None
-    if found is not None:
-        qparams.update(found)
-        return qparams
     if isinstance(float_module, torch.nn.RNNCellBase):
         for name in ("weight_ih", "weight_hh"):
             observer = qconfig.weight()
