@@ -52,17 +52,6 @@ class StandaloneTest:
         return _is_observed_standalone_module(module)
 
 
-def is_observed_standalone(module: Any) -> bool:
-    """True for a GraphModule that prepare_fx produced for a standalone module (a StandaloneTest of its own)."""
-    return StandaloneTest()(module)
-
-
-def _has_no_meta(module: Any) -> bool:
-    """Whether `module` certainly has no attribute `meta`: a module with nn.Module's attribute lookup and
-    no `meta` in its class, instance dict or tables (asking hasattr would raise and catch an error)."""
-    return _plain_lookup_without_meta(type(module)) and _no_meta_entry(module.__dict__)
-
-
 def _plain_lookup_without_meta(kind: type) -> bool:
     """Whether `kind` is a module class with nn.Module's attribute lookup and no `meta` of its own: then its
     instances have a `meta` only when their instance dict or tables hold one."""
