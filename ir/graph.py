@@ -16,13 +16,6 @@ OPS = ("placeholder", "get_attr", "call_function", "call_method", "call_module",
 NO_META: Mapping[str, Any] = FrozenDict()
 
 
-def frozen_meta(meta: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    """`meta`'s entries, in its order, as a FrozenDict (`meta` itself when it is one)."""
-    if type(meta) is FrozenDict:
-        return meta
-    return FrozenDict(meta) if meta else NO_META
-
-
 class _NodeSlots:
     """A Node's storage: its fields' slots, on a class without Node's frozen `__setattr__`."""
 
@@ -66,7 +59,8 @@ class Node(_NodeSlots):
         node.args = args
         node.kwargs = kwargs
         node.type = type
-        node.meta = meta if meta.__class__ is FrozenDict else frozen_meta(meta)  # (most nodes pass one on)
+        # (most nodes pass a FrozenDict on; lifted ones bring FX's dict, copied)
+        node.meta = meta if meta.__class__ is FrozenDict else FrozenDict(meta) if meta else NO_META
         node._input_names = None
         node.__class__ = Node
         return node  # type: ignore[return-value]

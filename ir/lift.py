@@ -52,9 +52,11 @@ def lift_reporting(
     node_name = _namer(fx_graph)
 
     nodes = []
+    names: list[str] = []
     position: dict[torch.fx.Node, int] = {}  # (of the nodes kept)
     shared: list[torch.fx.Node] = []  # nodes with two or more users
     targets: dict[str, None] = {}
+    module_calls: list[tuple[str, str]] = []  # (node name, target) of the call_module nodes
     dead = _dead_after_output(fx_graph)
     for n in fx_graph.nodes:
         if n in dead:
@@ -63,8 +65,9 @@ def lift_reporting(
         if len(n.users) > 1:
             shared.append(n)
         try:
-            args = freeze(tuple(n.args), node_name)
-            fx_kwargs = n.kwargs
+            # (the fields behind FX's args and kwargs properties: read for every node)
+            args = freeze(tuple(n._args), node_name)
+            fx_kwargs = n._kwargs
             kwargs = tuple([(k, freeze(v, node_name)) for k, v in fx_kwargs.items()]) if fx_kwargs else ()
         except _ForeignNode as foreign:
             raise MalformedGraphError(
@@ -73,9 +76,14 @@ def lift_reporting(
                 "graph.lint() and recompile())") from None
         except Exception as exc:  # pragma: no cover - defensive
             raise LiftError(f"node '{n.name}': cannot represent its arguments ({exc})") from exc
-        nodes.append(Node(n.name, n.op, n.target, args, kwargs, n.type, n.meta))  # (Node freezes meta)
-        if n.op in ("get_attr", "call_module"):
-            targets[n.target] = None
+        name, op, target = n.name, n.op, n.target
+        nodes.append(Node(name, op, target, args, kwargs, n.type, n.meta))  # (Node freezes meta)
+        names.append(name)
+        if op == "call_module":
+            targets[target] = None
+            module_calls.append((name, target))
+        elif op == "get_attr":
+            targets[target] = None
 
     modules = submodule_table(gm)
     attributes = {}
@@ -93,15 +101,14 @@ def lift_reporting(
     module_table, attribute_table = FrozenDict(modules), FrozenDict(attributes)
     uncalibrated: list[str] = []
     if observed:
-        module_calls = [(n.name, n.target, modules[n.target]) for n in nodes
-                        if n.op == "call_module" and n.target in modules]
-        uncalibrated = check_observers(module_calls, may_hold_meta(module_table, attribute_table))
+        uncalibrated = check_observers([(name, target, modules[target]) for name, target in module_calls
+                                        if target in modules], may_hold_meta(module_table, attribute_table))
 
     ns = fx_graph._graph_namespace
     # A node renamed by assigning node.name is missing from FX's namespace; it is taken all the same.
     used = frozenset(ns._used_names)
-    if any(node.name not in used for node in nodes):
-        used = used.union(node.name for node in nodes)
+    if not used.issuperset(names):
+        used = used.union(names)
     namespace = Namespace(used, FrozenDict(ns._base_count))
     meta = dict(gm.meta)
     facts = meta.pop(OBSERVED_ATTRS_KEY, None)
@@ -162,6 +169,9 @@ class _ForeignNode(Exception):
     """An argument that is an FX node of another graph (its name is the exception's argument)."""
 
 
+_FX_NODE = torch.fx.Node
+
+
 def _namer(graph: torch.fx.Graph) -> Callable[[Any], str | None]:
     """The `node_name` function `freeze` takes, for arguments of `graph`'s nodes: the name of a node of
     `graph`, None for a value that is no node, and _ForeignNode for a node of another graph (torch fails on
@@ -169,7 +179,7 @@ def _namer(graph: torch.fx.Graph) -> Callable[[Any], str | None]:
     names = {id(n): n.name for n in graph.nodes}
 
     def node_name(value: Any) -> str | None:
-        if not isinstance(value, torch.fx.Node):
+        if not isinstance(value, _FX_NODE):
             return None
         name = names.get(id(value))
         if name is None:

@@ -231,7 +231,8 @@ def tensor_devices(modules: Iterable[torch.nn.Module], attributes: Mapping[str, 
 
 
 _CPU = torch.device("cpu")
-_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
+_TENSOR = torch.Tensor
+_PLAIN_TENSORS = (_TENSOR, torch.nn.Parameter)
 
 
 def check_observers(module_calls: Iterable[tuple[str, str, Any]], may_hold_meta: bool = True) -> list[str]:
@@ -297,10 +298,10 @@ class _ClassFacts:
     def of(self, value: Any) -> tuple[str | None, str | None]:
         """`_class_facts(value)`."""
         own = type(value)
-        if value.__class__ is not own:  # isinstance also asks __class__: only a plain object is its class
-            return _class_facts(value)
         known = self._facts.get(own)
         if known is None:
+            if not _reports_its_type(own):  # (isinstance also asks __class__, which may then say anything)
+                return _class_facts(value)
             known = self._facts[own] = _class_facts(value)
         return known
 
@@ -321,11 +322,17 @@ class _ClassFacts:
                 value = table[name]
             else:
                 value = getattr(module, name, None)
-            if not isinstance(value, torch.Tensor):
+            if not isinstance(value, _TENSOR):
                 raise _BadState(f"buffer '{name}' is missing" if value is None else
                                 f"buffer '{name}' is {_describe(value)}, not a tensor")
             found.append(value)
         return found
+
+
+def _reports_its_type(kind: type) -> bool:
+    """Whether instances of class `kind` answer their type when asked for `__class__` (object's own
+    `__class__`: no class of its MRO has one of its own)."""
+    return all("__class__" not in vars(base) for base in kind.__mro__ if base is not object)
 
 
 def torchs_own_observer_method(method: Any) -> bool:
@@ -442,9 +449,11 @@ def _never_calibrated(observer: ObserverBase, test: str, classes: "_ClassFacts")
     if test is _PER_CHANNEL:
         return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
     # (`low` first, in full: a calibrated observer's is not inf)
-    return (low.numel() == 1 and low.is_floating_point() and float(low) == math.inf
-            and high.numel() == 1 and high.is_floating_point() and float(high) == -math.inf)
+    return (low.numel() == 1 and low.is_floating_point() and float(low) == _INF
+            and high.numel() == 1 and high.is_floating_point() and float(high) == -_INF)
 
+
+_INF = math.inf
 
 # The buffers each test reads, in the order torch's qparams do.
 _BUFFERS_READ = {_PER_CHANNEL: ("min_val", "max_val"), _MIN_MAX: ("min_val", "max_val"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 from .errors import VerificationError
 from .graph import OPS
 from .program import Program
@@ -19,8 +21,15 @@ def problems(program: Program) -> list[str]:
     last = len(graph.nodes) - 1
     modules, attributes = program.modules, program.attributes
     for i, node in enumerate(graph.nodes):
-        found: list[str] = []  # this node's problems, named below (naming every node would cost more)
         op, name, target = node.op, node.name, node.target
+        reads = node.input_name_tuple()
+        # (a well-formed node is passed by one test; the others are then looked at problem by problem)
+        if (name in used and name not in defined and type(name) is str and name and defined.issuperset(reads)
+                and _target_fits(op, target, modules, attributes) and (op != "output" or i == last)):
+            outputs += op == "output"
+            defined.add(name)
+            continue
+        found: list[str] = []  # this node's problems, named below (naming every node would cost more)
         if op not in OPS:
             found.append("unknown op")
         if name in defined:
@@ -29,7 +38,7 @@ def problems(program: Program) -> list[str]:
             found.append("name not recorded in the namespace")
         if not isinstance(name, str) or not name:
             found.append("name must be a non-empty string")
-        for read in node.input_name_tuple():
+        for read in reads:
             if read not in defined:
                 state = "later" if read in graph.by_name else "nowhere"
                 found.append(f"reads '%{read}', which is defined {state}")
@@ -58,6 +67,20 @@ def problems(program: Program) -> list[str]:
     # before fusion erases nodes, and a user's dead-code elimination followed by a deepcopy (which rebuilds
     # the graph's namespace from the nodes left) leaves names FX no longer knows; torch converts such models.
     return out
+
+
+def _target_fits(op: str, target: object, modules: Mapping[str, object], attributes: Mapping[str, object]) -> bool:
+    """Whether `target` is one an `op` node may have (False also for an unknown op): the quick test of
+    well-formed nodes; `problems` names what is wrong with the others."""
+    if op == "call_function":
+        return callable(target)
+    if op == "call_module":
+        return type(target) is str and target in modules
+    if op == "get_attr":
+        return type(target) is str and (target in modules or target in attributes)
+    if op == "output":
+        return True
+    return (op == "call_method" or op == "placeholder") and type(target) is str
 
 
 def verify(program: Program, where: str = "") -> Program:
