@@ -330,9 +330,10 @@ class _ClassFacts:
 
 
 def _reports_its_type(kind: type) -> bool:
-    """Whether instances of class `kind` answer their type when asked for `__class__` (object's own
-    `__class__`: no class of its MRO has one of its own)."""
-    return all("__class__" not in vars(base) for base in kind.__mro__ if base is not object)
+    """Whether instances of class `kind` answer their type when asked for `__class__`: object's own
+    attribute lookup, and no class of its MRO with a `__class__` of its own."""
+    return (kind.__getattribute__ is object.__getattribute__
+            and all("__class__" not in vars(base) for base in kind.__mro__ if base is not object))
 
 
 def torchs_own_observer_method(method: Any) -> bool:

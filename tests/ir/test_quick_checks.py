@@ -76,6 +76,28 @@ def test_the_role_of_a_module_with_a_class_attribute_of_its_own_is_read_per_inst
     assert classes.of(_Disguised(nn.Module)) == (None, None)
 
 
+class _DisguisedByLookup(nn.Module):
+    """A module whose attribute lookup claims another class when asked for __class__."""
+
+    def __init__(self, claims):
+        super().__init__()
+        self.claims = claims
+
+    def __getattribute__(self, name):
+        if name == "__class__":
+            return object.__getattribute__(self, "claims")
+        return super().__getattribute__(name)
+
+    def calculate_qparams(self):
+        return torch.tensor([1.0]), torch.tensor([0])
+
+
+def test_the_role_of_a_module_with_its_own_attribute_lookup_is_read_per_instance():
+    classes = _ClassFacts()
+    assert classes.of(_DisguisedByLookup(nn.Module)) == (None, None)
+    assert classes.of(_DisguisedByLookup(MinMaxObserver))[0] == "observer"
+
+
 def test_observers_that_never_saw_data_are_named_in_order():
     calibrated = MinMaxObserver()
     calibrated(torch.ones(2))
