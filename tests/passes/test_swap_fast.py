@@ -937,3 +937,17 @@ def test_range_vectors_take_a_contiguous_tensor_as_the_rows_its_memory_holds():
     assert not vectors.write_in_memory_order(0, weight, 5)
     with pytest.raises(ValueError, match="no room for 4 values"):
         vectors.write_in_memory_order(3, weight, 4)
+
+
+def test_reference_modules_of_one_convert_keep_qparam_tensors_of_their_own():
+    """swap-modules hands each reference module the batch's scale and zero point tensors without copying
+    them: each must still be a tensor of its own, so writing one module's buffer changes no other's."""
+    layers = nn.Sequential(*[nn.Linear(4, 4) for _ in range(3)]).eval()
+    example = (torch.randn(2, 4),)
+    observed = prepare_fx(layers, QConfigMapping().set_global(default_qconfig), example)
+    observed(*example)
+    converted = api.convert_to_reference_fx(observed)
+    buffers = [m._buffers[name] for m in converted.modules() if isinstance(m, ref.Linear)
+               for name in ("weight_scale", "weight_zero_point")]
+    assert len(buffers) == 6
+    assert len({_storage(b) for b in buffers}) == len(buffers)
