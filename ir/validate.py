@@ -231,8 +231,7 @@ def tensor_devices(modules: Iterable[torch.nn.Module], attributes: Mapping[str, 
 
 
 _CPU = torch.device("cpu")
-_TENSOR = torch.Tensor
-_PLAIN_TENSORS = (_TENSOR, torch.nn.Parameter)
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)
 
 
 def check_observers(module_calls: Iterable[tuple[str, str, Any]], may_hold_meta: bool = True) -> list[str]:
@@ -322,7 +321,7 @@ class _ClassFacts:
                 value = table[name]
             else:
                 value = getattr(module, name, None)
-            if not isinstance(value, _TENSOR):
+            if not isinstance(value, torch.Tensor):
                 raise _BadState(f"buffer '{name}' is missing" if value is None else
                                 f"buffer '{name}' is {_describe(value)}, not a tensor")
             found.append(value)
@@ -450,11 +449,9 @@ def _never_calibrated(observer: ObserverBase, test: str, classes: "_ClassFacts")
     if test is _PER_CHANNEL:
         return low.dim() == 1 and low.shape == high.shape and low.numel() == 0
     # (`low` first, in full: a calibrated observer's is not inf)
-    return (low.numel() == 1 and low.is_floating_point() and float(low) == _INF
-            and high.numel() == 1 and high.is_floating_point() and float(high) == -_INF)
+    return (low.numel() == 1 and low.is_floating_point() and float(low) == math.inf
+            and high.numel() == 1 and high.is_floating_point() and float(high) == -math.inf)
 
-
-_INF = math.inf
 
 # The buffers each test reads, in the order torch's qparams do.
 _BUFFERS_READ = {_PER_CHANNEL: ("min_val", "max_val"), _MIN_MAX: ("min_val", "max_val"),

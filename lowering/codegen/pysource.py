@@ -438,6 +438,8 @@ def _identifier(hint: str) -> tuple[str, bool]:
 
 def _attr_path(base: str, path: str) -> str:
     """`base` followed by the attribute path, with getattr for atoms that are not identifiers."""
+    if path.isidentifier():  # (a name on the base itself, as every attribute the passes add is)
+        return f"{base}.{path}"
     atoms = path.split(".")
     if all(map(str.isidentifier, atoms)):
         return f"{base}.{path}"
@@ -449,6 +451,4 @@ def _attr_path(base: str, path: str) -> str:
 def _self_path(target: str) -> str:
     if type(target) is not str:
         raise _Unsupported("module or attribute target is not a string")
-    if target.isidentifier():  # (a name on the root itself, as every attribute the passes add is)
-        return "self." + target
     return _attr_path("self", target)
