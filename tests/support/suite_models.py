@@ -1,0 +1,858 @@
+"""Cases modelled on PyTorch's own FX quantization tests (test/quantization/fx/test_quantize_fx.py:
+TestQuantizeFx and TestQuantizeFxOps), for patterns the main zoo (tests/support/models.py) does not reach:
+pixel (un)shuffle, bmm, narrow, softmax, 3-d matmul, functional onednn-style fusions, interpolate modes,
+shape ops on quantized tensors, mixed cats, functional norms with weights, embeddings, transposed convs,
+dynamic / fp16 quantization of modules and cells, reduce_range and symmetric qconfigs, fixed-qparams ops,
+multiple and structured outputs, scalar and in-place arithmetic, quantized batch norm, activations, pools
+and QAT under qnnpack.
+
+Names start with "suite_" so they never clash with the main zoo's (tests/differential/test_suite_like.py
+registers them in its name table).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.ao.quantization import (
+    MinMaxObserver,
+    QConfig,
+    QConfigMapping,
+    default_dynamic_qconfig,
+    default_qconfig,
+    default_weight_observer,
+    float16_dynamic_qconfig,
+    float16_static_qconfig,
+    float_qparams_weight_only_qconfig,
+    float_qparams_weight_only_qconfig_4bit,
+    get_default_qat_qconfig_mapping,
+    get_default_qconfig_mapping,
+    per_channel_dynamic_qconfig,
+)
+from torch.ao.quantization.backend_config import get_onednn_backend_config, get_qnnpack_backend_config
+
+from tests.support.models import Case, Factory, _qcm, _randn, _x86
+
+BOTH = ("x86", "qnnpack")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# models
+
+
+class PixelShuffle(nn.Module):
+    """F.pixel_shuffle / nn.PixelShuffle / F.pixel_unshuffle / nn.PixelUnshuffle between convs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 8, 1)
+        self.ps = nn.PixelShuffle(2)
+        self.pu = nn.PixelUnshuffle(2)
+        self.conv2 = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = F.pixel_shuffle(y, 2)
+        y = F.pixel_unshuffle(y, 2)
+        y = self.pu(self.ps(y))
+        return self.conv2(y)
+
+
+class Bmm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        a = self.fc(x)
+        return torch.bmm(a, y.transpose(1, 2)), torch.bmm(a, a.transpose(1, 2))
+
+
+class BmmAlone(nn.Module):
+    def forward(self, x, y):
+        return torch.bmm(x, y)
+
+
+class Narrow(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = torch.narrow(y, 1, 0, 2)
+        b = y.narrow(1, 2, 2)
+        c = y.narrow(dim=3, start=1, length=2)
+        return a + b, c
+
+
+class ClampKwargs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.hardtanh = nn.Hardtanh(min_val=-0.5, max_val=0.5)
+
+    def forward(self, x):
+        x = self.conv(x)
+        a = F.hardtanh(x, min_val=-1.0, max_val=1.0)
+        b = torch.clamp(x, min=-0.3)
+        c = x.clamp(max=0.7)
+        d = F.relu6(x)
+        e = torch.clamp(x, -0.1, 0.1)
+        f = F.hardtanh(self.hardtanh(x), inplace=True)
+        return a, b, c, d, e, f
+
+
+class Softmaxes(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.softmax = nn.Softmax(dim=1)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return self.softmax(y), F.softmax(y, dim=-1), y.softmax(0), torch.softmax(y, 1)
+
+
+class Matmul3d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        a = self.fc(x)
+        return torch.matmul(a, y.transpose(-1, -2)), a.matmul(a.transpose(1, 2)), a @ y.transpose(1, 2)
+
+
+class FunctionalOnednnFusions(nn.Module):
+    """Linear + torch.tanh / F.leaky_relu / nn.LeakyReLU, conv + add + F.relu (onednn's fusions, functional)."""
+
+    def __init__(self, functional_leaky: bool = True) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+        self.fc3 = nn.Linear(4, 4)
+        self.leaky = nn.LeakyReLU(0.05)
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.tanh = nn.Tanh()
+        # torch's onednn fusion of a Linear with a functional leaky_relu or tanh fails in prepare (AssertionError:
+        # Incorrect types for input modules): the onednn case uses modules there
+        self.functional_leaky = functional_leaky
+
+    def forward(self, x, img):
+        a = torch.tanh(self.fc1(x)) if self.functional_leaky else self.tanh(self.fc1(x))
+        b = F.leaky_relu(self.fc2(a), negative_slope=0.2) if self.functional_leaky else self.fc2(a)
+        c = self.leaky(self.fc3(b))
+        d = F.relu(self.conv(img) + img)
+        e = torch.add(img, self.conv(img))
+        return c, d, e
+
+
+class Interpolates(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up_bilinear = nn.UpsamplingBilinear2d(scale_factor=2)
+        self.up_nearest = nn.UpsamplingNearest2d(size=(5, 5))
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=True)
+        b = F.interpolate(y, size=(3, 5), mode="nearest")
+        c = F.interpolate(y, scale_factor=1.5, mode="bicubic", align_corners=False)
+        d = self.up_nearest(self.up_bilinear(self.up(y)))
+        e = F.upsample(y, scale_factor=2)
+        return a, b, c, d, e
+
+
+class Interpolate3d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv3d(1, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return F.interpolate(y, scale_factor=2, mode="nearest"), F.interpolate(y, size=(3, 3, 3), mode="trilinear")
+
+
+class ShapeOps(nn.Module):
+    """Shape ops on a quantized tensor, as TestQuantizeFxOps.test_general_shape_ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 1)
+        self.conv2 = nn.Conv2d(4, 4, 1)
+        self.maxpool1d = nn.MaxPool1d(kernel_size=2)
+        self.maxpool2d = nn.MaxPool2d(kernel_size=2)
+        self.dropout = nn.Dropout()
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = self.maxpool2d(x)
+        n, c, h, w = x.size(0), x.size(1), x.size(2), x.size(3)
+        y = self.maxpool1d(x.reshape(n, c, h * w))
+        y = y.view(n, c, -1).transpose(1, 2).contiguous().permute(0, 2, 1)
+        x = x.transpose(2, 3).contiguous()
+        x = torch.transpose(x, 2, 3)
+        x = x.permute(0, 1, 3, 2).permute(0, 1, 3, 2)
+        x = F.dropout(x, training=False)
+        x = self.dropout(x)
+        x = x.repeat(1, 1, 1, 1)
+        x = x.repeat_interleave(1, 1)
+        x = torch.repeat_interleave(x, 1, 1)
+        x = self.relu(x)
+        x = F.relu(x)
+        x = x.relu()
+        x = torch.unsqueeze(torch.squeeze(x.unsqueeze(0), 0), 0).squeeze(0)
+        x = x.detach()
+        x = torch.flatten(x, 2).reshape(n, c, h, w)
+        a, b = torch.chunk(x, 2, dim=1)
+        s1, s2 = torch.split(x, 2, dim=1)
+        u = torch.unbind(x, dim=1)
+        t = x.chunk(2, 1)[0] + a.sigmoid() * 0
+        g = x[:, 0:2, 0, :]
+        x = self.conv2(torch.cat([a, b], 1))
+        return x, y, s1, s2, u[0], t, g
+
+
+class GetitemOps(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return y[0], y[:, 1:3], y[..., -1], y[None], y.split(3, -1)[1], y.view(2, -1, 3).unbind(1)[0]
+
+
+class MixedCat(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        a = self.fc1(x)
+        b = self.fc2(x)
+        c = torch.cat([a, b], 0)
+        d = torch.cat([a, y], 1)  # y enters unquantized in the graph (an input)
+        e = torch.cat((a, a, b), dim=-1)
+        f = torch.stack([a, b])
+        return c, d, e, f
+
+
+class MixedCatNone(nn.Module):
+    """A cat of a quantized and a float (qconfig None) tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q = nn.Linear(4, 4)
+        self.f = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return torch.cat([self.q(x), self.f(x)], 1)
+
+
+class FunctionalNormsWeights(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 1)
+        self.ln_w = nn.Parameter(torch.rand(3) + 0.5)
+        self.ln_b = nn.Parameter(torch.randn(3))
+        self.gn_w = nn.Parameter(torch.rand(4) + 0.5)
+        self.gn_b = nn.Parameter(torch.randn(4))
+        self.in_w = nn.Parameter(torch.rand(4) + 0.5)
+        self.in_b = nn.Parameter(torch.randn(4))
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = F.layer_norm(y, (3,), self.ln_w, self.ln_b, eps=1e-4)
+        b = F.group_norm(y, 2, self.gn_w, self.gn_b)
+        c = F.instance_norm(y, weight=self.in_w, bias=self.in_b)
+        d = F.layer_norm(y, (3, 3))
+        return a, b, c, d
+
+
+class EmbeddingModules(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(12, 4)
+        self.bag_sum = nn.EmbeddingBag(12, 4, mode="sum")
+        self.bag_mean = nn.EmbeddingBag(12, 4, mode="mean", include_last_offset=True)
+        self.fc = nn.Linear(4, 2)
+        self.register_buffer("last", torch.tensor([8]))
+
+    def forward(self, idx, flat, offsets, weights):
+        e = self.emb(idx).sum(1)
+        s = self.bag_sum(flat, offsets, per_sample_weights=weights)
+        m = self.bag_mean(flat, torch.cat([offsets, self.last]))
+        return self.fc(e + s), m
+
+
+def _embedding_inputs() -> tuple:
+    flat = torch.randint(0, 12, (8,))
+    return (torch.randint(0, 12, (3, 2)), flat, torch.tensor([0, 2, 5]), torch.rand(8))
+
+
+class EmbeddingBag2d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(12, 4, mode="max")
+
+    def forward(self, idx):
+        return self.bag(idx)
+
+
+class ConvTransposes(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.t1 = nn.ConvTranspose1d(2, 3, 2, stride=2)
+        self.t3 = nn.ConvTranspose3d(1, 2, 2)
+        self.relu = nn.ReLU()
+
+    def forward(self, x, v):
+        return self.relu(self.t1(x)), self.t3(v)
+
+
+class FunctionalConvTransposes(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(2, 3, 2))
+        self.b1 = nn.Parameter(torch.randn(3))
+        self.w2 = nn.Parameter(torch.randn(2, 3, 2, 2))
+
+    def forward(self, x, y):
+        a = F.conv_transpose1d(x, self.w1, self.b1, stride=2)
+        b = F.relu(F.conv_transpose2d(y, self.w2, None, 1, 0, 0, 1, 1))
+        return a, b
+
+
+class DynamicModules(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(6, 4)
+        self.lstm = nn.LSTM(4, 3)
+        self.gru = nn.GRU(4, 3, num_layers=2)
+
+    def forward(self, x):
+        y = self.fc2(self.relu(self.fc(x)))
+        z, (h, c) = self.lstm(y)
+        g, hg = self.gru(y)
+        return z, h, c, g, hg
+
+
+class DynamicCells(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTMCell(4, 3)
+        self.gru = nn.GRUCell(4, 3)
+        self.rnn_tanh = nn.RNNCell(4, 3)
+        self.rnn_relu = nn.RNNCell(4, 3, nonlinearity="relu", bias=False)
+
+    def forward(self, x, h):
+        hx, cx = self.lstm(x, (h, h))
+        g = self.gru(x)
+        r = self.rnn_tanh(x, h)
+        q = self.rnn_relu(x)
+        return hx, cx, g, r, q
+
+
+class DynamicLinearMultiUse(nn.Module):
+    """TestQuantizeFx.test_dynamic_with_fusion_multiple_uses / test_dynamic_linear_input_multiple_use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        y = self.relu(self.fc1(x))
+        return self.fc2(y) + self.fc1(y), F.relu(self.fc2(x))
+
+
+class Fp16Static(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x, y):
+        a = self.fc(x)
+        b = a + y
+        c = torch.cat([a, b], 1)
+        d = torch.mul(a, b)
+        return self.fc2(F.relu(d)), c, torch.add(a, 1.0)
+
+
+class Conv2Relu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        y = self.relu(self.conv(x))
+        return self.fc(y.mean((2, 3)))
+
+
+class FixedQParams(nn.Module):
+    """sigmoid / tanh / hardsigmoid in module, functional, method and in-place forms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.sigmoid = nn.Sigmoid()
+        self.tanh = nn.Tanh()
+        self.hardsigmoid = nn.Hardsigmoid()
+
+    def forward(self, x):
+        x = self.conv(x)
+        a = self.sigmoid(x) + torch.sigmoid(x) + x.sigmoid()
+        b = self.tanh(x) * torch.tanh(x) * x.tanh()
+        c = self.hardsigmoid(x) - F.hardsigmoid(x)
+        d = F.sigmoid(x)
+        e = F.tanh(x)
+        f = F.hardsigmoid(x, inplace=True)
+        return a, b, c, d, e, f
+
+
+class MultiOutputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.conv = nn.Conv2d(1, 2, 1)
+
+    def forward(self, x, img):
+        a = self.fc(x)
+        c = self.conv(img)
+        return {"a": a, "nested": (c, [a, c.size(1)]), "n": x.shape[0]}, F.relu(a)
+
+
+class CallMethodMixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 1)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        y = y.reshape(x.size(0), -1)
+        z = y.view(y.shape[0], 4, -1).flatten(1)
+        return self.fc(z), y.size(-1), z.numel()
+
+
+class ScalarArith(nn.Module):
+    """torch.add with a scalar, operator.mul with a float constant, add/mul then relu, in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x):
+        a = self.fc(x)
+        b = torch.add(a, 3.0)
+        c = operator.mul(b, 0.5)
+        d = torch.mul(c, 2)
+        d = F.relu(d + 1)
+        e = torch.relu(torch.add(a, 2))
+        f = self.fc2(x)
+        f += a
+        f = F.relu(f, inplace=True)
+        g = self.fc2(x)
+        g *= a
+        return d, e, f, g, 1.0 + a, 2.0 * a
+
+
+class InPlace(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 2, 1)
+        self.conv2 = nn.Conv2d(2, 2, 1)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        b = self.conv2(x)
+        a += b
+        a = self.relu(a)
+        b.relu_()
+        c = torch.add(a, b)
+        c = F.relu(c, inplace=True)
+        return c, b
+
+
+class BatchNorms(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn2 = nn.BatchNorm2d(3)
+        self.bn3 = nn.BatchNorm3d(2)
+        self.relu = nn.ReLU()
+
+    def forward(self, x, v):
+        return self.relu(self.bn2(x)), F.relu(self.bn3(v)), self.bn2(x)
+
+
+class Activations(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.relu6 = nn.ReLU6()
+        self.hswish = nn.Hardswish()
+        self.elu = nn.ELU(alpha=0.5)
+        self.leaky = nn.LeakyReLU(0.3)
+        self.dropout = nn.Dropout(0.2)
+        self.silu = nn.SiLU()
+        self.gelu = nn.GELU()
+        self.mish = nn.Mish()
+
+    def forward(self, x):
+        y = self.fc(x)
+        a = self.relu6(y) + F.relu6(y)
+        b = self.hswish(y) + F.hardswish(y)
+        c = self.elu(y) + F.elu(y, alpha=2.0)
+        d = self.leaky(y) + F.leaky_relu(y)
+        e = self.dropout(y) + F.dropout(y, p=0.1, training=False)
+        f = self.silu(y) + F.gelu(y) + self.gelu(y) + self.mish(y)
+        return a, b, c, d, e, f
+
+
+class Pools(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.conv1d = nn.Conv1d(2, 2, 1)
+        self.conv3d = nn.Conv3d(1, 2, 1)
+        self.aap1 = nn.AdaptiveAvgPool1d(2)
+        self.aap2 = nn.AdaptiveAvgPool2d((2, 1))
+        self.aap3 = nn.AdaptiveAvgPool3d(1)
+        self.amp2 = nn.AdaptiveMaxPool2d(2)
+        self.ap1 = nn.AvgPool1d(2)
+        self.ap3 = nn.AvgPool3d(2)
+        self.mp3 = nn.MaxPool3d(2)
+
+    def forward(self, x, s, v):
+        y = self.conv(x)
+        a = self.aap2(y) + F.adaptive_avg_pool2d(y, 1)
+        b = self.amp2(y)
+        c = F.adaptive_max_pool2d(y, (1, 2))
+        t = self.conv1d(s)
+        d = self.aap1(t) + F.adaptive_avg_pool1d(t, 2) + self.ap1(t) + F.avg_pool1d(t, 2)
+        w = self.conv3d(v)
+        e = self.aap3(w) + F.adaptive_avg_pool3d(w, 1) + self.ap3(w) + self.mp3(w)
+        f = F.avg_pool2d(y, 2, stride=1, padding=1, count_include_pad=False)
+        return a, b, c, d, e, f
+
+
+class LinearFromSubmodule(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sub = nn.Linear(4, 5)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        y = self.relu(F.linear(x, self.sub.weight, self.sub.bias))
+        return F.linear(y, self.sub.weight.t(), bias=None)
+
+
+class QatConvBnRelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 4, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(4)
+        self.conv1d = nn.Conv1d(4, 2, 1)
+        self.bn1d = nn.BatchNorm1d(2)
+        self.relu1d = nn.ReLU()
+        self.fc = nn.Linear(2, 2)
+        self.fc_relu = nn.ReLU()
+
+    def forward(self, x):
+        y = self.relu(self.bn(self.conv(x)))
+        y = self.bn2(self.conv2(y)) + y
+        z = self.relu1d(self.bn1d(self.conv1d(y.mean(3))))
+        return self.fc_relu(self.fc(z.mean(2)))
+
+
+class SimpleConvLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.bn(self.conv(x)).mean((2, 3)))
+
+
+class QuantDequantInModel(nn.Module):
+    """The user's own quantize_per_tensor / dequantize calls in a model that is also quantized."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        q = torch.quantize_per_tensor(y, 0.1, 10, torch.quint8)
+        return q.dequantize() + y, torch.dequantize(q)
+
+
+class ConvAddPatterns(nn.Module):
+    """Conv followed by add with another conv output or a tensor input, relu after (x86 fusions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 2, 1)
+        self.c2 = nn.Conv2d(2, 2, 1)
+        self.bn = nn.BatchNorm2d(2)
+        self.relu = nn.ReLU()
+
+    def forward(self, x, y):
+        a = self.c1(x) + self.c2(y)
+        b = self.relu(self.bn(self.c1(a)) + a)
+        c = torch.relu(y + self.c2(b))
+        return a, b, c
+
+
+class SumAndMean(nn.Module):
+    """Reductions / value ops on quantized tensors (TestQuantizeFxOps.test_general_value_ops style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.avg = nn.AvgPool2d(2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = y.mean([2, 3], keepdim=True)
+        b = torch.mean(y, 1)
+        c = self.avg(y) + F.avg_pool2d(y, 2)
+        d = y.sum(1)
+        e = torch.max(y, 1)[0]
+        f = y.clamp(0, 1)
+        return a, b, c, d, e, f, torch.sort(y.flatten(1), 1)[0]
+
+
+class TwoInputsTuple(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, pair):
+        a, b = pair
+        return self.fc(x) + a * b, (self.fc(a), b)
+
+
+class SequentialGetitem(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seq = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+        self.mods = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+
+    def forward(self, x):
+        y = self.seq(x)
+        for m in self.mods:
+            y = m(y)
+        return y
+
+
+# ---------------------------------------------------------------------------------------------------------
+# configs
+
+
+def _mixed_cat_none() -> QConfigMapping:
+    return _x86().set_module_name("f", None)
+
+
+def _reduce_range_qconfig() -> QConfigMapping:
+    qconfig = QConfig(
+        activation=MinMaxObserver.with_args(dtype=torch.quint8, reduce_range=True),
+        weight=default_weight_observer,
+    )
+    return QConfigMapping().set_global(qconfig)
+
+
+def _qint8_symmetric() -> QConfigMapping:
+    qconfig = QConfig(
+        activation=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+        weight=MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric),
+    )
+    return QConfigMapping().set_global(qconfig)
+
+
+def _qint8_symmetric_qnnpack() -> QConfigMapping:
+    from torch.ao.quantization.qconfig_mapping import _get_symmetric_qnnpack_qconfig_mapping
+
+    return _get_symmetric_qnnpack_qconfig_mapping()
+
+
+def _embedding_mapping(qconfig: Any, bag_qconfig: Any = None) -> Factory:
+    return _qcm(global_=default_qconfig, object_type=[(nn.Embedding, qconfig),
+                                                      (nn.EmbeddingBag, bag_qconfig or qconfig)])
+
+
+def _fast_qnnpack() -> QConfigMapping:
+    from torch.ao.quantization.qconfig_mapping import _get_default_qconfig_mapping_with_default_qconfig
+
+    qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default_weight_observer)
+    return _get_default_qconfig_mapping_with_default_qconfig(False, "qnnpack", qconfig)
+
+
+def _onednn_mapping() -> QConfigMapping:
+    qconfig = QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default_weight_observer)
+    # a global qconfig only: the Tanh fused into LinearTanh must have the Linear's qconfig (not fixed qparams)
+    return QConfigMapping().set_global(qconfig)
+
+
+def _default_mapping_fixed() -> QConfigMapping:
+    """get_default_qconfig_mapping's fixed-qparams qconfigs with default_qconfig elsewhere."""
+    return get_default_qconfig_mapping("fbgemm").set_global(default_qconfig)
+
+
+def _mixed_fixed_default() -> QConfigMapping:
+    """Fixed-qparams ops under plain default_qconfig (torch warns and leaves them float... or refuses)."""
+    return QConfigMapping().set_global(default_qconfig)
+
+
+def _dynamic_mapping(qconfig: Any) -> Factory:
+    return _qcm(object_type=[(nn.Linear, qconfig), (nn.ReLU, qconfig), (nn.LSTM, qconfig), (nn.GRU, qconfig)])
+
+
+def _cells_mapping(qconfig: Any) -> Factory:
+    return _qcm(object_type=[(nn.LSTMCell, qconfig), (nn.GRUCell, qconfig), (nn.RNNCell, qconfig)])
+
+
+def _bmm_inputs() -> tuple:
+    return (torch.randn(2, 3, 4), torch.randn(2, 5, 4))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# cases
+
+X86 = _x86
+
+SUITE_CASES: list[Case] = [
+    Case("suite_pixel_shuffle", PixelShuffle, _randn((1, 2, 4, 4)), X86, lowered_engines=BOTH),
+    Case("suite_pixel_shuffle_qnnpack", PixelShuffle, _randn((1, 2, 4, 4)), _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=BOTH),
+    Case("suite_bmm", Bmm, _bmm_inputs, X86, lowered_engines=BOTH),
+    Case("suite_bmm_default", BmmAlone, _randn((2, 3, 4), (2, 4, 5)), _qcm(global_=default_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_narrow", Narrow, _randn((1, 3, 4, 4)), X86, lowered_engines=BOTH),
+    Case("suite_clamp_kwargs", ClampKwargs, _randn((1, 3, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_clamp_kwargs_default", ClampKwargs, _randn((1, 3, 3, 3)), _qcm(global_=default_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_softmax", Softmaxes, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_softmax_default_qconfig", Softmaxes, _randn((3, 4)), _qcm(global_=default_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_matmul_3d", Matmul3d, _bmm_inputs, X86, lowered_engines=BOTH),
+    Case("suite_onednn_functional_fusions", lambda: FunctionalOnednnFusions(functional_leaky=False), _randn((3, 4), (1, 2, 3, 3)), _onednn_mapping,
+         backend_config=get_onednn_backend_config, lowered_engines=("onednn", "x86")),
+    Case("suite_onednn_functional_fusions_x86", FunctionalOnednnFusions, _randn((3, 4), (1, 2, 3, 3)), X86,
+         lowered_engines=BOTH),
+    Case("suite_interpolate", Interpolates, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_interpolate_3d", Interpolate3d, _randn((1, 1, 2, 2, 2)), X86, lowered_engines=("x86",)),
+    Case("suite_shape_ops", ShapeOps, _randn((1, 3, 4, 4)), X86, lowered_engines=BOTH),
+    Case("suite_shape_ops_qnnpack", ShapeOps, _randn((1, 3, 4, 4)), _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_getitem_ops", GetitemOps, _randn((2, 4)), X86, lowered_engines=BOTH),
+    Case("suite_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), X86, lowered_engines=BOTH),
+    Case("suite_mixed_cat_none", MixedCatNone, _randn((3, 4)), _mixed_cat_none, lowered_engines=BOTH),
+    Case("suite_functional_norms_weights", FunctionalNormsWeights, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_functional_norms_default", FunctionalNormsWeights, _randn((1, 2, 3, 3)),
+         _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_embeddings_float_qparams", EmbeddingModules, _embedding_inputs,
+         _embedding_mapping(float_qparams_weight_only_qconfig), lowered_engines=BOTH),
+    Case("suite_embeddings_4bit", EmbeddingModules, _embedding_inputs,
+         _embedding_mapping(float_qparams_weight_only_qconfig_4bit), lowered_engines=BOTH),
+    Case("suite_embeddings_mixed_bits", EmbeddingModules, _embedding_inputs,
+         _embedding_mapping(float_qparams_weight_only_qconfig, float_qparams_weight_only_qconfig_4bit),
+         lowered_engines=BOTH),
+    Case("suite_embedding_bag_max", EmbeddingBag2d, lambda: (torch.randint(0, 12, (3, 4)),),
+         _embedding_mapping(float_qparams_weight_only_qconfig), lowered_engines=BOTH),
+    Case("suite_conv_transpose_1d_3d", ConvTransposes, _randn((1, 2, 3), (1, 1, 2, 2, 2)),
+         _qcm(global_=default_qconfig), lowered_engines=("x86",)),
+    Case("suite_functional_conv_transposes", FunctionalConvTransposes, _randn((1, 2, 3), (1, 2, 3, 3)),
+         _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_dynamic_modules", DynamicModules, _randn((3, 2, 4)), _dynamic_mapping(default_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_dynamic_modules_fp16", DynamicModules, _randn((3, 2, 4)), _dynamic_mapping(float16_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_dynamic_modules_per_channel", DynamicModules, _randn((3, 2, 4)),
+         _dynamic_mapping(per_channel_dynamic_qconfig), lowered_engines=("x86",)),
+    Case("suite_dynamic_cells", DynamicCells, _randn((2, 4), (2, 3)), _cells_mapping(default_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_dynamic_cells_fp16", DynamicCells, _randn((2, 4), (2, 3)), _cells_mapping(float16_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_dynamic_cells_global", DynamicCells, _randn((2, 4), (2, 3)), _qcm(global_=default_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_dynamic_linear_multi_use", DynamicLinearMultiUse, _randn((3, 4)),
+         _qcm(global_=default_dynamic_qconfig), lowered_engines=BOTH),
+    Case("suite_dynamic_linear_multi_use_fp16", DynamicLinearMultiUse, _randn((3, 4)),
+         _qcm(global_=float16_dynamic_qconfig), lowered_engines=BOTH),
+    Case("suite_fp16_static", Fp16Static, _randn((3, 4), (3, 4)), _qcm(global_=float16_static_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_fp16_static_mixed", Fp16Static, _randn((3, 4), (3, 4)),
+         lambda: _x86().set_object_type(torch.cat, float16_static_qconfig)
+         .set_object_type(operator.add, float16_static_qconfig), lowered_engines=BOTH),
+    Case("suite_reduce_range", Conv2Relu, _randn((1, 3, 4, 4)), _reduce_range_qconfig, lowered_engines=BOTH),
+    Case("suite_qint8_symmetric", Conv2Relu, _randn((1, 3, 4, 4)), _qint8_symmetric, lowered_engines=BOTH),
+    Case("suite_qint8_symmetric_qnnpack", Conv2Relu, _randn((1, 3, 4, 4)), _qint8_symmetric_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_fixed_qparams", FixedQParams, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_fixed_qparams_default_qconfig", FixedQParams, _randn((1, 2, 3, 3)), _mixed_fixed_default,
+         lowered_engines=BOTH),
+    Case("suite_fixed_qparams_default_mapping", FixedQParams, _randn((1, 2, 3, 3)), _default_mapping_fixed,
+         lowered_engines=BOTH),
+    Case("suite_multi_outputs", MultiOutputs, _randn((3, 4), (1, 1, 2, 2)), X86, lowered_engines=BOTH),
+    Case("suite_call_method_mixed", CallMethodMixed, _randn((2, 2, 2, 2)), X86, lowered_engines=BOTH),
+    Case("suite_scalar_arith", ScalarArith, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_scalar_arith_qnnpack", ScalarArith, _randn((3, 4)), _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_in_place", InPlace, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_batch_norms", BatchNorms, _randn((2, 3, 3, 3), (2, 2, 2, 2, 2)), X86, lowered_engines=("x86",)),
+    Case("suite_batch_norms_default", BatchNorms, _randn((2, 3, 3, 3), (2, 2, 2, 2, 2)),
+         _qcm(global_=default_qconfig), lowered_engines=("x86",)),
+    Case("suite_activations", Activations, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_activations_qnnpack", Activations, _randn((3, 4)), _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_pools", Pools, _randn((1, 2, 4, 4), (1, 2, 4), (1, 1, 4, 4, 4)), X86, lowered_engines=("x86",)),
+    Case("suite_linear_from_submodule", LinearFromSubmodule, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_qat_conv_bn_relu_qnnpack", QatConvBnRelu, _randn((2, 3, 4, 4)),
+         lambda: get_default_qat_qconfig_mapping("qnnpack"), kind="qat",
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_qat_conv_bn_relu_x86", QatConvBnRelu, _randn((2, 3, 4, 4)),
+         lambda: get_default_qat_qconfig_mapping("x86"), kind="qat", lowered_engines=BOTH),
+    Case("suite_quant_dequant_in_model", QuantDequantInModel, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_conv_add_patterns", ConvAddPatterns, _randn((1, 2, 3, 3), (1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_value_ops", SumAndMean, _randn((1, 2, 4, 4)), X86, lowered_engines=BOTH),
+    Case("suite_tuple_input", TwoInputsTuple, lambda: (torch.randn(3, 4), (torch.randn(3, 4), torch.randn(3, 4))),
+         X86, lowered_engines=BOTH),
+    Case("suite_sequential_getitem", SequentialGetitem, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_simple_conv_linear", SimpleConvLinear, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+]
+
+SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
+assert len(SUITE_CASES_BY_NAME) == len(SUITE_CASES), "case names must be unique"
+
+# (case, mode, extra convert arguments): flags beyond each case's own
+SUITE_VARIANTS: list[tuple[str, str, Factory]] = [
+    ("suite_simple_conv_linear", "lowered", lambda: {"_remove_qconfig": False}),
+    ("suite_simple_conv_linear", "reference", lambda: {"_remove_qconfig": False}),
+    ("suite_linear_from_submodule", "lowered", lambda: {"keep_original_weights": True}),
+    ("suite_functional_conv_transposes", "lowered", lambda: {"keep_original_weights": True}),
+    ("suite_qat_conv_bn_relu_qnnpack", "lowered", lambda: {"_remove_qconfig": False}),
+]
