@@ -669,6 +669,171 @@ class SequentialGetitem(nn.Module):
         return y
 
 
+class ChannelShuffle(nn.Module):
+    """TestQuantizeFxOps.test_channel_shuffle_lowering: module, functional and torch forms."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 1)
+        self.cs = nn.ChannelShuffle(2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.cs(y), F.channel_shuffle(y, 2), torch.channel_shuffle(y, 2), torch.native_channel_shuffle(y, 2)
+
+
+class NonTensorAttrs(nn.Module):
+    """TestQuantizeFx.test_getattr_with_nontensor_result: ndim/shape/dtype read off a quantized tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        dims = y.ndim
+        dims_sub = dims - 1
+        dims_sub2 = dims_sub - 1
+        z = torch.add(y, dims_sub2)
+        return z, y.dtype, y.shape[-1], y.is_quantized
+
+
+class ConvVariants(nn.Module):
+    """Convs with padding modes, groups, dilation, no bias, tuple strides; Linear on 3-d input, without bias."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reflect = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect")
+        self.circular = nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular", bias=False)
+        self.grouped = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2)
+        self.replicate = nn.Conv1d(4, 2, 3, padding=1, padding_mode="replicate")
+        self.strided = nn.Conv2d(4, 2, (1, 3), stride=(2, 1))
+        self.lin = nn.Linear(3, 2, bias=False)
+
+    def forward(self, x):
+        y = self.grouped(self.circular(self.reflect(x)))
+        a = self.replicate(y.mean(3))
+        b = self.lin(self.strided(y))
+        return a, b
+
+
+class FunctionalKwargs(nn.Module):
+    """TestQuantizeFx.test_lowering_functional_{linear,conv}_with_kwargs: weights and bias by keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+        self.b = nn.Parameter(torch.randn(4))
+        self.cw = nn.Parameter(torch.randn(2, 2, 3, 3))
+        self.cb = nn.Parameter(torch.randn(2))
+        self.tw = nn.Parameter(torch.randn(2, 2, 2))
+
+    def forward(self, x, img, seq):
+        a = F.linear(x, weight=self.w, bias=self.b)
+        b = F.relu(F.conv2d(img, weight=self.cw, bias=self.cb, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
+        c = F.conv_transpose1d(seq, self.tw, bias=None, stride=(2,), padding=(0,), output_padding=(1,))
+        return a, b, c
+
+
+class AddReluMultiUse(nn.Module):
+    """TestQuantizeFxOps.test_add_relu_multiple_uses_of_relu / test_ref_pattern_multi_use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x, y):
+        a = self.fc(x)
+        b = self.relu(a + y)
+        c = self.relu(b + b)
+        d = F.relu(a)
+        return c, d + a, torch.mul(d, c).relu(), a.add(b), a.mul(2.0).add(1.0)
+
+
+class NoneThenQuantized(nn.Module):
+    """TestQuantizeFx.test_default_quant_after_none_qconfig."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 2, 1)
+        self.conv2 = nn.Conv2d(2, 2, 1)
+
+    def forward(self, x):
+        x = self.conv1(x)
+        x = x.transpose(1, 2)
+        return self.conv2(x)
+
+
+class PrecedenceSub(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x) + x) + x
+
+
+class Precedence(nn.Module):
+    """TestQuantizeFx.test_qconfig_precedence: global / object type / regex / name / name-type-order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.sub1 = PrecedenceSub()
+        self.sub2 = PrecedenceSub()
+        self.module_conv1 = nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = self.fc(x)
+        x = self.sub1(x)
+        x = self.sub2(x)
+        return self.module_conv1(torch.sigmoid(x)) + x
+
+
+class NonTraceableSub(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:
+            return self.fc(x)
+        return self.fc(-x)
+
+
+class WithNonTraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.untraced = NonTraceableSub()
+
+    def forward(self, x):
+        return self.fc(self.untraced(self.fc(x)))
+
+
+class Linear3d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc2(self.relu(self.fc(x))).flatten(start_dim=1)
+
+
+class BmmCustom(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        return torch.bmm(y, y.transpose(1, 2))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -733,6 +898,55 @@ def _dynamic_mapping(qconfig: Any) -> Factory:
 
 def _cells_mapping(qconfig: Any) -> Factory:
     return _qcm(object_type=[(nn.LSTMCell, qconfig), (nn.GRUCell, qconfig), (nn.RNNCell, qconfig)])
+
+
+def _precedence() -> QConfigMapping:
+    fast = QConfig(activation=MinMaxObserver.with_args(reduce_range=False), weight=default_weight_observer)
+    return (
+        QConfigMapping()
+        .set_global(fast)
+        .set_object_type(nn.Linear, default_qconfig)
+        .set_module_name_regex("sub1.*", None)
+        .set_module_name("sub2.fc1", None)
+        .set_module_name_object_type_order("sub2", operator.add, 1, None)
+        .set_module_name("module_conv1", float16_static_qconfig)
+    )
+
+
+def _fixed_qint8() -> QConfigMapping:
+    from torch.ao.quantization.observer import FixedQParamsObserver
+
+    def fixed(scale: float, zero_point: int) -> QConfig:
+        act = FixedQParamsObserver.with_args(scale=scale, zero_point=zero_point, dtype=torch.qint8,
+                                             quant_min=-128, quant_max=127)
+        return QConfig(activation=act, weight=default_weight_observer)
+
+    qint8 = QConfig(activation=MinMaxObserver.with_args(dtype=torch.qint8), weight=default_weight_observer)
+    return (QConfigMapping().set_global(qint8)
+            .set_object_type(nn.Sigmoid, fixed(1.0 / 256.0, -128)).set_object_type(torch.sigmoid, fixed(1.0 / 256.0, -128))
+            .set_object_type(nn.Tanh, fixed(2.0 / 256.0, 0)).set_object_type(torch.tanh, fixed(2.0 / 256.0, 0)))
+
+
+def _fixed_wrong_qconfig() -> QConfigMapping:
+    """A plain min/max qconfig on the fixed-qparams ops: torch warns and leaves them unquantized."""
+    return _x86().set_object_type(nn.Sigmoid, default_qconfig).set_object_type(torch.tanh, default_qconfig)
+
+
+def _bmm_backend() -> Any:
+    from torch.ao.quantization.backend_config import BackendPatternConfig, DTypeConfig, ObservationType
+    from torch.ao.quantization.backend_config import get_native_backend_config
+
+    dtype = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8)
+    return get_native_backend_config().set_backend_pattern_config(
+        BackendPatternConfig(torch.bmm)
+        .set_observation_type(ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT)
+        .add_dtype_config(dtype))
+
+
+def _non_traceable() -> Any:
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+    return PrepareCustomConfig().set_non_traceable_module_names(["untraced"])
 
 
 def _bmm_inputs() -> tuple:
@@ -843,6 +1057,33 @@ SUITE_CASES: list[Case] = [
          X86, lowered_engines=BOTH),
     Case("suite_sequential_getitem", SequentialGetitem, _randn((3, 4)), X86, lowered_engines=BOTH),
     Case("suite_simple_conv_linear", SimpleConvLinear, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_channel_shuffle", ChannelShuffle, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
+    Case("suite_nontensor_attrs", NonTensorAttrs, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_conv_variants", ConvVariants, _randn((1, 2, 5, 5)), X86, lowered_engines=BOTH),
+    Case("suite_conv_variants_default", ConvVariants, _randn((1, 2, 5, 5)), _qcm(global_=default_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_functional_kwargs", FunctionalKwargs, _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
+         _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_functional_kwargs_dynamic", FunctionalKwargs, _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
+         _qcm(global_=default_dynamic_qconfig), lowered_engines=BOTH),
+    Case("suite_add_relu_multi_use", AddReluMultiUse, _randn((3, 4), (3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_add_relu_multi_use_qnnpack", AddReluMultiUse, _randn((3, 4), (3, 4)), _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_none_then_quantized", NoneThenQuantized, _randn((1, 2, 2, 3)),
+         lambda: _x86().set_module_name("conv1", None), lowered_engines=BOTH),
+    Case("suite_qconfig_precedence", Precedence, _randn((3, 4)), _precedence, lowered_engines=BOTH),
+    Case("suite_fixed_qparams_qint8", FixedQParams, _randn((1, 2, 3, 3)), _fixed_qint8, lowered_engines=BOTH),
+    Case("suite_fixed_qparams_fp16", FixedQParams, _randn((1, 2, 3, 3)), _qcm(global_=float16_static_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_fixed_qparams_wrong_qconfig", FixedQParams, _randn((1, 2, 3, 3)), _fixed_wrong_qconfig,
+         lowered_engines=BOTH),
+    Case("suite_non_traceable_module", WithNonTraceable, _randn((3, 4)), X86, prepare_custom_config=_non_traceable,
+         lowered_engines=BOTH),
+    Case("suite_linear_3d_input", Linear3d, _randn((2, 3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_linear_3d_input_dynamic", Linear3d, _randn((2, 3, 4)), _qcm(global_=default_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_bmm_custom_backend", BmmCustom, _randn((2, 3, 4)), _qcm(global_=default_qconfig),
+         backend_config=_bmm_backend, lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
@@ -855,4 +1096,8 @@ SUITE_VARIANTS: list[tuple[str, str, Factory]] = [
     ("suite_linear_from_submodule", "lowered", lambda: {"keep_original_weights": True}),
     ("suite_functional_conv_transposes", "lowered", lambda: {"keep_original_weights": True}),
     ("suite_qat_conv_bn_relu_qnnpack", "lowered", lambda: {"_remove_qconfig": False}),
+    ("suite_dynamic_cells", "lowered", lambda: {"_remove_qconfig": False}),
+    ("suite_qconfig_precedence", "reference", lambda: {"_remove_qconfig": False}),
+    ("suite_functional_kwargs", "lowered", lambda: {"keep_original_weights": True}),
+    ("suite_functional_kwargs_dynamic", "lowered", lambda: {"keep_original_weights": True}),
 ]
