@@ -321,14 +321,18 @@ class ConvTransposes(nn.Module):
 
 
 class FunctionalConvTransposes(nn.Module):
-    def __init__(self) -> None:
+    """F.conv_transpose1d/2d with get_attr weights; an int stride is what torch's conv_transpose1d_prepack
+    refuses when lowering (RuntimeError)."""
+
+    def __init__(self, stride: Any = (2,)) -> None:
         super().__init__()
+        self.stride = stride
         self.w1 = nn.Parameter(torch.randn(2, 3, 2))
         self.b1 = nn.Parameter(torch.randn(3))
         self.w2 = nn.Parameter(torch.randn(2, 3, 2, 2))
 
     def forward(self, x, y):
-        a = F.conv_transpose1d(x, self.w1, self.b1, stride=2)
+        a = F.conv_transpose1d(x, self.w1, self.b1, stride=self.stride)
         b = F.relu(F.conv_transpose2d(y, self.w2, None, 1, 0, 0, 1, 1))
         return a, b
 
@@ -834,6 +838,56 @@ class BmmCustom(nn.Module):
         return torch.bmm(y, y.transpose(1, 2))
 
 
+class ConvTransposeBn(nn.Module):
+    """ConvTranspose + BatchNorm (fused by prepare), conv + bn + functional relu, Linear + BatchNorm1d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(2, 2, 2, stride=2)
+        self.bn = nn.BatchNorm2d(2)
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.bn2 = nn.BatchNorm2d(2)
+        self.fc = nn.Linear(2, 3)
+        self.bn1d = nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        y = self.bn(self.deconv(x))
+        y = F.relu(self.bn2(self.conv(y)))
+        return self.bn1d(self.fc(y.mean((2, 3))))
+
+
+class ConstantsAndPassThrough(nn.Module):
+    """Buffers and parameters as operands of quantized ops, the input returned as is, x.float() / x.to()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.register_buffer("offset", torch.randn(4))
+        self.scale = nn.Parameter(torch.rand(4) + 0.5)
+        self.ident = nn.Identity()
+
+    def forward(self, x, flag: bool = True):
+        y = self.fc(x)
+        a = y + self.offset
+        b = torch.mul(y, self.scale)
+        c = self.ident(y).float().to(torch.float32)
+        d = torch.cat([y, y], 0)
+        return x, a, b, c, d, flag
+
+
+class CustomBackendOps(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        a = F.gelu(y)
+        b = torch.add(a, y)
+        return self.fc2(b), F.silu(b)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -947,6 +1001,31 @@ def _non_traceable() -> Any:
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
 
     return PrepareCustomConfig().set_non_traceable_module_names(["untraced"])
+
+
+def _constrained_backend() -> Any:
+    """A backend whose add requires a scale of at least 2**-6 and whose gelu / silu share their input's
+    observer: adds observed with a finer scale are left in float (the dtype check fails at prepare)."""
+    from torch.ao.quantization.backend_config import (
+        BackendConfig, BackendPatternConfig, DTypeConfig, DTypeWithConstraints, ObservationType)
+    from torch.ao.quantization.backend_config.native import get_native_backend_config
+
+    act = DTypeWithConstraints(dtype=torch.quint8, scale_min_lower_bound=2 ** -6)
+    constrained = DTypeConfig(input_dtype=act, output_dtype=act, weight_dtype=torch.qint8, bias_dtype=torch.float)
+    plain = DTypeConfig(input_dtype=torch.quint8, output_dtype=torch.quint8, weight_dtype=torch.qint8,
+                        bias_dtype=torch.float)
+    native = get_native_backend_config()
+    config = BackendConfig("constrained")
+    for pattern in (nn.Linear, F.linear):
+        config.set_backend_pattern_config(native.configs[[c.pattern for c in native.configs].index(pattern)])
+    config.set_backend_pattern_config(
+        BackendPatternConfig(torch.add).set_observation_type(ObservationType.OUTPUT_USE_DIFFERENT_OBSERVER_AS_INPUT)
+        .add_dtype_config(constrained))
+    for op in (F.gelu, F.silu):
+        config.set_backend_pattern_config(
+            BackendPatternConfig(op).set_observation_type(ObservationType.OUTPUT_SHARE_OBSERVER_WITH_INPUT)
+            .add_dtype_config(plain))
+    return config
 
 
 def _bmm_inputs() -> tuple:
@@ -1084,6 +1163,21 @@ SUITE_CASES: list[Case] = [
          lowered_engines=BOTH),
     Case("suite_bmm_custom_backend", BmmCustom, _randn((2, 3, 4)), _qcm(global_=default_qconfig),
          backend_config=_bmm_backend, lowered_engines=BOTH),
+    Case("suite_conv_transpose_bn", ConvTransposeBn, _randn((2, 2, 2, 2)), _qcm(global_=default_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_conv_transpose_bn_x86", ConvTransposeBn, _randn((2, 2, 2, 2)),
+         lambda: get_default_qconfig_mapping("x86"), lowered_engines=BOTH),
+    Case("suite_functional_conv_transposes_int_stride", lambda: FunctionalConvTransposes(2),
+         _randn((1, 2, 3), (1, 2, 3, 3)), _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_functional_conv_transposes_per_channel", FunctionalConvTransposes, _randn((1, 2, 3), (1, 2, 3, 3)),
+         X86, lowered_engines=BOTH),
+    Case("suite_qat_conv_bn_relu_train_mode", QatConvBnRelu, _randn((2, 3, 4, 4)),
+         lambda: get_default_qat_qconfig_mapping("x86"), kind="qat", keep_training=True, lowered_engines=BOTH),
+    Case("suite_constants_pass_through", ConstantsAndPassThrough, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_constrained_backend", CustomBackendOps, _randn((3, 4)), _qcm(global_=default_qconfig),
+         backend_config=_constrained_backend, lowered_engines=BOTH),
+    Case("suite_constrained_backend_loose", CustomBackendOps, lambda: (torch.randn(3, 4) * 50,),
+         _qcm(global_=default_qconfig), backend_config=_constrained_backend, lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
