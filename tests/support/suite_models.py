@@ -322,7 +322,7 @@ class ConvTransposes(nn.Module):
 
 class FunctionalConvTransposes(nn.Module):
     """F.conv_transpose1d/2d with get_attr weights; an int stride is what torch's conv_transpose1d_prepack
-    refuses when lowering (RuntimeError)."""
+    refuses when lowering (RuntimeError), as it does a keyword stride (`stride="kw"`)."""
 
     def __init__(self, stride: Any = (2,)) -> None:
         super().__init__()
@@ -332,8 +332,11 @@ class FunctionalConvTransposes(nn.Module):
         self.w2 = nn.Parameter(torch.randn(2, 3, 2, 2))
 
     def forward(self, x, y):
-        a = F.conv_transpose1d(x, self.w1, self.b1, stride=self.stride)
-        b = F.relu(F.conv_transpose2d(y, self.w2, None, 1, 0, 0, 1, 1))
+        if self.stride == "kw":  # keyword stride: torch's conv_transpose1d_prepack misses padding (RuntimeError)
+            a = F.conv_transpose1d(x, self.w1, self.b1, stride=(2,))
+        else:
+            a = F.conv_transpose1d(x, self.w1, self.b1, self.stride, (0,), (0,), 1, (1,))
+        b = F.relu(F.conv_transpose2d(y, self.w2, None, (1, 1), (0, 0), (0, 0), 1, (1, 1)))
         return a, b
 
 
@@ -705,12 +708,13 @@ class NonTensorAttrs(nn.Module):
 class ConvVariants(nn.Module):
     """Convs with padding modes, groups, dilation, no bias, tuple strides; Linear on 3-d input, without bias."""
 
-    def __init__(self) -> None:
+    def __init__(self, circular: bool = False) -> None:
         super().__init__()
         self.reflect = nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect")
-        self.circular = nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular", bias=False)
+        # (torch's quantized convs refuse 'circular' and 'replicate' when lowering: ValueError)
+        self.circular = nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular" if circular else "zeros", bias=False)
         self.grouped = nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2)
-        self.replicate = nn.Conv1d(4, 2, 3, padding=1, padding_mode="replicate")
+        self.replicate = nn.Conv1d(4, 2, 3, padding=1, padding_mode="replicate" if circular else "reflect")
         self.strided = nn.Conv2d(4, 2, (1, 3), stride=(2, 1))
         self.lin = nn.Linear(3, 2, bias=False)
 
@@ -724,8 +728,10 @@ class ConvVariants(nn.Module):
 class FunctionalKwargs(nn.Module):
     """TestQuantizeFx.test_lowering_functional_{linear,conv}_with_kwargs: weights and bias by keyword."""
 
-    def __init__(self) -> None:
+    def __init__(self, weight_keywords: bool = True) -> None:
         super().__init__()
+        # weights by keyword: torch's lowering fails (AssertionError static, ValueError dynamic)
+        self.weight_keywords = weight_keywords
         self.w = nn.Parameter(torch.randn(4, 4))
         self.b = nn.Parameter(torch.randn(4))
         self.cw = nn.Parameter(torch.randn(2, 2, 3, 3))
@@ -733,9 +739,14 @@ class FunctionalKwargs(nn.Module):
         self.tw = nn.Parameter(torch.randn(2, 2, 2))
 
     def forward(self, x, img, seq):
-        a = F.linear(x, weight=self.w, bias=self.b)
-        b = F.relu(F.conv2d(img, weight=self.cw, bias=self.cb, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
-        c = F.conv_transpose1d(seq, self.tw, bias=None, stride=(2,), padding=(0,), output_padding=(1,))
+        if self.weight_keywords:
+            a = F.linear(x, weight=self.w, bias=self.b)
+            b = F.relu(F.conv2d(img, weight=self.cw, bias=self.cb, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
+                                groups=1))
+        else:
+            a = F.linear(x, self.w, bias=self.b)
+            b = F.relu(F.conv2d(img, self.cw, self.cb, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1))
+        c = F.conv_transpose1d(seq, self.tw, None, (2,), (0,), (1,), 1, (1,))
         return a, b, c
 
 
@@ -1028,6 +1039,11 @@ def _constrained_backend() -> Any:
     return config
 
 
+def _preserve(names: list[str]) -> Any:
+    from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+
+    return ConvertCustomConfig().set_preserved_attributes(names)
+
 def _bmm_inputs() -> tuple:
     return (torch.randn(2, 3, 4), torch.randn(2, 5, 4))
 
@@ -1139,10 +1155,16 @@ SUITE_CASES: list[Case] = [
     Case("suite_channel_shuffle", ChannelShuffle, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
     Case("suite_nontensor_attrs", NonTensorAttrs, _randn((3, 4)), X86, lowered_engines=BOTH),
     Case("suite_conv_variants", ConvVariants, _randn((1, 2, 5, 5)), X86, lowered_engines=BOTH),
+    Case("suite_conv_variants_circular", lambda: ConvVariants(circular=True), _randn((1, 2, 5, 5)), X86,
+         lowered_engines=("x86",)),
     Case("suite_conv_variants_default", ConvVariants, _randn((1, 2, 5, 5)), _qcm(global_=default_qconfig),
          lowered_engines=BOTH),
     Case("suite_functional_kwargs", FunctionalKwargs, _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
          _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_functional_tail_kwargs", lambda: FunctionalKwargs(False), _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
+         _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_functional_tail_kwargs_dynamic", lambda: FunctionalKwargs(False),
+         _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)), _qcm(global_=default_dynamic_qconfig), lowered_engines=BOTH),
     Case("suite_functional_kwargs_dynamic", FunctionalKwargs, _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
          _qcm(global_=default_dynamic_qconfig), lowered_engines=BOTH),
     Case("suite_add_relu_multi_use", AddReluMultiUse, _randn((3, 4), (3, 4)), X86, lowered_engines=BOTH),
@@ -1167,6 +1189,8 @@ SUITE_CASES: list[Case] = [
          lowered_engines=BOTH),
     Case("suite_conv_transpose_bn_x86", ConvTransposeBn, _randn((2, 2, 2, 2)),
          lambda: get_default_qconfig_mapping("x86"), lowered_engines=BOTH),
+    Case("suite_functional_conv_transposes_kw_stride", lambda: FunctionalConvTransposes("kw"),
+         _randn((1, 2, 3), (1, 2, 3, 3)), _qcm(global_=default_qconfig), lowered_engines=BOTH),
     Case("suite_functional_conv_transposes_int_stride", lambda: FunctionalConvTransposes(2),
          _randn((1, 2, 3), (1, 2, 3, 3)), _qcm(global_=default_qconfig), lowered_engines=BOTH),
     Case("suite_functional_conv_transposes_per_channel", FunctionalConvTransposes, _randn((1, 2, 3), (1, 2, 3, 3)),
@@ -1192,6 +1216,24 @@ SUITE_VARIANTS: list[tuple[str, str, Factory]] = [
     ("suite_qat_conv_bn_relu_qnnpack", "lowered", lambda: {"_remove_qconfig": False}),
     ("suite_dynamic_cells", "lowered", lambda: {"_remove_qconfig": False}),
     ("suite_qconfig_precedence", "reference", lambda: {"_remove_qconfig": False}),
-    ("suite_functional_kwargs", "lowered", lambda: {"keep_original_weights": True}),
-    ("suite_functional_kwargs_dynamic", "lowered", lambda: {"keep_original_weights": True}),
+    ("suite_functional_tail_kwargs", "lowered", lambda: {"keep_original_weights": True}),
+    ("suite_functional_tail_kwargs_dynamic", "lowered", lambda: {"keep_original_weights": True}),
+    # convert-time qconfig mappings that set some of prepare's qconfigs to None
+    ("suite_dynamic_modules", "lowered",
+     lambda: {"qconfig_mapping": _dynamic_mapping(default_dynamic_qconfig)().set_object_type(nn.LSTM, None)}),
+    ("suite_dynamic_modules", "reference",
+     lambda: {"qconfig_mapping": _dynamic_mapping(default_dynamic_qconfig)().set_object_type(nn.GRU, None)}),
+    ("suite_scalar_arith", "lowered", lambda: {"qconfig_mapping": _x86().set_object_type(operator.add, None)}),
+    ("suite_scalar_arith", "reference", lambda: {"qconfig_mapping": _x86().set_object_type(torch.mul, None)}),
+    ("suite_activations", "lowered", lambda: {"qconfig_mapping": _x86().set_object_type(nn.Hardswish, None)
+                                              .set_object_type(F.elu, None)}),
+    ("suite_embeddings_float_qparams", "lowered",
+     lambda: {"qconfig_mapping": _embedding_mapping(float_qparams_weight_only_qconfig)()
+              .set_object_type(nn.Embedding, None)}),
+    ("suite_fixed_qparams", "lowered", lambda: {"qconfig_mapping": _x86().set_object_type(torch.sigmoid, None)}),
+    ("suite_shape_ops", "lowered", lambda: {"qconfig_mapping": _x86().set_module_name("conv2", None)}),
+    ("suite_fp16_static_mixed", "lowered",
+     lambda: {"qconfig_mapping": _x86().set_object_type(torch.cat, None).set_object_type(operator.add, None)}),
+    # preserved attributes
+    ("suite_multi_outputs", "lowered", lambda: {"convert_custom_config": _preserve(["fc", "missing"])}),
 ]
