@@ -33,7 +33,13 @@ from torch.ao.quantization import (
     get_default_qconfig_mapping,
     per_channel_dynamic_qconfig,
 )
-from torch.ao.quantization.backend_config import get_onednn_backend_config, get_qnnpack_backend_config
+from torch.ao.quantization.backend_config import (
+    get_executorch_backend_config,
+    get_fbgemm_backend_config,
+    get_onednn_backend_config,
+    get_qnnpack_backend_config,
+    get_tensorrt_backend_config,
+)
 
 from tests.support.models import Case, Factory, _qcm, _randn, _x86
 
@@ -1202,6 +1208,41 @@ SUITE_CASES: list[Case] = [
          backend_config=_constrained_backend, lowered_engines=BOTH),
     Case("suite_constrained_backend_loose", CustomBackendOps, lambda: (torch.randn(3, 4) * 50,),
          _qcm(global_=default_qconfig), backend_config=_constrained_backend, lowered_engines=BOTH),
+    # other backend configs: executorch (quint8 activations), TensorRT (qint8 symmetric), fbgemm
+    Case("suite_executorch_conv_add", ConvAddPatterns, _randn((1, 2, 3, 3), (1, 2, 3, 3)), _fast_qnnpack,
+         backend_config=get_executorch_backend_config, lowered_engines=BOTH),
+    Case("suite_executorch_shape_ops", ShapeOps, _randn((1, 3, 4, 4)), _fast_qnnpack,
+         backend_config=get_executorch_backend_config, lowered_engines=BOTH),
+    Case("suite_executorch_activations", Activations, _randn((3, 4)), _fast_qnnpack,
+         backend_config=get_executorch_backend_config, lowered_engines=BOTH),
+    Case("suite_executorch_qat", QatConvBnRelu, _randn((2, 3, 4, 4)), lambda: get_default_qat_qconfig_mapping("qnnpack"),
+         kind="qat", backend_config=get_executorch_backend_config, lowered_engines=BOTH),
+    Case("suite_executorch_dynamic", DynamicLinearMultiUse, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig),
+         backend_config=get_executorch_backend_config, lowered_engines=BOTH),
+    Case("suite_executorch_embeddings", EmbeddingModules, _embedding_inputs,
+         _embedding_mapping(float_qparams_weight_only_qconfig), backend_config=get_executorch_backend_config,
+         lowered_engines=BOTH),
+    Case("suite_executorch_fixed_qparams", FixedQParams, _randn((1, 2, 3, 3)), _fast_qnnpack,
+         backend_config=get_executorch_backend_config, lowered_engines=BOTH),
+    Case("suite_tensorrt_conv_add", ConvAddPatterns, _randn((1, 2, 3, 3), (1, 2, 3, 3)), _qint8_symmetric,
+         backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
+    Case("suite_tensorrt_simple", SimpleConvLinear, _randn((1, 2, 3, 3)), _qint8_symmetric,
+         backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
+    Case("suite_tensorrt_shape_ops", ShapeOps, _randn((1, 3, 4, 4)), _qint8_symmetric,
+         backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
+    Case("suite_tensorrt_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), _qint8_symmetric,
+         backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
+    Case("suite_fbgemm_activations", Activations, _randn((3, 4)), _qcm(global_=default_qconfig),
+         backend_config=get_fbgemm_backend_config, lowered_engines=("fbgemm", "x86")),
+    # symmetric qint8 (qnnpack's constrained dtype configs) on more ops
+    Case("suite_qint8_symmetric_shape_ops", ShapeOps, _randn((1, 3, 4, 4)), _qint8_symmetric_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_qint8_symmetric_add_relu", AddReluMultiUse, _randn((3, 4), (3, 4)), _qint8_symmetric_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_qint8_symmetric_fixed_qparams", FixedQParams, _randn((1, 2, 3, 3)), _qint8_symmetric_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    Case("suite_qint8_symmetric_softmax", Softmaxes, _randn((3, 4)), _qint8_symmetric_qnnpack,
+         backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
