@@ -905,6 +905,20 @@ class CustomBackendOps(nn.Module):
         return self.fc2(b), F.silu(b)
 
 
+class DoubleModel(nn.Module):
+    """A float64 model (Linear + ReLU + Conv): observers see float64 tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        y = self.relu(self.fc(x))
+        return self.conv(y.unsqueeze(0).unsqueeze(0)), torch.sigmoid(y) + y
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1243,6 +1257,25 @@ SUITE_CASES: list[Case] = [
          backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
     Case("suite_qint8_symmetric_softmax", Softmaxes, _randn((3, 4)), _qint8_symmetric_qnnpack,
          backend_config=get_qnnpack_backend_config, lowered_engines=("qnnpack",)),
+    # calibration edge cases: none at all, all-zero data, huge values, float64 / float16 models, channels-last
+    Case("suite_uncalibrated_activations", Activations, _randn((3, 4)), X86, calibration_batches=0,
+         lowered_engines=BOTH),
+    Case("suite_uncalibrated_qat", QatConvBnRelu, _randn((2, 3, 4, 4)), lambda: get_default_qat_qconfig_mapping("x86"),
+         kind="qat", calibration_batches=0, lowered_engines=BOTH),
+    Case("suite_uncalibrated_embeddings", EmbeddingModules, _embedding_inputs,
+         _embedding_mapping(float_qparams_weight_only_qconfig), calibration_batches=0, lowered_engines=BOTH),
+    Case("suite_zero_calibration", AddReluMultiUse, lambda: (torch.zeros(3, 4), torch.zeros(3, 4)), X86,
+         lowered_engines=BOTH),
+    Case("suite_huge_values", AddReluMultiUse, lambda: (torch.randn(3, 4) * 1e30, torch.randn(3, 4) * 1e-30), X86,
+         lowered_engines=BOTH),
+    # torch's lowered float64 / float16 models fail when run (RuntimeError): qfx's must fail the same way
+    Case("suite_double_model", lambda: DoubleModel().double(), lambda: (torch.randn(3, 4, dtype=torch.float64),),
+         X86, lowered_engines=BOTH),
+    Case("suite_half_model", lambda: DoubleModel().half(), lambda: (torch.randn(3, 4).half(),),
+         _qcm(global_=default_qconfig), lowered_engines=BOTH),
+    Case("suite_channels_last", ConvAddPatterns,
+         lambda: tuple(torch.randn(1, 2, 3, 3).contiguous(memory_format=torch.channels_last) for _ in range(2)),
+         X86, lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
