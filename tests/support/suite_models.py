@@ -919,6 +919,45 @@ class DoubleModel(nn.Module):
         return self.conv(y.unsqueeze(0).unsqueeze(0)), torch.sigmoid(y) + y
 
 
+class _InnerLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4))
+
+    def forward(self, x):
+        return F.linear(x, self.w) + x
+
+
+class _InnerAdds(nn.Module):
+    def forward(self, x, y):
+        for _ in range(6):
+            x = torch.add(x, y)
+            y = x * y
+        return x, y
+
+
+class ScopedNames(nn.Module):
+    """Qparams attribute names: an unquantized module's output read by a root add and by an F.linear deep
+    in a submodule (torch names the input's qparams after the linear's scope), and a dozen binary ops at
+    the root and in a submodule (names past _scale_9)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.sub = nn.Sequential(_InnerLinear())
+        self.adds = _InnerAdds()
+
+    def forward(self, x):
+        y = self.a(x)
+        z = torch.add(y, x)
+        w = self.sub(y)
+        p, q = self.adds(z, w)
+        for _ in range(6):
+            p = p + q
+            q = torch.mul(p, q)
+        return p, q
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1276,6 +1315,9 @@ SUITE_CASES: list[Case] = [
     Case("suite_channels_last", ConvAddPatterns,
          lambda: tuple(torch.randn(1, 2, 3, 3).contiguous(memory_format=torch.channels_last) for _ in range(2)),
          X86, lowered_engines=BOTH),
+    Case("suite_scoped_names", ScopedNames, _randn((3, 4)), lambda: _x86().set_module_name("a", None),
+         lowered_engines=BOTH),
+    Case("suite_scoped_names_all", ScopedNames, _randn((3, 4)), X86, lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
