@@ -958,6 +958,28 @@ class ScopedNames(nn.Module):
         return p, q
 
 
+class VarArgs(nn.Module):
+    """*args inputs, an unused input, a plain (unregistered) tensor attribute, a None output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.plain = torch.randn(4)
+
+    def forward(self, *xs):
+        y = self.fc(xs[0])
+        return y + self.plain, torch.mul(y, xs[1]), None, (xs[0],)
+
+
+class KeywordOnly(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x, unused, *, y):
+        return self.fc(x) - y, self.fc(y)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1318,6 +1340,8 @@ SUITE_CASES: list[Case] = [
     Case("suite_scoped_names", ScopedNames, _randn((3, 4)), lambda: _x86().set_module_name("a", None),
          lowered_engines=BOTH),
     Case("suite_scoped_names_all", ScopedNames, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_var_args", VarArgs, _randn((3, 4), (3, 4), (3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_keyword_only", KeywordOnly, _randn((3, 4), (3, 4), (3, 4)), X86, lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
