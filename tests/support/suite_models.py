@@ -980,6 +980,18 @@ class KeywordOnly(nn.Module):
         return self.fc(x) - y, self.fc(y)
 
 
+class ReuseInput(nn.Module):
+    """TestQuantizeFx.test_reuse_input_qconfig: a reshape under default_reuse_input_qconfig, after a conv and alone."""
+
+    def __init__(self, with_conv: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3) if with_conv else nn.Identity()
+
+    def forward(self, x):
+        x = self.conv(x)
+        return x.reshape(-1), torch.flatten(x, 1)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1124,6 +1136,32 @@ def _preserve(names: list[str]) -> Any:
     from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
 
     return ConvertCustomConfig().set_preserved_attributes(names)
+
+def _reuse_input() -> QConfigMapping:
+    from torch.ao.quantization.qconfig import default_reuse_input_qconfig
+
+    return (QConfigMapping().set_global(default_qconfig).set_object_type("reshape", default_reuse_input_qconfig)
+            .set_object_type(torch.flatten, default_reuse_input_qconfig))
+
+
+def _linear_axis1() -> QConfigMapping:
+    from torch.ao.quantization.observer import PerChannelMinMaxObserver
+
+    weight = PerChannelMinMaxObserver.with_args(ch_axis=1, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+    return QConfigMapping().set_global(QConfig(activation=MinMaxObserver, weight=weight))
+
+
+def _learnable_qat() -> QConfigMapping:
+    from torch.ao.quantization._learnable_fake_quantize import _LearnableFakeQuantize
+    from torch.ao.quantization.observer import MovingAverageMinMaxObserver
+
+    act = _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                           dtype=torch.quint8, use_grad_scaling=True)
+    weight = _LearnableFakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=-128,
+                                              quant_max=127, dtype=torch.qint8,
+                                              qscheme=torch.per_tensor_symmetric, use_grad_scaling=True)
+    return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
+
 
 def _bmm_inputs() -> tuple:
     return (torch.randn(2, 3, 4), torch.randn(2, 5, 4))
@@ -1342,6 +1380,17 @@ SUITE_CASES: list[Case] = [
     Case("suite_scoped_names_all", ScopedNames, _randn((3, 4)), X86, lowered_engines=BOTH),
     Case("suite_var_args", VarArgs, _randn((3, 4), (3, 4), (3, 4)), X86, lowered_engines=BOTH),
     Case("suite_keyword_only", KeywordOnly, _randn((3, 4), (3, 4), (3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_dynamic_conv", Conv2Relu, _randn((1, 3, 4, 4)), _qcm(global_=default_dynamic_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_weight_only_linear", Conv2Relu, _randn((1, 3, 4, 4)), _qcm(global_=float_qparams_weight_only_qconfig),
+         lowered_engines=BOTH),
+    Case("suite_reuse_input", ReuseInput, _randn((1, 3, 4, 4)), _reuse_input, lowered_engines=BOTH),
+    Case("suite_reuse_input_alone", lambda: ReuseInput(False), _randn((1, 3, 4, 4)), _reuse_input,
+         lowered_engines=BOTH),
+    Case("suite_linear_weight_axis1", Linear3d, _randn((2, 3, 4)), _linear_axis1, lowered_engines=BOTH),
+    Case("suite_qat_fixed_qparams", FixedQParams, _randn((1, 2, 3, 3)), lambda: get_default_qat_qconfig_mapping("x86"),
+         kind="qat", lowered_engines=BOTH),
+    Case("suite_qat_learnable", Conv2Relu, _randn((1, 3, 4, 4)), _learnable_qat, kind="qat", lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
