@@ -41,6 +41,8 @@ from torch.ao.quantization.backend_config import (
     get_tensorrt_backend_config,
 )
 
+from torch.ao.quantization.fx._equalize import default_equalization_qconfig
+
 from tests.support.models import Case, Factory, _qcm, _randn, _x86
 
 BOTH = ("x86", "qnnpack")
@@ -992,6 +994,28 @@ class ReuseInput(nn.Module):
         return x.reshape(-1), torch.flatten(x, 1)
 
 
+class EqualizationChain(nn.Module):
+    """Equalization across fused Linear+ReLU and Conv+BN+ReLU, F.linear, and a Linear whose qconfig is None."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 1)
+        self.bn1 = nn.BatchNorm2d(3)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(3, 3, 1)
+        self.fc1 = nn.Linear(3, 4)
+        self.relu2 = nn.ReLU()
+        self.fc2 = nn.Linear(4, 4)
+        # (a buffer: torch's equalization cannot write a plain tensor into a Parameter slot, a TypeError)
+        self.register_buffer("w", torch.randn(4, 4))
+        self.fc3 = nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = self.conv2(self.relu1(self.bn1(self.conv1(x))))
+        z = self.fc2(self.relu2(self.fc1(y.mean((2, 3)))))
+        return self.fc3(F.linear(z, self.w))
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1391,6 +1415,15 @@ SUITE_CASES: list[Case] = [
     Case("suite_qat_fixed_qparams", FixedQParams, _randn((1, 2, 3, 3)), lambda: get_default_qat_qconfig_mapping("x86"),
          kind="qat", lowered_engines=BOTH),
     Case("suite_qat_learnable", Conv2Relu, _randn((1, 3, 4, 4)), _learnable_qat, kind="qat", lowered_engines=BOTH),
+    Case("suite_equalization_x86", EqualizationChain, _randn((2, 2, 3, 3)), X86,
+         equalization_config=_qcm(global_=default_equalization_qconfig), lowered_engines=BOTH),
+    Case("suite_equalization_partial", EqualizationChain, _randn((2, 2, 3, 3)),
+         lambda: _x86().set_module_name("fc3", None),
+         equalization_config=lambda: QConfigMapping().set_global(default_equalization_qconfig)
+         .set_module_name("fc1", None), lowered_engines=BOTH),
+    Case("suite_equalization_qnnpack", EqualizationChain, _randn((2, 2, 3, 3)), _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, equalization_config=_qcm(global_=default_equalization_qconfig),
+         lowered_engines=("qnnpack",)),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
