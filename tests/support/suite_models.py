@@ -1016,6 +1016,22 @@ class EqualizationChain(nn.Module):
         return self.fc3(F.linear(z, self.w))
 
 
+class StaticLSTMVariants(nn.Module):
+    """A 2-layer bidirectional batch-first LSTM as torch's static custom module, called with a state or
+    without one (torch's convert refuses that: AssertionError)."""
+
+    def __init__(self, with_state: bool = True) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.lstm = nn.LSTM(3, 2, num_layers=2, bidirectional=True, batch_first=True)
+        self.head = nn.Linear(4, 2)
+        self.with_state = with_state
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.lstm(self.fc(x), (h0, c0)) if self.with_state else self.lstm(self.fc(x))
+        return self.head(out), h.sum(0), c
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1185,6 +1201,19 @@ def _learnable_qat() -> QConfigMapping:
                                               quant_max=127, dtype=torch.qint8,
                                               qscheme=torch.per_tensor_symmetric, use_grad_scaling=True)
     return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
+
+
+def _lstm_prepare() -> Any:
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+    return PrepareCustomConfig().set_float_to_observed_mapping(nn.LSTM, torch.ao.nn.quantizable.LSTM)
+
+
+def _lstm_convert() -> Any:
+    from torch.ao.quantization.fx.custom_config import ConvertCustomConfig
+
+    return ConvertCustomConfig().set_observed_to_quantized_mapping(torch.ao.nn.quantizable.LSTM,
+                                                                   torch.ao.nn.quantized.LSTM)
 
 
 def _bmm_inputs() -> tuple:
@@ -1424,6 +1453,14 @@ SUITE_CASES: list[Case] = [
     Case("suite_equalization_qnnpack", EqualizationChain, _randn((2, 2, 3, 3)), _fast_qnnpack,
          backend_config=get_qnnpack_backend_config, equalization_config=_qcm(global_=default_equalization_qconfig),
          lowered_engines=("qnnpack",)),
+    Case("suite_static_lstm_no_state", lambda: StaticLSTMVariants(False), _randn((2, 3, 3), (4, 2, 2), (4, 2, 2)),
+         X86, prepare_custom_config=_lstm_prepare, convert_custom_config=_lstm_convert, lowered_engines=("x86",)),
+    Case("suite_static_lstm_variants", StaticLSTMVariants, _randn((2, 3, 3), (4, 2, 2), (4, 2, 2)), X86,
+         prepare_custom_config=_lstm_prepare, convert_custom_config=_lstm_convert, lowered_engines=BOTH),
+    Case("suite_static_lstm_variants_qnnpack", StaticLSTMVariants, _randn((2, 3, 3), (4, 2, 2), (4, 2, 2)),
+         _fast_qnnpack,
+         backend_config=get_qnnpack_backend_config, prepare_custom_config=_lstm_prepare,
+         convert_custom_config=_lstm_convert, lowered_engines=("qnnpack",)),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
