@@ -1216,6 +1216,15 @@ def _lstm_convert() -> Any:
                                                                    torch.ao.nn.quantized.LSTM)
 
 
+def _io(inputs: list[int], outputs: list[int]) -> Factory:
+    def build() -> Any:
+        from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+
+        return PrepareCustomConfig().set_input_quantized_indexes(inputs).set_output_quantized_indexes(outputs)
+
+    return build
+
+
 def _bmm_inputs() -> tuple:
     return (torch.randn(2, 3, 4), torch.randn(2, 5, 4))
 
@@ -1461,6 +1470,17 @@ SUITE_CASES: list[Case] = [
          _fast_qnnpack,
          backend_config=get_qnnpack_backend_config, prepare_custom_config=_lstm_prepare,
          convert_custom_config=_lstm_convert, lowered_engines=("qnnpack",)),
+    # quantized inputs / outputs (prepare_custom_config) on copy ops, dynamic and fp16 models, pixel shuffle
+    Case("suite_quantized_io_shape_ops", ShapeOps, _randn((1, 3, 4, 4)), X86, prepare_custom_config=_io([0], [0, 2]),
+         quantized_inputs=(0,), lowered_engines=BOTH),
+    Case("suite_quantized_io_dynamic", DynamicLinearMultiUse, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig),
+         prepare_custom_config=_io([0], [0]), quantized_inputs=(0,), lowered_engines=BOTH),
+    Case("suite_quantized_io_fp16", Fp16Static, _randn((3, 4), (3, 4)), _qcm(global_=float16_static_qconfig),
+         prepare_custom_config=_io([1], [0]), quantized_inputs=(1,), lowered_engines=BOTH),
+    Case("suite_quantized_io_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), X86, prepare_custom_config=_io([0, 1], [1, 3]),
+         quantized_inputs=(0, 1), lowered_engines=BOTH),
+    Case("suite_quantized_output_dict", MultiOutputs, _randn((3, 4), (1, 1, 2, 2)), X86,
+         prepare_custom_config=_io([], [0, 1]), lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
