@@ -1513,6 +1513,14 @@ SUITE_VARIANTS: list[tuple[str, str, Factory]] = [
     ("suite_shape_ops", "lowered", lambda: {"qconfig_mapping": _x86().set_module_name("conv2", None)}),
     ("suite_fp16_static_mixed", "lowered",
      lambda: {"qconfig_mapping": _x86().set_object_type(torch.cat, None).set_object_type(operator.add, None)}),
+    # convert-time backend configs other than prepare's
+    ("suite_activations", "lowered", lambda: {"backend_config": get_qnnpack_backend_config()}),
+    ("suite_shape_ops", "lowered", lambda: {"backend_config": get_executorch_backend_config()}),
+    ("suite_onednn_functional_fusions_x86", "lowered", lambda: {"backend_config": get_onednn_backend_config()}),
+    ("suite_conv_add_patterns", "lowered", lambda: {"backend_config": get_onednn_backend_config()}),
+    ("suite_fixed_qparams", "lowered", lambda: {"backend_config": get_tensorrt_backend_config()}),
+    ("suite_tensorrt_simple", "lowered", lambda: {"backend_config": get_fbgemm_backend_config()}),
+    ("suite_dynamic_modules", "decomposed", lambda: {"backend_config": get_executorch_backend_config()}),
     # preserved attributes
     ("suite_multi_outputs", "lowered", lambda: {"convert_custom_config": _preserve(["fc", "missing"])}),
 ]
