@@ -1032,6 +1032,24 @@ class StaticLSTMVariants(nn.Module):
         return self.head(out), h.sum(0), c
 
 
+class DeadResults(nn.Module):
+    """Results nobody reads: a Linear call, an add, an in-place relu_ on a quantized tensor; a torch._assert
+    on a size read after a quantized layer (TestQuantizeFx.test_assert_on_size_after_quant_layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.fc2 = nn.Linear(4, 4)
+
+    def forward(self, x):
+        y = self.fc(x)
+        self.fc2(y)
+        torch.add(y, y)
+        y.relu_()
+        torch._assert(y.size(1) == 4, "wrong size")
+        return self.fc2(y)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1481,6 +1499,9 @@ SUITE_CASES: list[Case] = [
          quantized_inputs=(0, 1), lowered_engines=BOTH),
     Case("suite_quantized_output_dict", MultiOutputs, _randn((3, 4), (1, 1, 2, 2)), X86,
          prepare_custom_config=_io([], [0, 1]), lowered_engines=BOTH),
+    Case("suite_dead_results", DeadResults, _randn((3, 4)), X86, lowered_engines=BOTH),
+    Case("suite_dead_results_dynamic", DeadResults, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig),
+         lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
