@@ -1050,6 +1050,23 @@ class DeadResults(nn.Module):
         return self.fc2(y)
 
 
+class MixedConsumers(nn.Module):
+    """One input read by Linears of four qconfigs (int8 static, fp16 static, int8 dynamic, None), their
+    outputs combined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.c = nn.Linear(4, 4)
+        self.d = nn.Linear(4, 4)
+        self.e = nn.Linear(4, 4)
+
+    def forward(self, x):
+        a, b, c, d = self.a(x), self.b(x), self.c(x), self.d(x)
+        return self.e(a + b), torch.cat([a, c, d], 1), F.relu(b) * c
+
+
 # ---------------------------------------------------------------------------------------------------------
 # configs
 
@@ -1241,6 +1258,11 @@ def _io(inputs: list[int], outputs: list[int]) -> Factory:
         return PrepareCustomConfig().set_input_quantized_indexes(inputs).set_output_quantized_indexes(outputs)
 
     return build
+
+
+def _mixed_consumers() -> QConfigMapping:
+    return (_x86().set_module_name("b", float16_static_qconfig).set_module_name("c", default_dynamic_qconfig)
+            .set_module_name("d", None))
 
 
 def _bmm_inputs() -> tuple:
@@ -1502,6 +1524,10 @@ SUITE_CASES: list[Case] = [
     Case("suite_dead_results", DeadResults, _randn((3, 4)), X86, lowered_engines=BOTH),
     Case("suite_dead_results_dynamic", DeadResults, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig),
          lowered_engines=BOTH),
+    Case("suite_mixed_consumers", MixedConsumers, _randn((3, 4)), _mixed_consumers, lowered_engines=BOTH),
+    Case("suite_mixed_consumers_fp16_dynamic", MixedConsumers, _randn((3, 4)),
+         lambda: _mixed_consumers().set_module_name("a", float16_dynamic_qconfig)
+         .set_module_name("e", per_channel_dynamic_qconfig), lowered_engines=BOTH),
 ]
 
 SUITE_CASES_BY_NAME: dict[str, Case] = {c.name: c for c in SUITE_CASES}
