@@ -1568,6 +1568,15 @@ SUITE_VARIANTS: list[tuple[str, str, Factory]] = [
     ("suite_fixed_qparams", "lowered", lambda: {"backend_config": get_tensorrt_backend_config()}),
     ("suite_tensorrt_simple", "lowered", lambda: {"backend_config": get_fbgemm_backend_config()}),
     ("suite_dynamic_modules", "decomposed", lambda: {"backend_config": get_executorch_backend_config()}),
+    # torch.ao.quantization.fx.convert.convert(is_reference=True) called directly
+    ("suite_qat_conv_bn_relu_train_mode", "raw", dict),
+    ("suite_dynamic_modules", "raw", dict),
+    ("suite_static_lstm_variants", "raw", dict),
+    ("suite_equalization_partial", "raw", dict),
+    ("suite_quantized_output_dict", "raw", dict),
+    ("suite_mixed_consumers", "raw", dict),
+    ("suite_qconfig_precedence", "raw", lambda: {"_remove_qconfig_flag": False}),
+    ("suite_embeddings_mixed_bits", "raw", lambda: {"is_decomposed": True}),
     # preserved attributes
     ("suite_multi_outputs", "lowered", lambda: {"convert_custom_config": _preserve(["fc", "missing"])}),
 ]
