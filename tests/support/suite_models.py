@@ -80,11 +80,6 @@ class Bmm(nn.Module):
         return torch.bmm(a, y.transpose(1, 2)), torch.bmm(a, a.transpose(1, 2))
 
 
-class BmmAlone(nn.Module):
-    def forward(self, x, y):
-        return torch.bmm(x, y)
-
-
 class Narrow(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -1146,20 +1141,6 @@ def _precedence() -> QConfigMapping:
     )
 
 
-def _fixed_qint8() -> QConfigMapping:
-    from torch.ao.quantization.observer import FixedQParamsObserver
-
-    def fixed(scale: float, zero_point: int) -> QConfig:
-        act = FixedQParamsObserver.with_args(scale=scale, zero_point=zero_point, dtype=torch.qint8,
-                                             quant_min=-128, quant_max=127)
-        return QConfig(activation=act, weight=default_weight_observer)
-
-    qint8 = QConfig(activation=MinMaxObserver.with_args(dtype=torch.qint8), weight=default_weight_observer)
-    return (QConfigMapping().set_global(qint8)
-            .set_object_type(nn.Sigmoid, fixed(1.0 / 256.0, -128)).set_object_type(torch.sigmoid, fixed(1.0 / 256.0, -128))
-            .set_object_type(nn.Tanh, fixed(2.0 / 256.0, 0)).set_object_type(torch.tanh, fixed(2.0 / 256.0, 0)))
-
-
 def _fixed_wrong_qconfig() -> QConfigMapping:
     """A plain min/max qconfig on the fixed-qparams ops: torch warns and leaves them unquantized."""
     return _x86().set_object_type(nn.Sigmoid, default_qconfig).set_object_type(torch.tanh, default_qconfig)
@@ -1279,17 +1260,12 @@ SUITE_CASES: list[Case] = [
     Case("suite_pixel_shuffle_qnnpack", PixelShuffle, _randn((1, 2, 4, 4)), _fast_qnnpack,
          backend_config=get_qnnpack_backend_config, lowered_engines=BOTH),
     Case("suite_bmm", Bmm, _bmm_inputs, X86, lowered_engines=BOTH),
-    Case("suite_bmm_default", BmmAlone, _randn((2, 3, 4), (2, 4, 5)), _qcm(global_=default_qconfig),
-         lowered_engines=BOTH),
     Case("suite_narrow", Narrow, _randn((1, 3, 4, 4)), X86, lowered_engines=BOTH),
     Case("suite_clamp_kwargs", ClampKwargs, _randn((1, 3, 3, 3)), X86, lowered_engines=BOTH),
-    Case("suite_clamp_kwargs_default", ClampKwargs, _randn((1, 3, 3, 3)), _qcm(global_=default_qconfig),
-         lowered_engines=BOTH),
     Case("suite_softmax", Softmaxes, _randn((3, 4)), X86, lowered_engines=BOTH),
-    Case("suite_softmax_default_qconfig", Softmaxes, _randn((3, 4)), _qcm(global_=default_qconfig),
-         lowered_engines=BOTH),
     Case("suite_matmul_3d", Matmul3d, _bmm_inputs, X86, lowered_engines=BOTH),
-    Case("suite_onednn_functional_fusions", lambda: FunctionalOnednnFusions(functional_leaky=False), _randn((3, 4), (1, 2, 3, 3)), _onednn_mapping,
+    Case("suite_onednn_functional_fusions", lambda: FunctionalOnednnFusions(functional_leaky=False),
+         _randn((3, 4), (1, 2, 3, 3)), _onednn_mapping,
          backend_config=get_onednn_backend_config, lowered_engines=("onednn", "x86")),
     Case("suite_onednn_functional_fusions_x86", FunctionalOnednnFusions, _randn((3, 4), (1, 2, 3, 3)), X86,
          lowered_engines=BOTH),
@@ -1302,8 +1278,6 @@ SUITE_CASES: list[Case] = [
     Case("suite_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), X86, lowered_engines=BOTH),
     Case("suite_mixed_cat_none", MixedCatNone, _randn((3, 4)), _mixed_cat_none, lowered_engines=BOTH),
     Case("suite_functional_norms_weights", FunctionalNormsWeights, _randn((1, 2, 3, 3)), X86, lowered_engines=BOTH),
-    Case("suite_functional_norms_default", FunctionalNormsWeights, _randn((1, 2, 3, 3)),
-         _qcm(global_=default_qconfig), lowered_engines=BOTH),
     Case("suite_embeddings_float_qparams", EmbeddingModules, _embedding_inputs,
          _embedding_mapping(float_qparams_weight_only_qconfig), lowered_engines=BOTH),
     Case("suite_embeddings_4bit", EmbeddingModules, _embedding_inputs,
@@ -1326,8 +1300,6 @@ SUITE_CASES: list[Case] = [
     Case("suite_dynamic_cells", DynamicCells, _randn((2, 4), (2, 3)), _cells_mapping(default_dynamic_qconfig),
          lowered_engines=BOTH),
     Case("suite_dynamic_cells_fp16", DynamicCells, _randn((2, 4), (2, 3)), _cells_mapping(float16_dynamic_qconfig),
-         lowered_engines=BOTH),
-    Case("suite_dynamic_cells_global", DynamicCells, _randn((2, 4), (2, 3)), _qcm(global_=default_dynamic_qconfig),
          lowered_engines=BOTH),
     Case("suite_dynamic_linear_multi_use", DynamicLinearMultiUse, _randn((3, 4)),
          _qcm(global_=default_dynamic_qconfig), lowered_engines=BOTH),
@@ -1378,8 +1350,6 @@ SUITE_CASES: list[Case] = [
     Case("suite_conv_variants", ConvVariants, _randn((1, 2, 5, 5)), X86, lowered_engines=BOTH),
     Case("suite_conv_variants_circular", lambda: ConvVariants(circular=True), _randn((1, 2, 5, 5)), X86,
          lowered_engines=("x86",)),
-    Case("suite_conv_variants_default", ConvVariants, _randn((1, 2, 5, 5)), _qcm(global_=default_qconfig),
-         lowered_engines=BOTH),
     Case("suite_functional_kwargs", FunctionalKwargs, _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
          _qcm(global_=default_qconfig), lowered_engines=BOTH),
     Case("suite_functional_tail_kwargs", lambda: FunctionalKwargs(False), _randn((3, 4), (1, 2, 3, 3), (1, 2, 3)),
@@ -1394,7 +1364,6 @@ SUITE_CASES: list[Case] = [
     Case("suite_none_then_quantized", NoneThenQuantized, _randn((1, 2, 2, 3)),
          lambda: _x86().set_module_name("conv1", None), lowered_engines=BOTH),
     Case("suite_qconfig_precedence", Precedence, _randn((3, 4)), _precedence, lowered_engines=BOTH),
-    Case("suite_fixed_qparams_qint8", FixedQParams, _randn((1, 2, 3, 3)), _fixed_qint8, lowered_engines=BOTH),
     Case("suite_fixed_qparams_fp16", FixedQParams, _randn((1, 2, 3, 3)), _qcm(global_=float16_static_qconfig),
          lowered_engines=BOTH),
     Case("suite_fixed_qparams_wrong_qconfig", FixedQParams, _randn((1, 2, 3, 3)), _fixed_wrong_qconfig,
@@ -1430,22 +1399,19 @@ SUITE_CASES: list[Case] = [
          backend_config=get_executorch_backend_config, lowered_engines=BOTH),
     Case("suite_executorch_activations", Activations, _randn((3, 4)), _fast_qnnpack,
          backend_config=get_executorch_backend_config, lowered_engines=BOTH),
-    Case("suite_executorch_qat", QatConvBnRelu, _randn((2, 3, 4, 4)), lambda: get_default_qat_qconfig_mapping("qnnpack"),
+    Case("suite_executorch_qat", QatConvBnRelu, _randn((2, 3, 4, 4)),
+         lambda: get_default_qat_qconfig_mapping("qnnpack"),
          kind="qat", backend_config=get_executorch_backend_config, lowered_engines=BOTH),
     Case("suite_executorch_dynamic", DynamicLinearMultiUse, _randn((3, 4)), _qcm(global_=default_dynamic_qconfig),
          backend_config=get_executorch_backend_config, lowered_engines=BOTH),
     Case("suite_executorch_embeddings", EmbeddingModules, _embedding_inputs,
          _embedding_mapping(float_qparams_weight_only_qconfig), backend_config=get_executorch_backend_config,
          lowered_engines=BOTH),
-    Case("suite_executorch_fixed_qparams", FixedQParams, _randn((1, 2, 3, 3)), _fast_qnnpack,
-         backend_config=get_executorch_backend_config, lowered_engines=BOTH),
     Case("suite_tensorrt_conv_add", ConvAddPatterns, _randn((1, 2, 3, 3), (1, 2, 3, 3)), _qint8_symmetric,
          backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
     Case("suite_tensorrt_simple", SimpleConvLinear, _randn((1, 2, 3, 3)), _qint8_symmetric,
          backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
     Case("suite_tensorrt_shape_ops", ShapeOps, _randn((1, 3, 4, 4)), _qint8_symmetric,
-         backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
-    Case("suite_tensorrt_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), _qint8_symmetric,
          backend_config=get_tensorrt_backend_config, lowered_engines=BOTH),
     Case("suite_fbgemm_activations", Activations, _randn((3, 4)), _qcm(global_=default_qconfig),
          backend_config=get_fbgemm_backend_config, lowered_engines=("fbgemm", "x86")),
@@ -1479,7 +1445,6 @@ SUITE_CASES: list[Case] = [
          X86, lowered_engines=BOTH),
     Case("suite_scoped_names", ScopedNames, _randn((3, 4)), lambda: _x86().set_module_name("a", None),
          lowered_engines=BOTH),
-    Case("suite_scoped_names_all", ScopedNames, _randn((3, 4)), X86, lowered_engines=BOTH),
     Case("suite_var_args", VarArgs, _randn((3, 4), (3, 4), (3, 4)), X86, lowered_engines=BOTH),
     Case("suite_keyword_only", KeywordOnly, _randn((3, 4), (3, 4), (3, 4)), X86, lowered_engines=BOTH),
     Case("suite_dynamic_conv", Conv2Relu, _randn((1, 3, 4, 4)), _qcm(global_=default_dynamic_qconfig),
@@ -1517,7 +1482,8 @@ SUITE_CASES: list[Case] = [
          prepare_custom_config=_io([0], [0]), quantized_inputs=(0,), lowered_engines=BOTH),
     Case("suite_quantized_io_fp16", Fp16Static, _randn((3, 4), (3, 4)), _qcm(global_=float16_static_qconfig),
          prepare_custom_config=_io([1], [0]), quantized_inputs=(1,), lowered_engines=BOTH),
-    Case("suite_quantized_io_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), X86, prepare_custom_config=_io([0, 1], [1, 3]),
+    Case("suite_quantized_io_mixed_cat", MixedCat, _randn((3, 4), (3, 2)), X86,
+         prepare_custom_config=_io([0, 1], [1, 3]),
          quantized_inputs=(0, 1), lowered_engines=BOTH),
     Case("suite_quantized_output_dict", MultiOutputs, _randn((3, 4), (1, 1, 2, 2)), X86,
          prepare_custom_config=_io([], [0, 1]), lowered_engines=BOTH),
