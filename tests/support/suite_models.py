@@ -3,8 +3,13 @@ TestQuantizeFx and TestQuantizeFxOps), for patterns the main zoo (tests/support/
 pixel (un)shuffle, bmm, narrow, softmax, 3-d matmul, functional onednn-style fusions, interpolate modes,
 shape ops on quantized tensors, mixed cats, functional norms with weights, embeddings, transposed convs,
 dynamic / fp16 quantization of modules and cells, reduce_range and symmetric qconfigs, fixed-qparams ops,
-multiple and structured outputs, scalar and in-place arithmetic, quantized batch norm, activations, pools
-and QAT under qnnpack.
+multiple and structured outputs, scalar and in-place arithmetic, quantized batch norm, activations, pools,
+QAT under qnnpack (and learnable fake quant, train mode), the executorch / TensorRT / fbgemm backend
+configs, equalization, the static custom-module LSTM, quantized input/output indexes, convert-time qconfig
+mappings and backend configs, and calibration edge cases (none, all-zero, huge values, float64/float16).
+
+Some cases are ones torch refuses somewhere (its lowering or its converted model's run), commented at the
+case: qfx must then fail with torch's exception type.
 
 Names start with "suite_" so they never clash with the main zoo's (tests/differential/test_suite_like.py
 registers them in its name table).
