@@ -329,8 +329,9 @@ class ConvTransposes(nn.Module):
 
 
 class FunctionalConvTransposes(nn.Module):
-    """F.conv_transpose1d/2d with get_attr weights; an int stride is what torch's conv_transpose1d_prepack
-    refuses when lowering (RuntimeError), as it does a keyword stride (`stride="kw"`)."""
+    """F.conv_transpose1d/2d with get_attr weights, all arguments positional (a tuple or an int stride); with
+    the stride alone by keyword (`stride="kw"`) torch's conv_transpose1d_prepack misses the padding when
+    lowering (RuntimeError)."""
 
     def __init__(self, stride: Any = (2,)) -> None:
         super().__init__()
