@@ -40,13 +40,13 @@ OUTPUT_SEEDS = (100, 101)
 
 
 @functools.cache
-def _calibrated(name: str) -> tuple[torch.fx.GraphModule, tuple]:
-    return prepare_case(CASES_BY_NAME[name])
+def _calibrated(case: Case) -> tuple[torch.fx.GraphModule, tuple]:
+    return prepare_case(case)
 
 
 def fresh_observed(case: Case) -> torch.fx.GraphModule:
     """A private copy of the case's calibrated observed model (prepared once per case per session)."""
-    observed, _ = _calibrated(case.name)
+    observed, _ = _calibrated(case)
     return copy_for_torch(observed)
 
 

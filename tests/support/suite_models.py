@@ -11,8 +11,7 @@ mappings and backend configs, and calibration edge cases (none, all-zero, huge v
 Some cases are ones torch refuses somewhere (its lowering or its converted model's run), commented at the
 case: qfx must then fail with torch's exception type.
 
-Names start with "suite_" so they never clash with the main zoo's (tests/differential/test_suite_like.py
-registers them in its name table).
+Names start with "suite_", so test ids never clash with the main zoo's.
 """
 
 from __future__ import annotations
