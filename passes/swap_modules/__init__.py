@@ -22,7 +22,6 @@ import attrs
 import torch
 from torch.ao.nn.intrinsic import _FusedModule
 from torch.ao.quantization.stubs import DeQuantStub
-from torch.nn.utils.parametrize import type_before_parametrizations
 
 from qfx.ir.errors import ConvertError
 from qfx.ir.graph import Node
@@ -158,7 +157,7 @@ class _SwapKinds:
             return _STANDALONE
         if self._classes.is_weighted(module):
             return _WEIGHTED
-        if type_before_parametrizations(module) in self._custom_classes:
+        if self._classes.class_before_parametrizations(module) in self._custom_classes:
             return _CUSTOM
         return None
 

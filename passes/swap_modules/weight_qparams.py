@@ -143,7 +143,7 @@ class WeightQParamTable:
         self._device = device
         self._constructor_keys = constructor_keys
         self._configs: dict[tuple, WeightObserverConfig | None] = {}
-        self._plain_weight: dict[type, bool] = {}  # module class -> _weight_in_tables(class)
+        self._plain_weight: dict[type, bool] = {}  # module class -> attribute_in_tables(class, 'weight')
         self._found: dict[int, tuple[torch.nn.Module, Any, dict[str, Any]]] = {}
 
     def compute(self, pairs: Iterable[tuple[torch.nn.Module, Any]]) -> None:
@@ -198,7 +198,7 @@ class WeightQParamTable:
         kind = type(module)
         plain = self._plain_weight.get(kind)
         if plain is None:
-            plain = self._plain_weight[kind] = _weight_in_tables(kind)
+            plain = self._plain_weight[kind] = attribute_in_tables(kind, "weight")
         state = module.__dict__
         if plain and "weight" not in state:
             parameters = state.get("_parameters", {})
@@ -207,11 +207,11 @@ class WeightQParamTable:
         return getattr(module, "weight", None)
 
 
-def _weight_in_tables(kind: type) -> bool:
-    """Whether a `kind` instance's `weight` is what nn.Module.__getattr__ finds in its tables whenever its
-    instance dict has none: a module class with nn.Module's attribute lookup and no `weight` of its own."""
+def attribute_in_tables(kind: type, name: str) -> bool:
+    """Whether a `kind` instance's attribute `name` is what nn.Module.__getattr__ finds in its tables whenever
+    its instance dict has none: a module class with nn.Module's attribute lookup and no `name` of its own."""
     return (issubclass(kind, torch.nn.Module) and kind.__getattribute__ is object.__getattribute__
-            and kind.__getattr__ is torch.nn.Module.__getattr__ and not hasattr(kind, "weight"))
+            and kind.__getattr__ is torch.nn.Module.__getattr__ and not hasattr(kind, name))
 
 
 def _config_of_fresh_observer(constructor: Any) -> WeightObserverConfig | None:

@@ -37,7 +37,7 @@ from qfx.ir.program import ConvertOptions, QuantFacts
 from ..support.module_copies import with_instance_dict
 from .qat import run_weight_fake_quant, to_float
 from .reference_modules import PROCESS_LAYOUTS, ReferenceBuilder, from_float
-from .weight_qparams import ConstructorKeys, WeightQParamTable
+from .weight_qparams import ConstructorKeys, WeightQParamTable, attribute_in_tables
 
 
 class MissingReferenceModuleError(ConvertError, AssertionError):
@@ -67,6 +67,8 @@ class WeightedClasses:
     _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
     # module class -> _copies_as_module(class)
     _copy_kinds: dict = attrs.field(factory=dict, repr=False, eq=False)
+    # module class -> whether class_before_parametrizations may read its instances' tables
+    _plain_lookup: dict = attrs.field(factory=dict, repr=False, eq=False)
 
     @classmethod
     def of(cls, backend_config: Any) -> "WeightedClasses":
@@ -103,9 +105,9 @@ class WeightedClasses:
         parametrizations) is a root, QAT or fused class, and a fused module wraps a root module."""
         kind = type(module)
         # A class found in the tables is the module's own (parametrizing a module gives it a generated
-        # subclass); only other modules need torch's slower type_before_parametrizations.
+        # subclass); only other modules need to be asked for their class before parametrizations.
         if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
-            kind = type_before_parametrizations(module)
+            kind = self.class_before_parametrizations(module)
             if kind not in self.root_to_reference and kind not in self.qat and kind not in self.fused:
                 return False
         if kind in self.fused:
@@ -120,6 +122,21 @@ class WeightedClasses:
         # is the module's own; torch's type_before_parametrizations is slower (it probes an attribute).
         found = self.root_to_reference.get(type(module))
         return found if found is not None else self.root_to_reference.get(type_before_parametrizations(module))
+
+    def class_before_parametrizations(self, module: torch.nn.Module) -> type:
+        """torch's type_before_parametrizations(module), without its probe for a `parametrizations`
+        attribute (an AttributeError raised and caught) where the module has none to find: its class looks
+        attributes up as nn.Module does, defines neither that attribute nor its own `__class__`, and neither
+        the module's instance dict nor its tables hold the name."""
+        kind = type(module)
+        plain = self._plain_lookup.get(kind)
+        if plain is None:
+            plain = self._plain_lookup[kind] = (attribute_in_tables(kind, "parametrizations") and all(
+                "__class__" not in base.__dict__ for base in kind.__mro__ if base is not object))
+        state = module.__dict__
+        if plain and "parametrizations" not in state and not _in_module_tables(state, "parametrizations"):
+            return kind
+        return type_before_parametrizations(module)
 
     def copies_as_module(self, kind: type) -> bool:
         """Whether copy.copy of a `kind` instance is nn.Module's (see `_copies_as_module`), asked once per class."""
@@ -142,6 +159,11 @@ class WeightedClasses:
         if key is None and isinstance(constructor, type):
             return (constructor,)
         return key
+
+
+def _in_module_tables(state: dict[str, Any], name: str) -> bool:
+    """Whether one of the tables nn.Module.__getattr__ looks in holds `name`, for a module's instance dict."""
+    return name in state.get("_parameters", ()) or name in state.get("_buffers", ()) or name in state.get("_modules", ())
 
 
 def first_member(fused: torch.nn.Module) -> torch.nn.Module:
