@@ -126,13 +126,12 @@ class WeightedClasses:
     def class_before_parametrizations(self, module: torch.nn.Module) -> type:
         """torch's type_before_parametrizations(module), without its probe for a `parametrizations`
         attribute (an AttributeError raised and caught) where the module has none to find: its class looks
-        attributes up as nn.Module does, defines neither that attribute nor its own `__class__`, and neither
-        the module's instance dict nor its tables hold the name."""
+        attributes up as nn.Module does and does not define that attribute, and neither the module's instance
+        dict nor its tables hold the name."""
         kind = type(module)
         plain = self._plain_lookup.get(kind)
         if plain is None:
-            plain = self._plain_lookup[kind] = (attribute_in_tables(kind, "parametrizations") and all(
-                "__class__" not in base.__dict__ for base in kind.__mro__ if base is not object))
+            plain = self._plain_lookup[kind] = attribute_in_tables(kind, "parametrizations")
         state = module.__dict__
         if plain and "parametrizations" not in state and not _in_module_tables(state, "parametrizations"):
             return kind
