@@ -88,7 +88,7 @@ def thaw(value: Arg, resolve: Callable[[str], Any]) -> Any:
     if kind is Ref:
         return resolve(value.name)
     if kind is tuple:
-        return tuple([resolve(v.name) if (item := type(v)) is Ref else thaw(v, resolve) if item in _CONTAINERS
+        return tuple([resolve(v.name) if (item := type(v)) is Ref else thaw(v, resolve) if item in CONTAINER_KINDS
                       else v for v in value])
     if kind is ListArg:
         return [thaw(v, resolve) for v in value.items]
@@ -122,7 +122,7 @@ def ref_names(value: Arg, out: list[str] | None = None) -> list[str]:
             item = type(v)
             if item is Ref:
                 out.append(v.name)
-            elif item in _CONTAINERS:
+            elif item in CONTAINER_KINDS:
                 ref_names(v, out)
     elif kind is DictArg:
         for _, v in value.items:
@@ -158,8 +158,8 @@ def _map_items(items: tuple, fn: Callable[[Ref], Arg]) -> tuple:
 
 
 # The argument types that may hold references, and those plus Ref itself (every other value is a leaf).
-_CONTAINERS = frozenset({tuple, ListArg, TupleArg, DictArg, SliceArg})
-_MAY_HOLD_REFS = _CONTAINERS | {Ref}
+CONTAINER_KINDS = frozenset({tuple, ListArg, TupleArg, DictArg, SliceArg})
+_MAY_HOLD_REFS = CONTAINER_KINDS | {Ref}
 # Plain values FX arguments often hold, which freeze keeps as they are.
 _LEAVES = frozenset({int, float, bool, str, type(None)})
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import torch
 from torch.fx import GraphModule
 
-from qfx.ir.args import DictArg, ListArg, Ref, SliceArg, TupleArg, thaw
+from qfx.ir.args import CONTAINER_KINDS, Ref, thaw
 from qfx.ir.errors import REPORT_IF_TORCH_CONVERTS, CodegenError, QfxError, VerificationError, mirrored_type
 from qfx.ir.lift import OBSERVED_ATTRS_KEY
 from qfx.ir.program import Absent, Preserved, Program, QuantFacts
@@ -76,7 +76,8 @@ def _fx_graph(program: Program) -> tuple[torch.fx.Graph, dict[str, Any]]:
             args = []
             for arg in node.args:
                 kind = type(arg)
-                args.append(fx_nodes[arg.name] if kind is Ref else thaw(arg, resolve) if kind in _NESTED else arg)
+                args.append(fx_nodes[arg.name] if kind is Ref
+                            else thaw(arg, resolve) if kind in CONTAINER_KINDS else arg)
             kwargs = {k: thaw(v, resolve) for k, v in node.kwargs} if node.kwargs else {}
         except KeyError as exc:
             problem = f"node '{node.name}' reads '{exc.args[0]}', which no node before it defines"
@@ -90,10 +91,6 @@ def _fx_graph(program: Program) -> tuple[torch.fx.Graph, dict[str, Any]]:
             table[target] = modules[target] if target in modules else attributes[target]
     _restore_namespace(graph, program, fx_nodes)
     return graph, table
-
-
-# The argument kinds that hold other arguments (what `thaw` rebuilds item by item).
-_NESTED = frozenset({tuple, ListArg, DictArg, TupleArg, SliceArg})
 
 
 def _install_root_extras(gm: GraphModule, program: Program) -> None:
