@@ -177,9 +177,10 @@ def batched_histogram_qparams(observers: Iterable[Any]) -> dict[int, tuple[float
     searchable = {key: (o, found) for key, (o, found) in states.items() if found is not None}
     ranges = {key: (low.item(), high.item()) for key, (_, (_, low, high)) in searchable.items()}
     plain = [o for key, (o, _) in searchable.items() if _calibrated(*ranges[key])]
+    histograms = {key: histogram for key, (_, (histogram, _, _)) in searchable.items()}
     groups: dict[tuple, dict[int, tuple[float, float]]] = defaultdict(dict)
     own: list[tuple[Any, int, int]] = []
-    for observer, (start, end) in zip(plain, _histogram_bin_searches(plain, ranges)):
+    for observer, (start, end) in zip(plain, _histogram_bin_searches(plain, ranges, histograms)):
         key = None
         if type(observer)._calculate_qparams is UniformQuantizationObserverBase._calculate_qparams:
             low, high = _searched_range_floats(observer, start, end, ranges[id(observer)])
@@ -467,10 +468,11 @@ class _Search:
             self.start_bin, self.end_bin = start, end
 
 
-def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float, float]] | None = None
-                            ) -> list[tuple[int, int]]:
+def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float, float]] | None = None,
+                            histograms: dict[int, torch.Tensor] | None = None) -> list[tuple[int, int]]:
     """The (start bin, end bin) HistogramObserver._non_linear_param_search settles on for each observer.
-    `ranges` may hold the observers' `_observed_ranges`.
+    `ranges` may hold the observers' `_observed_ranges`, `histograms` their histograms as
+    `_searchable_buffers` read them.
 
     Each search runs in the compiled kernel where it can (`_search_natively`); the others advance together,
     their candidates scored in growing batches until each stops."""
@@ -479,7 +481,8 @@ def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float,
     lanes = summing_lanes(kernel) if kernel is not None else None
     if lanes is not None:
         ranges = ranges if ranges is not None else _observed_ranges(observers)
-        found = [_search_natively(kernel, lanes, o, ranges[id(o)]) for o in observers]
+        histograms = histograms if histograms is not None else {id(o): o.histogram for o in observers}
+        found = [_search_natively(kernel, lanes, o, ranges[id(o)], histograms[id(o)]) for o in observers]
     rest = [k for k, searched in enumerate(found) if searched is None]
     if rest:
         left = [observers[k] for k in rest]
@@ -488,15 +491,16 @@ def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float,
     return found  # type: ignore[return-value]
 
 
-def _search_natively(kernel: Any, lanes: int, observer: Any, observed: tuple[float, float]
-                     ) -> tuple[int, int] | None:
+def _search_natively(kernel: Any, lanes: int, observer: Any, observed: tuple[float, float],
+                     histogram: torch.Tensor | None = None) -> tuple[int, int] | None:
     """One observer's search by the kernel, candidate by candidate as torch makes them, each scored by
     the kernel's terms summed in torch's order (its total and cumulative counts, too, are summed as torch
     sums them); None when the kernel cannot take it (a histogram off the CPU or of more than one grain of
-    bins, or a candidate whose quotients are beyond its flooring)."""
-    histogram = observer.histogram
+    bins, or a candidate whose quotients are beyond its flooring). `histogram` is the observer's (None:
+    read here)."""
+    histogram = histogram if histogram is not None else observer.histogram
     bins = observer.bins
-    if histogram.device.type != "cpu" or not histogram.is_contiguous() or bins > _ONE_GRAIN:
+    if not histogram.is_cpu or not histogram.is_contiguous() or bins > _ONE_GRAIN:
         return None
     low, high = observed
     return kernel.search(histogram.data_ptr(), *_quantile_bound_addresses(), bins, observer.dst_nbins,
