@@ -492,13 +492,11 @@ def _histogram_bin_searches(observers: list[Any], ranges: dict[int, tuple[float,
 
 
 def _search_natively(kernel: Any, lanes: int, observer: Any, observed: tuple[float, float],
-                     histogram: torch.Tensor | None = None) -> tuple[int, int] | None:
+                     histogram: torch.Tensor) -> tuple[int, int] | None:
     """One observer's search by the kernel, candidate by candidate as torch makes them, each scored by
     the kernel's terms summed in torch's order (its total and cumulative counts, too, are summed as torch
     sums them); None when the kernel cannot take it (a histogram off the CPU or of more than one grain of
-    bins, or a candidate whose quotients are beyond its flooring). `histogram` is the observer's (None:
-    read here)."""
-    histogram = histogram if histogram is not None else observer.histogram
+    bins, or a candidate whose quotients are beyond its flooring). `histogram` is the observer's."""
     bins = observer.bins
     if not histogram.is_cpu or not histogram.is_contiguous() or bins > _ONE_GRAIN:
         return None

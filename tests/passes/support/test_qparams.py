@@ -520,7 +520,8 @@ def test_the_kernels_search_is_the_lockstep_search(observer):
     if kernel is None:
         pytest.skip("the scoring kernel is not built")
     ranges = qparams._observed_ranges([observer])
-    native = qparams._search_natively(kernel, qparams.summing_lanes(kernel), observer, ranges[id(observer)])
+    native = qparams._search_natively(kernel, qparams.summing_lanes(kernel), observer, ranges[id(observer)],
+                                      observer.histogram)
     assume(native is not None)
     assert [native] == qparams._lockstep_searches([observer], qparams._cumulative_histograms([observer]), ranges)
 
