@@ -7,7 +7,7 @@ attributes the graph no longer uses, and attaches the preserved attributes conve
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import attrs
 import torch
@@ -91,17 +91,14 @@ def cleanup(program: Program) -> Program:
     Guarantees: `quant` is None; the module and attribute tables hold only what the graph's targets reach;
     with `options.remove_qconfig`, no kept module carries a qconfig or observer leftovers; the root meta
     holds only the preserved attributes (when convert_fx-style preservation was asked for)."""
-    targets = [n.target for n in program.graph.nodes if n.op in ("call_module", "get_attr")]
-    target_set = set(targets)
-    module_targets = {t for t in target_set if t in program.modules}
-    under_target = _Descendants(module_targets).holds
-    modules = {path: module for path, module in program.modules.items()
-               if path in target_set or under_target(path)}
+    target_set = {n.target for n in program.graph.nodes if n.op in ("call_module", "get_attr")}
     memo: dict[int, torch.nn.Module] = {}
     if program.options.remove_qconfig:
-        modules = {path: without_quantization_leftovers(m, memo) for path, m in modules.items()}
-        # A child listed under its own path must be the same object its cleaned parent holds.
-        modules = _relink_children(modules)
+        modules = _kept_without_leftovers(program.modules, target_set, memo)
+    else:
+        under_target = _Descendants({t for t in target_set if t in program.modules}).holds
+        modules = {path: module for path, module in program.modules.items()
+                   if path in target_set or under_target(path)}
     attributes = {k: v for k, v in program.attributes.items() if k in target_set}
     meta: dict[str, Any] = {}
     if program.options.preserved_attributes is not None:
@@ -142,32 +139,40 @@ class _Descendants:
         return below
 
 
-def _relink_children(modules: dict[str, torch.nn.Module]) -> dict[str, torch.nn.Module]:
-    """`modules` with every entry that lies in the tree of another entry replaced by the object that tree
-    holds at its path. Each entry is looked up from its nearest ancestor entry, through the children's
-    tables; an entry that tree does not reach stays as it is. Shorter paths first: an ancestor's path is a
-    prefix of its descendants', so every ancestor is settled before them."""
-    out = dict(modules)
-    for path in sorted(out, key=len):
-        end = path.rfind(".")
-        if end <= 0:
-            continue
-        parent = out.get(path[:end])
-        if parent is not None:  # the usual case: the parent itself is an entry
-            child = parent._modules.get(path[end + 1:])
-            if child is not None:
-                out[path] = child
-            continue
+def _kept_without_leftovers(table: Mapping[str, torch.nn.Module], targets: set[str],
+                            memo: dict[int, torch.nn.Module]) -> dict[str, torch.nn.Module]:
+    """The entries of module table `table` that `targets` reach (a target or below a module target), in
+    the table's order, each without its quantization leftovers (copies made through `memo`).
+
+    An entry that lies in the tree of another kept entry is the object that entry's cleaned tree holds at
+    its path (found from its nearest kept ancestor entry); one that tree does not reach is cleaned on its
+    own. Shorter paths first: an ancestor's path is a prefix of its descendants', so every ancestor is
+    settled before them, and an entry whose parent is kept needs neither the reach test nor a cleaning of
+    its own (its parent's cleaning made it)."""
+    under_target = _Descendants({t for t in targets if t in table}).holds
+    kept: dict[str, torch.nn.Module] = {}
+    for path in sorted(table, key=len):
+        parent_path, dot, name = path.rpartition(".")
+        parent = kept.get(parent_path)
+        if parent is not None:  # the usual case: below a kept entry
+            child = parent._modules.get(name)
+            kept[path] = child if child is not None else without_quantization_leftovers(table[path], memo)
+        elif path in targets or dot and under_target(path):
+            held = _held_below_kept_ancestor(path, kept) if parent_path not in table else None
+            kept[path] = held if held is not None else without_quantization_leftovers(table[path], memo)
+    return {path: kept[path] for path in table if path in kept}
+
+
+def _held_below_kept_ancestor(path: str, kept: dict[str, torch.nn.Module]) -> torch.nn.Module | None:
+    """The module the nearest entry of `kept` above `path` holds at `path` in its tree, if any."""
+    end = path.rfind(".")
+    while end > 0 and path[:end] not in kept:
         end = path.rfind(".", 0, end)
-        while end > 0 and path[:end] not in out:
-            end = path.rfind(".", 0, end)
-        if end <= 0:
-            continue
-        module: torch.nn.Module | None = out[path[:end]]
-        for name in path[end + 1:].split("."):
-            module = module._modules.get(name)
-            if module is None:
-                break
-        else:
-            out[path] = module
-    return out
+    if end <= 0:
+        return None
+    module: torch.nn.Module | None = kept[path[:end]]
+    for name in path[end + 1:].split("."):
+        module = module._modules.get(name)
+        if module is None:
+            return None
+    return module

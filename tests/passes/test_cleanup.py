@@ -12,7 +12,7 @@ from torch import nn
 from torch.ao.quantization import MinMaxObserver, default_qconfig
 from torch.ao.quantization.quantize import _observer_forward_hook, _observer_forward_pre_hook, _remove_qconfig
 
-from qfx.passes.cleanup import _Descendants, _relink_children, without_quantization_leftovers
+from qfx.passes.cleanup import _Descendants, _kept_without_leftovers, without_quantization_leftovers
 from qfx.testing.strategies import examples
 from tests.support.snapshot import assert_unchanged, snapshot
 
@@ -95,10 +95,14 @@ def test_leftovers_are_removed_as_torch_removes_them(root: nn.Module) -> None:
             assert p is originals[path]._parameters[name]
 
 
-def _relinked_one_walk_per_entry(modules: dict[str, nn.Module]) -> dict[str, nn.Module]:
-    """The definition: every entry, shallowest first, relinks everything in its tree."""
-    out = dict(modules)
-    for path in sorted(modules, key=lambda p: p.count(".")):
+def _kept_by_definition(table: dict[str, nn.Module], targets: set[str]) -> dict[str, nn.Module]:
+    """The definition: the entries that are a target or lie below a module target, each cleaned, then every
+    kept entry, shallowest first, relinks everything in its tree."""
+    roots = targets & set(table)
+    memo: dict[int, nn.Module] = {}
+    out = {p: without_quantization_leftovers(m, memo) for p, m in table.items()
+           if p in targets or any(p.startswith(f"{root}.") for root in roots)}
+    for path in sorted(out, key=lambda p: p.count(".")):
         for sub, child in out[path].named_modules(remove_duplicate=False):
             if sub and f"{path}.{sub}" in out:
                 out[f"{path}.{sub}"] = child
@@ -107,16 +111,25 @@ def _relinked_one_walk_per_entry(modules: dict[str, nn.Module]) -> dict[str, nn.
 
 @settings(max_examples=examples(150), deadline=None)
 @given(module_trees(), st.data())
-def test_relinking_equals_one_walk_per_entry(root: nn.Module, data: Any) -> None:
-    paths = [p for p, _ in root.named_modules(remove_duplicate=False)]
-    chosen = data.draw(st.lists(st.sampled_from(paths), min_size=1, unique=True))
-    # entries as cleanup holds them: some the tree's own object, some a stray object at that path
-    modules = {p: (nn.Module() if data.draw(st.booleans()) and p else dict(root.named_modules(
-        remove_duplicate=False))[p]) for p in chosen}
-    cleaned = {p: without_quantization_leftovers(m, {}) for p, m in modules.items()}
-    assert _relink_children(cleaned) == _relinked_one_walk_per_entry(cleaned)
-    assert {p: id(m) for p, m in _relink_children(cleaned).items()} == {
-        p: id(m) for p, m in _relinked_one_walk_per_entry(cleaned).items()}
+def test_kept_entries_are_cleaned_and_relinked_as_one_walk_per_entry(root: nn.Module, data: Any) -> None:
+    tree = dict(root.named_modules(remove_duplicate=False))
+    paths = [p for p in tree if p]
+    chosen = data.draw(st.lists(st.sampled_from(paths), unique=True)) if paths else []
+    # entries as cleanup is given them: some the tree's own object, some a stray object at that path
+    table = {p: nn.Module() if data.draw(st.booleans()) else tree[p] for p in chosen}
+    targets = set(data.draw(st.lists(st.sampled_from(paths + ["x", "x.y"]), max_size=4)))
+    kept = _kept_without_leftovers(table, targets, {})
+    expected = _kept_by_definition(table, targets)
+    assert _identities(kept, table, tree) == _identities(expected, table, tree)
+    assert [_shape(m) for m in kept.values()] == [_shape(m) for m in expected.values()]
+
+
+def _identities(kept: dict[str, nn.Module], table: dict[str, nn.Module], tree: dict[str, nn.Module]) -> list:
+    """Per kept path: the input object it is (by its path in the table or tree), or else the first kept path
+    holding the same copy."""
+    originals = {id(m): f"table:{p}" for p, m in table.items()} | {id(m): f"tree:{p}" for p, m in tree.items()}
+    first: dict[int, str] = {}
+    return [(p, originals.get(id(m)) or first.setdefault(id(m), p)) for p, m in kept.items()]
 
 
 def test_a_deep_chain_is_looked_at_once_per_module() -> None:
