@@ -152,7 +152,6 @@ class _Emitter:
             raise _Unsupported("a node name that FX's code generator renames")
         self.globals: dict[str, Any] = {}
         self.global_of: dict[Any, str] = {}  # object -> its global name (FX's namespace dedups objects by ==)
-        self.reads: dict[str, None] = {}  # nodes read by the node being rendered, in order (an ordered set)
 
     # -- globals ---------------------------------------------------------------------------------------
 
@@ -189,7 +188,7 @@ class _Emitter:
     # -- arguments -------------------------------------------------------------------------------------
 
     def arg(self, value: Any) -> str:
-        """FX's `_get_repr` of an argument, recording the nodes it reads."""
+        """FX's `_get_repr` of an argument."""
         kind = type(value)
         text = self._common(value, kind, self.arg)
         if text is not None:
@@ -230,16 +229,15 @@ class _Emitter:
         """The text both `arg` and `plain` give node references, plain leaves, tuples, lists and slices
         (their items rendered by `recurse`); None for other values."""
         if kind is Ref:
-            self.reads[value.name] = None
             return value.name
         if kind in _REPR_LEAVES:
             return repr(value)
         if kind is tuple:
             if len(value) == 1:
                 return f"({recurse(value[0])},)"
-            return "(" + ", ".join([recurse(v) for v in value]) + ")"
+            return "(" + ", ".join(map(recurse, value)) + ")"
         if kind is ListArg:
-            return "[" + ", ".join([recurse(v) for v in value.items]) + "]"
+            return "[" + ", ".join(map(recurse, value.items)) + "]"
         if kind is SliceArg:
             return f"slice({recurse(value.start)}, {recurse(value.stop)}, {recurse(value.step)})"
         return None
@@ -247,11 +245,9 @@ class _Emitter:
     def call_args(self, args: tuple, kwargs: tuple) -> str:
         """FX's `_format_args`: positional arguments, then `key = value` pairs."""
         parts = []
-        reads = self.reads
         for a in args:
             kind = type(a)
             if kind is Ref:  # the common cases inline: this runs for almost every argument
-                reads[a.name] = None
                 parts.append(a.name)
             elif kind in _REPR_LEAVES:
                 parts.append(repr(a))
@@ -290,7 +286,7 @@ class _Emitter:
                 return line
             if len(args) != arity or node.kwargs:
                 raise _Unsupported(f"operator {target.__name__} with {len(args)} args and kwargs {node.kwargs}")
-            operands = [self.arg(a) for a in args]
+            operands = list(map(self.arg, args))
             if style == "operator":
                 return f"{name}{annotation} = {text.format(*operands)}"
             return f"{text.format(*operands)};  {name}{annotation} = {operands[0]}"  # in-place operator
@@ -326,17 +322,15 @@ class _Emitter:
         free_vars: list[str] = []
         wrapped: dict[str, None] = {}
         statements: list[str] = []
-        reads: list[dict[str, None]] = []
         return_type = ""
         for node in nodes:
-            self.reads = {}
             statements.append(self.statement(node, free_vars, wrapped))
-            reads.append(self.reads)
             if node.op == "output" and node.type is not None:
                 return_type = " -> " + self.type_text(node.type)
 
         # Walking backwards: a value is deleted right after its last reader, and a value nobody reads
-        # right after it is made (placeholders and the output delete nothing).
+        # right after it is made (placeholders and the output delete nothing). A node's reads are FX's
+        # `_input_nodes`: the references in its args, then kwargs, in order.
         count = len(nodes)
         lines: list[str] = []  # the body's lines, last first, without newlines
         owners: list[int] = []  # node index of each line
@@ -345,7 +339,7 @@ class _Emitter:
             node = nodes[i]
             text = statements[i]
             gone = []
-            for name in reads[i]:  # (a loop, not a comprehension: most nodes read one or two values)
+            for name in node.input_name_tuple():  # (a loop, not a comprehension: most read one or two)
                 if name not in read_later:
                     read_later.add(name)
                     gone.append(name)
@@ -362,8 +356,8 @@ class _Emitter:
             owners.append(i)
         lines.reverse()
         owners.reverse()
-        code = "    " + "\n    ".join(lines) + "\n    "  # the body, indented (if no statement spans lines)
-        if "# COUNTER: " in code:
+        body = "\n    ".join(lines)  # the body, indented but for its first line (if no statement spans lines)
+        if "# COUNTER: " in body:
             raise _Unsupported("a line contains FX's counter marker")
 
         wrap_stmts = ""
@@ -375,8 +369,9 @@ class _Emitter:
         prologue = f"def {self.func_name}({', '.join(free_vars)}){return_type}:"
 
         first = prologue.count("\n") + 1
-        if code.count("\n") == len(lines):  # one line per statement: the common case
-            lineno_map = dict(zip(range(first, first + len(owners)), owners))
+        if "\n" not in "".join(lines):  # one line per statement: the common case
+            code = f"    {body}\n    "
+            lineno_map = dict(enumerate(owners, first))
             lineno_map[first + len(owners)] = count - 1  # the empty line after the final newline
         else:
             lineno_map = _line_owners(lines, owners, first, count - 1)
