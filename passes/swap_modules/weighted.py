@@ -162,7 +162,7 @@ class WeightedClasses:
 
 def _in_module_tables(state: dict[str, Any], name: str) -> bool:
     """Whether one of the tables nn.Module.__getattr__ looks in holds `name`, for a module's instance dict."""
-    return name in state.get("_parameters", ()) or name in state.get("_buffers", ()) or name in state.get("_modules", ())
+    return any(name in state.get(table, ()) for table in ("_parameters", "_buffers", "_modules"))
 
 
 def first_member(fused: torch.nn.Module) -> torch.nn.Module:
