@@ -148,7 +148,7 @@ class _SwapKinds:
         self._classes = classes
         self._custom_classes = custom_classes
         self._is_observer = ObserverTest()
-        self._is_standalone = StandaloneTest()
+        self._is_standalone = StandaloneTest(classes.lookup)
 
     def __call__(self, module: torch.nn.Module) -> str | None:
         if self._is_observer(module) or isinstance(module, DeQuantStub):

@@ -22,6 +22,8 @@ from qfx.ir.graph import Node
 from qfx.ir.lift import OBSERVED_ATTRS_KEY, lift
 from qfx.ir.program import CallingConvention, ConvertOptions
 
+from .module_lookup import ModuleLookup
+
 
 class StandaloneOutputError(ConvertError, AssertionError):
     """An observed standalone module keeps an output other than output 0 quantized."""
@@ -37,32 +39,16 @@ class StandaloneSwap:
 
 class StandaloneTest:
     """torch's `_is_observed_standalone_module` (True for a GraphModule that prepare_fx produced for a
-    standalone module), for one pass run: what a module's class tells is remembered per class."""
+    standalone module), for one pass run: a module that certainly has no `meta` is answered without torch's
+    hasattr probe."""
 
-    def __init__(self) -> None:
-        self._plain: dict[type, bool] = {}
+    def __init__(self, lookup: ModuleLookup) -> None:
+        self._lookup = lookup
 
     def __call__(self, module: Any) -> bool:
-        kind = type(module)
-        plain = self._plain.get(kind)
-        if plain is None:
-            plain = self._plain[kind] = _plain_lookup_without_meta(kind)
-        if plain and _no_meta_entry(module.__dict__):
+        if self._lookup.lacks(module, "meta"):
             return False  # torch's test starts with hasattr(module, "meta")
         return _is_observed_standalone_module(module)
-
-
-def _plain_lookup_without_meta(kind: type) -> bool:
-    """Whether `kind` is a module class with nn.Module's attribute lookup and no `meta` of its own: then its
-    instances have a `meta` only when their instance dict or tables hold one."""
-    return (issubclass(kind, torch.nn.Module) and kind.__getattr__ is torch.nn.Module.__getattr__
-            and kind.__getattribute__ is object.__getattribute__ and not hasattr(kind, "meta"))
-
-
-def _no_meta_entry(state: dict[str, Any]) -> bool:
-    """Whether a module's instance dict `state` holds no `meta`, in itself or in its tables."""
-    return ("meta" not in state and "meta" not in state.get("_parameters", ())
-            and "meta" not in state.get("_buffers", ()) and "meta" not in state.get("_modules", ()))
 
 
 def convert_standalone(node: Node, observed: torch.fx.GraphModule, options: ConvertOptions) -> StandaloneSwap:

@@ -26,6 +26,7 @@ import torch
 from torch.ao.quantization.observer import MinMaxObserver, PerChannelMinMaxObserver
 
 from ..support.qparams import minmax_qparams
+from .module_lookup import ModuleLookup
 
 _PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 _PER_CHANNEL = (torch.per_channel_affine, torch.per_channel_symmetric, torch.per_channel_affine_float_qparams)
@@ -139,11 +140,11 @@ class WeightQParamTable:
     (nobody else holds them): the caller may keep them instead of copying them.
     """
 
-    def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
+    def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys, lookup: ModuleLookup) -> None:
         self._device = device
         self._constructor_keys = constructor_keys
+        self._lookup = lookup
         self._configs: dict[tuple, WeightObserverConfig | None] = {}
-        self._plain_weight: dict[type, bool] = {}  # module class -> attribute_in_tables(class, 'weight')
         self._found: dict[int, tuple[torch.nn.Module, Any, dict[str, Any]]] = {}
 
     def compute(self, pairs: Iterable[tuple[torch.nn.Module, Any]]) -> None:
@@ -180,7 +181,7 @@ class WeightQParamTable:
             return None
         if "parametrizations" in module._modules:
             return None  # reading the weight runs the parametrizations: only where torch reads it
-        weight = self._weight(module)
+        weight = self._lookup.parameter(module, "weight")
         if type(weight) not in (torch.Tensor, torch.nn.Parameter):
             return None
         constructor = getattr(qconfig, "weight", None)
@@ -191,27 +192,6 @@ class WeightQParamTable:
             self._configs[key] = _config_of_fresh_observer(constructor)
         config = self._configs[key]
         return None if config is None else (weight, config)
-
-    def _weight(self, module: torch.nn.Module) -> Any:
-        """`getattr(module, "weight", None)`, read straight from the module's parameters where
-        nn.Module.__getattr__ would find it there (skipping that function's Python frame)."""
-        kind = type(module)
-        plain = self._plain_weight.get(kind)
-        if plain is None:
-            plain = self._plain_weight[kind] = attribute_in_tables(kind, "weight")
-        state = module.__dict__
-        if plain and "weight" not in state:
-            parameters = state.get("_parameters", {})
-            if "weight" in parameters:
-                return parameters["weight"]
-        return getattr(module, "weight", None)
-
-
-def attribute_in_tables(kind: type, name: str) -> bool:
-    """Whether a `kind` instance's attribute `name` is what nn.Module.__getattr__ finds in its tables whenever
-    its instance dict has none: a module class with nn.Module's attribute lookup and no `name` of its own."""
-    return (issubclass(kind, torch.nn.Module) and kind.__getattribute__ is object.__getattribute__
-            and kind.__getattr__ is torch.nn.Module.__getattr__ and not hasattr(kind, name))
 
 
 def _config_of_fresh_observer(constructor: Any) -> WeightObserverConfig | None:

@@ -37,7 +37,8 @@ from qfx.ir.program import ConvertOptions, QuantFacts
 from ..support.module_copies import with_instance_dict
 from .qat import run_weight_fake_quant, to_float
 from .reference_modules import PROCESS_LAYOUTS, ReferenceBuilder, from_float
-from .weight_qparams import ConstructorKeys, WeightQParamTable, attribute_in_tables
+from .module_lookup import ModuleLookup
+from .weight_qparams import ConstructorKeys, WeightQParamTable
 
 
 class MissingReferenceModuleError(ConvertError, AssertionError):
@@ -67,8 +68,8 @@ class WeightedClasses:
     _dtypes: dict = attrs.field(factory=dict, repr=False, eq=False)
     # module class -> _copies_as_module(class)
     _copy_kinds: dict = attrs.field(factory=dict, repr=False, eq=False)
-    # module class -> whether class_before_parametrizations may read its instances' tables
-    _plain_lookup: dict = attrs.field(factory=dict, repr=False, eq=False)
+    # what the swap's modules' attribute lookups will find, remembered per class
+    lookup: ModuleLookup = attrs.field(factory=ModuleLookup, repr=False, eq=False)
 
     @classmethod
     def of(cls, backend_config: Any) -> "WeightedClasses":
@@ -125,16 +126,9 @@ class WeightedClasses:
 
     def class_before_parametrizations(self, module: torch.nn.Module) -> type:
         """torch's type_before_parametrizations(module), without its probe for a `parametrizations`
-        attribute (an AttributeError raised and caught) where the module has none to find: its class looks
-        attributes up as nn.Module does and does not define that attribute, and neither the module's instance
-        dict nor its tables hold the name."""
-        kind = type(module)
-        plain = self._plain_lookup.get(kind)
-        if plain is None:
-            plain = self._plain_lookup[kind] = attribute_in_tables(kind, "parametrizations")
-        state = module.__dict__
-        if plain and "parametrizations" not in state and not _in_module_tables(state, "parametrizations"):
-            return kind
+        attribute (an AttributeError raised and caught) where the module certainly has none."""
+        if self.lookup.lacks(module, "parametrizations"):
+            return type(module)
         return type_before_parametrizations(module)
 
     def copies_as_module(self, kind: type) -> bool:
@@ -158,11 +152,6 @@ class WeightedClasses:
         if key is None and isinstance(constructor, type):
             return (constructor,)
         return key
-
-
-def _in_module_tables(state: dict[str, Any], name: str) -> bool:
-    """Whether one of the tables nn.Module.__getattr__ looks in holds `name`, for a module's instance dict."""
-    return any(name in state.get(table, ()) for table in ("_parameters", "_buffers", "_modules"))
 
 
 def first_member(fused: torch.nn.Module) -> torch.nn.Module:
@@ -215,8 +204,8 @@ class FastPaths:
     """Per pass run: the weight qparams computed ahead for the modules the pass will convert, and the
     reference module builder (see weight_qparams.py and reference_modules.py)."""
 
-    def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys) -> None:
-        self.qparams = WeightQParamTable(device, constructor_keys)
+    def __init__(self, device: torch.device | None, constructor_keys: ConstructorKeys, lookup: ModuleLookup) -> None:
+        self.qparams = WeightQParamTable(device, constructor_keys, lookup)
         self.references = ReferenceBuilder(PROCESS_LAYOUTS)
 
     @classmethod
@@ -228,7 +217,7 @@ class FastPaths:
         their fake quants instead). Whether it does is left to convert_weighted: asking here would build
         observers (and warn or fail) for modules torch never asks about; unused entries cost little.
         """
-        fast = cls(device, classes.constructor_keys)
+        fast = cls(device, classes.constructor_keys, classes.lookup)
         wanted = []
         for module in modules:
             qconfig = getattr(module, "qconfig", None)

@@ -36,6 +36,7 @@ import qfx.api as api
 from qfx.passes.swap_modules import weight_qparams as weight_qparams_module
 from qfx.passes.swap_modules import weighted as swap_weighted
 from qfx.passes.swap_modules import reference_modules
+from qfx.passes.swap_modules.module_lookup import ModuleLookup
 from qfx.passes.swap_modules.reference_modules import LearnedLayouts, ReferenceBuilder
 from qfx.passes.swap_modules.weight_qparams import (
     ConstructorKeys,
@@ -687,7 +688,7 @@ def test_only_plain_minmax_observers_have_a_config():
 
 
 def _table(pairs: list[tuple[nn.Module, Any]]) -> WeightQParamTable:
-    table = WeightQParamTable(None, ConstructorKeys())
+    table = WeightQParamTable(None, ConstructorKeys(), ModuleLookup())
     table.compute(pairs)
     return table
 

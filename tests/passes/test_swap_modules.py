@@ -805,8 +805,9 @@ def test_the_quick_no_meta_answer_agrees_with_hasattr(module, quick):
     others it answers (or fails) as torch's test does."""
     from torch.ao.quantization.fx.graph_module import _is_observed_standalone_module
 
-    from qfx.passes.swap_modules.standalone import StandaloneTest, _no_meta_entry, _plain_lookup_without_meta
-    assert (_plain_lookup_without_meta(type(module)) and _no_meta_entry(module.__dict__)) is quick
+    from qfx.passes.swap_modules.module_lookup import ModuleLookup
+    from qfx.passes.swap_modules.standalone import StandaloneTest
+    assert ModuleLookup().lacks(module, "meta") is quick
     assert hasattr(module, "meta") is not quick
 
     def outcome(test: Any) -> Any:
@@ -814,7 +815,7 @@ def test_the_quick_no_meta_answer_agrees_with_hasattr(module, quick):
             return test(module)
         except Exception as exc:  # noqa: BLE001  (a buffer named meta makes torch's `in` fail)
             return type(exc)
-    assert outcome(StandaloneTest()) == outcome(_is_observed_standalone_module)
+    assert outcome(StandaloneTest(ModuleLookup())) == outcome(_is_observed_standalone_module)
 
 
 def test_the_swap_support_check_answers_as_torchs_own():

@@ -1,4 +1,4 @@
-"""swap-modules asks a module's class before parametrizations as torch's type_before_parametrizations answers."""
+"""Module attribute lookups answered from the tables (module_lookup.py) agree with torch's and Python's own."""
 
 from __future__ import annotations
 
@@ -55,3 +55,29 @@ def test_the_class_before_parametrizations_is_torchs(module):
     classes = WeightedClasses.of(get_native_backend_config())
     for _ in range(2):  # (the second time from what the class told the first)
         assert classes.class_before_parametrizations(module) is type_before_parametrizations(module)
+
+
+class _WeightProperty(nn.Module):
+    @property
+    def weight(self) -> torch.Tensor:  # type: ignore[override]
+        return self._parameters["kept"]
+
+
+@pytest.mark.parametrize("module", [
+    nn.Linear(2, 2), nn.ReLU(), _OwnLookup(), _ClaimsAnotherClass(),
+    _with(nn.Linear(2, 2), lambda m: m.__dict__.__setitem__("weight", "instance")),
+    _with(nn.ReLU(), lambda m: m.register_buffer("weight", torch.zeros(1))),
+    _with(nn.ReLU(), lambda m: m.register_parameter("kept", nn.Parameter(torch.ones(1)))),
+], ids=lambda m: type(m).__name__)
+def test_a_parameter_read_is_getattrs(module):
+    from qfx.passes.swap_modules.module_lookup import ModuleLookup
+    lookup = ModuleLookup()
+    for _ in range(2):
+        assert lookup.parameter(module, "weight") is getattr(module, "weight", None)
+
+
+def test_a_weight_property_is_asked():
+    from qfx.passes.swap_modules.module_lookup import ModuleLookup
+    module = _WeightProperty()
+    module.register_parameter("kept", nn.Parameter(torch.ones(1)))
+    assert ModuleLookup().parameter(module, "weight") is module._parameters["kept"]
